@@ -1,0 +1,67 @@
+# dtk: the two commands a user needs are `make demo` and `make test`.
+# Both install what they need first (system packages via apt, Python packages
+# into .venv), so a fresh Debian machine needs nothing else.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# buildah/skopeo build and move images; podman+runc run driver containers;
+# mmdebstrap makes base roots; qemu boots kernels; docker-registry is the
+# loopback registry the tests push to; busybox-static, kmod and cpio make
+# VM initramfs images.
+SYSTEM_PACKAGES := buildah skopeo podman runc uidmap fuse-overlayfs mmdebstrap \
+	qemu-system-x86 docker-registry busybox-static kmod cpio xz-utils zstd \
+	openssl gpgv python3-venv ca-certificates
+
+.PHONY: all deps system-deps python-deps demo test lint typecheck unit integration bench clean
+
+all: test
+
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:" $$missing; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+python-deps: $(VENV)/.installed
+
+deps: system-deps python-deps
+
+demo: deps
+	$(BIN)/dtk demo
+
+lint: python-deps
+	$(BIN)/ruff check dtk tests bench
+
+typecheck: python-deps
+	$(BIN)/mypy
+
+unit: python-deps
+	$(BIN)/pytest tests/unit
+
+integration: deps
+	$(BIN)/pytest tests/integration
+
+test: deps
+	$(BIN)/ruff check dtk tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest tests
+
+bench: deps
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

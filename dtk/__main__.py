@@ -1,0 +1,3 @@
+from dtk.cli.main import main
+
+main()

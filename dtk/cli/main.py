@@ -1,0 +1,46 @@
+"""Entry point: the `dtk` group, logging, and one-screen errors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from dtk import __version__
+from dtk.cli import kernels, toolkit
+from dtk.errors import DtkError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dtk")
+@click.option("-v", "--verbose", count=True, help="Log every command dtk runs (-vv: debug).")
+def cli(verbose: int) -> None:
+    """dtk: out-of-tree kernel drivers for whatever kernel a machine runs."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(name)s: %(message)s")
+    if verbose:
+        logging.getLogger("dtk.run").setLevel(logging.DEBUG)
+
+
+for module in (kernels, toolkit):
+    module.register(cli)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except DtkError as exc:
+        click.echo(exc.render(), err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,103 @@
+"""Distribution backends behind one interface.
+
+A backend knows its kernel catalog, which packages make up a kernel's toolkit,
+and how to install them. Only Debian (apt) exists today; an RPM family backend
+(dnf) implements the same `Distro` protocol.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from dtk import kernel as kern
+from dtk.errors import DtkError
+
+
+@dataclass(frozen=True)
+class KernelEntry:
+    """One kernel release the archive can install."""
+
+    release: str
+    flavour: str
+    line: str
+    image_package: str
+    version: str
+    source: str
+    source_version: str
+    metapackages: tuple[str, ...] = ()
+    has_headers: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["metapackages"] = list(self.metapackages)
+        return data
+
+
+@dataclass(frozen=True)
+class PinnedPackage:
+    """A package at an exact version, and why if it is not the kernel's own."""
+
+    name: str
+    version: str
+    exact: bool = True
+    note: str = ""
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}={self.version}"
+
+
+@dataclass(frozen=True)
+class KernelPackages:
+    """Everything a toolkit installs for one kernel release."""
+
+    release: str
+    version: str
+    packages: tuple[PinnedPackage, ...]
+    compiler_package: str
+    notes: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class OsInfo:
+    id: str  # os-release ID: "debian"
+    version_id: str  # "12"
+    codename: str  # "bookworm"
+    arch: str  # package architecture: "amd64"
+
+
+class Distro(Protocol):
+    """What the toolkit builder needs from a distribution backend."""
+
+    os: OsInfo
+
+    def kernels(self) -> list[KernelEntry]: ...
+
+    def kernel_packages(self, release: str) -> KernelPackages: ...
+
+    def tool_packages(self) -> tuple[str, ...]: ...
+
+    def sources_text(self) -> str: ...
+
+
+def find_kernel(entries: list[KernelEntry], release: str) -> KernelEntry:
+    """The catalog entry for `release`, or an error naming the closest ones."""
+    for entry in entries:
+        if entry.release == release:
+            return entry
+    raise unknown_kernel(entries, release)
+
+
+def unknown_kernel(entries: list[KernelEntry], release: str) -> DtkError:
+    names = [e.release for e in entries]
+    close = difflib.get_close_matches(release, names, n=4, cutoff=0.5)
+    parsed = kern.try_parse(release)
+    if parsed:
+        same = [e for e in entries if e.flavour == parsed.flavour.value]
+        newest = max(same, key=lambda e: kern.parse(e.release).sort_key, default=None)
+        if newest and newest.release not in close:
+            close.append(newest.release)
+    hint = ("closest available: " + ", ".join(close)) if close else "see 'dtk kernels'"
+    return DtkError(f"kernel {release} is not in the configured archive", hint=hint)

@@ -1,0 +1,134 @@
+"""A private APT index of a set of sources, on the host.
+
+dtk never touches the machine's own APT state: it runs `apt-get` with its own
+state and cache directories under dtk's cache, so that `--sources FILE` can
+name an air-gapped mirror and signature checking stays apt's own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from dtk import run as runner
+from dtk.distro import aptsources
+from dtk.distro.aptsources import SourceEntry
+from dtk.errors import DtkError
+from dtk.lock import locked
+
+Stanza = dict[str, str]
+
+_FRESH_S = 15 * 60
+_FETCH_OPTIONS = (
+    "Acquire::Retries=3",
+    "Acquire::http::Timeout=30",
+    "Acquire::https::Timeout=30",
+)
+
+
+class AptIndex:
+    """Package indexes of one set of sources, kept under `root`."""
+
+    def __init__(self, entries: list[SourceEntry], root: Path) -> None:
+        self.entries = entries
+        self.sources_text = aptsources.render(entries)
+        digest = hashlib.sha256(self.sources_text.encode()).hexdigest()[:16]
+        self.root = root / "apt" / digest
+        self._parts = self.root / "etc"
+
+    def _options(self) -> list[str]:
+        opts = [
+            f"Dir::State={self.root / 'state'}",
+            f"Dir::State::status={self.root / 'status'}",
+            f"Dir::Cache={self.root / 'cache'}",
+            "Dir::Etc::SourceList=/dev/null",
+            f"Dir::Etc::SourceParts={self._parts}",
+            "Dir::Etc::Preferences=/dev/null",
+            f"Dir::Etc::PreferencesParts={self._parts}",
+            "APT::Sandbox::User=root",
+            "Acquire::Languages=none",
+            # Indexes stay uncompressed so they can be read without apt-helper.
+            "Acquire::GzipIndexes=false",
+            *_FETCH_OPTIONS,
+        ]
+        return [arg for opt in opts for arg in ("-o", opt)]
+
+    def _prepare(self) -> None:
+        (self.root / "state/lists/partial").mkdir(parents=True, exist_ok=True)
+        (self.root / "cache/archives/partial").mkdir(parents=True, exist_ok=True)
+        self._parts.mkdir(parents=True, exist_ok=True)
+        (self._parts / "dtk.sources").write_text(self.sources_text)
+        status = self.root / "status"
+        if not status.exists():
+            status.write_text("")
+
+    def update(self, *, max_age_s: float = _FRESH_S) -> None:
+        """Fetch indexes unless they are younger than `max_age_s`."""
+        stamp = self.root / "updated"
+        with locked(self.root / "lock"):
+            if stamp.exists() and time.time() - stamp.stat().st_mtime < max_age_s:
+                return
+            self._prepare()
+            result = runner.run(["apt-get", "-q", *self._options(), "update"],
+                                check=False, timeout=600)
+            problems = [line for line in (result.stdout + result.stderr).splitlines()
+                        if line.startswith(("E:", "W:", "Err:"))]
+            if result.returncode != 0 or any(p.startswith(("E:", "Err:")) for p in problems):
+                raise DtkError(
+                    "could not fetch package indexes from the APT sources (after retries):\n  "
+                    + "\n  ".join(problems[-8:] or [result.stderr.strip()[-500:]]),
+                    hint="check the network or the mirror, or pass --sources FILE naming a "
+                         "reachable mirror",
+                )
+            stamp.write_text(self.sources_text)
+
+    def index_files(self) -> list[Path]:
+        lists = self.root / "state/lists"
+        return sorted(p for p in lists.glob("*_Packages") if p.is_file())
+
+    def stanzas(self, want: Callable[[str], bool]) -> Iterator[Stanza]:
+        """Stanzas whose package name passes `want`, from every index."""
+        files = self.index_files()
+        if not files:
+            raise DtkError("no package index is available", hint="the sources list no 'deb' "
+                           "entry for this architecture, or update was never run")
+        for path in files:
+            yield from iter_stanzas(path.read_text(errors="replace"), want)
+
+    def download(self, packages: list[str], dest: Path) -> list[Path]:
+        """Download `name` or `name=version` packages into dest (signature-checked)."""
+        dest.mkdir(parents=True, exist_ok=True)
+        self.update()
+        before = set(dest.glob("*.deb"))
+        runner.run(["apt-get", "-q", *self._options(), "download", *packages],
+                   cwd=dest, timeout=900, what="downloading " + " ".join(packages))
+        return sorted(set(dest.glob("*.deb")) - before) or sorted(dest.glob("*.deb"))
+
+
+_PACKAGE_LINE = re.compile(r"^Package: (\S+)", re.M)
+
+
+def iter_stanzas(text: str, want: Callable[[str], bool]) -> Iterator[Stanza]:
+    """Parse RFC 822 stanzas cheaply: names are checked before fields are split."""
+    for block in text.split("\n\n"):
+        m = _PACKAGE_LINE.match(block)
+        if not m or not want(m.group(1)):
+            continue
+        yield parse_stanza(block)
+
+
+def parse_stanza(block: str) -> Stanza:
+    fields: Stanza = {}
+    last = ""
+    for line in block.splitlines():
+        if line[:1] in (" ", "\t"):
+            if last:
+                fields[last] += "\n" + line[1:]
+            continue
+        key, _, value = line.partition(":")
+        last = key
+        fields[key] = value.strip()
+    return fields

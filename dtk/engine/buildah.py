@@ -1,0 +1,181 @@
+"""buildah: build, inspect, run in, mount, commit and remove images.
+
+Builds use `--isolation chroot` (the only isolation that works on these hosts
+and inside CI containers) and never leave a tag behind on failure: buildah
+only tags after the last step commits, and `--force-rm` drops intermediates.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dtk import run as runner
+from dtk.errors import DtkError
+
+ISOLATION = "chroot"
+_INSPECT_TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """One `buildah bud` invocation."""
+
+    containerfile: Path
+    context: Path
+    tag: str
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    volumes: Sequence[str] = ()  # "host:container[:opts]"
+    layers: bool = False
+    timeout: float = 3600
+
+
+def bud(spec: BuildSpec, *, log_file: Path | None = None,
+        on_line: Callable[[str], None] | None = None) -> str:
+    """Build and tag an image; return its id. Nothing is tagged if any step fails."""
+    argv = ["buildah", "bud", "--isolation", ISOLATION, "--force-rm", "--rm",
+            f"--layers={'true' if spec.layers else 'false'}",
+            "-f", str(spec.containerfile), "-t", spec.tag]
+    for key, value in spec.build_args.items():
+        argv += ["--build-arg", f"{key}={value}"]
+    for key, value in spec.labels.items():
+        argv += ["--label", f"{key}={value}"]
+    for volume in spec.volumes:
+        argv += ["-v", volume]
+    argv.append(str(spec.context))
+    runner.stream(argv, timeout=spec.timeout, log_file=log_file, on_line=on_line,
+                  what=f"building {spec.tag} failed")
+    return image_id(spec.tag)
+
+
+def image_exists(name: str) -> bool:
+    result = runner.run(["buildah", "inspect", "--type", "image", "--format", "{{.FromImageID}}",
+                         name], check=False, timeout=_INSPECT_TIMEOUT)
+    return result.returncode == 0
+
+
+def inspect(name: str) -> dict[str, Any]:
+    result = runner.run(["buildah", "inspect", "--type", "image", name], check=False,
+                        timeout=_INSPECT_TIMEOUT)
+    if result.returncode != 0:
+        raise DtkError(f"image {name} does not exist in local container storage",
+                       hint="build it first, or check the name with 'buildah images'")
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def image_id(name: str) -> str:
+    return str(inspect(name)["FromImageID"])
+
+
+def labels(name: str) -> dict[str, str]:
+    config = inspect(name).get("OCIv1", {}).get("config", {})
+    return dict(config.get("Labels") or {})
+
+
+def diff_ids(name: str) -> list[str]:
+    """Uncompressed layer digests, base first (what 'shared layers' means)."""
+    return list(inspect(name)["OCIv1"]["rootfs"]["diff_ids"])
+
+
+def images(reference_filter: str | None = None) -> list[dict[str, Any]]:
+    argv = ["buildah", "images", "--json"]
+    if reference_filter:
+        argv += ["--filter", f"reference={reference_filter}"]
+    out = runner.run(argv, timeout=_INSPECT_TIMEOUT).stdout.strip()
+    return list(json.loads(out)) if out else []
+
+
+def remove_image(name: str) -> None:
+    runner.run(["buildah", "rmi", name], check=False, timeout=_INSPECT_TIMEOUT)
+
+
+def tag(image: str, *names: str) -> None:
+    runner.run(["buildah", "tag", image, *names], timeout=_INSPECT_TIMEOUT)
+
+
+def image_size(name: str) -> int:
+    """Bytes of the image's layers as stored (uncompressed)."""
+    for row in images():
+        if row["id"] and image_id(name).startswith(row["id"]):
+            return _parse_size(str(row.get("size", "0")))
+    return 0
+
+
+def _parse_size(text: str) -> int:
+    number, _, unit = text.partition(" ")
+    scale = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3}.get(unit.strip(), 1)
+    return int(float(number) * scale)
+
+
+class Container:
+    """A working container; use `working_container` so it is always removed."""
+
+    def __init__(self, cid: str) -> None:
+        self.id = cid
+
+    def run(self, argv: Sequence[str], *, volumes: Sequence[str] = (),
+            env: Mapping[str, str] | None = None, workdir: str | None = None,
+            timeout: float = 3600, log_file: Path | None = None,
+            on_line: Callable[[str], None] | None = None, check: bool = True,
+            what: str | None = None) -> runner.Result:
+        cmd = ["buildah", "run", "--isolation", ISOLATION]
+        for volume in volumes:
+            cmd += ["-v", volume]
+        for key, value in (env or {}).items():
+            cmd += ["--env", f"{key}={value}"]
+        if workdir:
+            cmd += ["--workingdir", workdir]
+        cmd += [self.id, "--", *argv]
+        return runner.stream(cmd, timeout=timeout, log_file=log_file, on_line=on_line,
+                             check=check, what=what)
+
+    def sh(self, script: str, **kwargs: Any) -> runner.Result:
+        return self.run(["/bin/sh", "-ec", script], **kwargs)
+
+    def copy_in(self, source: Path, dest: str) -> None:
+        runner.run(["buildah", "copy", self.id, str(source), dest], timeout=600)
+
+    def config(self, *args: str) -> None:
+        runner.run(["buildah", "config", *args, self.id], timeout=_INSPECT_TIMEOUT)
+
+    @contextmanager
+    def mounted(self) -> Iterator[Path]:
+        """The container's root on the host, unmounted after the block."""
+        path = runner.run(["buildah", "mount", self.id], timeout=_INSPECT_TIMEOUT).stdout.strip()
+        try:
+            yield Path(path)
+        finally:
+            runner.run(["buildah", "umount", self.id], check=False, timeout=_INSPECT_TIMEOUT)
+
+    def commit(self, name: str) -> str:
+        """Commit to `name`; only called once the container's content is complete."""
+        out = runner.run(["buildah", "commit", "--rm=false", "-q", self.id, name],
+                         timeout=1800).stdout.strip()
+        return out.splitlines()[-1] if out else image_id(name)
+
+
+@contextmanager
+def working_container(image: str, *, name: str | None = None) -> Iterator[Container]:
+    """`buildah from IMAGE` for the block, removed afterwards whatever happens."""
+    argv = ["buildah", "from", "--pull-never", "--isolation", ISOLATION]
+    if name:
+        argv += ["--name", name]
+    if image == "scratch":
+        argv = ["buildah", "from"] + (["--name", name] if name else [])
+    cid = runner.run([*argv, image], timeout=600,
+                     what=f"cannot start a container from {image}").stdout.strip().splitlines()[-1]
+    try:
+        yield Container(cid)
+    finally:
+        runner.run(["buildah", "rm", cid], check=False, timeout=_INSPECT_TIMEOUT)
+
+
+def quote(argv: Sequence[str]) -> str:
+    return shlex.join(argv)

@@ -1,0 +1,85 @@
+"""Progress reporting: human lines on a terminal, or JSON events, or nothing.
+
+Features report steps to a `Monitor`; they never print directly, so the same
+code serves an interactive terminal, `--json` output and tests.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, Protocol, TextIO
+
+
+class Monitor(Protocol):
+    def step(self, message: str) -> None: ...
+
+    def detail(self, line: str) -> None: ...
+
+    def event(self, kind: str, **data: Any) -> None: ...
+
+
+class NullMonitor:
+    def step(self, message: str) -> None:
+        pass
+
+    def detail(self, line: str) -> None:
+        pass
+
+    def event(self, kind: str, **data: Any) -> None:
+        pass
+
+
+class TextMonitor:
+    """Steps with elapsed time on stderr; on a TTY the latest tool line is shown
+    in place so a long apt or compiler run visibly moves without flooding."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.start = time.monotonic()
+        self.live = stream.isatty()
+        self._dirty = False
+
+    def _clear(self) -> None:
+        if self._dirty:
+            self.stream.write("\r\033[K")
+            self._dirty = False
+
+    def step(self, message: str) -> None:
+        self._clear()
+        self.stream.write(f"[{time.monotonic() - self.start:6.1f}s] {message}\n")
+        self.stream.flush()
+
+    def detail(self, line: str) -> None:
+        if not self.live or not line.strip():
+            return
+        width = 100
+        self.stream.write("\r\033[K    " + line.strip()[:width])
+        self.stream.flush()
+        self._dirty = True
+
+    def event(self, kind: str, **data: Any) -> None:
+        pass
+
+
+class JsonMonitor:
+    """One JSON object per line on stderr, for machines watching a long run."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.start = time.monotonic()
+
+    def _emit(self, payload: dict[str, Any]) -> None:
+        payload["t"] = round(time.monotonic() - self.start, 3)
+        self.stream.write(json.dumps(payload) + "\n")
+        self.stream.flush()
+
+    def step(self, message: str) -> None:
+        self._emit({"kind": "step", "message": message})
+
+    def detail(self, line: str) -> None:
+        pass
+
+    def event(self, kind: str, **data: Any) -> None:
+        self._emit({"kind": kind, **data})

@@ -1,0 +1,208 @@
+"""The one gateway to subprocesses.
+
+Every external command dtk runs goes through `run` or `stream`. They log the
+command line, give the child a clean environment, enforce a timeout, kill the
+child's whole process group (buildah and qemu spawn helpers that would outlive
+a plain kill), and on failure raise `CommandError` carrying a copy-pasteable
+reproducer and the tail of the output.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from dtk.errors import DtkError
+
+log = logging.getLogger("dtk.run")
+
+# Variables a child may need from the caller's environment. Everything else is
+# dropped so that builds do not depend on whoever happens to run dtk.
+_PASSTHROUGH = (
+    "PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TERM", "LANG",
+    "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+    "REGISTRY_AUTH_FILE", "CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF",
+    "CONTAINERS_REGISTRIES_CONF", "BUILDAH_ISOLATION", "XDG_RUNTIME_DIR",
+)
+_TAIL_LINES = 40
+_KILL_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+class CommandError(DtkError):
+    """A command failed; carries what is needed to reproduce it by hand."""
+
+    def __init__(self, argv: Sequence[str], returncode: int | None, tail: str,
+                 what: str | None = None, hint: str | None = None) -> None:
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.tail = tail
+        status = "timed out" if returncode is None else f"exited with status {returncode}"
+        head = what or f"{Path(self.argv[0]).name} {status}"
+        message = f"{head}\n  command: {self.reproducer}"
+        if tail.strip():
+            message += "\n  output (last lines):\n" + _indent(tail)
+        super().__init__(message, hint)
+
+    @property
+    def reproducer(self) -> str:
+        return shlex.join(self.argv)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.rstrip().splitlines())
+
+
+def _tail(text: str, lines: int = _TAIL_LINES) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in _PASSTHROUGH}
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env.setdefault("LANG", "C.UTF-8")
+    env["LC_ALL"] = "C.UTF-8"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def _kill_group(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
+    """Terminate the child's process group, then kill it if it lingers."""
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        return
+    for sig, grace in ((signal.SIGTERM, _KILL_GRACE_S), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _check_tool(argv: Sequence[str]) -> None:
+    if not argv:
+        raise ValueError("empty command")
+    if os.sep not in argv[0] and not shutil.which(argv[0], path=child_env()["PATH"]):
+        raise DtkError(f"required tool '{argv[0]}' is not installed",
+                       hint="run 'make deps' (or install the package that provides it)")
+
+
+def run(argv: Sequence[str], *, check: bool = True, timeout: float | None = None,
+        env: Mapping[str, str] | None = None, cwd: Path | None = None,
+        input: str | bytes | None = None, what: str | None = None,
+        hint: str | None = None) -> Result:
+    """Run a command to completion, capturing stdout and stderr separately."""
+    argv = [str(a) for a in argv]
+    _check_tool(argv)
+    log.debug("run: %s", shlex.join(argv))
+    start = time.monotonic()
+    text_input = input.decode() if isinstance(input, bytes) else input
+    with subprocess.Popen(
+        argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(env), cwd=cwd,
+        start_new_session=True, text=True, errors="replace",
+    ) as proc:
+        try:
+            out, err = proc.communicate(text_input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            out, err = proc.communicate()
+            raise CommandError(argv, None, _tail(out + err), what, hint) from None
+        except BaseException:
+            _kill_group(proc)
+            raise
+    result = Result(tuple(argv), proc.returncode, out, err, time.monotonic() - start)
+    if check and proc.returncode != 0:
+        raise CommandError(argv, proc.returncode, _tail(out + "\n" + err), what, hint)
+    return result
+
+
+def stream(argv: Sequence[str], *, check: bool = True, timeout: float | None = None,
+           env: Mapping[str, str] | None = None, cwd: Path | None = None,
+           log_file: Path | None = None, on_line: Callable[[str], None] | None = None,
+           what: str | None = None, hint: str | None = None) -> Result:
+    """Run a long command with stdout+stderr merged, line by line.
+
+    Each line goes to `log_file` (the full log a user reads after a failure)
+    and to `on_line` (progress display); only the tail is kept in memory.
+    """
+    argv = [str(a) for a in argv]
+    _check_tool(argv)
+    log.debug("stream: %s", shlex.join(argv))
+    start = time.monotonic()
+    tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+    sink: IO[str] | None = log_file.open("a", encoding="utf-8") if log_file else None
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=child_env(env), cwd=cwd, start_new_session=True, text=True, errors="replace",
+    )
+    timed_out = threading.Event()
+    watchdog = _start_watchdog(proc, timeout, timed_out)
+    try:
+        if sink:
+            sink.write(f"$ {shlex.join(argv)}\n")
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            tail.append(line.rstrip("\n"))
+            if sink:
+                sink.write(line)
+            if on_line:
+                on_line(line.rstrip("\n"))
+        proc.wait()
+    except BaseException:
+        _kill_group(proc)
+        raise
+    finally:
+        if watchdog:
+            watchdog.cancel()
+        if sink:
+            sink.close()
+        if proc.stdout:
+            proc.stdout.close()
+    text = "\n".join(tail)
+    if timed_out.is_set():
+        raise CommandError(argv, None, text, what, hint)
+    result = Result(tuple(argv), proc.returncode, text, "", time.monotonic() - start)
+    if check and proc.returncode != 0:
+        raise CommandError(argv, proc.returncode, text, what, hint)
+    return result
+
+
+def _start_watchdog(proc: subprocess.Popen[str], timeout: float | None,
+                    fired: threading.Event) -> threading.Timer | None:
+    if timeout is None:
+        return None
+
+    def expire() -> None:
+        fired.set()
+        _kill_group(proc)
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
