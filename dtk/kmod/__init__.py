@@ -1,0 +1,1 @@
+"""Kernel-module knowledge: read .ko files, check them against a kernel, sign them."""

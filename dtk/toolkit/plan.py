@@ -1,0 +1,252 @@
+"""Pure planning of a toolkit image: what goes in which layer, and the Containerfiles.
+
+Three images are stacked so that toolkits of one distribution release share
+everything but the kernel:
+
+  base   a minimal root made by mmdebstrap                (dtk-base:<release>-<hash>)
+  tools  the compiler and driver-build tools               (dtk-tools:<release>-<hash>)
+  kernel one layer per kernel (K, then its RT sibling),    (driver-toolkit:<K>)
+         gates, then the release metadata
+
+base and tools are tagged by a hash of everything that goes into them, built
+once and reused, so their layers have the same digests in every toolkit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from dtk import __version__
+from dtk import kernel as kern
+from dtk.distro import Distro, KernelPackages, OsInfo
+from dtk.errors import DtkError
+
+TOOLKIT_REPO = "localhost/driver-toolkit"
+BASE_REPO = "localhost/dtk-base"
+TOOLS_REPO = "localhost/dtk-tools"
+RELEASE_JSON = "/etc/driver-toolkit-release.json"
+PACKAGE_LIST = "/usr/share/driver-toolkit/packages.tsv"
+# Host cache directories mounted into the build (never part of a layer).
+APT_ARCHIVES = "/var/cache/apt/archives"
+APT_LISTS = "/var/lib/apt/lists"
+
+_APT = ("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+        "-o Dpkg::Use-Pty=0")
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ToolkitPlan:
+    """Everything needed to build one toolkit; every tag derives from a content hash."""
+
+    os: OsInfo
+    sources_text: str
+    kernel: KernelPackages
+    rt: KernelPackages | None
+    compiler: str
+    tools: tuple[str, ...]
+    archive_uri: str
+
+    @property
+    def release(self) -> str:
+        return self.kernel.release
+
+    @property
+    def rt_release(self) -> str:
+        """RT_KERNEL_VERSION: the sibling, the kernel itself when it is RT, or ''."""
+        if self.rt:
+            return self.rt.release
+        parsed = kern.parse(self.release)
+        return self.release if parsed.flavour is kern.Flavour.RT else ""
+
+    @property
+    def kernels(self) -> tuple[str, ...]:
+        return (self.release,) + ((self.rt.release,) if self.rt else ())
+
+    @property
+    def base_hash(self) -> str:
+        return _digest("base", self.os.codename, self.os.arch, self.sources_text)[:12]
+
+    @property
+    def base_tag(self) -> str:
+        return f"{BASE_REPO}:{self.os.codename}-{self.base_hash}"
+
+    @property
+    def tools_hash(self) -> str:
+        return _digest("tools", self.base_tag, tools_containerfile(self))[:12]
+
+    @property
+    def tools_tag(self) -> str:
+        return f"{TOOLS_REPO}:{self.os.codename}-{self.tools_hash}"
+
+    @property
+    def tag(self) -> str:
+        return f"{TOOLKIT_REPO}:{kern.normalize(self.release)}"
+
+    @property
+    def plan_hash(self) -> str:
+        """Changes whenever any input of the final image changes."""
+        return _digest("toolkit", self.tools_tag, kernel_containerfile(self))[:16]
+
+    def labels(self) -> dict[str, str]:
+        return {
+            "io.k8s.description": "driver-toolkit is a container with the kernel packages "
+                                  "necessary for building driver containers for kernel "
+                                  f"{self.release}",
+            "name": "driver-toolkit",
+            "version": __version__,
+            "kernel-version": self.release,
+            "kernel-rt-version": self.rt_release,
+            "org.opencontainers.image.version": self.kernel.version,
+            "org.opencontainers.image.source": self.archive_uri,
+            "dtk.kernels": ",".join(self.kernels),
+        }
+
+
+def plan_toolkit(distro: Distro, release: str, rt: str = "auto") -> ToolkitPlan:
+    """Resolve a kernel (and its RT sibling) to exact packages; fail before any work."""
+    parsed = kern.parse(release)
+    kpkgs = distro.kernel_packages(release)
+    rt_pkgs = _plan_rt(distro, parsed, kpkgs, rt)
+    if rt_pkgs and rt_pkgs.compiler_package != kpkgs.compiler_package:
+        raise DtkError(f"{release} and {rt_pkgs.release} were built by different compilers "
+                       f"({kpkgs.compiler_package} vs {rt_pkgs.compiler_package})",
+                       hint="build them as separate toolkits with --rt-kernel none")
+    tools = tuple(sorted({*distro.tool_packages(), kpkgs.compiler_package}))
+    uris = [line.split(":", 1)[1].strip() for line in distro.sources_text().splitlines()
+            if line.startswith("URIs:")]
+    return ToolkitPlan(distro.os, distro.sources_text(), kpkgs, rt_pkgs,
+                       kpkgs.compiler_package, tools, uris[0].split()[0] if uris else "")
+
+
+def _plan_rt(distro: Distro, parsed: kern.KernelRelease, kpkgs: KernelPackages,
+             rt: str) -> KernelPackages | None:
+    if rt == "none":
+        return None
+    if rt == "auto":
+        sibling = parsed.rt_sibling()
+        if sibling is None or sibling not in {e.release for e in distro.kernels()}:
+            return None
+    else:
+        sibling = rt
+        if kern.parse(sibling).flavour is not kern.Flavour.RT:
+            raise DtkError(f"--rt-kernel {sibling} is not a real-time kernel",
+                           hint="give an rt release such as 6.1.0-56-rt-amd64, or auto/none")
+    rt_pkgs = distro.kernel_packages(sibling)
+    if rt_pkgs.version != kpkgs.version:
+        raise DtkError(
+            f"{kpkgs.release} ({kpkgs.version}) and {sibling} ({rt_pkgs.version}) come from "
+            "different source versions",
+            hint="a toolkit pairs a kernel with the RT kernel of the same source; pass "
+                 "--rt-kernel none or the matching RT release")
+    return rt_pkgs
+
+
+def base_containerfile(plan: ToolkitPlan) -> str:
+    return (
+        f"# dtk base for {plan.os.id} {plan.os.codename} ({plan.os.arch})\n"
+        f"# rootfs.tar is made by: mmdebstrap --variant=minbase --arch={plan.os.arch} "
+        f"{plan.os.codename} rootfs.tar - < sources\n"
+        "FROM scratch\n"
+        "ADD rootfs.tar /\n"
+        'CMD ["/bin/bash"]\n'
+    )
+
+
+def tools_containerfile(plan: ToolkitPlan) -> str:
+    tools = " \\\n      ".join(plan.tools)
+    return (
+        f"# dtk tools layer: compiler and tools shared by every {plan.os.codename} toolkit.\n"
+        f"# {APT_ARCHIVES} and {APT_LISTS} are host cache volumes, not layers.\n"
+        f"FROM {plan.base_tag}\n"
+        f"RUN apt-get update -q && {_APT} \\\n      {tools} \\\n"
+        # Kernel packages would otherwise build an initramfs per kernel: useless in a
+        # build container, slow, and hundreds of MB. The divert keeps dpkg consistent.
+        "    && dpkg-divert --local --rename --add /usr/sbin/update-initramfs \\\n"
+        "    && ln -s /bin/true /usr/sbin/update-initramfs\n"
+    )
+
+
+def _install_run(pkgs: KernelPackages) -> str:
+    specs = " \\\n      ".join(p.spec for p in pkgs.packages)
+    return f"# kernel {pkgs.release}\nRUN apt-get update -q && {_APT} \\\n      {specs}\n"
+
+
+def _version_gate(plan: ToolkitPlan) -> str:
+    wanted = [p for k in (plan.kernel, plan.rt) if k for p in k.packages]
+    specs = " ".join(sorted({p.spec for p in wanted}))
+    names = " ".join(sorted({p.name for p in wanted}))
+    return (
+        "# gate: every kernel package at exactly the planned version, and no other kernel\n"
+        f"RUN for want in {specs}; do \\\n"
+        "      pkg=\"${want%%=*}\"; ver=\"${want#*=}\"; \\\n"
+        "      have=\"$(dpkg-query -W -f='${Version}' \"$pkg\" 2>/dev/null || true)\"; \\\n"
+        "      if [ \"$have\" != \"$ver\" ]; then \\\n"
+        "        echo \"dtk gate: $pkg is ${have:-not installed}, the toolkit asks for "
+        "$ver\" >&2; exit 1; fi; \\\n"
+        "    done; \\\n"
+        "    for pkg in $(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\\n' "
+        "'linux-image-*' 'linux-headers-*' | awk '$1 ~ /^ii/ {print $2}'); do \\\n"
+        f"      case \" {names} \" in *\" $pkg \"*) ;; *) \\\n"
+        "        echo \"dtk gate: unexpected kernel package $pkg is installed\" >&2; exit 1;; "
+        "esac; \\\n"
+        "    done\n"
+    )
+
+
+def _compiler_gate(release: str) -> str:
+    return (
+        f"# gate: the compiler that built {release}, exactly (CONFIG_CC_VERSION_TEXT)\n"
+        "RUN want=\"$(sed -n 's/^CONFIG_CC_VERSION_TEXT=\"\\(.*\\)\"$/\\1/p' "
+        f"/boot/config-{release})\"; \\\n"
+        "    cc=\"${want%% *}\"; have=\"$($cc --version 2>/dev/null | head -n1)\"; \\\n"
+        "    if [ -z \"$want\" ] || [ \"$want\" != \"$have\" ]; then \\\n"
+        f"      echo \"dtk gate: {release} was built with '$want' but the toolkit has "
+        "'$have'\" >&2; exit 1; fi\n"
+    )
+
+
+def _metadata_run(plan: ToolkitPlan) -> str:
+    fmt = json.dumps({
+        "KERNEL_VERSION": plan.release, "RT_KERNEL_VERSION": plan.rt_release,
+        "OS_ID": "%s", "OS_VERSION_ID": "%s", "ARCH": "%s",
+        "KERNEL_PACKAGE_VERSION": plan.kernel.version, "GCC_VERSION": "%s",
+    }, indent=2).replace("\n", "\\n")
+    return (
+        "# the Driver Toolkit's release file, and every installed package with its version\n"
+        f"RUN . /etc/os-release && gcc_version=\"$({plan.compiler} -dumpfullversion)\" && \\\n"
+        f"    printf '{fmt}\\n' \"$ID\" \"$VERSION_ID\" \"$(dpkg --print-architecture)\" "
+        f"\"$gcc_version\" > {RELEASE_JSON} && \\\n"
+        f"    mkdir -p {PACKAGE_LIST.rsplit('/', 1)[0]} && \\\n"
+        "    dpkg-query -W -f='${Package}\\t${Version}\\t${Architecture}\\n' | sort "
+        f"> {PACKAGE_LIST}\n"
+    )
+
+
+def kernel_containerfile(plan: ToolkitPlan) -> str:
+    labels = " \\\n      ".join(f"{k}={json.dumps(v)}" for k, v in plan.labels().items())
+    parts = [
+        f"# driver toolkit for {plan.release}"
+        + (f" and its RT sibling {plan.rt.release}" if plan.rt else "") + "\n",
+        f"FROM {plan.tools_tag}\n",
+        _install_run(plan.kernel),
+    ]
+    if plan.rt:
+        parts.append(_install_run(plan.rt))
+    parts.append(_version_gate(plan))
+    parts += [_compiler_gate(k) for k in plan.kernels]
+    parts.append(_metadata_run(plan))
+    parts.append(f"LABEL {labels}\n")
+    notes = [n for k in (plan.kernel, plan.rt) if k for n in k.notes]
+    if notes:
+        parts.insert(1, "".join(f"# note: {n}\n" for n in dict.fromkeys(notes)))
+    return "".join(parts)

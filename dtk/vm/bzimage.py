@@ -1,0 +1,142 @@
+"""Extract the ELF `vmlinux` from an x86 bzImage, in pure Python.
+
+Why: qemu enters a `CONFIG_PVH=y` ELF kernel directly, skipping the firmware
+and the bzImage's self-decompression, which under TCG emulation costs about
+half of a boot (measured: 9 s vs 4.5 s). Decompressing once on the host, natively,
+and caching the result makes every later boot of that kernel cheaper.
+
+The boot protocol (Documentation/arch/x86/boot.rst) places the compressed
+payload at `payload_offset` (0x248) from the start of the protected-mode code,
+`payload_length` bytes long (0x24c), since protocol 2.08. Older images, or an
+odd header, fall back to scanning for a known compression magic.
+"""
+
+from __future__ import annotations
+
+import lzma
+import struct
+import zlib
+from dataclasses import dataclass
+
+import zstandard
+
+from dtk.errors import DtkError
+
+_ELF_MAGIC = b"\x7fELF"
+_HDRS_MAGIC = b"HdrS"
+_XZ_MAGIC = b"\xfd7zXZ\x00"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_GZIP_MAGIC = b"\x1f\x8b\x08"
+# The kernel's own vmlinux is rarely above 100 MB; a decompression bomb is not
+# a kernel, so cap the output.
+_MAX_VMLINUX = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Payload:
+    offset: int
+    length: int
+    compression: str  # "xz", "zstd", "gzip"
+
+
+def _compression_of(data: bytes) -> str | None:
+    for name, magic in (("xz", _XZ_MAGIC), ("zstd", _ZSTD_MAGIC), ("gzip", _GZIP_MAGIC)):
+        if data.startswith(magic):
+            return name
+    return None
+
+
+def find_payload(image: bytes) -> Payload:
+    """Locate the compressed kernel inside a bzImage (pure)."""
+    if len(image) < 0x250 or image[0x202:0x206] != _HDRS_MAGIC:
+        raise DtkError("not an x86 bzImage (no 'HdrS' boot header at 0x202)",
+                       hint="pass the kernel's /boot/vmlinuz-<release> file")
+    version = struct.unpack_from("<H", image, 0x206)[0]
+    setup_sects = image[0x1F1] or 4  # 0 means 4, per the boot protocol
+    pm_start = (setup_sects + 1) * 512
+    if version >= 0x0208:
+        offset, length = struct.unpack_from("<II", image, 0x248)
+        start = pm_start + offset
+        kind = _compression_of(image[start:start + 8])
+        if kind and start + length <= len(image):
+            return Payload(start, length, kind)
+    return _scan_payload(image, pm_start)
+
+
+def _scan_payload(image: bytes, start: int) -> Payload:
+    found = []
+    for name, magic in (("xz", _XZ_MAGIC), ("zstd", _ZSTD_MAGIC), ("gzip", _GZIP_MAGIC)):
+        pos = image.find(magic, start)
+        if pos >= 0:
+            found.append((pos, name))
+    if not found:
+        raise DtkError("no xz, zstd or gzip payload found in the bzImage",
+                       hint="this kernel uses a compression dtk cannot unpack (lz4, lzo, "
+                            "bzip2); boot it as a bzImage instead")
+    pos, name = min(found)
+    return Payload(pos, len(image) - pos, name)
+
+
+def decompress(payload: bytes, compression: str) -> bytes:
+    """Decompress one payload, ignoring what follows its end (the kernel appends
+    the uncompressed size as four bytes)."""
+    try:
+        if compression == "xz":
+            return lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(
+                payload, max_length=_MAX_VMLINUX)
+        if compression == "zstd":
+            reader = zstandard.ZstdDecompressor().decompressobj()
+            return reader.decompress(payload)[:_MAX_VMLINUX]
+        if compression == "gzip":
+            return zlib.decompressobj(wbits=31).decompress(payload, _MAX_VMLINUX)
+    except (lzma.LZMAError, zstandard.ZstdError, zlib.error) as exc:
+        raise DtkError(f"the bzImage's {compression} payload is corrupt: {exc}",
+                       hint="re-download the kernel package") from exc
+    raise ValueError(f"unknown compression {compression}")
+
+
+def extract_vmlinux(image: bytes) -> bytes:
+    """The ELF vmlinux inside a bzImage; raise DtkError if it is not one."""
+    payload = find_payload(image)
+    data = decompress(image[payload.offset:payload.offset + payload.length],
+                      payload.compression)
+    check_elf(data)
+    return data
+
+
+def check_elf(data: bytes) -> None:
+    """A 64-bit little-endian x86-64 executable, or an error saying what it is."""
+    if not data.startswith(_ELF_MAGIC):
+        raise DtkError("the bzImage's payload is not an ELF vmlinux")
+    if data[4] != 2 or data[5] != 1 or struct.unpack_from("<H", data, 18)[0] != 62:
+        raise DtkError("the vmlinux inside the bzImage is not a 64-bit x86-64 ELF",
+                       hint="dtk boots x86-64 kernels only")
+
+
+def has_pvh_note(data: bytes) -> bool:
+    """Whether the ELF carries XEN_ELFNOTE_PHYS32_ENTRY, which qemu's PVH loader
+    needs (CONFIG_PVH=y); without it qemu cannot boot the ELF directly."""
+    e_phoff, = struct.unpack_from("<Q", data, 0x20)
+    e_phentsize, e_phnum = struct.unpack_from("<HH", data, 0x36)
+    for i in range(e_phnum):
+        base = e_phoff + i * e_phentsize
+        p_type, = struct.unpack_from("<I", data, base)
+        if p_type != 4:  # PT_NOTE
+            continue
+        offset, = struct.unpack_from("<Q", data, base + 8)
+        size, = struct.unpack_from("<Q", data, base + 32)
+        if _notes_have_pvh(data[offset:offset + size]):
+            return True
+    return False
+
+
+def _notes_have_pvh(notes: bytes) -> bool:
+    pos = 0
+    while pos + 12 <= len(notes):
+        namesz, descsz, kind = struct.unpack_from("<III", notes, pos)
+        name_end = pos + 12 + ((namesz + 3) & ~3)
+        name = notes[pos + 12:pos + 12 + namesz].rstrip(b"\0")
+        if name == b"Xen" and kind == 18:  # XEN_ELFNOTE_PHYS32_ENTRY
+            return True
+        pos = name_end + ((descsz + 3) & ~3)
+    return False

@@ -1,0 +1,62 @@
+"""Session fixtures over the real archive and real toolkits.
+
+Toolkits are expensive (1–2 GB, about a minute each), so they are reused on
+purpose: the tags are the same ones `dtk toolkit build` and `make demo` use,
+and a rebuild only happens when the plan changes. Kernels are chosen from the
+live catalog, not hard-coded, because the archive moves on.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dtk import kernel as kern
+from dtk.distro import KernelEntry
+from dtk.distro.debian import DebianArchive
+from dtk.distro.select import open_archive
+from dtk.toolkit.build import ToolkitImage, ensure_toolkit
+
+
+def _standard(archive: DebianArchive, line: str) -> list[KernelEntry]:
+    entries = [e for e in archive.kernels() if e.line == line and e.flavour == "standard"]
+    assert entries, f"the archive has no standard {line} kernel"
+    return entries  # newest first
+
+
+@pytest.fixture(scope="session")
+def archive() -> DebianArchive:
+    return open_archive()
+
+
+@pytest.fixture(scope="session")
+def kernel_61(archive: DebianArchive) -> str:
+    return _standard(archive, "6.1")[0].release
+
+
+@pytest.fixture(scope="session")
+def kernel_61_rt(kernel_61: str) -> str:
+    sibling = kern.parse(kernel_61).rt_sibling()
+    assert sibling
+    return sibling
+
+
+@pytest.fixture(scope="session")
+def kernel_61_old(archive: DebianArchive) -> str:
+    """The oldest 6.1 ABI with headers: a different ABI from kernel_61."""
+    return [e for e in _standard(archive, "6.1") if e.has_headers][-1].release
+
+
+@pytest.fixture(scope="session")
+def kernel_612(archive: DebianArchive) -> str:
+    return _standard(archive, "6.12")[0].release
+
+
+@pytest.fixture(scope="session")
+def toolkit_61(archive: DebianArchive, kernel_61: str) -> ToolkitImage:
+    """The newest 6.1 standard kernel with its RT sibling, in one image."""
+    return ensure_toolkit(kernel_61, "auto", distro=archive)
+
+
+@pytest.fixture(scope="session")
+def toolkit_612(archive: DebianArchive, kernel_612: str) -> ToolkitImage:
+    return ensure_toolkit(kernel_612, "auto", distro=archive)
