@@ -1,9 +1,137 @@
-"""`dtk toolkit …` (filled in by the toolkit feature)."""
+"""`dtk toolkit …`: build, show, list, inspect, push and prune toolkit images."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from dtk.cli.common import (human_size, json_option, monitor, print_json, print_table,
+                            sources_option)
+from dtk.distro import find_kernel
+from dtk.distro.select import open_archive
+from dtk.engine import buildah, skopeo
+from dtk.toolkit import plan as tplan
+from dtk.toolkit.build import ensure_toolkit
+from dtk.toolkit.query import inspect_toolkit, list_toolkits
+
+_RT_HELP = "RT sibling to include: auto (same source's rt kernel), none, or a release."
+
+
+@click.group("toolkit")
+def toolkit() -> None:
+    """Driver toolkit images: one per kernel release, with its RT sibling."""
+
+
+@toolkit.command("build")
+@click.option("--kernel", "kernels", multiple=True, required=True, metavar="RELEASE",
+              help="Kernel release as `uname -r` prints it (repeatable).")
+@click.option("--rt-kernel", default="auto", show_default=True, help=_RT_HELP)
+@click.option("--rebuild", is_flag=True, help="Build even if an up-to-date image exists.")
+@sources_option
+@json_option
+def build_cmd(kernels: tuple[str, ...], rt_kernel: str, rebuild: bool, sources: Path | None,
+              as_json: bool) -> None:
+    """Build (or reuse) the toolkit image for each kernel."""
+    distro = open_archive(sources)
+    catalog = distro.kernels()
+    for release in kernels:  # check all first: fail before any work
+        find_kernel(catalog, release)
+    built = [ensure_toolkit(r, rt_kernel, distro=distro, monitor=monitor(as_json),
+                            rebuild=rebuild) for r in kernels]
+    if as_json:
+        print_json([{"name": t.name, "image_id": t.image_id, "kernel": t.kernel,
+                     "rt_kernel": t.rt_kernel} for t in built])
+        return
+    print_table(["IMAGE", "KERNEL", "RT KERNEL", "ID"],
+                [[t.name, t.kernel, t.rt_kernel or "-", t.image_id[:12]] for t in built])
+
+
+@toolkit.command("containerfile")
+@click.option("--kernel", required=True, metavar="RELEASE", help="Kernel release.")
+@click.option("--rt-kernel", default="auto", show_default=True, help=_RT_HELP)
+@sources_option
+def containerfile_cmd(kernel: str, rt_kernel: str, sources: Path | None) -> None:
+    """Print the Containerfiles dtk builds the toolkit from (base, tools, kernel)."""
+    plan = tplan.plan_toolkit(open_archive(sources), kernel, rt_kernel)
+    for title, text in (("base: " + plan.base_tag, tplan.base_containerfile(plan)),
+                        ("tools: " + plan.tools_tag, tplan.tools_containerfile(plan)),
+                        ("toolkit: " + plan.tag, tplan.kernel_containerfile(plan))):
+        click.echo(f"# ==== {title}\n{text}")
+
+
+@toolkit.command("list")
+@json_option
+def list_cmd(as_json: bool) -> None:
+    """List toolkit images in local storage."""
+    rows = list_toolkits()
+    if as_json:
+        print_json(rows)
+        return
+    print_table(["IMAGE", "KERNEL", "RT KERNEL", "SIZE", "CREATED"],
+                [[r["name"], r["kernel"], r["rt_kernel"] or "-", r["size"], r["created"]]
+                 for r in rows])
+
+
+@toolkit.command("inspect")
+@click.argument("image")
+@json_option
+def inspect_cmd(image: str, as_json: bool) -> None:
+    """Show a toolkit's release file, labels, size and kernel packages."""
+    info = inspect_toolkit(image)
+    if as_json:
+        print_json(info.to_json())
+        return
+    click.echo(f"{info.name}  ({info.image_id[:12]}, {human_size(info.size)}, "
+               f"{len(info.layers)} layers, {len(info.packages)} packages)")
+    for key, value in info.release.items():
+        click.echo(f"  {key:24} {value}")
+    kernel_pkgs = [p for p in info.packages
+                   if p[0].startswith(("linux-", "gcc-1")) or p[0] in ("dwarves", "kmod")]
+    print_table(["PACKAGE", "VERSION", "ARCH"], kernel_pkgs)
+
+
+@toolkit.command("push")
+@click.argument("image")
+@click.argument("dest")
+@click.option("--tls-verify/--no-tls-verify", default=None,
+              help="Verify the registry's TLS (default: on, except for loopback registries).")
+def push_cmd(image: str, dest: str, tls_verify: bool | None) -> None:
+    """Push a toolkit image to a registry (DEST like registry:5000/ns/driver-toolkit:TAG)."""
+    buildah.inspect(image)  # a clear error if it does not exist
+    digest = skopeo.push(image, dest, tls_verify=tls_verify)
+    click.echo(f"pushed {image} to {dest} ({digest})")
+
+
+@toolkit.command("rm")
+@click.argument("images", nargs=-1, required=True)
+def rm_cmd(images: tuple[str, ...]) -> None:
+    """Remove toolkit images."""
+    for image in images:
+        inspect_toolkit(image)
+        buildah.remove_image(image)
+        click.echo(f"removed {image}")
+
+
+@toolkit.command("prune")
+@sources_option
+@click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
+def prune_cmd(sources: Path | None, dry_run: bool) -> None:
+    """Remove toolkits whose kernel is no longer in the archive, and unused layers."""
+    available = {e.release for e in open_archive(sources).kernels()}
+    stale = [r for r in list_toolkits() if r["kernel"] not in available]
+    for row in stale:
+        click.echo(("would remove " if dry_run else "removing ") + row["name"])
+        if not dry_run:
+            buildah.remove_image(row["name"])
+    if not dry_run:
+        buildah.prune_dangling()
+    if not stale:
+        click.echo("no stale toolkit")
 
 
 def register(group: click.Group) -> None:
-    del group
+    group.add_command(toolkit)
+
+
+

@@ -8,6 +8,7 @@ and how to install them. Only Debian (apt) exists today; an RPM family backend
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -94,10 +95,13 @@ def unknown_kernel(entries: list[KernelEntry], release: str) -> DtkError:
     names = [e.release for e in entries]
     close = difflib.get_close_matches(release, names, n=4, cutoff=0.5)
     parsed = kern.try_parse(release)
-    if parsed:
-        same = [e for e in entries if e.flavour == parsed.flavour.value]
-        newest = max(same, key=lambda e: kern.parse(e.release).sort_key, default=None)
-        if newest and newest.release not in close:
-            close.append(newest.release)
+    flavour = parsed.flavour.value if parsed else kern.Flavour.STANDARD.value
+    same = [e for e in entries if e.flavour == flavour]
+    newest = max(same, key=lambda e: kern.parse(e.release).sort_key, default=None)
+    if newest and newest.release not in close:
+        close.append(newest.release)
     hint = ("closest available: " + ", ".join(close)) if close else "see 'dtk kernels'"
-    return DtkError(f"kernel {release} is not in the configured archive", hint=hint)
+    what = f"kernel {release} is not in the configured archive"
+    if release == os.uname().release:
+        what += " (it is this machine's own kernel, which no configured source ships)"
+    return DtkError(what, hint=hint + "; list them all with 'dtk kernels'")

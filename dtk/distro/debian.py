@@ -128,9 +128,9 @@ def kernel_packages(pool: Pool, release: str) -> KernelPackages:
     compiler = "gcc"
     for group in parse_depends(headers.get("Depends", "")):
         rel = group[0]
-        if rel.name.startswith(("linux-headers-", "linux-kbuild-")):
+        if rel.name.startswith(("linux-headers-", "linux-kbuild-", "linux-compiler-")):
             pinned.append(_pick(pool, rel.name, version, rel.version, rel.op))
-        elif rel.name.startswith("linux-compiler-gcc-"):
+        if rel.name.startswith("linux-compiler-gcc-"):
             compiler = "gcc-" + rel.name.split("-")[3]
         elif re.fullmatch(r"gcc-\d+", rel.name):
             compiler = rel.name

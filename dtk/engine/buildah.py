@@ -179,3 +179,8 @@ def working_container(image: str, *, name: str | None = None) -> Iterator[Contai
 
 def quote(argv: Sequence[str]) -> str:
     return shlex.join(argv)
+
+
+def prune_dangling() -> None:
+    """Remove untagged images (stale intermediate layers of earlier builds)."""
+    runner.run(["buildah", "rmi", "--prune"], check=False, timeout=600)
