@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from dtk.cli.common import (human_size, json_option, monitor, print_json, print_table,
-                            sources_option)
+from dtk.cli.common import human_size, json_option, monitor, print_json, print_table, sources_option
 from dtk.distro import find_kernel
 from dtk.distro.select import open_archive
 from dtk.engine import buildah, skopeo

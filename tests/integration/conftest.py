@@ -1,6 +1,6 @@
 """Session fixtures over the real archive and real toolkits.
 
-Toolkits are expensive (1–2 GB, about a minute each), so they are reused on
+Toolkits are expensive (1-2 GB, about a minute each), so they are reused on
 purpose: the tags are the same ones `dtk toolkit build` and `make demo` use,
 and a rebuild only happens when the plan changes. Kernels are chosen from the
 live catalog, not hard-coded, because the archive moves on.
