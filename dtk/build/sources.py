@@ -1,0 +1,215 @@
+"""Module sources a driver image is built from: KMM-style Containerfiles and DKMS trees.
+
+Resolving is I/O (reading trees, fetching `*-dkms` packages from the archive);
+the results are frozen dataclasses with a content digest, the inputs of a plan.
+A source that cannot be resolved becomes a `BrokenSource`, so that its cells
+fail with the reason while every other module still builds.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from dtk import paths
+from dtk import run as runner
+from dtk.build import dkmsconf
+from dtk.build.digest import file_digest, inputs_digest, tree_digest
+from dtk.build.naming import module_slug
+from dtk.errors import DtkError
+from dtk.lock import locked
+
+_PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+
+
+@dataclass(frozen=True)
+class ContainerfileSource:
+    """A KMM-style Containerfile and its build context."""
+
+    name: str
+    containerfile: Path
+    context: Path
+    digest: str
+
+    @property
+    def text(self) -> str:
+        return self.containerfile.read_text(errors="replace")
+
+
+@dataclass(frozen=True)
+class DkmsPackage:
+    """One DKMS source tree (the directory holding dkms.conf)."""
+
+    name: str
+    version: str
+    tree: Path
+    digest: str
+    build_depends: tuple[str, ...]
+    origin: str  # the path, or "debian package NAME"
+
+
+@dataclass(frozen=True)
+class DkmsGroup:
+    """DKMS packages built together in one image, dependencies first (BUILD_DEPENDS)."""
+
+    name: str
+    packages: tuple[DkmsPackage, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def digest(self) -> str:
+        return inputs_digest({p.name: [p.version, p.digest] for p in self.packages})
+
+
+@dataclass(frozen=True)
+class BrokenSource:
+    """A source that could not be read; each of its cells fails with `error`."""
+
+    name: str
+    error: str
+
+
+Source = ContainerfileSource | DkmsGroup | BrokenSource
+
+
+class PackageFetcher(Protocol):
+    """What resolving a `*-dkms` package name needs from the archive (AptIndex.download)."""
+
+    def download(self, packages: list[str], dest: Path) -> list[Path]: ...
+
+
+def containerfile_source(containerfile: Path, context: Path | None,
+                         name: str | None) -> ContainerfileSource:
+    if not containerfile.is_file():
+        raise DtkError(f"Containerfile {containerfile} does not exist",
+                       hint="pass -f PATH to a KMM-style Containerfile")
+    context = (context or containerfile.parent).resolve()
+    if not context.is_dir():
+        raise DtkError(f"build context {context} is not a directory")
+    digest = inputs_digest({"containerfile": file_digest(containerfile),
+                            "context": tree_digest(context)})
+    return ContainerfileSource(module_slug(name or context.name), containerfile.resolve(),
+                               context, digest)
+
+
+def read_dkms_tree(tree: Path, origin: str, kernelver: str) -> DkmsPackage:
+    """Name, version and BUILD_DEPENDS from dkms.conf, sourced on the host.
+
+    Only these kernel-independent fields are read here; everything that depends
+    on the kernel is evaluated again inside each kernel's toolkit, where a
+    broken dkms.conf fails its cells with dkms's own message.
+    """
+    conf = tree / "dkms.conf"
+    if not conf.is_file():
+        raise DtkError(f"{tree} has no dkms.conf (dkms: 'Could not locate dkms.conf file')",
+                       hint="point --dkms at the directory that holds dkms.conf")
+    with tempfile.TemporaryDirectory(prefix="dtk-dkms-") as work:
+        conf_eval = dkmsconf.evaluate_on_host(conf, kernelver, arch="x86_64",
+                                              kernel_source_dir="/nonexistent", work=Path(work))
+    return DkmsPackage(
+        name=conf_eval.package_name or tree.name, version=conf_eval.package_version or "0",
+        tree=tree.resolve(), digest=tree_digest(tree), build_depends=conf_eval.build_depends,
+        origin=origin)
+
+
+def fetch_dkms_package(name: str, fetcher: PackageFetcher) -> list[Path]:
+    """Download a Debian `*-dkms` package and unpack it; return its DKMS trees."""
+    base = paths.cache_dir() / "dkms"
+    with locked(base / "lock"):
+        try:
+            fetched = fetcher.download([name], base / "debs")
+        except DtkError as exc:
+            raise DtkError(f"cannot fetch the package {name} from the archive",
+                           hint=exc.message.strip().splitlines()[-1]) from None
+        deb = max((d for d in fetched if d.name.startswith(name + "_")),
+                  key=lambda d: d.stat().st_mtime, default=None)
+        if deb is None:
+            raise DtkError(f"the archive gave no .deb for {name}")
+        root = base / "src" / deb.stem
+        if not (root / ".complete").exists():
+            root.mkdir(parents=True, exist_ok=True)
+            runner.run(["dpkg-deb", "-x", str(deb), str(root)], timeout=300,
+                       what=f"unpacking {deb.name} failed")
+            (root / ".complete").write_text(deb.name)
+    trees = sorted(c.parent for c in (root / "usr/src").glob("*/dkms.conf"))
+    if not trees:
+        raise DtkError(f"package {name} ships no /usr/src/*/dkms.conf",
+                       hint="is it a *-dkms package?")
+    return trees
+
+
+def resolve_dkms(specs: Sequence[str], fetcher: PackageFetcher | None,
+                 kernelver: str) -> list[Source]:
+    """Each SRC (a tree or a package name) as DKMS packages, grouped by BUILD_DEPENDS."""
+    packages: list[DkmsPackage] = []
+    broken: list[Source] = []
+    for spec in specs:
+        path = Path(spec)
+        try:
+            if path.exists():
+                packages.append(read_dkms_tree(path, str(path), kernelver))
+            elif _PACKAGE_NAME.match(spec) and fetcher is not None:
+                for tree in fetch_dkms_package(spec, fetcher):
+                    packages.append(read_dkms_tree(tree, f"debian package {spec}", kernelver))
+            else:
+                raise DtkError(f"'{spec}' is neither a directory nor a package name")
+        except DtkError as exc:
+            text = exc.message + (f"\nhint: {exc.hint}" if exc.hint else "")
+            broken.append(BrokenSource(module_slug(path.name or spec), text))
+    return [*group_by_depends(packages), *broken]
+
+
+def group_by_depends(packages: Sequence[DkmsPackage]) -> list[Source]:
+    """Connected components of BUILD_DEPENDS among the given packages, each in build order.
+
+    A dependency that is not among them is only noted: dkms itself uses
+    BUILD_DEPENDS to order the packages it builds together, nothing more.
+    """
+    by_name = {p.name: p for p in packages}
+    parent = {name: name for name in by_name}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            name = parent[name]
+        return name
+
+    notes: dict[str, list[str]] = {}
+    for pkg in packages:
+        for dep in pkg.build_depends:
+            if dep in by_name:
+                parent[root(pkg.name)] = root(dep)
+            else:
+                notes.setdefault(pkg.name, []).append(
+                    f"{pkg.name}: BUILD_DEPENDS names {dep}, which is not built with it")
+    components: dict[str, list[DkmsPackage]] = {}
+    for pkg in packages:
+        components.setdefault(root(pkg.name), []).append(pkg)
+    groups: list[Source] = []
+    for members in components.values():
+        ordered = _build_order(members)
+        if isinstance(ordered, str):
+            groups.append(BrokenSource(module_slug(members[-1].name), ordered))
+            continue
+        group_notes = tuple(n for p in ordered for n in notes.get(p.name, ()))
+        groups.append(DkmsGroup(module_slug(ordered[-1].name), tuple(ordered), group_notes))
+    return groups
+
+
+def _build_order(members: list[DkmsPackage]) -> list[DkmsPackage] | str:
+    """Dependencies before dependents, or an error message naming a cycle."""
+    names = {p.name for p in members}
+    done: list[DkmsPackage] = []
+    pending = list(members)
+    while pending:
+        built = {p.name for p in done}
+        ready = [p for p in pending
+                 if all(d not in names or d in built for d in p.build_depends)]
+        if not ready:
+            return "BUILD_DEPENDS cycle among " + ", ".join(sorted(p.name for p in pending))
+        done.extend(ready)
+        pending = [p for p in pending if p not in ready]
+    return done
