@@ -145,18 +145,17 @@ def kernel_packages(pool: Pool, release: str) -> KernelPackages:
     return KernelPackages(release, version, tuple(pinned), compiler, notes)
 
 
-class DebianArchive:
-    """The live Debian backend: a catalog and package sets from an AptIndex."""
+class DebianCatalog:
+    """The Debian backend over a package pool (recorded metadata works too)."""
 
-    def __init__(self, index: AptIndex, os: OsInfo) -> None:
-        self.index = index
+    def __init__(self, pool: Pool, os: OsInfo, sources: str) -> None:
+        self._pool = pool
         self.os = os
+        self._sources = sources
 
-    @cached_property
+    @property
     def pool(self) -> Pool:
-        self.index.update()
-        return make_pool(s for s in self.index.stanzas(wanted)
-                         if s.get("Architecture") in (self.os.arch, "all"))
+        return self._pool
 
     def kernels(self) -> list[KernelEntry]:
         return catalog(self.pool)
@@ -168,7 +167,21 @@ class DebianArchive:
         return TOOLS
 
     def sources_text(self) -> str:
-        return self.index.sources_text
+        return self._sources
+
+
+class DebianArchive(DebianCatalog):
+    """The live backend: the pool is read from an AptIndex on first use."""
+
+    def __init__(self, index: AptIndex, os: OsInfo) -> None:
+        super().__init__({}, os, index.sources_text)
+        self.index = index
+
+    @cached_property
+    def pool(self) -> Pool:
+        self.index.update()
+        return make_pool(s for s in self.index.stanzas(wanted)
+                         if s.get("Architecture") in (self.os.arch, "all"))
 
 
 def newest(entries: list[KernelEntry]) -> KernelEntry:
