@@ -136,7 +136,8 @@ def plan_matrix(sources: Sequence[Source], kernels: Sequence[str],
 
 
 def _plan_cell(source: Source, release: str, mod_name: str, *,
-               toolkit: ImageRef | str | None, base: ImageRef | None, options: BuildOptions) -> Cell:
+               toolkit: ImageRef | str | None, base: ImageRef | None,
+               options: BuildOptions) -> Cell:
     image = image_name(options.image_template, release, mod_name, options.mod_namespace)
     error = source.error if isinstance(source, BrokenSource) else None
     if isinstance(toolkit, str):
