@@ -128,12 +128,12 @@ def integer(n: int) -> bytes:
 def oid(dotted: str) -> bytes:
     nums = [int(p) for p in dotted.split(".")]
     body = bytearray([40 * nums[0] + nums[1]])
-    for n in nums[2:]:
-        chunk = [n & 0x7F]
-        n >>= 7
-        while n:
-            chunk.append(0x80 | (n & 0x7F))
-            n >>= 7
+    for arc in nums[2:]:
+        chunk = [arc & 0x7F]
+        rest = arc >> 7
+        while rest:
+            chunk.append(0x80 | (rest & 0x7F))
+            rest >>= 7
         body.extend(reversed(chunk))
     return encode(OID, bytes(body))
 

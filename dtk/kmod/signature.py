@@ -40,7 +40,7 @@ ECDSA_OIDS = {
     "sha512": "1.2.840.10045.4.3.4",
 }
 _HASH_BY_OID = {v: k for k, v in HASH_OIDS.items()}
-_SIG_ALGO_BY_OID = {OID_RSA: "rsa", **{v: "ecdsa" for v in ECDSA_OIDS.values()},
+_SIG_ALGO_BY_OID = {OID_RSA: "rsa", **dict.fromkeys(ECDSA_OIDS.values(), "ecdsa"),
                     "1.3.101.112": "ed25519"}
 
 

@@ -1,0 +1,245 @@
+"""Would kernel K load this module? The kernel's own decisions, replayed without booting.
+
+Pure: takes a parsed module, K's facts and the image's other modules, and
+returns findings. The rules follow kernel/module/main.c and version.c
+(6.1-6.12):
+
+* signature (module_sig_check): missing or untrusted is refused only when
+  signatures are enforced (MODULE_SIG_FORCE, or lockdown under Secure Boot);
+  otherwise the kernel loads the module and taints itself;
+* ELF machine (elf_check_arch);
+* vermagic (check_modinfo / same_magic): with modversions (the module has
+  `__versions`) only the part after the release is compared, i.e. SMP,
+  preempt vs preempt_rt, mod_unload, modversions; without, the whole string;
+  a missing vermagic is a forced load (taint with MODULE_FORCE_LOAD, else refused);
+* module_layout (check_modstruct_version), then every undefined symbol
+  (resolve_symbol): unknown symbol, GPL-only export used by a module whose
+  license is not GPL-compatible (the kernel just says "Unknown symbol"),
+  CRC mismatch ("disagrees about version of symbol"), a symbol with no CRC
+  in `__versions` (a warning only), a namespace not imported;
+* exports that duplicate a kernel symbol (the kernel refuses the load);
+* `depends`: modprobe must find every dependency, in-tree or in the image.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dtk.kmod.elf import Export, KernelModule
+from dtk.kmod.facts import KernelFacts
+
+
+class Severity(enum.StrEnum):
+    REFUSE = "refuse"  # the kernel (or modprobe) will not load the module
+    TAINT = "taint"  # it loads, and the kernel marks itself tainted
+    WARN = "warn"  # it loads; something deserves a look
+    OK = "ok"
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    code: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"severity": self.severity.value, "code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Peer:
+    """An export provided by another module shipped in the same image."""
+
+    module: str
+    export: Export
+
+
+class SignatureTrust(enum.StrEnum):
+    UNSIGNED = "unsigned"
+    TRUSTED = "trusted"  # verified against a certificate the user gave
+    UNTRUSTED = "untrusted"  # signed, but not verifiable with the certificate given
+    UNKNOWN = "unknown"  # signed; no certificate given to check it against
+
+
+@dataclass(frozen=True)
+class Policy:
+    secure_boot: bool = False  # lockdown enforces signatures (Debian: Secure Boot on)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    module: str
+    path: str
+    kernel: str
+    findings: tuple[Finding, ...]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def loads(self) -> bool:
+        return not any(f.severity is Severity.REFUSE for f in self.findings)
+
+    @property
+    def refusals(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.REFUSE]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"module": self.module, "path": self.path, "kernel": self.kernel,
+                "loads": self.loads, "findings": [f.to_json() for f in self.findings],
+                **self.extra}
+
+
+def same_magic(module_magic: str, kernel_magic: str, has_crcs: bool) -> bool:
+    """kernel/module/version.c same_magic(): skip the release when CRCs are checked."""
+    if has_crcs:
+        module_magic = module_magic[len(module_magic.split(" ", 1)[0]):]
+        kernel_magic = kernel_magic[len(kernel_magic.split(" ", 1)[0]):]
+    return module_magic == kernel_magic
+
+
+def check_module(module: KernelModule, kernel: KernelFacts, peers: Mapping[str, Peer],
+                 *, peer_modules: frozenset[str] = frozenset(),
+                 trust: SignatureTrust | None = None, policy: Policy = Policy()) -> Verdict:
+    trust = trust or (SignatureTrust.UNKNOWN if module.signature else SignatureTrust.UNSIGNED)
+    findings = [
+        *check_signature(module, kernel, trust, policy),
+        *check_machine(module, kernel),
+        *check_vermagic(module, kernel),
+        *check_symbols(module, kernel, peers),
+        *check_duplicate_exports(module, kernel),
+        *check_depends(module, kernel, peer_modules),
+    ]
+    return Verdict(module.name, module.path, kernel.release, tuple(findings))
+
+
+def check_signature(module: KernelModule, kernel: KernelFacts, trust: SignatureTrust,
+                    policy: Policy) -> list[Finding]:
+    enforced = kernel.enabled("CONFIG_MODULE_SIG_FORCE") or (
+        policy.secure_boot and kernel.enabled("CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT"))
+    why = "signatures are enforced (MODULE_SIG_FORCE)" \
+        if kernel.enabled("CONFIG_MODULE_SIG_FORCE") else "Secure Boot enforces signatures"
+    sig = module.signature
+    signer = f"signed by '{sig.signer.issuer_cn}' ({sig.hash_algo})" if sig else "unsigned"
+    if trust is SignatureTrust.TRUSTED:
+        return [Finding(Severity.OK, "signature", f"{signer}, verified with the certificate")]
+    if trust is SignatureTrust.UNKNOWN:
+        severity = Severity.WARN if enforced else Severity.OK
+        return [Finding(severity, "signature",
+                        f"{signer}; trust not checked (pass --cert with the enrolled key)")]
+    if not kernel.enabled("CONFIG_MODULE_SIG") and not policy.secure_boot:
+        return []
+    problem = "unsigned" if trust is SignatureTrust.UNSIGNED else \
+        f"{signer}, which the given certificate does not verify"
+    if enforced:
+        return [Finding(Severity.REFUSE, "signature", f"{problem}: rejected because {why}")]
+    return [Finding(Severity.TAINT, "signature",
+                    f"{problem}: loads but taints the kernel (E); refused under Secure Boot")]
+
+
+def check_machine(module: KernelModule, kernel: KernelFacts) -> list[Finding]:
+    if kernel.arch not in ("unknown", module.machine):
+        return [Finding(Severity.REFUSE, "arch",
+                        f"built for {module.machine}, the kernel is {kernel.arch}")]
+    return []
+
+
+def check_vermagic(module: KernelModule, kernel: KernelFacts) -> list[Finding]:
+    magic = module.vermagic
+    if magic is None:
+        if kernel.enabled("CONFIG_MODULE_FORCE_LOAD"):
+            return [Finding(Severity.TAINT, "vermagic", "no vermagic: a forced load (taint F)")]
+        return [Finding(Severity.REFUSE, "vermagic", "no vermagic and forced loads are off")]
+    if same_magic(magic, kernel.vermagic, module.has_versions):
+        return []
+    scope = "flags after the release" if module.has_versions else "the whole string (no CRCs)"
+    return [Finding(Severity.REFUSE, "vermagic",
+                    f"version magic '{magic.strip()}' should be '{kernel.vermagic.strip()}' "
+                    f"(compared: {scope})")]
+
+
+def _resolve(name: str, kernel: KernelFacts, peers: Mapping[str, Peer]
+             ) -> tuple[str, int | None, bool, str] | None:
+    """(owner, crc, gpl_only, namespace) of whoever exports `name`, kernel first."""
+    sym = kernel.symbols.get(name)
+    if sym is not None:
+        return sym.module_name, sym.crc, sym.gpl_only, sym.namespace
+    peer = peers.get(name)
+    if peer is not None:
+        return peer.module, peer.export.crc, peer.export.gpl_only, peer.export.namespace
+    return None
+
+
+def check_symbols(module: KernelModule, kernel: KernelFacts,
+                  peers: Mapping[str, Peer]) -> list[Finding]:
+    modversions = kernel.enabled("CONFIG_MODVERSIONS")
+    versions = dict(module.versions)
+    findings: list[Finding] = []
+    names = list(module.undefined)
+    if modversions and "module_layout" in kernel.symbols:
+        names.insert(0, "module_layout")  # check_modstruct_version, before any symbol
+    forced = False
+    for name in names:
+        owner = _resolve(name, kernel, peers)
+        if owner is None or (owner[2] and not module.gpl_compatible):
+            why = "" if owner is None else \
+                f" (GPL-only export of {owner[0]}; module license is '{module.license}')"
+            findings.append(Finding(Severity.REFUSE, "unknown-symbol",
+                                    f"Unknown symbol {name}{why}"))
+            continue
+        who, crc, _gpl, namespace = owner
+        if modversions and crc is not None:
+            if not module.has_versions:
+                forced = True
+            elif name not in versions:
+                findings.append(Finding(Severity.WARN, "no-crc", f"no symbol version for {name}"))
+            elif versions[name] != crc:
+                findings.append(Finding(
+                    Severity.REFUSE, "crc",
+                    f"disagrees about version of symbol {name} (module 0x{versions[name]:08x}, "
+                    f"{who} 0x{crc:08x})"))
+        if namespace and namespace not in module.import_ns:
+            allowed = kernel.enabled("CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS")
+            findings.append(Finding(
+                Severity.WARN if allowed else Severity.REFUSE, "namespace",
+                f"uses symbol {name} from namespace {namespace}, but does not import it "
+                f"(MODULE_IMPORT_NS({namespace}))"))
+    if forced:
+        severity = Severity.TAINT if kernel.enabled("CONFIG_MODULE_FORCE_LOAD") \
+            else Severity.REFUSE
+        findings.append(Finding(severity, "no-versions",
+                                "module has no __versions but the kernel checks CRCs: "
+                                "a forced load"))
+    return findings
+
+
+def check_duplicate_exports(module: KernelModule, kernel: KernelFacts) -> list[Finding]:
+    findings = []
+    for export in module.exports:
+        sym = kernel.symbols.get(export.name)
+        if sym is None or sym.module_name == module.name:
+            continue
+        if sym.module == "vmlinux":
+            findings.append(Finding(Severity.REFUSE, "duplicate-export",
+                                    f"exports duplicate symbol {export.name} (owned by kernel)"))
+        else:
+            findings.append(Finding(Severity.WARN, "duplicate-export",
+                                    f"exports {export.name}, also exported by in-tree "
+                                    f"{sym.module_name}: the two cannot be loaded together"))
+    return findings
+
+
+def check_depends(module: KernelModule, kernel: KernelFacts,
+                  peer_modules: frozenset[str]) -> list[Finding]:
+    missing = [d for d in module.depends
+               if d.replace("-", "_") not in kernel.modules and d not in peer_modules]
+    return [Finding(Severity.REFUSE, "depends",
+                    f"depends on {d}, which is neither in-tree for {kernel.release} nor in the "
+                    "image (modprobe fails)") for d in missing]
+
+
+def peers_of(modules: list[KernelModule]) -> tuple[dict[str, Peer], frozenset[str]]:
+    """Exports and names of the modules shipped together (one image, one kernel)."""
+    exports = {e.name: Peer(m.name, e) for m in modules for e in m.exports}
+    return exports, frozenset(m.name for m in modules)

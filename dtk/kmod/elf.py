@@ -1,0 +1,304 @@
+"""Read a kernel module (.ko, .ko.xz, .ko.gz, .ko.zst) in pure Python.
+
+pyelftools reads the ELF header and section table; the hot tables (symbols,
+`__versions`) are unpacked with `struct` because pyelftools' per-symbol
+parsing is ~50x slower and a kernel has thousands of modules to read.
+
+Export encoding, read from real Debian 6.1 and 6.12 modules: the final .ko
+has `__ksymtab` / `__ksymtab_gpl` sections of PREL32 entries, a local symbol
+`__ksymtab_<name>` in one of them (which says GPL or not), `__kstrtabns_<name>`
+pointing at the namespace string in `__ksymtab_strings` (empty: none), and
+`__crc_<name>` pointing at the u32 CRC in `__kcrctab` / `__kcrctab_gpl`.
+(6.5+ generates these entries in modpost from `.export_symbol`, but the
+linked module looks the same.)
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import lzma
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from elftools.common.exceptions import ELFError
+from elftools.construct import ConstructError
+from elftools.elf.elffile import ELFFile
+
+from dtk import run as runner
+from dtk.errors import DtkError
+from dtk.kmod import signature as sigmod
+
+VERSION_ENTRY_SIZE = 64  # struct modversion_info: unsigned long crc + name[64 - sizeof(long)]
+_SHN_UNDEF = 0
+_STB_WEAK = 2
+_MACHINES = {
+    "EM_X86_64": "x86_64", "EM_386": "i386", "EM_AARCH64": "arm64", "EM_ARM": "arm",
+    "EM_PPC64": "ppc64", "EM_S390": "s390", "EM_RISCV": "riscv", "EM_LOONGARCH": "loongarch",
+}
+_GPL_COMPATIBLE = frozenset({  # include/linux/license.h
+    "GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL", "Dual MIT/GPL", "Dual MPL/GPL",
+})
+
+
+@dataclass(frozen=True)
+class Export:
+    name: str
+    gpl_only: bool
+    namespace: str
+    crc: int | None
+
+
+@dataclass(frozen=True)
+class KernelModule:
+    path: str
+    machine: str
+    modinfo: tuple[tuple[str, str], ...]  # in file order; keys repeat (alias, parm, depends)
+    versions: tuple[tuple[str, int], ...]  # (symbol, crc) from __versions
+    exports: tuple[Export, ...]
+    undefined: tuple[str, ...]  # symbols the module needs (strong undefined)
+    weak_undefined: tuple[str, ...]
+    signature: sigmod.ModuleSignature | None
+    compression: str | None = None
+    _index: dict[str, list[str]] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for key, value in self.modinfo:
+            self._index.setdefault(key, []).append(value)
+
+    def field_values(self, key: str) -> list[str]:
+        return list(self._index.get(key, []))
+
+    def first(self, key: str) -> str | None:
+        values = self._index.get(key)
+        return values[0] if values else None
+
+    @property
+    def name(self) -> str:
+        """The module name the kernel uses (.modinfo `name`, else the file stem)."""
+        named = self.first("name")
+        if named:
+            return named
+        stem = Path(self.path).name.split(".ko")[0]
+        return stem.replace("-", "_")
+
+    @property
+    def vermagic(self) -> str | None:
+        return self.first("vermagic")
+
+    @property
+    def depends(self) -> list[str]:
+        text = self.first("depends") or ""
+        return [d for d in text.split(",") if d]
+
+    @property
+    def import_ns(self) -> set[str]:
+        return set(self.field_values("import_ns"))
+
+    @property
+    def license(self) -> str | None:
+        return self.first("license")
+
+    @property
+    def gpl_compatible(self) -> bool:
+        return self.license in _GPL_COMPATIBLE
+
+    @property
+    def has_versions(self) -> bool:
+        return bool(self.versions)
+
+    def to_json(self) -> dict[str, Any]:
+        sig = self.signature
+        return {
+            "path": self.path,
+            "name": self.name,
+            "machine": self.machine,
+            "compression": self.compression,
+            "modinfo": [[k, v] for k, v in self.modinfo],
+            "versions": [{"symbol": s, "crc": f"0x{c:08x}"} for s, c in self.versions],
+            "exports": [{"symbol": e.name, "gpl_only": e.gpl_only, "namespace": e.namespace,
+                         "crc": None if e.crc is None else f"0x{e.crc:08x}"}
+                        for e in self.exports],
+            "undefined": list(self.undefined),
+            "weak_undefined": list(self.weak_undefined),
+            "signature": None if sig is None else signature_json(sig),
+        }
+
+
+def signature_json(sig: sigmod.ModuleSignature) -> dict[str, Any]:
+    return {
+        "id_type": sig.id_type, "signer": sig.signer.issuer_cn,
+        "key_id": colon_hex(sig.signer.key_id),
+        "key_id_kind": "skid" if sig.signer.skid is not None else "serial",
+        "hash_algo": sig.hash_algo, "sig_algo": sig.sig_algo,
+        "signed_length": sig.signed_length, "signature": sig.signature.hex(),
+    }
+
+
+def colon_hex(data: bytes) -> str:
+    return ":".join(f"{b:02X}" for b in data)
+
+
+class ModuleError(DtkError):
+    """A file that is not a readable kernel module."""
+
+
+def read_bytes(path: Path) -> tuple[bytes, str | None]:
+    """The uncompressed module image and the compression it was stored with."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ModuleError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        if raw.startswith(b"\xfd7zXZ\x00"):
+            return lzma.decompress(raw), "xz"
+        if raw.startswith(b"\x1f\x8b"):
+            return gzip.decompress(raw), "gzip"
+    except (lzma.LZMAError, OSError, EOFError) as exc:
+        raise ModuleError(f"{path}: corrupt compressed module: {exc}") from None
+    if raw.startswith(b"\x28\xb5\x2f\xfd"):
+        return _unzstd(path), "zstd"
+    return raw, None
+
+
+def _unzstd(path: Path) -> bytes:
+    # The standard library has no zstd before 3.14; the zstd tool is a system package.
+    with tempfile.TemporaryDirectory(prefix="dtk-zstd-") as tmp:
+        out = Path(tmp) / "module.ko"
+        runner.run(["zstd", "-q", "-d", "-f", "-o", str(out), str(path)], timeout=120,
+                   what=f"cannot decompress {path}")
+        return out.read_bytes()
+
+
+def read_module(path: Path) -> KernelModule:
+    data, compression = read_bytes(path)
+    return parse_module(data, str(path), compression)
+
+
+def parse_module(data: bytes, path: str = "<bytes>",
+                 compression: str | None = None) -> KernelModule:
+    """Parse a module's bytes; any malformation becomes a ModuleError."""
+    try:
+        body, sig = sigmod.split(data)
+        return _parse_elf(body, path, sig, compression)
+    except sigmod.SignatureError as exc:
+        raise ModuleError(f"{path}: {exc}") from None
+    except (ELFError, ConstructError, struct.error, ValueError, IndexError, KeyError,
+            OverflowError, UnicodeDecodeError, AttributeError, TypeError) as exc:
+        raise ModuleError(f"{path}: not a valid kernel module ({type(exc).__name__}: {exc})",
+                          hint="the file is truncated or corrupt; rebuild it") from None
+
+
+def _parse_elf(body: bytes, path: str, sig: sigmod.ModuleSignature | None,
+               compression: str | None) -> KernelModule:
+    if not body.startswith(b"\x7fELF"):
+        raise ModuleError(f"{path}: not an ELF file", hint="give a .ko built by kbuild")
+    elf = ELFFile(io.BytesIO(body))
+    if elf["e_type"] != "ET_REL":
+        raise ModuleError(f"{path}: ELF type {elf['e_type']}, but kernel modules are "
+                          "relocatable objects (ET_REL)")
+    sections = {s.name: s for s in elf.iter_sections()}
+    if ".modinfo" not in sections:
+        raise ModuleError(f"{path}: no .modinfo section, so this is not a kernel module",
+                          hint="a kernel module is linked by kbuild's modpost (make M=…)")
+    little = elf.little_endian
+    is64 = elf.elfclass == 64
+    symbols = _symbols(elf, little, is64)
+    return KernelModule(
+        path=path,
+        machine=_MACHINES.get(elf["e_machine"], str(elf["e_machine"])),
+        modinfo=_modinfo(sections[".modinfo"].data()),
+        versions=_versions(sections.get("__versions"), little, is64),
+        exports=_exports(elf, symbols, little),
+        undefined=tuple(n for n, _v, shndx, bind in symbols if shndx == _SHN_UNDEF and n
+                        and bind != _STB_WEAK),
+        weak_undefined=tuple(n for n, _v, shndx, bind in symbols if shndx == _SHN_UNDEF and n
+                             and bind == _STB_WEAK),
+        signature=sig, compression=compression)
+
+
+def _modinfo(data: bytes) -> tuple[tuple[str, str], ...]:
+    fields = []
+    for chunk in data.split(b"\0"):
+        if not chunk:
+            continue  # .modinfo entries are NUL-padded for alignment
+        key, _, value = chunk.decode("utf-8", "replace").partition("=")
+        fields.append((key, value))
+    return tuple(fields)
+
+
+def _versions(section: Any, little: bool, is64: bool) -> tuple[tuple[str, int], ...]:
+    if section is None:
+        return ()
+    data = section.data()
+    crc_fmt = ("<" if little else ">") + ("Q" if is64 else "I")
+    crc_size = 8 if is64 else 4
+    out = []
+    for pos in range(0, len(data) - VERSION_ENTRY_SIZE + 1, VERSION_ENTRY_SIZE):
+        (crc,) = struct.unpack_from(crc_fmt, data, pos)
+        name = data[pos + crc_size: pos + VERSION_ENTRY_SIZE].split(b"\0", 1)[0]
+        out.append((name.decode("utf-8", "replace"), crc & 0xFFFFFFFF))
+    return tuple(out)
+
+
+Symbol = tuple[str, int, int, int]  # name, value, section index, binding
+
+
+def _symbols(elf: ELFFile, little: bool, is64: bool) -> list[Symbol]:
+    symtab = next((s for s in elf.iter_sections() if s["sh_type"] == "SHT_SYMTAB"), None)
+    if symtab is None:
+        return []
+    strtab = elf.get_section(symtab["sh_link"]).data()
+    data = symtab.data()
+    end = "<" if little else ">"
+    out: list[Symbol] = []
+    if is64:
+        for name_off, info, _other, shndx, value, _size in struct.iter_unpack(
+                end + "IBBHQQ", data[: len(data) - len(data) % 24]):
+            out.append((_cstr(strtab, name_off), value, shndx, info >> 4))
+    else:
+        for name_off, value, _size, info, _other, shndx in struct.iter_unpack(
+                end + "IIIBBH", data[: len(data) - len(data) % 16]):
+            out.append((_cstr(strtab, name_off), value, shndx, info >> 4))
+    return out
+
+
+def _cstr(table: bytes, offset: int) -> str:
+    if offset >= len(table):
+        raise ValueError(f"string offset {offset} outside the string table")
+    end = table.find(b"\0", offset)
+    return table[offset: end if end >= 0 else len(table)].decode("utf-8", "replace")
+
+
+def _exports(elf: ELFFile, symbols: list[Symbol], little: bool) -> tuple[Export, ...]:
+    names = {i: s.name for i, s in enumerate(elf.iter_sections())}
+    section_data: dict[int, bytes] = {}
+
+    def data_of(index: int) -> bytes:
+        if index not in section_data:
+            section_data[index] = elf.get_section(index).data()
+        return section_data[index]
+
+    by_name = {}
+    for name, value, shndx, _bind in symbols:
+        if name.startswith(("__kstrtabns_", "__crc_")):
+            by_name[name] = (value, shndx)
+    exports = []
+    for name, _value, shndx, _bind in symbols:
+        if not name.startswith("__ksymtab_"):
+            continue
+        section = names.get(shndx, "")
+        if section not in ("__ksymtab", "__ksymtab_gpl"):
+            continue
+        sym = name[len("__ksymtab_"):]
+        namespace = ""
+        if ns := by_name.get(f"__kstrtabns_{sym}"):
+            namespace = _cstr(data_of(ns[1]), ns[0])
+        crc = None
+        if found := by_name.get(f"__crc_{sym}"):
+            (crc,) = struct.unpack_from("<I" if little else ">I", data_of(found[1]), found[0])
+        exports.append(Export(sym, section == "__ksymtab_gpl", namespace, crc))
+    return tuple(sorted(exports, key=lambda e: e.name))

@@ -1,0 +1,245 @@
+"""What a kernel accepts, extracted once per kernel and cached.
+
+A check needs, for kernel K: its exported symbols (Module.symvers), its
+vermagic, its in-tree module names, and a few config switches. They come from
+a root holding K's packages: the toolkit image (mounted read-only) or any
+directory (an installed system, extracted packages). Extraction costs a
+second or two; the JSON cache, keyed by the toolkit's image id (or by the
+inputs' content for a directory), makes every later check milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dtk import kernel as kern
+from dtk import paths
+from dtk.engine import buildah
+from dtk.errors import DtkError
+from dtk.kmod import elf, rootfs, symvers
+from dtk.kmod.symvers import Symbol
+from dtk.toolkit.plan import TOOLKIT_REPO
+
+_FORMAT = 1  # bump when the cached JSON changes shape
+_CONFIG_KEYS = (
+    "CONFIG_SMP", "CONFIG_PREEMPT_BUILD", "CONFIG_PREEMPT_RT", "CONFIG_MODULE_UNLOAD",
+    "CONFIG_MODVERSIONS", "CONFIG_MODULE_SIG", "CONFIG_MODULE_SIG_FORCE",
+    "CONFIG_MODULE_FORCE_LOAD", "CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS",
+    "CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT", "CONFIG_MODULE_SIG_HASH", "CONFIG_X86_64",
+    "CONFIG_ARM64", "CONFIG_RANDSTRUCT", "CONFIG_MODULE_DECOMPRESS",
+)
+
+
+@dataclass(frozen=True)
+class KernelFacts:
+    release: str
+    arch: str
+    vermagic: str
+    config: dict[str, str]
+    symbols: dict[str, Symbol]
+    modules: frozenset[str]  # in-tree module names (dashes as underscores)
+    source: str  # where the facts came from (image name/id or directory)
+
+    def enabled(self, option: str) -> bool:
+        return self.config.get(option) == "y"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT, "release": self.release, "arch": self.arch,
+            "vermagic": self.vermagic, "config": self.config, "source": self.source,
+            "modules": sorted(self.modules),
+            "symbols": [[s.name, s.crc, s.module, int(s.gpl_only), s.namespace]
+                        for s in self.symbols.values()],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> KernelFacts:
+        return cls(
+            release=data["release"], arch=data["arch"], vermagic=data["vermagic"],
+            config=dict(data["config"]), source=data["source"],
+            modules=frozenset(data["modules"]),
+            symbols={row[0]: Symbol(row[0], row[1], row[2], bool(row[3]), row[4])
+                     for row in data["symbols"]})
+
+
+def parse_config(text: str) -> dict[str, str]:
+    config = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key in _CONFIG_KEYS:
+            config[key] = value.strip().strip('"')
+    return config
+
+
+def vermagic_from_config(release: str, config: dict[str, str]) -> str:
+    """include/linux/vermagic.h, for x86-64 and arm64 (no arch-specific part there)."""
+    parts = [release]
+    if config.get("CONFIG_SMP") == "y":
+        parts.append("SMP")
+    if config.get("CONFIG_PREEMPT_RT") == "y":
+        parts.append("preempt_rt")
+    elif config.get("CONFIG_PREEMPT_BUILD") == "y":
+        parts.append("preempt")
+    if config.get("CONFIG_MODULE_UNLOAD") == "y":
+        parts.append("mod_unload")
+    if config.get("CONFIG_MODVERSIONS") == "y":
+        parts.append("modversions")
+    return " ".join(parts) + " "
+
+
+def arch_from_config(config: dict[str, str]) -> str:
+    if config.get("CONFIG_X86_64") == "y":
+        return "x86_64"
+    if config.get("CONFIG_ARM64") == "y":
+        return "arm64"
+    return "unknown"
+
+
+_SYMVERS_CANDIDATES = (
+    "/lib/modules/{k}/build/Module.symvers",
+    "/usr/src/linux-headers-{k}/Module.symvers",
+    "/usr/src/kernels/{k}/Module.symvers",
+)
+_CONFIG_CANDIDATES = (
+    "/boot/config-{k}",
+    "/lib/modules/{k}/build/.config",
+    "/usr/src/linux-headers-{k}/.config",
+    "/usr/src/kernels/{k}/.config",
+)
+
+
+def _find(root: Path, candidates: tuple[str, ...], release: str) -> Path | None:
+    for pattern in candidates:
+        found = rootfs.resolve(root, pattern.format(k=release))
+        if found is not None and found.is_file():
+            return found
+    return None
+
+
+def from_root(root: Path, release: str, source: str) -> KernelFacts:
+    """Read K's facts from a root holding K's headers (and, ideally, its modules)."""
+    symvers_path = _find(root, _SYMVERS_CANDIDATES, release)
+    config_path = _find(root, _CONFIG_CANDIDATES, release)
+    if symvers_path is None or config_path is None:
+        missing = "Module.symvers" if symvers_path is None else "the kernel config"
+        raise DtkError(f"{source} has no {missing} for kernel {release}",
+                       hint=f"a toolkit for {release} has it: dtk toolkit build --kernel "
+                            f"{release}")
+    config = parse_config(config_path.read_text(errors="replace"))
+    table = symvers.parse(symvers_path.read_text(errors="replace"), str(symvers_path))
+    module_files = _in_tree_modules(root, release)
+    vermagic = vermagic_from_config(release, config)
+    arch = arch_from_config(config)
+    if module_files:
+        # The modules carry the exact string the kernel was built with.
+        sample = elf.read_module(module_files[0])
+        vermagic = sample.vermagic or vermagic
+        arch = sample.machine
+    names = {symvers.module_name(p.name) for p in module_files}
+    names |= {s.module_name for s in table.values() if s.module != "vmlinux"}
+    return KernelFacts(release, arch, vermagic, config, table, frozenset(names), source)
+
+
+def _in_tree_modules(root: Path, release: str) -> list[Path]:
+    return [host for inner, host in rootfs.walk_files(root, f"/lib/modules/{release}")
+            if ".ko" in inner.rsplit("/", 1)[-1]]
+
+
+def cache_path(key: str) -> Path:
+    return paths.cache_dir() / "kmod" / "kernel-facts" / f"{key}.json"
+
+
+def load_cached(key: str) -> KernelFacts | None:
+    path = cache_path(key)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != _FORMAT:
+        return None
+    return KernelFacts.from_json(data)
+
+
+def store(key: str, facts: KernelFacts) -> None:
+    """Write atomically: a reader sees the old file or the complete new one."""
+    path = cache_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".facts-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(facts.to_json(), out, separators=(",", ":"))
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def directory_key(root: Path, release: str) -> str:
+    """Cache key for a plain directory: the content of the files facts come from."""
+    digest = hashlib.sha256(f"{_FORMAT}\0{release}".encode())
+    for candidates in (_SYMVERS_CANDIDATES, _CONFIG_CANDIDATES):
+        found = _find(root, candidates, release)
+        digest.update(found.read_bytes() if found else b"-")
+    dep = rootfs.resolve(root, f"/lib/modules/{release}/modules.dep")
+    digest.update(dep.read_bytes() if dep and dep.is_file() else b"-")
+    return "dir-" + digest.hexdigest()[:32]
+
+
+def for_directory(root: Path, release: str) -> KernelFacts:
+    key = directory_key(root, release)
+    cached = load_cached(key)
+    if cached is not None:
+        return cached
+    facts = from_root(root, release, str(root))
+    store(key, facts)
+    return facts
+
+
+def toolkit_candidates(release: str) -> list[str]:
+    """Toolkit image names that may hold `release`: its own, then its standard sibling's.
+
+    A toolkit carries the RT sibling of its kernel, so an RT kernel is usually
+    found in the standard kernel's toolkit.
+    """
+    names = [f"{TOOLKIT_REPO}:{kern.normalize(release)}"]
+    parsed = kern.try_parse(release)
+    if parsed is not None and parsed.flavour is kern.Flavour.RT:
+        standard = release.replace("-rt-", "-") if parsed.family is kern.Family.DEBIAN \
+            else release.removesuffix("+rt")
+        names.append(f"{TOOLKIT_REPO}:{kern.normalize(standard)}")
+    return names
+
+
+def find_toolkit(release: str) -> tuple[str, str]:
+    """(image name, image id) of a local toolkit holding `release`."""
+    for name in toolkit_candidates(release):
+        if not buildah.image_exists(name):
+            continue
+        data = buildah.inspect(name)
+        labels = data.get("OCIv1", {}).get("config", {}).get("Labels") or {}
+        held = set(str(labels.get("dtk.kernels", "")).split(","))
+        held |= {labels.get("kernel-version", ""), labels.get("kernel-rt-version", "")}
+        if release in held:
+            return name, str(data["FromImageID"])
+    raise DtkError(f"no toolkit image holds kernel {release}",
+                   hint=f"build it with 'dtk toolkit build --kernel {release}', or pass "
+                        "--kernel-root DIR for a directory that has its headers")
+
+
+def for_kernel(release: str) -> KernelFacts:
+    """K's facts from its toolkit image, cached by the image's id."""
+    name, image_id = find_toolkit(release)
+    key = f"image-{image_id[:32]}-{kern.normalize(release)}"
+    cached = load_cached(key)
+    if cached is not None:
+        return cached
+    with buildah.working_container(name) as ctr, ctr.mounted() as root:
+        facts = from_root(root, release, f"{name} ({image_id[:12]})")
+    store(key, facts)
+    return facts
