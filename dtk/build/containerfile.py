@@ -1,0 +1,39 @@
+"""Build a KMM-style Containerfile for one kernel, as KMM's build would.
+
+buildah tags only after the last step commits, so a failing Containerfile
+leaves nothing behind. The image is built under a staging name, checked
+against KMM's layout (modules under /opt/lib/modules/<kernel>, depmod run,
+sh/cp/mkdir/modprobe present), labelled with the modules it carries, and only
+then committed under its final name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from dtk.build.dkms import Built
+from dtk.build.outcome import find_modules, module_versions
+from dtk.build.plan import Cell
+from dtk.build.sources import ContainerfileSource
+from dtk.engine import buildah
+
+STAGING_REPO = "localhost/dtk-staging"
+
+
+def build_cell(cell: Cell, source: ContainerfileSource, log: Path,
+               on_line: Callable[[str], None] | None = None) -> Built:
+    staging = f"{STAGING_REPO}/{cell.module}:{cell.input_hash.removeprefix('sha256:')[:20]}"
+    spec = buildah.BuildSpec(containerfile=source.containerfile, context=source.context,
+                             tag=staging, build_args=dict(cell.build_args),
+                             labels=cell.labels())
+    try:
+        buildah.bud(spec, log_file=log, on_line=on_line)
+        with buildah.working_container(staging) as ctr:
+            with ctr.mounted() as root:
+                versions = module_versions(find_modules(root, cell.kernel))
+            ctr.config("--label", "dtk.build.modules=" + ",".join(versions))
+            image_id = ctr.commit(cell.image)
+    finally:
+        buildah.remove_image(staging)
+    return Built(image_id, versions)

@@ -1,0 +1,151 @@
+"""Build a DKMS group for one kernel inside that kernel's toolkit, with the real dkms.
+
+The toolkit carries Debian's dkms package, so `dkms build` itself applies MAKE,
+PATCH, PRE_BUILD/POST_BUILD, STRIP and the rest: what a user gets is what
+`dkms build` would give, including its messages. dtk adds what dkms cannot do
+for many kernels at once: each dkms.conf is first evaluated for the cell's
+kernel (see `dkmsconf`) so that an excluded kernel is reported as such before
+anything compiles; the modules go where `dkms install` puts them on Debian
+(`/updates/dkms`), under /opt as KMM expects; and the final image is the small
+busybox base, not the toolkit.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from dtk.build import dkmsconf
+from dtk.build.outcome import CellFailedError, module_versions
+from dtk.build.plan import Cell
+from dtk.build.sources import DkmsGroup
+from dtk.engine import buildah
+from dtk.errors import DtkError
+
+OUT = "/dtk-out"
+# Where `dkms install` puts modules on Debian (dkms's override_dest_module_location).
+DEST = "updates/dkms"
+_EXCLUDED_STATUS = 77  # dkms's own exit status for a BUILD_EXCLUSIVE mismatch
+
+_EVALUATE = f"""
+K=$1; shift
+for nv in "$@"; do
+  n=${{nv%%/*}}; v=${{nv#*/}}
+  bash {OUT}/eval.sh {OUT}/"$n".records /usr/src/"$n-$v"/dkms.conf "$K" "$(uname -m)" \\
+    /lib/modules/"$K"/build "$n" "$v" || exit
+done
+"""
+
+# Signing is dtk's own later step, with a key that never enters an image;
+# left alone, dkms would make a throwaway MOK key and sign with it.
+_BUILD = f"""
+K=$1; shift
+arch=$(uname -m)
+mkdir -p /etc/dkms/framework.conf.d
+echo 'sign_file=/dtk-signing-is-a-separate-step' > /etc/dkms/framework.conf.d/zz-dtk.conf
+dest={OUT}/opt/lib/modules/$K/{DEST}
+mkdir -p "$dest"
+for nv in "$@"; do
+  n=${{nv%%/*}}; v=${{nv#*/}}
+  dkms build -m "$n" -v "$v" -k "$K"
+  rc=$?
+  if [ $rc -ne 0 ]; then
+    log=/var/lib/dkms/$n/$v/build/make.log
+    [ -f "$log" ] && {{ echo "---- $log (last lines)"; tail -n 60 "$log"; }}
+    echo "dtk: 'dkms build -m $n -v $v -k $K' exited with status $rc"
+    exit $rc
+  fi
+  cat /var/lib/dkms/$n/$v/$K/$arch/log/make.log 2>/dev/null
+  cp -a /var/lib/dkms/$n/$v/$K/$arch/module/. "$dest"/
+done
+depmod -b {OUT}/opt "$K"
+"""
+
+
+@dataclass(frozen=True)
+class Built:
+    image_id: str
+    modules: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Excluded:
+    reason: str
+
+
+def build_cell(cell: Cell, group: DkmsGroup, log: Path,
+               on_line: Callable[[str], None] | None = None) -> Built | Excluded:
+    assert cell.toolkit is not None and cell.base is not None
+    with tempfile.TemporaryDirectory(prefix="dtk-dkms-cell-") as tmp:
+        out = Path(tmp)
+        (out / "eval.sh").write_text(dkmsconf.EVAL_SCRIPT)
+        volumes = [f"{p.tree}:/usr/src/{p.name}-{p.version}:ro" for p in group.packages]
+        volumes.append(f"{out}:{OUT}")
+        with buildah.working_container(cell.toolkit.name) as ctr:
+            ctr.run(["bash", "-c", _EVALUATE, "evaluate", cell.kernel,
+                     *(f"{p.name}/{p.version}" for p in group.packages)],
+                    volumes=volumes, log_file=log, on_line=on_line, timeout=600,
+                    what=f"evaluating dkms.conf for {cell.kernel} failed")
+            buildable, excluded = _decide(group, out)
+            if not buildable:
+                return Excluded("; ".join(excluded))
+            result = ctr.run(["bash", "-c", _BUILD, "build", cell.kernel, *buildable],
+                             volumes=volumes, log_file=log, on_line=on_line, timeout=3600,
+                             check=False)
+        if result.returncode == _EXCLUDED_STATUS:
+            return Excluded("dkms: the dkms.conf includes a BUILD_EXCLUSIVE directive which "
+                            "does not match this kernel/arch/config")
+        if result.returncode != 0:
+            raise CellFailedError(f"dkms build failed for {cell.kernel} "
+                             f"(status {result.returncode})", result.stdout)
+        return _commit(cell, group, out, tuple(excluded))
+
+
+def _decide(group: DkmsGroup, out: Path) -> tuple[list[str], list[str]]:
+    """Packages to build and reasons for those left out; a broken dkms.conf fails the cell."""
+    buildable, excluded = [], []
+    for pkg in group.packages:
+        records = out / f"{pkg.name}.records"
+        if not records.exists():
+            raise DtkError(f"{pkg.name}: dkms.conf was not evaluated")
+        conf = dkmsconf.parse_records(records.read_bytes())
+        if conf.errors:
+            raise CellFailedError(f"{pkg.name}: dkms.conf is broken", "\n".join(conf.errors))
+        if conf.excluded:
+            excluded.append(f"{pkg.name}: " + "; ".join(conf.exclusions))
+        else:
+            buildable.append(f"{pkg.name}/{pkg.version}")
+    return buildable, excluded
+
+
+def _commit(cell: Cell, group: DkmsGroup, out: Path, notes: tuple[str, ...]) -> Built:
+    assert cell.base is not None
+    modules = find_modules_in_stage(out, cell.kernel)
+    versions = module_versions(modules)
+    if len(group.packages) == 1:
+        # Many DKMS modules carry no MODULE_VERSION; the package's version is what dkms shows.
+        fallback = group.packages[0].version
+        versions = tuple(v[:-1] + fallback if v.endswith("=-") else v for v in versions)
+    labels = cell.labels()
+    labels["dtk.build.modules"] = ",".join(versions)
+    labels["dtk.build.packages"] = ",".join(f"{p.name}={p.version}" for p in group.packages)
+    with buildah.working_container(cell.base.name) as final:
+        final.copy_in(out / "opt", "/opt")
+        for pkg in group.packages:
+            if (pkg.tree / "firmware").is_dir():
+                final.copy_in(pkg.tree / "firmware", "/firmware")
+        final.config(*(arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")))
+        image_id = final.commit(cell.image)
+    return Built(image_id, versions, notes)
+
+
+def find_modules_in_stage(out: Path, kernel: str) -> list[Path]:
+    """The staged /opt tree has no tools of its own; the base image supplies them."""
+    moddir = out / "opt/lib/modules" / kernel
+    modules = sorted(p for p in moddir.rglob("*.ko*") if p.is_file())
+    if not modules or not (moddir / "modules.dep").is_file():
+        raise DtkError(f"dkms reported success but left no modules for {kernel}")
+    return modules

@@ -1,0 +1,93 @@
+"""What became of each cell, and the driver image contract every built image meets."""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dtk import run as runner
+from dtk.errors import DtkError
+
+TAIL_LINES = 15
+# KMM's worker runs `/bin/sh -c "mkdir -p …; cp -R …"`, its pull check runs
+# `/bin/sh -c "exit 0"`, and people load by hand with modprobe.
+REQUIRED_TOOLS = ("sh", "cp", "mkdir", "modprobe")
+_BIN_DIRS = ("bin", "usr/bin", "sbin", "usr/sbin")
+
+
+class CellFailedError(DtkError):
+    """A build step failed; `output` holds the lines that say why (compiler, dkms)."""
+
+    def __init__(self, message: str, output: str) -> None:
+        super().__init__(message)
+        self.output = output
+
+
+class Status(enum.StrEnum):
+    BUILT = "built"
+    FAILED = "failed"
+    EXCLUDED = "excluded"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    module: str
+    kernel: str
+    status: Status
+    image: str
+    image_id: str = ""
+    cached: bool = False
+    modules: tuple[str, ...] = ()  # "name=version"
+    reason: str = ""
+    tail: tuple[str, ...] = ()
+    log: str = ""
+    pushed: str = ""  # the pushed digest, only once the registry has the whole image
+    seconds: float = 0.0
+    notes: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("modules", "tail", "notes"):
+            data[key] = list(data[key])
+        data["status"] = self.status.value
+        data["seconds"] = round(self.seconds, 1)
+        return data
+
+
+def tail_of(text: str, lines: int = TAIL_LINES) -> tuple[str, ...]:
+    return tuple(line for line in text.rstrip().splitlines()[-lines:])
+
+
+def find_modules(root: Path, kernel: str) -> list[Path]:
+    """The .ko files of `kernel` in an image root, checking KMM's layout on the way."""
+    moddir = root / "opt/lib/modules" / kernel
+    if not moddir.is_dir():
+        raise DtkError(f"the image has no /opt/lib/modules/{kernel}",
+                       hint="KMM loads modules from /opt/lib/modules/<kernel>/ "
+                            "(copy the .ko files there in the final stage)")
+    modules = sorted(p for p in moddir.rglob("*.ko*") if p.is_file())
+    if not modules:
+        raise DtkError(f"the image has no .ko file under /opt/lib/modules/{kernel}")
+    if not (moddir / "modules.dep").is_file():
+        raise DtkError(f"the image has no /opt/lib/modules/{kernel}/modules.dep",
+                       hint=f"run 'depmod -b /opt {kernel}' in the Containerfile")
+    missing = [tool for tool in REQUIRED_TOOLS
+               if not any(os.path.lexists(root / d / tool) for d in _BIN_DIRS)]
+    if missing:
+        raise DtkError("the image lacks " + ", ".join(missing) + ", which KMM's worker runs",
+                       hint="base the final stage on ${DTK_BASE} (busybox, 2 MB) or any "
+                            "image with a shell, coreutils and kmod")
+    return modules
+
+
+def module_versions(modules: list[Path]) -> tuple[str, ...]:
+    """'name=version' for each module, from its .modinfo (modinfo reads any .ko)."""
+    out = []
+    for path in modules:
+        result = runner.run(["modinfo", "-F", "version", str(path)], check=False, timeout=60)
+        version = result.stdout.strip().splitlines()[0] if result.stdout.strip() else "-"
+        out.append(f"{path.name.split('.ko')[0]}={version}")
+    return tuple(out)
