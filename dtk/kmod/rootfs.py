@@ -9,6 +9,7 @@ chroot clamp when dtk writes signed modules back: it is refused.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import stat
 from collections.abc import Iterator
@@ -85,3 +86,34 @@ def walk_files(root: Path, inner_dir: str) -> Iterator[tuple[str, Path]]:
                 yield inner, target
             elif host.is_file():
                 yield inner, host
+
+
+def glob(root: Path, pattern: str) -> list[tuple[str, Path]]:
+    """Files matching an absolute shell glob inside the image, resolved safely.
+
+    Matching is per path component (`*` does not cross `/`), like the ash
+    globs KMM's sign step expands.
+    """
+    parts = PurePosixPath("/", pattern).parts[1:]
+    found: list[str] = ["/"]
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        nxt: list[str] = []
+        for inner_dir in found:
+            host_dir = resolve(root, inner_dir)
+            if host_dir is None or not host_dir.is_dir():
+                continue
+            if not any(ch in part for ch in "*?["):
+                names = [part]
+            else:
+                names = sorted(n for n in (c.name for c in host_dir.iterdir())
+                               if fnmatch.fnmatchcase(n, part)
+                               and (part.startswith(".") or not n.startswith(".")))
+            nxt.extend(str(PurePosixPath(inner_dir, n)) for n in names)
+        found = nxt if not last else [f for f in nxt if _is_file(root, f)]
+    return [(inner, host) for inner in found if (host := resolve(root, inner)) is not None]
+
+
+def _is_file(root: Path, inner: str) -> bool:
+    host = resolve(root, inner)
+    return host is not None and host.is_file()

@@ -151,21 +151,23 @@ def common_name(name: der.Tlv) -> str:
     return cn
 
 
-def build_pkcs7(*, hash_algo: str, issuer_der: bytes, serial: int | None, skid: bytes | None,
+def build_pkcs7(*, hash_algo: str, issuer_and_serial: bytes | None, skid: bytes | None,
                 sig_algo_oid: str, sig_algo_null_params: bool, signature: bytes) -> bytes:
     """SignedData as OpenSSL's CMS writes it for sign-file's flags.
 
     sign-file uses CMS_NOCERTS | CMS_NOATTR | CMS_BINARY | CMS_DETACHED |
     CMS_NOSMIMECAP: no certificates, no signed attributes, no content. The
     digest AlgorithmIdentifier has no parameters; rsaEncryption has NULL.
+    `issuer_and_serial` is the certificate's own issuer and serial encodings,
+    concatenated, so that they match whatever the certificate holds.
     """
     digest_alg = der.seq(der.oid(HASH_OIDS[hash_algo]))
     sig_alg = der.seq(der.oid(sig_algo_oid), *([der.null()] if sig_algo_null_params else []))
     if skid is not None:
         version, sid = 3, der.encode(0x80, skid)
     else:
-        assert serial is not None
-        version, sid = 1, der.seq(issuer_der, der.integer(serial))
+        assert issuer_and_serial is not None
+        version, sid = 1, der.seq(issuer_and_serial)
     signer_info = der.seq(der.integer(version), sid, digest_alg, sig_alg, der.octets(signature))
     signed_data = der.seq(der.integer(version), der.set_of(digest_alg),
                           der.seq(der.oid(OID_DATA)), der.set_of(signer_info))

@@ -1,0 +1,140 @@
+"""Modules inside driver-container images: read them, sign them into a new image.
+
+Images are read through a buildah working container mounted on the host;
+every path is resolved inside the image (see rootfs), so a hostile image
+cannot make dtk read or write outside its root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from dtk import kernel as kern
+from dtk.engine import buildah
+from dtk.errors import DtkError
+from dtk.kmod import elf, rootfs, sign
+from dtk.kmod.check import SignatureTrust
+
+MODULES_DIR = "/opt/lib/modules"  # KMM's default dirName + lib/modules
+_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
+
+
+def is_module_name(name: str) -> bool:
+    return name.endswith(_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A module as read from disk, with its signature checked against a certificate."""
+
+    module: elf.KernelModule
+    trust: SignatureTrust
+
+
+def load(data: bytes, path: str, kind: str | None,
+         cert: x509.Certificate | None) -> Loaded:
+    module = elf.parse_module(data, path, kind)
+    if module.signature is None:
+        trust = SignatureTrust.UNSIGNED
+    elif cert is None:
+        trust = SignatureTrust.UNKNOWN
+    else:
+        ok = sign.verify_bytes(data, cert).ok
+        trust = SignatureTrust.TRUSTED if ok else SignatureTrust.UNTRUSTED
+    return Loaded(module, trust)
+
+
+def load_file(path: Path, cert: x509.Certificate | None = None) -> Loaded:
+    data, kind = elf.read_bytes(path)
+    return load(data, str(path), kind, cert)
+
+
+def modules_from_root(root: Path, base: str = MODULES_DIR,
+                      cert: x509.Certificate | None = None) -> dict[str, list[Loaded]]:
+    """Modules per kernel directory under `base` (e.g. /opt/lib/modules/<K>/…)."""
+    top = rootfs.resolve(root, base)
+    if top is None or not top.is_dir():
+        return {}
+    found: dict[str, list[Loaded]] = {}
+    for entry in sorted(p.name for p in top.iterdir()):
+        for inner, host in rootfs.walk_files(root, f"{base}/{entry}"):
+            if is_module_name(inner):
+                data, kind = elf.read_bytes(host)
+                found.setdefault(entry, []).append(load(data, inner, kind, cert))
+    return found
+
+
+def read_image(image: str, base: str = MODULES_DIR,
+               cert: x509.Certificate | None = None) -> dict[str, list[Loaded]]:
+    buildah.inspect(image)  # a clear error when it does not exist
+    with buildah.working_container(image) as ctr, ctr.mounted() as root:
+        found = modules_from_root(root, base, cert)
+    if not found:
+        raise DtkError(f"{image} has no kernel modules under {base}/<kernel>/",
+                       hint="KMM images keep modules in /opt/lib/modules/<kernel>/")
+    return found
+
+
+def sign_patterns(patterns: list[str], release: str) -> list[list[str]]:
+    """Each filesToSign entry with KMM's variables substituted, in every spelling.
+
+    KMM substitutes the *normalized* kernel (`…+rt` → `…_rt`, `6.12.117+deb12` →
+    `6.12.117_deb12`), but images lay modules out under the raw `uname -r`.
+    Trying both is what keeps RT and Debian 6.12 modules from silently staying
+    unsigned.
+    """
+    normalized = kern.kmm_variables(release)
+    raw = {**normalized, "KERNEL_FULL_VERSION": release, "KERNEL_VERSION": release}
+    out = []
+    for pattern in patterns:
+        spellings = [kern.substitute(pattern, normalized), kern.substitute(pattern, raw)]
+        out.append(list(dict.fromkeys(spellings)))
+    return out
+
+
+def match_files(root: Path, patterns: list[str], release: str) -> list[tuple[str, Path]]:
+    """Every file to sign; a pattern that matches nothing is an error, before any write."""
+    chosen: dict[str, Path] = {}
+    for spellings in sign_patterns(patterns, release):
+        hits = [hit for spelling in spellings for hit in rootfs.glob(root, spelling)]
+        if not hits:
+            raise DtkError(f"filesToSign entry {' / '.join(spellings)} matches no file",
+                           hint="a module that is not signed is refused under Secure Boot; "
+                                "fix the path (ls the image's /opt/lib/modules)")
+        for inner, host in hits:
+            if not is_module_name(inner):
+                raise DtkError(f"{inner} matched a filesToSign entry but is not a .ko file")
+            chosen[inner] = host
+    return sorted(chosen.items())
+
+
+@dataclass(frozen=True)
+class SignedImage:
+    name: str
+    image_id: str
+    files: tuple[str, ...]
+
+
+def sign_image(unsigned: str, output: str, patterns: list[str], release: str, *,
+               signer: sign.Signer, on_file: Callable[[str], None] | None = None) -> SignedImage:
+    """KMM's sign step: a new image whose matching modules carry a signature.
+
+    Signing happens on the host in this process, on the container's mounted
+    layer; the key never enters the container or the image.
+    """
+    if not patterns:
+        raise DtkError("no files to sign", hint="pass --files-to-sign GLOB (repeatable)")
+    buildah.inspect(unsigned)
+    with buildah.working_container(unsigned) as ctr:
+        with ctr.mounted() as root:
+            files = match_files(root, patterns, release)
+            for inner, host in files:
+                sign.sign_file(host, signer)
+                if on_file:
+                    on_file(inner)
+        image_id = ctr.commit(output)
+    return SignedImage(output, image_id, tuple(inner for inner, _ in files))

@@ -1,0 +1,224 @@
+"""Sign and verify kernel modules the way the kernel's scripts/sign-file does.
+
+The PKCS#7 is assembled by `signature.build_pkcs7` (byte-identical to
+sign-file's OpenSSL CMS output for RSA keys; ECDSA signatures are randomised,
+so only their structure can match). Keys are read from PEM files and live
+only in this process's memory: nothing here writes, logs or caches them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from dtk import run as runner
+from dtk.errors import DtkError
+from dtk.kmod import der, elf
+from dtk.kmod import signature as sigmod
+
+HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512,
+    "sha224": hashes.SHA224,
+}
+SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+@dataclass(frozen=True)
+class Signer:
+    key: SigningKey
+    cert: x509.Certificate
+    hash_algo: str = "sha256"
+    use_key_id: bool = False  # sign-file -k: name the signer by subject key id
+
+    def __repr__(self) -> str:  # never print key material, even by accident
+        return f"Signer(cert={self.cert.subject.rfc4514_string()!r}, hash={self.hash_algo})"
+
+
+def load_key(path: Path) -> SigningKey:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DtkError(f"cannot read the signing key {path}: {exc.strerror}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise DtkError(f"{path} is not an unencrypted PEM private key",
+                       hint="sign-file takes the same: openssl pkey -in KEY -out key.pem") from None
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise DtkError(f"{path}: only RSA and ECDSA keys sign kernel modules")
+    return key
+
+
+def load_cert(path: Path) -> x509.Certificate:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DtkError(f"cannot read the certificate {path}: {exc.strerror}") from None
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError:
+        raise DtkError(f"{path} is not an X.509 certificate (PEM or DER)") from None
+
+
+def make_signer(key_path: Path, cert_path: Path, hash_algo: str = "sha256",
+                use_key_id: bool = False) -> Signer:
+    if hash_algo not in HASHES:
+        raise DtkError(f"unsupported hash '{hash_algo}'", hint=f"use one of {sorted(HASHES)}")
+    key, cert = load_key(key_path), load_cert(cert_path)
+    if key.public_key().public_bytes(serialization.Encoding.DER,
+                                     serialization.PublicFormat.SubjectPublicKeyInfo) != \
+            cert.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo):
+        raise DtkError(f"{key_path} is not the private key of {cert_path}")
+    return Signer(key, cert, hash_algo, use_key_id)
+
+
+def _skid(cert: x509.Certificate) -> bytes:
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        raise DtkError("the certificate has no subject key identifier, which --key-id needs",
+                       hint="sign without --key-id (issuer and serial identify the key)") from None
+
+
+def pkcs7_for(content: bytes, signer: Signer) -> bytes:
+    """The detached PKCS#7 sign-file would append to `content`."""
+    algo = HASHES[signer.hash_algo]()
+    if isinstance(signer.key, rsa.RSAPrivateKey):
+        raw = signer.key.sign(content, padding.PKCS1v15(), algo)
+        sig_oid, null_params = sigmod.OID_RSA, True
+    else:
+        raw = signer.key.sign(content, ec.ECDSA(algo))
+        sig_oid, null_params = sigmod.ECDSA_OIDS[signer.hash_algo], False
+    return sigmod.build_pkcs7(
+        hash_algo=signer.hash_algo,
+        issuer_and_serial=None if signer.use_key_id else _issuer_and_serial(signer.cert),
+        skid=_skid(signer.cert) if signer.use_key_id else None,
+        sig_algo_oid=sig_oid, sig_algo_null_params=null_params, signature=raw)
+
+
+def _issuer_and_serial(cert: x509.Certificate) -> bytes:
+    # TBSCertificate: [0] version, serial, signature algorithm, issuer, ...;
+    # the exact bytes are copied rather than re-encoding the parsed name.
+    tbs = der.parse_exact(cert.tbs_certificate_bytes).children()
+    if tbs[0].tag == 0xA0:
+        tbs = tbs[1:]
+    return tbs[2].raw + tbs[0].raw
+
+
+def sign_bytes(module: bytes, signer: Signer) -> tuple[bytes, bool]:
+    """Signed module bytes, and whether an existing signature was replaced.
+
+    sign-file would append a second signature after the first; dtk strips the
+    old one so the kernel verifies exactly one.
+    """
+    content, old = sigmod.split(module)
+    return content + sigmod.trailer(pkcs7_for(content, signer)), old is not None
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    reason: str
+
+
+def verify_bytes(module: bytes, cert: x509.Certificate) -> VerifyResult:
+    """Does `cert` verify the module's signature, as the kernel would with it enrolled?"""
+    try:
+        content, sig = sigmod.split(module)
+    except sigmod.SignatureError as exc:
+        return VerifyResult(False, str(exc))
+    if sig is None:
+        return VerifyResult(False, "unsigned")
+    if not _names(sig.signer, cert):
+        return VerifyResult(False, f"signed by '{sig.signer.issuer_cn}' key "
+                                   f"{elf.colon_hex(sig.signer.key_id)}, not by this certificate")
+    if sig.hash_algo not in HASHES:
+        return VerifyResult(False, f"unsupported hash {sig.hash_algo}")
+    problem = _check_value(sig.signature, content, HASHES[sig.hash_algo](), cert)
+    if problem:
+        return VerifyResult(False, problem)
+    return VerifyResult(True, f"signed by '{sig.signer.issuer_cn}' ({sig.hash_algo}), verified")
+
+
+def _names(signer: sigmod.SignerId, cert: x509.Certificate) -> bool:
+    """Does the PKCS#7 signer id name this certificate (as the kernel's keyring lookup does)?"""
+    if signer.skid is not None:
+        try:
+            return signer.skid == _skid(cert)
+        except DtkError:
+            return False
+    return signer.serial == cert.serial_number and \
+        _issuer_and_serial(cert).startswith(signer.issuer_der)
+
+
+def _check_value(value: bytes, content: bytes, algo: hashes.HashAlgorithm,
+                 cert: x509.Certificate) -> str | None:
+    public = cert.public_key()
+    try:
+        if isinstance(public, rsa.RSAPublicKey):
+            public.verify(value, content, padding.PKCS1v15(), algo)
+        elif isinstance(public, ec.EllipticCurvePublicKey):
+            public.verify(value, content, ec.ECDSA(algo))
+        else:
+            return "the certificate's key is neither RSA nor ECDSA"
+    except InvalidSignature:
+        return "the signature does not match the module's content"
+    return None
+
+
+# --- files ---------------------------------------------------------------------
+
+def compress(data: bytes, kind: str | None) -> bytes:
+    """Recompress as the kernel's in-kernel decompressor accepts it."""
+    if kind is None:
+        return data
+    if kind == "xz":  # the kernel's xz decoder needs CRC32 checks, like `xz --check=crc32`
+        return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32,
+                             filters=[{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 20}])
+    if kind == "gzip":
+        return gzip.compress(data, mtime=0)
+    with tempfile.TemporaryDirectory(prefix="dtk-zstd-") as tmp:
+        src, out = Path(tmp) / "m.ko", Path(tmp) / "m.ko.zst"
+        src.write_bytes(data)
+        runner.run(["zstd", "-q", "-T0", "--ultra", "-22", "-o", str(out), str(src)],
+                   timeout=300)
+        return out.read_bytes()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(prefix=".dtk-sign-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        Path(tmp).chmod(mode)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def sign_file(path: Path, signer: Signer, dest: Path | None = None) -> bool:
+    """Sign one module file in place (or into `dest`); True if it was signed before."""
+    data, kind = elf.read_bytes(path)
+    elf.parse_module(data, str(path))  # refuse to sign something that is not a module
+    signed, replaced = sign_bytes(data, signer)
+    write_atomic(dest or path, compress(signed, kind))
+    return replaced
+
+
+def verify_file(path: Path, cert: x509.Certificate) -> VerifyResult:
+    data, _kind = elf.read_bytes(path)
+    return verify_bytes(data, cert)
