@@ -8,6 +8,12 @@ live catalog, not hard-coded, because the archive moves on.
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+
 import pytest
 
 from dtk import kernel as kern
@@ -60,3 +66,40 @@ def toolkit_61(archive: DebianArchive, kernel_61: str) -> ToolkitImage:
 @pytest.fixture(scope="session")
 def toolkit_612(archive: DebianArchive, kernel_612: str) -> ToolkitImage:
     return ensure_toolkit(kernel_612, "auto", distro=archive)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real OCI registry (Debian's docker-registry) on a loopback port: 'HOST:PORT'."""
+    root = tmp_path_factory.mktemp("registry")
+    port = _free_port()
+    config = root / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        "log:\n  level: error\n"
+    )
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{address}/v2/", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("docker-registry did not start") from None
+                time.sleep(0.2)
+        yield address
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

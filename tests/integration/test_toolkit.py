@@ -1,0 +1,146 @@
+"""Toolkit images built with real buildah from the real archive.
+
+Two kernels of different ABIs: the newest 6.1 with its RT sibling, and the
+oldest 6.1 ABI on its own. Their base and tools layers must be the same
+layers; a module must compile inside for each kernel with the right vermagic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dtk import kernel as kern
+from dtk.distro.debian import DebianArchive
+from dtk.engine import buildah, skopeo
+from dtk.errors import DtkError
+from dtk.progress import NullMonitor
+from dtk.toolkit import plan as tplan
+from dtk.toolkit.build import ToolkitImage, build, ensure_toolkit
+from dtk.toolkit.query import inspect_toolkit
+
+pytestmark = pytest.mark.integration
+EXAMPLE = Path(__file__).parents[2] / "examples/dtk-example"
+
+
+@pytest.fixture(scope="module")
+def toolkit_old(archive: DebianArchive, kernel_61_old: str) -> ToolkitImage:
+    return ensure_toolkit(kernel_61_old, "none", distro=archive)
+
+
+def test_release_json_labels_and_exact_versions(archive: DebianArchive,
+                                                toolkit_61: ToolkitImage) -> None:
+    info = inspect_toolkit(toolkit_61.name)
+    assert info.release["KERNEL_VERSION"] == toolkit_61.kernel
+    assert info.release["RT_KERNEL_VERSION"] == toolkit_61.rt_kernel
+    assert info.release["OS_ID"] == "debian" and info.release["ARCH"] == "amd64"
+    assert info.release["GCC_VERSION"].startswith("12.")
+    assert info.labels["kernel-version"] == toolkit_61.kernel
+    assert info.labels["kernel-rt-version"] == toolkit_61.rt_kernel
+    assert info.labels["name"] == "driver-toolkit"
+    assert info.labels["org.opencontainers.image.created"].endswith("Z")
+    installed = {name: version for name, version, _ in info.packages}
+    plan = tplan.plan_toolkit(archive, toolkit_61.kernel)
+    for kernel in (plan.kernel, plan.rt):
+        assert kernel is not None
+        for package in kernel.packages:
+            assert installed[package.name] == package.version, package.name
+    for tool in ("gcc-12", "dwarves", "kmod", "libelf-dev", "abigail-tools", "mokutil",
+                 "openssl", "bc", "bison", "flex"):
+        assert tool in installed
+
+
+def test_toolkits_share_base_and_tools_layers(toolkit_61: ToolkitImage,
+                                              toolkit_old: ToolkitImage) -> None:
+    a = buildah.diff_ids(toolkit_61.name)
+    b = buildah.diff_ids(toolkit_old.name)
+    shared = 0
+    while shared < min(len(a), len(b)) and a[shared] == b[shared]:
+        shared += 1
+    # base (1 layer) + tools (1 layer) are shared; each kernel adds its own layers.
+    assert shared == 2, (a, b)
+    assert a[2] != b[2]
+
+
+@pytest.mark.parametrize("which", ["standard", "rt", "old"])
+def test_module_compiles_with_the_right_vermagic(which: str, toolkit_61: ToolkitImage,
+                                                 toolkit_old: ToolkitImage) -> None:
+    image, release = {
+        "standard": (toolkit_61, toolkit_61.kernel),
+        "rt": (toolkit_61, toolkit_61.rt_kernel),
+        "old": (toolkit_old, toolkit_old.kernel),
+    }[which]
+    assert release
+    with buildah.working_container(image.name) as ctr:
+        ctr.copy_in(EXAMPLE / "dtk_example.c", "/build/")
+        ctr.copy_in(EXAMPLE / "Makefile", "/build/")
+        ctr.run(["make", "-C", f"/usr/src/linux-headers-{release}", "M=/build", "modules"])
+        vermagic = ctr.run(["modinfo", "-F", "vermagic", "/build/dtk_example.ko"]).stdout
+    words = vermagic.split()
+    assert words[0] == release
+    assert "modversions" in words
+    assert ("preempt_rt" in words) == (kern.parse(release).flavour is kern.Flavour.RT)
+
+
+def test_rebuild_is_a_no_op(archive: DebianArchive, toolkit_61: ToolkitImage) -> None:
+    again = ensure_toolkit(toolkit_61.kernel, "auto", distro=archive)
+    assert again.image_id == toolkit_61.image_id
+
+
+def test_version_gate_fails_without_the_kernel(archive: DebianArchive,
+                                               toolkit_61: ToolkitImage) -> None:
+    """The gate's shell, run where no kernel is installed (the tools image), must refuse."""
+    plan = tplan.plan_toolkit(archive, toolkit_61.kernel)
+    gate = tplan._version_gate(plan).split("RUN ", 1)[1].replace("\\\n", "\n")
+    with buildah.working_container(plan.tools_tag) as ctr:
+        result = ctr.run(["/bin/sh", "-c", gate], check=False)
+    assert result.returncode != 0
+    assert "dtk gate: linux-" in result.stdout
+    assert "is not installed" in result.stdout
+
+
+def test_failed_build_leaves_no_tag(archive: DebianArchive, toolkit_61: ToolkitImage) -> None:
+    plan = tplan.plan_toolkit(archive, toolkit_61.kernel, "none")
+    bogus = dataclasses.replace(plan.kernel.packages[0], version="0.0-0")
+    kernel = dataclasses.replace(plan.kernel, packages=(bogus, *plan.kernel.packages[1:]))
+    broken = dataclasses.replace(plan, kernel=kernel)
+    tag = "localhost/driver-toolkit:dtk-test-broken"
+    buildah.remove_image(tag)
+    with pytest.raises(DtkError, match="failed"):
+        build(_retagged(broken, tag), NullMonitor())
+    assert not buildah.image_exists(tag)
+
+
+def _retagged(plan: tplan.ToolkitPlan, tag: str) -> tplan.ToolkitPlan:
+    """The same plan under a throwaway tag, so a failure cannot touch real toolkits."""
+
+    class Retagged(tplan.ToolkitPlan):
+        @property
+        def tag(self) -> str:
+            return tag
+
+    return Retagged(**{f.name: getattr(plan, f.name) for f in dataclasses.fields(plan)})
+
+
+def test_unknown_and_host_kernels_are_clear_errors() -> None:
+    for release in ("6.1.0-99-amd64", "6.18.44-fc-v657"):
+        result = subprocess.run([sys.executable, "-m", "dtk", "toolkit", "build",
+                                 "--kernel", release],
+                                capture_output=True, text=True, check=False)
+        assert result.returncode == 2
+        assert "is not in the configured archive" in result.stderr
+        assert "closest available: " in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_push_to_a_loopback_registry(registry: str, toolkit_612: ToolkitImage) -> None:
+    dest = f"{registry}/dtk/driver-toolkit:{kern.normalize(toolkit_612.kernel)}"
+    digest = skopeo.push(toolkit_612.name, dest)
+    remote = skopeo.inspect_remote(dest)
+    assert remote["Digest"] == digest
+    assert remote["Labels"]["kernel-version"] == toolkit_612.kernel
+    assert remote["Labels"]["kernel-rt-version"] == toolkit_612.rt_kernel
