@@ -1,0 +1,199 @@
+"""Run a build matrix: toolkits first (serialised by their own API), then cells in parallel.
+
+Every cell ends as built, failed or excluded; nothing one cell does can stop
+another. A cell whose image already carries its input hash is a cache hit and
+compiles nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+from dtk import kernel as kern
+from dtk import run as runner
+from dtk.build import containerfile, dkms
+from dtk.build.outcome import CellFailedError, Outcome, Status, tail_of
+from dtk.build.plan import HASH_LABEL, Cell, ImageRef, Matrix
+from dtk.build.sources import ContainerfileSource, DkmsGroup
+from dtk.engine import buildah, skopeo
+from dtk.errors import DtkError
+from dtk.progress import Monitor
+
+
+class Toolkit(Protocol):
+    """What dtk.toolkit.build.ensure_toolkit returns, as far as builds care."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def image_id(self) -> str: ...
+
+    @property
+    def kernels(self) -> tuple[str, ...]: ...
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    jobs: int
+    log_dir: Path
+    tls_verify: bool | None = None
+
+
+def standard_sibling(release: str) -> str | None:
+    """The standard kernel an RT kernel is built alongside (its toolkit holds both)."""
+    parsed = kern.try_parse(release)
+    if parsed is None or parsed.flavour is not kern.Flavour.RT:
+        return None
+    if parsed.family is kern.Family.DEBIAN:
+        head, sep, tail = release.rpartition("-rt-")
+        return f"{head}-{tail}" if sep else None
+    return release.removesuffix("+rt") if release.endswith("+rt") else None
+
+
+def resolve_toolkits(kernels: Sequence[str], known: Callable[[str], str | None],
+                     ensure: Callable[[str], Toolkit]) -> dict[str, ImageRef | str]:
+    """Each kernel's toolkit, or why there is none. `known` returns an error for a
+    kernel the archive does not have. An RT kernel whose standard sibling exists
+    shares that sibling's toolkit, so one image serves both."""
+    result: dict[str, ImageRef | str] = {}
+    for release in kernels:
+        if release in result:
+            continue
+        problem = known(release)
+        if problem:
+            result[release] = problem
+            continue
+        sibling = standard_sibling(release)
+        target = sibling if sibling and known(sibling) is None else release
+        try:
+            toolkit = ensure(target)
+        except DtkError as exc:
+            result[release] = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+            continue
+        ref = ImageRef(toolkit.name, toolkit.image_id)
+        for covered in toolkit.kernels:
+            if covered in kernels:
+                result[covered] = ref
+        result.setdefault(release, f"toolkit {toolkit.name} does not contain {release}")
+    return result
+
+
+def run_matrix(matrix: Matrix, options: RunOptions, monitor: Monitor) -> list[Outcome]:
+    """Build every cell, up to `jobs` at once; outcomes in the plan's order."""
+    options.log_dir.mkdir(parents=True, exist_ok=True)
+    lock = threading.Lock()
+    total = len(matrix.cells)
+    done = [0]
+
+    def one(cell: Cell) -> Outcome:
+        with lock:
+            monitor.step(f"{cell.key}: started")
+
+        def on_line(line: str) -> None:
+            with lock:
+                monitor.detail(f"{cell.key}: {line}")
+
+        outcome = run_cell(cell, options, on_line)
+        with lock:
+            done[0] += 1
+            monitor.step(f"[{done[0]}/{total}] {cell.key}: {describe(outcome)}")
+            monitor.event("cell", **outcome.to_json())
+        return outcome
+
+    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+        outcomes = list(pool.map(one, matrix.cells))
+    (options.log_dir / "results.json").write_text(
+        json.dumps([o.to_json() for o in outcomes], indent=2))
+    return outcomes
+
+
+def describe(outcome: Outcome) -> str:
+    if outcome.status is Status.BUILT:
+        how = "cache hit" if outcome.cached else f"built in {outcome.seconds:.1f}s"
+        return how + (f", pushed {outcome.pushed[:19]}" if outcome.pushed else "")
+    return f"{outcome.status.value}: {outcome.reason.splitlines()[0] if outcome.reason else ''}"
+
+
+def _log_path(options: RunOptions, cell: Cell) -> Path:
+    return options.log_dir / (re.sub(r"[^A-Za-z0-9._@-]+", "_", cell.key) + ".log")
+
+
+def run_cell(cell: Cell, options: RunOptions,
+             on_line: Callable[[str], None] | None = None) -> Outcome:
+    """Build (or reuse) one cell's image and push it if asked; never raises."""
+    start = time.monotonic()
+    log_file = _log_path(options, cell)
+    base = Outcome(cell.module, cell.kernel, Status.FAILED, cell.image, log=str(log_file))
+    if cell.error:
+        return replace(base, reason=cell.error)
+    log_file.write_text(f"# dtk build {cell.key} -> {cell.image}\n# inputs {cell.input_hash}\n")
+    try:
+        outcome = _cached(cell, base) or _build(cell, base, log_file, on_line)
+        if outcome.status is Status.BUILT and cell.push:
+            outcome = _push(cell, outcome, options)
+    except CellFailedError as exc:
+        outcome = replace(base, reason=exc.message, tail=tail_of(exc.output))
+    except runner.CommandError as exc:
+        outcome = replace(base, reason=exc.message.splitlines()[0], tail=tail_of(exc.tail))
+    except DtkError as exc:
+        outcome = replace(base, reason=exc.render().removeprefix("error: "))
+    except Exception as exc:  # a bug in one cell must not take the others down
+        with log_file.open("a") as sink:
+            sink.write(traceback.format_exc())
+        outcome = replace(base, reason=f"internal error: {exc!r} (traceback in the log)")
+    if outcome.status is Status.FAILED:
+        with log_file.open("a") as sink:
+            sink.write(f"\n# FAILED: {outcome.reason}\n")
+    return replace(outcome, seconds=time.monotonic() - start)
+
+
+def _cached(cell: Cell, base: Outcome) -> Outcome | None:
+    if not buildah.image_exists(cell.image):
+        return None
+    labels = buildah.labels(cell.image)
+    if labels.get(HASH_LABEL) != cell.input_hash:
+        return None
+    modules = tuple(m for m in labels.get("dtk.build.modules", "").split(",") if m)
+    return replace(base, status=Status.BUILT, image_id=buildah.image_id(cell.image),
+                   cached=True, modules=modules)
+
+
+def _build(cell: Cell, base: Outcome, log_file: Path,
+           on_line: Callable[[str], None] | None) -> Outcome:
+    source = cell.source
+    if isinstance(source, DkmsGroup):
+        result = dkms.build_cell(cell, source, log_file, on_line)
+        notes = source.notes
+    else:
+        assert isinstance(source, ContainerfileSource)
+        result = containerfile.build_cell(cell, source, log_file, on_line)
+        notes = ()
+    if isinstance(result, dkms.Excluded):
+        return replace(base, status=Status.EXCLUDED, reason=result.reason)
+    return replace(base, status=Status.BUILT, image_id=result.image_id,
+                   modules=result.modules, notes=(*notes, *result.notes))
+
+
+def _push(cell: Cell, outcome: Outcome, options: RunOptions) -> Outcome:
+    """Push with retries; an image is reported pushed only with the registry's digest."""
+    try:
+        digest = skopeo.push(cell.image, cell.image, tls_verify=options.tls_verify)
+    except DtkError as exc:
+        return replace(outcome, status=Status.FAILED,
+                       reason=f"built, but pushing failed: {exc.message.splitlines()[0]}",
+                       tail=tail_of(exc.message))
+    return replace(outcome, pushed=digest)
+
+
+def failed(outcomes: Iterable[Outcome]) -> list[Outcome]:
+    return [o for o in outcomes if o.status is Status.FAILED]

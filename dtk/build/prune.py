@@ -1,0 +1,51 @@
+"""Remove driver images that take disk for nothing.
+
+A rebuild with new inputs re-tags the name, leaving the old image untagged;
+an interrupted run can leave a staging image. Both are always safe to remove.
+`everything` also removes tagged driver images (they are rebuilt on demand).
+Toolkits are not touched here: `dtk toolkit prune` owns them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from dtk.build.containerfile import STAGING_REPO
+from dtk.build.plan import KIND_LABEL
+from dtk.engine import buildah
+
+
+@dataclass(frozen=True)
+class Removal:
+    image_id: str
+    names: tuple[str, ...]
+    why: str
+
+
+def plan_prune(*, everything: bool, older_than_days: float | None = None) -> list[Removal]:
+    """Driver images to remove (pure apart from listing local storage)."""
+    now = time.time()
+    removals = []
+    for row in buildah.images():
+        names = tuple(row.get("names") or ())
+        if any(n.startswith(STAGING_REPO + "/") for n in names):
+            removals.append(Removal(row["id"], names, "leftover staging image"))
+            continue
+        if buildah.labels(row["id"]).get(KIND_LABEL) != "driver":
+            continue
+        age_days = (now - float(row.get("created", now))) / 86400
+        if older_than_days is not None and age_days < older_than_days:
+            continue
+        if not names:
+            removals.append(Removal(row["id"], names, "superseded by a rebuild (untagged)"))
+        elif everything or older_than_days is not None:
+            removals.append(Removal(row["id"], names, f"driver image, {age_days:.1f} days old"))
+    return removals
+
+
+def prune(removals: list[Removal]) -> None:
+    for removal in removals:
+        buildah.remove_image(removal.image_id if not removal.names else removal.names[0])
+        for extra in removal.names[1:]:
+            buildah.remove_image(extra)
