@@ -8,7 +8,7 @@ import sys
 import click
 
 from dtk import __version__
-from dtk.cli import kernels, toolkit
+from dtk.cli import kernels, kmod, toolkit
 from dtk.errors import DtkError
 
 
@@ -23,7 +23,7 @@ def cli(verbose: int) -> None:
         logging.getLogger("dtk.run").setLevel(logging.DEBUG)
 
 
-for module in (kernels, toolkit):
+for module in (kernels, toolkit, kmod):
     module.register(cli)
 
 

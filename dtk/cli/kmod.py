@@ -1,0 +1,245 @@
+"""`dtk inspect | check | sign | verify | keygen`: kernel modules, before any boot."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from dtk import kernel as kern
+from dtk.cli.common import json_option, print_json, print_table
+from dtk.errors import DtkError
+from dtk.kmod import check as chk
+from dtk.kmod import elf, facts, image, keygen, sign
+from dtk.kmod.image import Loaded
+
+
+def _is_file(target: str) -> bool:
+    return Path(target).is_file() or image.is_module_name(target)
+
+
+def load_target(target: str, cert_path: Path | None = None) -> dict[str, list[Loaded]]:
+    """Modules of a file or an image, grouped by kernel directory ('' for a file)."""
+    cert = sign.load_cert(cert_path) if cert_path else None
+    if _is_file(target):
+        return {"": [image.load_file(Path(target), cert)]}
+    return image.read_image(target, cert=cert)
+
+
+# --- inspect ----------------------------------------------------------------------
+
+def _describe(mod: elf.KernelModule, symbols: bool) -> None:
+    click.echo(f"{mod.path}")
+    for key in ("name", "vermagic", "license", "version", "srcversion", "depends", "import_ns",
+                "description"):
+        for value in mod.field_values(key):
+            click.echo(f"  {key + ':':12} {value}")
+    click.echo(f"  {'machine:':12} {mod.machine}" +
+               (f" ({mod.compression}-compressed)" if mod.compression else ""))
+    click.echo(f"  {'imports:':12} {len(mod.versions)} with CRCs, {len(mod.undefined)} undefined")
+    gpl = sum(e.gpl_only for e in mod.exports)
+    click.echo(f"  {'exports:':12} {len(mod.exports)} ({gpl} GPL-only)")
+    sig = mod.signature
+    if sig is None:
+        click.echo(f"  {'signature:':12} none")
+    else:
+        click.echo(f"  {'signer:':12} {sig.signer.issuer_cn or '-'}")
+        click.echo(f"  {'sig_key:':12} {elf.colon_hex(sig.signer.key_id)}")
+        click.echo(f"  {'sig_hash:':12} {sig.hash_algo} ({sig.sig_algo}, {sig.id_type})")
+    if symbols:
+        for name, crc in mod.versions:
+            click.echo(f"  import 0x{crc:08x} {name}")
+        for exp in mod.exports:
+            kind = "EXPORT_SYMBOL_GPL" if exp.gpl_only else "EXPORT_SYMBOL"
+            click.echo(f"  export {kind} {exp.name}" +
+                       (f" [{exp.namespace}]" if exp.namespace else ""))
+
+
+@click.command("inspect")
+@click.argument("target")
+@click.option("--symbols", is_flag=True, help="List every imported and exported symbol.")
+@json_option
+def inspect_cmd(target: str, symbols: bool, as_json: bool) -> None:
+    """Show what a module file (.ko, .ko.xz, …) or every module in an image contains."""
+    groups = load_target(target)
+    if as_json:
+        print_json([{"kernel_dir": k or None, **item.module.to_json()}
+                    for k, items in groups.items() for item in items])
+        return
+    for items in groups.values():
+        for item in items:
+            _describe(item.module, symbols)
+
+
+# --- check --------------------------------------------------------------------------
+
+def _kernel_facts(release: str, kernel_root: Path | None) -> facts.KernelFacts:
+    if kernel_root is not None:
+        return facts.for_directory(kernel_root, release)
+    return facts.for_kernel(release)
+
+
+def modules_for_kernel(groups: dict[str, list[Loaded]], release: str) -> list[Loaded]:
+    """An image's modules to check against `release`.
+
+    Its own directory for that kernel (raw or normalized) when there is one;
+    otherwise, with a single kernel directory, those modules (the question is
+    then "does what I built for K1 load on K2?"); otherwise none.
+    """
+    for key in (release, kern.normalize(release)):
+        if key in groups:
+            return groups[key]
+    if len(groups) == 1:
+        return next(iter(groups.values()))
+    return []
+
+
+def check_target(groups: dict[str, list[Loaded]], kernel: facts.KernelFacts,
+                 policy: chk.Policy) -> list[chk.Verdict]:
+    items = modules_for_kernel(groups, kernel.release)
+    if not items:
+        raise DtkError(f"the image has modules for {', '.join(groups)} but not for "
+                       f"{kernel.release}", hint="check it against one of those kernels")
+    peers, names = chk.peers_of([i.module for i in items])
+    return [chk.check_module(i.module, kernel, peers, peer_modules=names, trust=i.trust,
+                             policy=policy) for i in items]
+
+
+def _print_verdict(verdict: chk.Verdict) -> None:
+    status = "loads" if verdict.loads else "REFUSED"
+    click.echo(f"{verdict.path} on {verdict.kernel}: {status}")
+    for finding in verdict.findings:
+        if finding.severity is not chk.Severity.OK or not verdict.loads:
+            click.echo(f"  {finding.severity.value:7} {finding.code:16} {finding.message}")
+
+
+def _cell(verdicts: list[chk.Verdict]) -> str:
+    refused = [v for v in verdicts if not v.loads]
+    if not refused:
+        tainted = any(f.severity is chk.Severity.TAINT for v in verdicts for f in v.findings)
+        return "ok (taint)" if tainted else "ok"
+    codes = sorted({f.code for v in refused for f in v.refusals})
+    return "REFUSED: " + ",".join(codes)
+
+
+@click.command("check")
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--kernel", "kernels", multiple=True, required=True, metavar="RELEASE",
+              help="Kernel release to check against (repeatable: a matrix).")
+@click.option("--cert", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Certificate the node trusts (enrolled MOK); checks the signature.")
+@click.option("--secure-boot", is_flag=True,
+              help="The node boots with Secure Boot, so lockdown enforces signatures.")
+@click.option("--kernel-root", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Read kernels from this root (e.g. /) instead of their toolkit images.")
+@json_option
+def check_cmd(*, targets: tuple[str, ...], kernels: tuple[str, ...], cert: Path | None,
+               secure_boot: bool, kernel_root: Path | None, as_json: bool) -> None:
+    """Predict whether each kernel loads each module, and why not. Exit 1 if any is refused.
+
+    TARGETS are module files or images; several targets or kernels print a matrix.
+    """
+    for release in kernels:
+        kern.parse(release)
+    loaded = {t: load_target(t, cert) for t in targets}
+    kernel_facts = [_kernel_facts(k, kernel_root) for k in kernels]
+    policy = chk.Policy(secure_boot=secure_boot)
+    results = {(t, k.release): check_target(loaded[t], k, policy)
+               for t in targets for k in kernel_facts}
+    refused = any(not v.loads for verdicts in results.values() for v in verdicts)
+    if as_json:
+        print_json([v.to_json() | {"target": t} for (t, _k), vs in results.items() for v in vs])
+    elif len(targets) == 1 and len(kernels) == 1:
+        for verdict in next(iter(results.values())):
+            _print_verdict(verdict)
+    else:
+        print_table(["TARGET", *kernels],
+                    [[t, *(_cell(results[(t, k)]) for k in kernels)] for t in targets])
+    sys.exit(1 if refused else 0)
+
+
+# --- sign / verify / keygen ----------------------------------------------------------------
+
+@click.command("sign")
+@click.argument("target")
+@click.option("--key", "key_path", required=True,
+              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Private key, PEM (read into memory only; never copied anywhere).")
+@click.option("--cert", "cert_path", required=True,
+              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="The key's X.509 certificate, PEM or DER.")
+@click.option("--hash", "hash_algo", default="sha256", show_default=True,
+              type=click.Choice(sorted(sign.HASHES)))
+@click.option("--key-id", "use_key_id", is_flag=True,
+              help="Name the signer by subject key id (sign-file -k), not issuer+serial.")
+@click.option("--output", "-o", help="File: write here instead of in place. "
+                                     "Image: name of the signed image (required).")
+@click.option("--kernel", help="Image only: kernel release for $KERNEL_FULL_VERSION.")
+@click.option("--files-to-sign", "patterns", multiple=True, metavar="GLOB",
+              help="Image only: KMM filesToSign entry (repeatable); each must match.")
+def sign_cmd(*, target: str, key_path: Path, cert_path: Path, hash_algo: str, use_key_id: bool,
+              output: str | None, kernel: str | None, patterns: tuple[str, ...]) -> None:
+    """Sign a module file, or the modules of an image into a new image (KMM's sign)."""
+    signer = sign.make_signer(key_path, cert_path, hash_algo, use_key_id)
+    if _is_file(target):
+        replaced = sign.sign_file(Path(target), signer, Path(output) if output else None)
+        note = " (replaced its previous signature)" if replaced else ""
+        click.echo(f"signed {output or target} with {hash_algo}{note}")
+        return
+    if not output or not kernel:
+        raise DtkError("signing an image needs --output NEW-IMAGE and --kernel RELEASE",
+                       hint="e.g. dtk sign IMG:unsigned --kernel 6.1.0-56-amd64 --output "
+                            "IMG:signed --files-to-sign '/opt/lib/modules/$KERNEL_FULL_VERSION"
+                            "/*.ko' --key key.pem --cert cert.pem")
+    kern.parse(kernel)
+    result = image.sign_image(target, output, list(patterns), kernel, signer=signer,
+                              on_file=lambda p: click.echo(f"signed {p}"))
+    click.echo(f"{result.name} ({result.image_id[:12]}): {len(result.files)} module(s) signed")
+
+
+@click.command("verify")
+@click.argument("target")
+@click.option("--cert", "cert_path", required=True,
+              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Certificate to verify against (PEM or DER).")
+@json_option
+def verify_cmd(target: str, cert_path: Path, as_json: bool) -> None:
+    """Check module signatures against a certificate. Exit 1 if any does not verify."""
+    cert = sign.load_cert(cert_path)
+    rows = []
+    if _is_file(target):
+        rows.append((target, sign.verify_file(Path(target), cert)))
+    else:
+        for items in image.read_image(target, cert=cert).values():
+            for item in items:
+                trusted = item.trust is chk.SignatureTrust.TRUSTED
+                rows.append((item.module.path, sign.VerifyResult(trusted, item.trust.value)))
+    if as_json:
+        print_json([{"path": p, "ok": r.ok, "reason": r.reason} for p, r in rows])
+    else:
+        print_table(["MODULE", "VERIFIED", "DETAIL"],
+                    [[p, "yes" if r.ok else "NO", r.reason] for p, r in rows])
+    sys.exit(0 if all(r.ok for _p, r in rows) else 1)
+
+
+@click.command("keygen")
+@click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
+              default=Path(), show_default=True, help="Where to write the key and cert.")
+@click.option("--cn", "common_name", default="dtk module signing key", show_default=True,
+              help="Common name (what modinfo shows as signer).")
+@click.option("--bits", default=2048, show_default=True, type=click.IntRange(2048, 4096))
+@click.option("--days", default=3650, show_default=True, type=click.IntRange(1, 36500))
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+def keygen_cmd(directory: Path, common_name: str, bits: int, days: int, force: bool) -> None:
+    """Make a module-signing key and a certificate fit for MOK enrolment."""
+    files = keygen.keygen(directory, common_name, bits=bits, days=days, force=force)
+    click.echo(f"private key:  {files.key}  (mode 0600; keep it out of images and git)")
+    click.echo(f"certificate:  {files.cert_pem}  and  {files.cert_der}")
+    click.echo("enrol it on each Secure Boot node, then reboot and confirm in MokManager:")
+    click.echo(f"  mokutil --import {files.cert_der}")
+
+
+def register(group: click.Group) -> None:
+    for command in (inspect_cmd, check_cmd, sign_cmd, verify_cmd, keygen_cmd):
+        group.add_command(command)
