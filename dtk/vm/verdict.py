@@ -1,0 +1,175 @@
+"""From what the guest reported (and how the VM ended) to a verdict with the
+kernel's own reason. Pure."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dtk.vm.guest import Exit, Report
+
+
+class Verdict(enum.StrEnum):
+    LOADED = "loaded"  # loaded, live, checked, unloaded
+    REFUSED = "refused"  # the kernel (or modprobe) would not load it
+    CHECK_FAILED = "check-failed"  # loaded, but the user's check command failed
+    UNLOAD_FAILED = "unload-failed"
+    CRASHED = "crashed"  # oops, panic, or the kernel never reached the worker
+    TIMED_OUT = "timed-out"
+    NOT_RUN = "not-run"  # nothing to boot: the image or the kernel is unusable
+
+    @property
+    def ok(self) -> bool:
+        return self is Verdict.LOADED
+
+
+@dataclass(frozen=True)
+class VmEnd:
+    """How the qemu process ended, seen from the host."""
+
+    returncode: int | None  # None: killed at the hard timeout
+    console_tail: str
+    timeout_s: float
+
+
+# Kernel messages that explain a refusal, most specific first. Each is matched
+# against the kernel log of the load step.
+_KERNEL_REASONS = (
+    r"disagrees about version of symbol \S+",
+    r"no symbol version for \S+",
+    r"version magic '[^']*' should be '[^']*'",
+    r"Loading of [\w ]+ is rejected",
+    r"Unknown symbol \S+ \(err -?\d+\)",
+    r"module verification failed: .*",
+    r"Lockdown: .*",
+    r"module PLT section\(s\) missing",
+    r"invalid module format|Invalid ELF header.*|Unknown rela relocation: \d+",
+    r"module is from the staging directory.*",
+    r"exports duplicate symbol \S+.*",
+    r"\S+ Unknown parameter .*|unknown parameter '[^']*' ignored",
+)
+_MODPROBE_ERROR = re.compile(r"^(?:modprobe: )?(?:ERROR|FATAL): (.*)$", re.M)
+_PANIC = re.compile(r"Kernel panic - not syncing: .*")
+_OOPS = re.compile(r"(?:BUG: .*|general protection fault.*|Oops: .*|kernel BUG at .*)")
+
+
+def kernel_reason(log: str) -> str:
+    """The first line of `log` that names why a module was refused, or ''."""
+    lines = [_strip_timestamp(line).strip() for line in log.splitlines()]
+    for pattern in _KERNEL_REASONS:
+        for line in lines:
+            if re.search(pattern, line):
+                return line
+    return ""
+
+
+def _strip_timestamp(line: str) -> str:
+    return re.sub(r"^\[\s*\d+\.\d+\]\s*", "", line)
+
+
+def modprobe_error(output: str) -> str:
+    found = _MODPROBE_ERROR.findall(output)
+    return found[-1].strip() if found else ""
+
+
+def _join(*parts: str) -> str:
+    return " — ".join(p for p in parts if p)
+
+
+def decide(report: Report, end: VmEnd) -> tuple[Verdict, str]:
+    """The verdict and its reason, from the guest's report and the VM's end."""
+    if report.exit_code is None:
+        return _no_exit(report, end)
+    explain = _BY_EXIT.get(report.exit_code, _setup_failed)
+    return explain(report)
+
+
+def _loaded(report: Report) -> tuple[Verdict, str]:
+    return Verdict.LOADED, _loaded_note(report)
+
+
+def _refused(report: Report) -> tuple[Verdict, str]:
+    reason = _join(kernel_reason(report.sections.get("dmesg", "")),
+                   modprobe_error(report.sections.get("load", "")))
+    return Verdict.REFUSED, reason or "modprobe failed without a kernel message"
+
+
+def _not_live(report: Report) -> tuple[Verdict, str]:
+    del report
+    return Verdict.REFUSED, ("modprobe returned success but the module is not live in "
+                             "/proc/modules (is moduleName the kernel's name for it?)")
+
+
+def _check_failed(report: Report) -> tuple[Verdict, str]:
+    status = report.facts.get("check-status", "?")
+    return Verdict.CHECK_FAILED, _join(f"check command exited with {status}",
+                                       _last_line(report.sections.get("check", "")))
+
+
+def _unload_failed(report: Report) -> tuple[Verdict, str]:
+    return Verdict.UNLOAD_FAILED, _join(modprobe_error(report.sections.get("unload", "")),
+                                        "module still present after modprobe -r")
+
+
+def _crashed(report: Report) -> tuple[Verdict, str]:
+    oops = _OOPS.search(report.sections.get("dmesg", ""))
+    return Verdict.CRASHED, _join(f"the kernel oopsed during {report.exit_step}",
+                                  oops.group(0).strip() if oops else "")
+
+
+def _step_timeout(report: Report) -> tuple[Verdict, str]:
+    return Verdict.TIMED_OUT, _join(f"{report.exit_step} did not finish in time",
+                                    _stack_summary(report.sections.get("stack", "")))
+
+
+def _setup_failed(report: Report) -> tuple[Verdict, str]:
+    return Verdict.NOT_RUN, _join(f"the guest could not prepare the node ({report.exit_step})",
+                                  _last_line(report.sections.get("node", "")))
+
+
+_BY_EXIT: dict[int, Callable[[Report], tuple[Verdict, str]]] = {
+    Exit.OK: _loaded,
+    Exit.REFUSED: _refused,
+    Exit.NOT_LIVE: _not_live,
+    Exit.CHECK_FAILED: _check_failed,
+    Exit.UNLOAD_FAILED: _unload_failed,
+    Exit.CRASHED: _crashed,
+    Exit.STEP_TIMEOUT: _step_timeout,
+}
+
+
+def _no_exit(report: Report, end: VmEnd) -> tuple[Verdict, str]:
+    """The guest never reported an exit status: it died or ran out of time."""
+    where = f"during {report.last_step}" if report.last_step else "before dtk's init ran"
+    panic = _PANIC.search(end.console_tail)
+    if panic:
+        return Verdict.CRASHED, _join(f"kernel panic {where}", panic.group(0).strip())
+    if end.returncode is None:
+        return Verdict.TIMED_OUT, f"no result after {end.timeout_s:.0f} s, {where} " \
+            "(VM killed at the hard timeout)"
+    oops = _OOPS.search(end.console_tail)
+    return Verdict.CRASHED, _join(f"the VM stopped {where} without a result "
+                                  f"(qemu exit status {end.returncode})",
+                                  oops.group(0).strip() if oops else "")
+
+
+def _loaded_note(report: Report) -> str:
+    taint = int(report.facts.get("taint", "0") or 0)
+    notes = []
+    if taint & (1 << 13):  # TAINT_UNSIGNED_MODULE ('E')
+        notes.append("kernel tainted: module signature missing or not trusted")
+    if taint & (1 << 9):  # TAINT_WARN ('W')
+        notes.append("kernel warned (taint W)")
+    return "; ".join(notes)
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def _stack_summary(stack: str) -> str:
+    frames = [line.split("]", 1)[-1].strip() for line in stack.splitlines() if line.strip()]
+    return ("stack: " + " < ".join(frames[:4])) if frames else ""
