@@ -8,7 +8,7 @@ import sys
 import click
 
 from dtk import __version__
-from dtk.cli import kernels, kmod, toolkit
+from dtk.cli import build, kernels, kmod, toolkit
 from dtk.errors import DtkError
 
 
@@ -23,7 +23,7 @@ def cli(verbose: int) -> None:
         logging.getLogger("dtk.run").setLevel(logging.DEBUG)
 
 
-for module in (kernels, toolkit, kmod):
+for module in (build, kernels, toolkit, kmod):
     module.register(cli)
 
 

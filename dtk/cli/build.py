@@ -1,0 +1,217 @@
+"""`dtk build`: driver containers for many modules and kernels at once; `dtk build prune`."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from dtk import paths
+from dtk.build import sources as src
+from dtk.build.base import ensure_base
+from dtk.build.matrix import RunOptions, failed, resolve_toolkits, run_matrix
+from dtk.build.naming import DEFAULT_TEMPLATE
+from dtk.build.outcome import Outcome, Status
+from dtk.build.plan import BuildOptions, ImageRef, plan_matrix
+from dtk.build.prune import plan_prune, prune
+from dtk.cli.common import json_option, monitor, print_json, print_table, sources_option, stderr
+from dtk.cli.kernels import select
+from dtk.distro import KernelEntry, find_kernel
+from dtk.distro.debian import DebianArchive
+from dtk.distro.select import open_archive
+from dtk.errors import DtkError
+from dtk.kernel import Flavour
+from dtk.progress import Monitor
+from dtk.toolkit.build import ToolkitImage, ensure_toolkit
+
+
+def parse_build_args(pairs: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise DtkError(f"--build-arg '{pair}' is not KEY=VALUE")
+        out.append((key, value))
+    return tuple(out)
+
+
+def query_kernels(query: str, catalog: list[KernelEntry]) -> list[str]:
+    """`--kernels`: '@FILE' (one release a line, # comments) or comma-separated
+    filters: flavours (standard, rt, cloud…), lines (6.1, 6.12), 'latest', 'all'."""
+    if query.startswith("@"):
+        lines = Path(query[1:]).read_text().splitlines()
+        return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+    flavours, kernel_lines, latest = set(), set(), False
+    for word in (t.strip() for t in query.split(",") if t.strip()):
+        if word in {f.value for f in Flavour}:
+            flavours.add(word)
+        elif re.fullmatch(r"\d+\.\d+", word):
+            kernel_lines.add(word)
+        elif word == "latest":
+            latest = True
+        elif word != "all":
+            raise DtkError(f"--kernels: '{word}' is not a flavour, a line (6.1) or 'latest'",
+                           hint="e.g. --kernels rt,latest or --kernels 6.1,standard "
+                                "or --kernels @kernels.txt")
+    chosen = [e for e in catalog if (not flavours or e.flavour in flavours)
+              and (not kernel_lines or e.line in kernel_lines)]
+    return [e.release for e in select(chosen, None, None, latest)]
+
+
+def _kernel_list(kernel: tuple[str, ...], query: str | None,
+                 archive: DebianArchive) -> list[str]:
+    wanted = list(kernel) + (query_kernels(query, archive.kernels()) if query else [])
+    if not wanted:
+        raise DtkError("no kernel given", hint="pass --kernel RELEASE (repeatable) or "
+                       "--kernels QUERY, e.g. --kernels 6.1,latest")
+    return list(dict.fromkeys(wanted))
+
+
+def _known(archive: DebianArchive) -> Callable[[str], str | None]:
+    catalog = archive.kernels()
+
+    def known(release: str) -> str | None:
+        try:
+            find_kernel(catalog, release)
+        except DtkError as exc:
+            return exc.message + (f" ({exc.hint})" if exc.hint else "")
+        return None
+    return known
+
+
+def _resolve_sources(files: tuple[Path, ...], context: Path | None, dkms: tuple[str, ...], *,
+                     mod_name: str | None, archive: DebianArchive,
+                     first_kernel: str) -> list[src.Source]:
+    if not files and not dkms:
+        raise DtkError("nothing to build", hint="pass -f Containerfile and/or --dkms SRC")
+    if context and len(files) > 1:
+        raise DtkError("--context applies to a single -f Containerfile")
+    found: list[src.Source] = [src.containerfile_source(f, context, mod_name if len(files) == 1
+                                                        and not dkms else None) for f in files]
+    return found + src.resolve_dkms(dkms, archive.index, first_kernel)
+
+
+def _needs_base(sources: list[src.Source]) -> bool:
+    return any(isinstance(s, src.DkmsGroup)
+               or (isinstance(s, src.ContainerfileSource) and "DTK_BASE" in s.text)
+               for s in sources)
+
+
+@click.group("build", invoke_without_command=True)
+@click.option("-f", "--file", "files", multiple=True, type=click.Path(path_type=Path),
+              help="KMM-style Containerfile (repeatable); DTK_AUTO, KERNEL_FULL_VERSION, "
+                   "MOD_NAME… are injected as build args.")
+@click.option("--context", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Build context (default: the Containerfile's directory).")
+@click.option("--dkms", multiple=True, metavar="SRC",
+              help="DKMS source tree (with dkms.conf) or a Debian *-dkms package (repeatable).")
+@click.option("--kernel", "kernel", multiple=True, metavar="RELEASE",
+              help="Kernel release as `uname -r` prints it (repeatable).")
+@click.option("--kernels", "query", default=None, metavar="QUERY|@FILE",
+              help="Kernels from the catalog: e.g. 'rt,latest', '6.1,standard', or @file.")
+@click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE",
+              help="Extra build arg; KMM's own names win on conflict, as in KMM.")
+@click.option("--image", "template", default=DEFAULT_TEMPLATE, show_default=True,
+              help="Image name template with KMM's variables.")
+@click.option("--mod-name", default=None, help="MOD_NAME (default: the source's name).")
+@click.option("--mod-namespace", default="default", show_default=True, help="MOD_NAMESPACE.")
+@click.option("--push", is_flag=True, help="Push each built image to its registry.")
+@click.option("--tls-verify/--no-tls-verify", default=None,
+              help="TLS for --push (default: off for loopback registries only).")
+@click.option("-j", "--jobs", type=click.IntRange(1), default=None,
+              help="Cells built at once (default: number of cores).")
+@sources_option
+@json_option
+@click.pass_context
+def build_cmd(ctx: click.Context, *, files: tuple[Path, ...], context: Path | None,
+              dkms: tuple[str, ...], kernel: tuple[str, ...], query: str | None,
+              build_args: tuple[str, ...], template: str, mod_name: str | None,
+              mod_namespace: str, push: bool, tls_verify: bool | None, jobs: int | None,
+              sources: Path | None, as_json: bool) -> None:
+    """Build driver containers: every module for every kernel, in parallel."""
+    if ctx.invoked_subcommand:
+        return
+    started = time.monotonic()
+    if push and template.startswith("localhost/"):
+        raise DtkError("--push needs a registry in --image",
+                       hint="e.g. --image "
+                            "127.0.0.1:5000/drivers/${MOD_NAME}:${KERNEL_FULL_VERSION}")
+    options = BuildOptions(template, mod_namespace, mod_name, parse_build_args(build_args), push)
+    archive = open_archive(sources)
+    kernels = _kernel_list(kernel, query, archive)
+    found = _resolve_sources(files, context, dkms, mod_name=mod_name, archive=archive,
+                             first_kernel=kernels[0])
+    mon = monitor(as_json)
+    toolkits = _toolkits(kernels, archive, mon)
+    base = ensure_base(archive.index, archive.os.arch) if _needs_base(found) else None
+    matrix = plan_matrix(found, kernels, toolkits, base, options)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    log_dir = paths.state_dir() / "build" / f"{stamp}-{os.getpid()}"
+    outcomes = run_matrix(matrix, RunOptions(jobs or os.cpu_count() or 1, log_dir, tls_verify),
+                          mon)
+    wall = time.monotonic() - started
+    if as_json:
+        print_json({"outcomes": [o.to_json() for o in outcomes], "log_dir": str(log_dir),
+                    "wall_seconds": round(wall, 1)})
+    else:
+        _report(outcomes, log_dir, wall)
+    if failed(outcomes):
+        ctx.exit(1)
+
+
+def _toolkits(kernels: list[str], archive: DebianArchive,
+              mon: Monitor) -> dict[str, ImageRef | str]:
+    def ensure(release: str) -> ToolkitImage:
+        mon.step(f"toolkit for {release}")
+        return ensure_toolkit(release, "auto", distro=archive, monitor=mon)
+    return resolve_toolkits(kernels, _known(archive), ensure)
+
+
+def _report(outcomes: list[Outcome], log_dir: Path, wall: float) -> None:
+    rows = []
+    for o in outcomes:
+        detail = ", ".join(o.modules) if o.status is Status.BUILT else o.reason.splitlines()[0]
+        state = o.status.value + (" (cached)" if o.cached else "") + (" +pushed" if o.pushed
+                                                                         else "")
+        rows.append([o.module, o.kernel, state, f"{o.seconds:.1f}s", detail])
+    print_table(["MODULE", "KERNEL", "STATUS", "TIME", "MODULES / REASON"], rows)
+    for o in failed(outcomes):
+        stderr(f"\n{o.module} for {o.kernel} failed: {o.reason}")
+        for line in o.tail:
+            stderr(f"    {line}")
+        if o.log:
+            stderr(f"  full log: {o.log}")
+    counts = {s: sum(o.status is s for o in outcomes) for s in Status}
+    click.echo(f"\n{counts[Status.BUILT]} built, {counts[Status.EXCLUDED]} excluded, "
+               f"{counts[Status.FAILED]} failed in {wall:.1f}s; images: "
+               + ", ".join(sorted({o.image for o in outcomes if o.status is Status.BUILT}))
+               + f"\nlogs: {log_dir}")
+
+
+@build_cmd.command("prune")
+@click.option("--all", "everything", is_flag=True,
+              help="Also remove tagged driver images (they are rebuilt on demand).")
+@click.option("--older-than", type=float, default=None, metavar="DAYS",
+              help="Only driver images older than this (tagged ones included).")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@json_option
+def prune_cmd(everything: bool, older_than: float | None, dry_run: bool, as_json: bool) -> None:
+    """Remove untagged, leftover and (with --all) every driver image."""
+    removals = plan_prune(everything=everything, older_than_days=older_than)
+    if not dry_run:
+        prune(removals)
+    if as_json:
+        print_json([{"id": r.image_id, "names": list(r.names), "why": r.why} for r in removals])
+        return
+    print_table(["IMAGE", "NAMES", "WHY"],
+                [[r.image_id[:12], ", ".join(r.names) or "<none>", r.why] for r in removals])
+    click.echo(("would remove" if dry_run else "removed") + f" {len(removals)} image(s)")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(build_cmd)
