@@ -38,6 +38,12 @@ _PASSTHROUGH = (
 _TAIL_LINES = 40
 _KILL_GRACE_S = 5.0
 
+# Every child still running. Ctrl-C reaches only the main thread, so commands
+# run from worker threads (parallel VM boots, matrix builds) would otherwise
+# live on until their own timeout: `terminate_all` ends them.
+_live: set[subprocess.Popen[str]] = set()
+_live_lock = threading.Lock()
+
 
 @dataclass(frozen=True)
 class Result:
@@ -104,6 +110,22 @@ def _kill_group(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
             continue
 
 
+def _track(proc: subprocess.Popen[str], running: bool) -> None:
+    with _live_lock:
+        if running:
+            _live.add(proc)
+        else:
+            _live.discard(proc)
+
+
+def terminate_all() -> None:
+    """Kill the process group of every command started here that still runs."""
+    with _live_lock:
+        procs = list(_live)
+    for proc in procs:
+        _kill_group(proc)
+
+
 def _check_tool(argv: Sequence[str]) -> None:
     if not argv:
         raise ValueError("empty command")
@@ -127,6 +149,7 @@ def run(argv: Sequence[str], *, check: bool = True, timeout: float | None = None
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(env), cwd=cwd,
         start_new_session=True, text=True, errors="replace",
     ) as proc:
+        _track(proc, True)
         try:
             out, err = proc.communicate(text_input, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -136,6 +159,8 @@ def run(argv: Sequence[str], *, check: bool = True, timeout: float | None = None
         except BaseException:
             _kill_group(proc)
             raise
+        finally:
+            _track(proc, False)
     result = Result(tuple(argv), proc.returncode, out, err, time.monotonic() - start)
     if check and proc.returncode != 0:
         raise CommandError(argv, proc.returncode, _tail(out + "\n" + err), what, hint)
@@ -161,6 +186,7 @@ def stream(argv: Sequence[str], *, check: bool = True, timeout: float | None = N
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env=child_env(env), cwd=cwd, start_new_session=True, text=True, errors="replace",
     )
+    _track(proc, True)
     timed_out = threading.Event()
     watchdog = _start_watchdog(proc, timeout, timed_out)
     try:
@@ -178,6 +204,7 @@ def stream(argv: Sequence[str], *, check: bool = True, timeout: float | None = N
         _kill_group(proc)
         raise
     finally:
+        _track(proc, False)
         if watchdog:
             watchdog.cancel()
         if sink:
