@@ -63,11 +63,14 @@ class KernelModule:
     weak_undefined: tuple[str, ...]
     signature: sigmod.ModuleSignature | None
     compression: str | None = None
-    _index: dict[str, list[str]] = field(default_factory=dict, compare=False, repr=False)
+    _index: dict[str, list[str]] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        # Built here, not passed in, so dataclasses.replace() never shares or reuses it.
+        index: dict[str, list[str]] = {}
         for key, value in self.modinfo:
-            self._index.setdefault(key, []).append(value)
+            index.setdefault(key, []).append(value)
+        object.__setattr__(self, "_index", index)
 
     def field_values(self, key: str) -> list[str]:
         return list(self._index.get(key, []))
