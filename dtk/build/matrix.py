@@ -134,9 +134,11 @@ def run_cell(cell: Cell, options: RunOptions,
     start = time.monotonic()
     log_file = _log_path(options, cell)
     base = Outcome(cell.module, cell.kernel, Status.FAILED, cell.image, log=str(log_file))
-    if cell.error:
-        return replace(base, reason=cell.error)
     log_file.write_text(f"# dtk build {cell.key} -> {cell.image}\n# inputs {cell.input_hash}\n")
+    if cell.error:
+        with log_file.open("a") as sink:
+            sink.write(f"# FAILED before any work: {cell.error}\n")
+        return replace(base, reason=cell.error)
     try:
         outcome = _cached(cell, base) or _build(cell, base, log_file, on_line)
         if outcome.status is Status.BUILT and cell.push:

@@ -176,6 +176,7 @@ def _report(outcomes: list[Outcome], log_dir: Path, wall: float) -> None:
     rows = []
     for o in outcomes:
         detail = ", ".join(o.modules) if o.status is Status.BUILT else o.reason.splitlines()[0]
+        detail = detail if len(detail) <= 90 else detail[:89] + "…"
         state = o.status.value + (" (cached)" if o.cached else "") + (" +pushed" if o.pushed
                                                                          else "")
         rows.append([o.module, o.kernel, state, f"{o.seconds:.1f}s", detail])
