@@ -19,16 +19,15 @@ import gzip
 import io
 import lzma
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import zstandard
 from elftools.common.exceptions import ELFError
 from elftools.construct import ConstructError
 from elftools.elf.elffile import ELFFile
 
-from dtk import run as runner
 from dtk.errors import DtkError
 from dtk.kmod import signature as sigmod
 
@@ -160,20 +159,12 @@ def read_bytes(path: Path) -> tuple[bytes, str | None]:
             return lzma.decompress(raw), "xz"
         if raw.startswith(b"\x1f\x8b"):
             return gzip.decompress(raw), "gzip"
-    except (lzma.LZMAError, OSError, EOFError) as exc:
+        if raw.startswith(b"\x28\xb5\x2f\xfd"):
+            # kmod writes zstd frames without a content size, so stream-decompress.
+            return zstandard.ZstdDecompressor().decompressobj().decompress(raw), "zstd"
+    except (lzma.LZMAError, OSError, EOFError, zstandard.ZstdError) as exc:
         raise ModuleError(f"{path}: corrupt compressed module: {exc}") from None
-    if raw.startswith(b"\x28\xb5\x2f\xfd"):
-        return _unzstd(path), "zstd"
     return raw, None
-
-
-def _unzstd(path: Path) -> bytes:
-    # The standard library has no zstd before 3.14; the zstd tool is a system package.
-    with tempfile.TemporaryDirectory(prefix="dtk-zstd-") as tmp:
-        out = Path(tmp) / "module.ko"
-        runner.run(["zstd", "-q", "-d", "-f", "-o", str(out), str(path)], timeout=120,
-                   what=f"cannot decompress {path}")
-        return out.read_bytes()
 
 
 def read_module(path: Path) -> KernelModule:

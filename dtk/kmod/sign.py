@@ -15,12 +15,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import zstandard
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from dtk import run as runner
 from dtk.errors import DtkError
 from dtk.kmod import der, elf
 from dtk.kmod import signature as sigmod
@@ -189,12 +189,7 @@ def compress(data: bytes, kind: str | None) -> bytes:
                              filters=[{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 20}])
     if kind == "gzip":
         return gzip.compress(data, mtime=0)
-    with tempfile.TemporaryDirectory(prefix="dtk-zstd-") as tmp:
-        src, out = Path(tmp) / "m.ko", Path(tmp) / "m.ko.zst"
-        src.write_bytes(data)
-        runner.run(["zstd", "-q", "-T0", "--ultra", "-22", "-o", str(out), str(src)],
-                   timeout=300)
-        return out.read_bytes()
+    return zstandard.ZstdCompressor(level=19).compress(data)
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -118,3 +118,15 @@ def test_der_round_trip() -> None:
         der.parse_exact(blob + b"\0")
     with pytest.raises(der.DerError, match="indefinite"):
         der.parse_exact(b"\x30\x80\x00\x00")
+
+
+@pytest.mark.parametrize(("kind", "magic"), [("zstd", b"\x28\xb5\x2f\xfd"), ("gzip", b"\x1f\x8b")])
+def test_sign_file_keeps_zstd_and_gzip(tmp_path: Path, keys: keygen.KeyFiles, kind: str,
+                                       magic: bytes) -> None:
+    target = tmp_path / f"crc7.ko.{kind}"
+    target.write_bytes(sign.compress(CRC7.read_bytes(), kind))
+    assert elf.read_module(target).compression == kind
+    signer = sign.make_signer(keys.key, keys.cert_pem)
+    sign.sign_file(target, signer)
+    assert target.read_bytes().startswith(magic)
+    assert sign.verify_file(target, signer.cert).ok
