@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from dtk import run as runner
 from dtk.build.dkms import Built
-from dtk.build.outcome import find_modules, module_versions
+from dtk.build.outcome import CellFailedError, find_modules, module_versions
 from dtk.build.plan import Cell
 from dtk.build.sources import ContainerfileSource
 from dtk.engine import buildah
@@ -28,7 +29,11 @@ def build_cell(cell: Cell, source: ContainerfileSource, log: Path,
                              tag=staging, build_args=dict(cell.build_args),
                              labels=cell.labels())
     try:
-        buildah.bud(spec, log_file=log, on_line=on_line)
+        try:
+            buildah.bud(spec, log_file=log, on_line=on_line)
+        except runner.CommandError as exc:
+            raise CellFailedError(f"the Containerfile failed to build for {cell.kernel}",
+                                  exc.tail) from None
         with buildah.working_container(staging) as ctr:
             with ctr.mounted() as root:
                 versions = module_versions(find_modules(root, cell.kernel))

@@ -192,10 +192,9 @@ def evaluate_on_host(conf: Path, kernelver: str, *, arch: str, kernel_source_dir
                      work: Path, module: str = "", module_version: str = "") -> DkmsConf:
     """Source `conf` with the host's bash (planning and tests: no kernel tree needed)."""
     out = work / "dkmsconf.records"
-    result = runner.run(["bash", "-c", EVAL_SCRIPT, "dtk-dkms-eval", str(out), str(conf),
-                         kernelver, arch, kernel_source_dir, module, module_version],
-                        check=False, timeout=120, cwd=conf.parent if conf.parent.is_dir()
-                        else None)
+    result = runner.run(["bash", "-c", EVAL_SCRIPT, "dtk-dkms-eval", str(out),
+                         str(conf.absolute()), kernelver, arch, kernel_source_dir, module,
+                         module_version], check=False, timeout=120)
     if result.returncode != 0 or not out.exists():
         raise DtkError(f"evaluating {conf} with bash failed",
                        hint=result.stderr.strip()[-500:] or None)

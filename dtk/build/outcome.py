@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,13 @@ class Outcome:
         return data
 
 
+# buildah's own epilogue after a failing RUN step says nothing the lines before it do not.
+_NOISE = re.compile(r"^(subprocess exited with status \d+|Error: exit status \d+)$")
+
+
 def tail_of(text: str, lines: int = TAIL_LINES) -> tuple[str, ...]:
-    return tuple(line for line in text.rstrip().splitlines()[-lines:])
+    kept = [line for line in text.rstrip().splitlines() if not _NOISE.match(line.strip())]
+    return tuple(kept[-lines:])
 
 
 def find_modules(root: Path, kernel: str) -> list[Path]:
