@@ -35,7 +35,7 @@ _PASSTHROUGH = (
     "REGISTRY_AUTH_FILE", "CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF",
     "CONTAINERS_REGISTRIES_CONF", "BUILDAH_ISOLATION", "XDG_RUNTIME_DIR",
 )
-_TAIL_LINES = 40
+_TAIL_LINES = 25
 _KILL_GRACE_S = 5.0
 
 # Every child still running. Ctrl-C reaches only the main thread, so commands

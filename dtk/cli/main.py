@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import click
 
 from dtk import __version__
-from dtk.cli import build, kernels, kmod, toolkit
+from dtk.cli import build, kernels, kmod, toolkit, vm
 from dtk.errors import DtkError
 
 
@@ -23,11 +24,21 @@ def cli(verbose: int) -> None:
         logging.getLogger("dtk.run").setLevel(logging.DEBUG)
 
 
-for module in (build, kernels, toolkit, kmod):
+for module in (build, kernels, toolkit, kmod, vm):
     module.register(cli)
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    # Unwinding (rather than dying) lets dtk.run kill the child's process group
+    # and every context manager remove its working container, mount or VM.
+    del signum
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGHUP, _exit_on_signal)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         cli(standalone_mode=False)
     except DtkError as exc:

@@ -178,7 +178,10 @@ def tools_containerfile(plan: ToolkitPlan) -> str:
 
 def _install_run(pkgs: KernelPackages) -> str:
     specs = " \\\n      ".join(p.spec for p in pkgs.packages)
-    return f"# kernel {pkgs.release}\nRUN apt-get update -q && {_APT} \\\n      {specs}\n"
+    # Downgrades are allowed because an older ABI pins linux-libc-dev and friends
+    # below what the tools layer pulled in; apt only downgrades what is pinned here.
+    return (f"# kernel {pkgs.release}\n"
+            f"RUN apt-get update -q && {_APT} --allow-downgrades \\\n      {specs}\n")
 
 
 def _version_gate(plan: ToolkitPlan) -> str:
