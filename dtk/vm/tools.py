@@ -13,8 +13,8 @@ versions and their archive checksums.
 
 from __future__ import annotations
 
-import hashlib
 import io
+import json
 import os
 import tempfile
 from pathlib import Path, PurePosixPath
@@ -31,9 +31,10 @@ from dtk.distro.debver import parse_depends
 from dtk.errors import DtkError
 from dtk.lock import locked
 from dtk.vm import cpio
-from dtk.vm.cache import vm_cache, write_atomic
+from dtk.vm.cache import digest, vm_cache, write_atomic
 
 ROOT_PACKAGES = ("busybox-static", "kmod")
+ROOT_PACKAGES_KEY = "dtk-vm-tools-1 " + " ".join(ROOT_PACKAGES)
 _LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "lib", "usr/lib")
 _KMOD_TOOLS = ("modprobe", "insmod", "rmmod", "lsmod", "modinfo", "depmod")
 
@@ -68,8 +69,24 @@ def _depends(stanza: Stanza) -> list[list[str]]:
 
 
 def resolve_packages(archive: DebianArchive) -> list[Stanza]:
-    """The exact packages of the guest userland, read from the archive's index."""
+    """The exact packages of the guest userland, read from the archive's index.
+
+    Scanning the indexes (50 MB for bookworm main) once per dependency level
+    takes seconds, so the answer is kept until an index file changes.
+    """
     archive.index.update()
+    files = archive.index.index_files()
+    stamp = digest(ROOT_PACKAGES_KEY, *(f"{p}:{p.stat().st_mtime_ns}:{p.stat().st_size}"
+                                        for p in files))
+    saved = vm_cache() / "tools" / f"resolved-{stamp}.json"
+    if saved.exists():
+        return list(json.loads(saved.read_text()))
+    stanzas = _resolve(archive)
+    write_atomic(saved, json.dumps(stanzas).encode())
+    return stanzas
+
+
+def _resolve(archive: DebianArchive) -> list[Stanza]:
     known: dict[str, Stanza] = {}
     wanted = set(ROOT_PACKAGES)
     while True:  # one index scan per level of the dependency tree
@@ -86,8 +103,8 @@ def resolve_packages(archive: DebianArchive) -> list[Stanza]:
 
 
 def tools_key(stanzas: list[Stanza]) -> str:
-    text = "\n".join(f"{s['Package']}={s['Version']} {s.get('SHA256', '')}" for s in stanzas)
-    return hashlib.sha256(("dtk-vm-tools-1\n" + text).encode()).hexdigest()[:24]
+    return digest(ROOT_PACKAGES_KEY, *(f"{s['Package']}={s['Version']} {s.get('SHA256', '')}"
+                                       for s in stanzas))
 
 
 def ensure_tools(archive: DebianArchive) -> Path:

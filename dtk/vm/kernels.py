@@ -1,0 +1,183 @@
+"""The kernel side of a VM: where K's files come from, and what is cached of them.
+
+A kernel comes from K's toolkit image when one is in local storage (nothing to
+download), else from K's `linux-image` package in the archive (70-110 MB,
+signature-checked by apt; far lighter than building a toolkit just to boot).
+
+Cached per kernel, under a key that identifies the content (the toolkit's image
+id, or the package's SHA256 from the signed index), so nothing is re-extracted
+while the kernel is unchanged and a rebuilt toolkit is never served stale:
+
+    vm/kernels/<key>/vmlinux        ELF kernel for qemu's PVH entry (or bzImage)
+    vm/kernels/<key>/modules/       K's modules.* index files (text and .bin)
+    vm/kernels/<key>/sets/<h>.cpio  in-tree modules a driver needs, as an archive
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from dtk import kernel as kern
+from dtk import run as runner
+from dtk.distro import unknown_kernel
+from dtk.distro.debian import DebianArchive
+from dtk.engine import buildah
+from dtk.errors import DtkError
+from dtk.lock import locked
+from dtk.vm import bzimage, cpio
+from dtk.vm.cache import digest, vm_cache, write_atomic
+from dtk.vm.modules import ModulesDep, builtin_names, parse_modules_dep
+
+TOOLKIT_REPO = "localhost/driver-toolkit"
+ArchiveOpener = Callable[[], DebianArchive]
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    release: str
+    origin: str  # for people: "toolkit localhost/driver-toolkit:…" / "package linux-image-…"
+    key: str  # content identity
+    image: str | None = None
+    package: str | None = None  # "name=version"
+
+
+@dataclass(frozen=True)
+class KernelParts:
+    """What is cached of one kernel."""
+
+    source: KernelSource
+    boot_image: Path
+    pvh: bool  # boot_image is an ELF vmlinux (else a bzImage)
+    modules_dir: Path
+
+    @property
+    def release(self) -> str:
+        return self.source.release
+
+    @cached_property
+    def modules_dep(self) -> ModulesDep:
+        return parse_modules_dep(_read(self.modules_dir / "modules.dep"))
+
+    @cached_property
+    def builtin(self) -> set[str]:
+        return builtin_names(_read(self.modules_dir / "modules.builtin"))
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def find_toolkit_image(release: str) -> tuple[str, str] | None:
+    """(name, image id) of a local toolkit that holds `release`, standard or RT."""
+    for row in buildah.images(f"{TOOLKIT_REPO}:*"):
+        for name in row.get("names") or []:
+            labels = buildah.labels(name)
+            if release in (labels.get("kernel-version"), labels.get("kernel-rt-version")):
+                return name, str(row["id"])
+    return None
+
+
+def find_source(release: str, archive: ArchiveOpener) -> KernelSource:
+    kern.parse(release)
+    toolkit = find_toolkit_image(release)
+    if toolkit:
+        name, image_id = toolkit
+        return KernelSource(release, f"toolkit {name}", f"image-{image_id[:24]}", image=name)
+    arch = archive()
+    entry = next((e for e in arch.kernels() if e.release == release), None)
+    if entry is None:
+        raise unknown_kernel(arch.kernels(), release)
+    stanza = next(s for s in arch.pool[entry.image_package] if s["Version"] == entry.version)
+    key = "deb-" + (stanza.get("SHA256") or digest(entry.image_package, entry.version))[:24]
+    return KernelSource(release, f"package {entry.image_package} {entry.version}", key,
+                        package=f"{entry.image_package}={entry.version}")
+
+
+@contextmanager
+def opened(source: KernelSource, archive: ArchiveOpener) -> Iterator[Path]:
+    """A root holding boot/vmlinuz-K and lib/modules/K, for the block only."""
+    if source.image:
+        with buildah.working_container(source.image) as ctr, ctr.mounted() as root:
+            yield root
+        return
+    assert source.package is not None
+    with tempfile.TemporaryDirectory(prefix="dtk-vm-kernel-") as tmp:
+        root = Path(tmp) / "root"
+        for deb in archive().index.download([source.package], Path(tmp) / "debs"):
+            runner.run(["dpkg-deb", "-x", str(deb), str(root)], timeout=600,
+                       what=f"unpacking {deb.name} failed")
+        # The package ships no modules.dep: its postinst runs depmod.
+        runner.run(["depmod", "-b", str(root), source.release], timeout=300,
+                   what=f"depmod for {source.release} failed")
+        yield root
+
+
+def _kernel_dir(source: KernelSource) -> Path:
+    return vm_cache() / "kernels" / source.key / source.release
+
+
+def ensure_kernel(source: KernelSource, archive: ArchiveOpener) -> KernelParts:
+    """The cached boot image and module indexes of a kernel, extracted once."""
+    base = _kernel_dir(source)
+    done = base / "complete"
+    with locked(base.parent / f"{source.release}.lock"):
+        if not done.exists():
+            with opened(source, archive) as root:
+                _extract(root, source.release, base)
+            done.write_text(source.origin + "\n")
+    pvh = (base / "vmlinux").exists()
+    return KernelParts(source, base / ("vmlinux" if pvh else "vmlinuz"), pvh, base / "modules")
+
+
+def _extract(root: Path, release: str, base: Path) -> None:
+    vmlinuz = root / "boot" / f"vmlinuz-{release}"
+    moddir = root / "lib" / "modules" / release
+    if not vmlinuz.is_file():
+        raise DtkError(f"no /boot/vmlinuz-{release} in the kernel's files",
+                       hint="the toolkit or package does not contain this kernel's image")
+    if not (moddir / "modules.dep").is_file():
+        raise DtkError(f"no /lib/modules/{release}/modules.dep in the kernel's files")
+    image = vmlinuz.read_bytes()
+    elf = bzimage.extract_vmlinux(image)
+    if bzimage.has_pvh_note(elf):
+        write_atomic(base / "vmlinux", elf)
+    else:  # qemu can only enter an ELF kernel through PVH; boot the bzImage
+        write_atomic(base / "vmlinuz", image)
+    (base / "modules").mkdir(parents=True, exist_ok=True)
+    for index in moddir.glob("modules.*"):
+        if index.is_file():
+            write_atomic(base / "modules" / index.name, index.read_bytes())
+
+
+def module_set(parts: KernelParts, names: list[str],
+               archive: ArchiveOpener) -> Path | None:
+    """An archive of K's modules `names` and their dependencies at /lib/modules/K,
+    with K's index files; None when no in-tree module is needed."""
+    rel_paths = parts.modules_dep.closure(names)
+    if not rel_paths:
+        return None
+    target = parts.modules_dir.parent / "sets" / f"{digest(*rel_paths)}.cpio"
+    with locked(parts.modules_dir.parent / "sets.lock"):
+        if not target.exists():
+            with opened(parts.source, archive) as root:
+                write_atomic(target, _module_archive(root, parts, rel_paths))
+    return target
+
+
+def _module_archive(root: Path, parts: KernelParts, rel_paths: list[str]) -> bytes:
+    prefix = f"/lib/modules/{parts.release}"
+    entries = [cpio.file(f"{prefix}/{index.name}", index.read_bytes())
+               for index in sorted(parts.modules_dir.iterdir())]
+    for rel in rel_paths:
+        host = root / "lib" / "modules" / parts.release / rel
+        entries.append(cpio.file(f"{prefix}/{rel}", host.read_bytes()))
+    buf = io.BytesIO()
+    cpio.write(buf, entries)
+    return buf.getvalue()
+

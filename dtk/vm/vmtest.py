@@ -1,0 +1,312 @@
+"""`dtk vmtest`: boot each kernel, load the driver image's module the way KMM's
+worker does, and report a verdict per kernel.
+
+Flow: read the image once (unmounted before anything boots) → the guest
+userland (cached) → per kernel, in parallel up to the number of cores: the
+kernel's cached parts, the in-tree modules the driver needs, one initramfs,
+one boot with a hard timeout → verdict.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from dtk import kernel as kern
+from dtk import paths
+from dtk import run as runner
+from dtk.distro.debian import DebianArchive
+from dtk.distro.select import open_archive
+from dtk.errors import DtkError
+from dtk.progress import Monitor, NullMonitor
+from dtk.vm import cpio, guest, kernels, qemu, tools
+from dtk.vm.driver import DriverTree, ImageContents, read_image
+from dtk.vm.guest import GuestConfig
+from dtk.vm.verdict import Verdict, decide
+
+
+@dataclass(frozen=True)
+class VmTestSpec:
+    """One `dtk vmtest` run. `image` may hold KMM variables (${KERNEL_FULL_VERSION})."""
+
+    image: str
+    kernels: tuple[str, ...]
+    guest: GuestConfig  # module "" = the image's only module
+    built_for: str = ""  # load modules built for this kernel on every kernel booted
+    firmware_path: str = ""  # firmwarePath inside the image
+    preload_in_tree: bool = False
+    memory_mb: int = 512
+    append: str = ""
+    sig_enforce: bool = False
+    timeout_s: float = 60.0
+    keep_log: bool = False
+    accel: str = "auto"
+
+
+@dataclass
+class VmResult:
+    kernel: str
+    image: str
+    verdict: Verdict
+    reason: str
+    seconds: float = 0.0  # qemu start to qemu exit
+    guest_boot_s: float = 0.0  # guest uptime when dtk's init started
+    accel: str = ""
+    kernel_origin: str = ""
+    module: str = ""
+    log: str = ""
+    sections: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kernel": self.kernel, "image": self.image, "verdict": self.verdict.value,
+            "reason": self.reason, "seconds": round(self.seconds, 2),
+            "guest_boot_s": round(self.guest_boot_s, 2), "accel": self.accel,
+            "kernel_origin": self.kernel_origin, "module": self.module, "log": self.log,
+            "notes": self.notes, "check_output": self.sections.get("check", ""),
+            "load_output": self.sections.get("load", ""),
+            "kernel_log": self.sections.get("dmesg", ""),
+        }
+
+
+def step_timeout(vm_timeout_s: float) -> int:
+    """How long the guest waits for one step before reporting it as hung: well
+    inside the VM's hard timeout, so a hang ends with a stack, not a kill."""
+    return max(3, int(vm_timeout_s * 0.6) - 5)
+
+
+def image_for(template: str, release: str) -> str:
+    if "${" not in template:
+        return template
+    variables = kern.kmm_variables(release)
+    return kern.substitute(template, variables)
+
+
+_cancelled = threading.Event()
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every kernel's job of one run shares."""
+
+    spec: VmTestSpec
+    userland: Path
+    probe_initrd: Path
+    work: Path
+    archive: Callable[[], DebianArchive]
+
+
+def vmtest(spec: VmTestSpec, monitor: Monitor | None = None) -> list[VmResult]:
+    """Run the VM test on every kernel of `spec`; one result per kernel."""
+    monitor = monitor or NullMonitor()
+    if not spec.kernels:
+        raise DtkError("no kernel to boot", hint="pass --kernel K (repeatable)")
+    for release in spec.kernels:
+        kern.parse(release)
+    runner.run([qemu.QEMU, "--version"], timeout=30)  # fail early if qemu is missing
+    archive = cache(open_archive)
+    contents = _read_images(spec, monitor)
+    monitor.step("preparing the guest userland (busybox-static, kmod)")
+    userland = tools.ensure_tools(archive())
+    _cancelled.clear()
+    with tempfile.TemporaryDirectory(prefix="dtk-vmtest-") as tmp:
+        work = Path(tmp)
+        probe_initrd = _probe_initrd(userland, work)
+        run = _Run(spec, userland, probe_initrd, work, archive)
+        return _run_parallel(run, {r: contents.get(r) for r in spec.kernels}, monitor)
+
+
+def _read_images(spec: VmTestSpec, monitor: Monitor) -> dict[str, ImageContents | str]:
+    """Per kernel: the image contents to load, or why there is nothing to load."""
+    by_image: dict[str, list[str]] = {}
+    for release in spec.kernels:
+        by_image.setdefault(image_for(spec.image, release), []).append(release)
+    out: dict[str, ImageContents | str] = {}
+    for image, releases in by_image.items():
+        source = [spec.built_for] if spec.built_for else releases
+        monitor.step(f"reading {image}")
+        try:
+            contents = read_image(image, tuple(source), spec.guest.dir_name,
+                                  spec.firmware_path)
+        except DtkError as exc:  # one missing image must not hide the other kernels
+            out.update(dict.fromkeys(releases, exc.message))
+            continue
+        for release in releases:
+            if spec.built_for:
+                out[release] = _retarget(contents, spec.built_for, release)
+            else:
+                out[release] = contents
+    return out
+
+
+def _retarget(contents: ImageContents, built_for: str, release: str) -> ImageContents:
+    """Modules built for `built_for`, placed where modprobe looks on `release`:
+    a node upgraded to `release` that still runs the old driver image."""
+    tree = contents.trees.get(built_for)
+    if tree is None:
+        return contents if release == built_for else ImageContents(
+            {}, {release: contents.missing.get(built_for, "no modules")}, contents.firmware)
+    old, new = f"/lib/modules/{built_for}", f"/lib/modules/{release}"
+    moved = DriverTree(release, [replace(e, path=e.path.replace(old, new, 1))
+                                 for e in tree.entries],
+                       {n: p.replace(old, new, 1) for n, p in tree.modules.items()},
+                       set(tree.needs))
+    return ImageContents({release: moved}, {}, contents.firmware)
+
+
+def _probe_initrd(userland: Path, work: Path) -> Path:
+    """Userland and init without a configuration: the guest reports at once."""
+    buf = io.BytesIO()
+    cpio.write(buf, [cpio.file("/init", guest.INIT_SCRIPT.encode(), 0o755)])
+    path = work / "probe.cpio"
+    path.write_bytes(userland.read_bytes() + buf.getvalue())
+    return path
+
+
+def _run_parallel(run: _Run, jobs: dict[str, ImageContents | str | None],
+                  monitor: Monitor) -> list[VmResult]:
+    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    monitor.step(f"booting {len(jobs)} kernel(s), {workers} at a time")
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dtk-vm") as pool:
+        futures: dict[str, Future[VmResult]] = {
+            release: pool.submit(_one_kernel, run, release, contents)
+            for release, contents in jobs.items()}
+        try:
+            for release, future in futures.items():
+                result = future.result()
+                monitor.step(f"{release}: {result.verdict.value}"
+                             + (f" ({result.reason})" if result.reason else "")
+                             + f" in {result.seconds:.1f}s")
+                monitor.event("vmtest", **result.to_json())
+        except BaseException:
+            _cancel_all(list(futures.values()))
+            raise
+    return [futures[release].result() for release in jobs]
+
+
+def _cancel_all(futures: list[Future[VmResult]]) -> None:
+    """Ctrl-C: stop every qemu now, including one a worker is about to start."""
+    _cancelled.set()
+    for future in futures:
+        future.cancel()
+    while not all(f.done() for f in futures):
+        runner.terminate_all()
+        time.sleep(0.1)
+
+
+def _one_kernel(run: _Run, release: str, contents: ImageContents | str | None) -> VmResult:
+    spec, archive = run.spec, run.archive
+    image = image_for(spec.image, release)
+    result = VmResult(release, image, Verdict.NOT_RUN, "")
+    if not isinstance(contents, ImageContents) or release not in contents.trees:
+        result.reason = contents.missing.get(release, "") if isinstance(contents, ImageContents) \
+            else str(contents or "no image contents")
+        return result
+    tree = contents.trees[release]
+    try:
+        source = kernels.find_source(release, archive)
+        parts = kernels.ensure_kernel(source, archive)
+        result.kernel_origin = source.origin
+        config = _guest_config(spec, tree, parts, result)
+        modules = kernels.module_set(parts, [*config.preload, *config.in_tree_to_remove,
+                                             *tree.in_tree_needs], archive)
+        initrd = _initrd(run, release, modules, contents, config)
+        accel = qemu.choose_accel(spec.accel, parts.boot_image, run.probe_initrd, run.work)
+        return _boot(spec, parts, initrd, accel, result)
+    except DtkError as exc:
+        result.reason = exc.message
+        return result
+
+
+def _guest_config(spec: VmTestSpec, tree: DriverTree, parts: kernels.KernelParts,
+                  result: VmResult) -> GuestConfig:
+    module = spec.guest.module or _only_module(tree)
+    result.module = module
+    present = parts.modules_dep.paths.keys()
+    remove = tuple(m for m in spec.guest.in_tree_to_remove if m.replace("-", "_") in present)
+    needs = tree.in_tree_needs
+    unknown = [n for n in needs if n not in present and n not in parts.builtin]
+    if unknown:
+        result.notes.append(f"depends on {', '.join(unknown)}, which neither the image nor "
+                            f"{parts.release} provides")
+    preload = tuple(n for n in needs if n in present) if spec.preload_in_tree else ()
+    if needs and not spec.preload_in_tree:
+        result.notes.append(
+            f"needs in-tree {', '.join(needs)}: modprobe -d {spec.guest.dir_name} only finds "
+            "them if the image's modules.dep references them (KMM's pattern: "
+            f"ln -s /host/lib/modules/{parts.release} {spec.guest.dir_name}/lib/modules/"
+            f"{parts.release}/host before depmod), or with --preload-in-tree")
+    fw_src = f"/tmp{spec.firmware_path}" if spec.firmware_path else ""
+    return replace(spec.guest, module=module, in_tree_to_remove=remove, preload=preload,
+                   firmware_src=fw_src, step_timeout_s=step_timeout(spec.timeout_s),
+                   keep_log=spec.keep_log)
+
+
+def _only_module(tree: DriverTree) -> str:
+    if len(tree.modules) == 1:
+        return next(iter(tree.modules))
+    raise DtkError(f"the image has several modules for {tree.release} "
+                   f"({', '.join(sorted(tree.modules))}); say which to load",
+                   hint="pass --module NAME (KMM's moduleName)")
+
+
+def _initrd(run: _Run, release: str, modules: Path | None, contents: ImageContents,
+            config: GuestConfig) -> Path:
+    """tools + in-tree modules + the driver's tree and the worker's config, as one
+    file of concatenated archives (the kernel unpacks them in order)."""
+    tree = contents.trees[release]
+    entries = [cpio.file("/init", guest.INIT_SCRIPT.encode(), 0o755),
+               cpio.file(guest.CONFIG_PATH, guest.render_config(config).encode()),
+               *tree.entries, *contents.firmware]
+    if len(config.loading_order) > 1:
+        entries.append(cpio.file(guest.SOFTDEP_PATH,
+                                 guest.render_softdeps(config.loading_order).encode()))
+    path = run.work / release / "initrd.cpio"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as out:
+        out.write(run.userland.read_bytes())
+        if modules:
+            out.write(modules.read_bytes())
+        cpio.write(out, entries)
+    return path
+
+
+def _log_dir(image: str, release: str) -> Path:
+    return paths.state_dir() / "vm" / kern.normalize(image.replace("/", "_")) / release
+
+
+def _boot(spec: VmTestSpec, parts: kernels.KernelParts, initrd: Path, accel: str,
+          result: VmResult) -> VmResult:
+    logs = _log_dir(result.image, parts.release)
+    logs.mkdir(parents=True, exist_ok=True)
+    console, report_file = logs / "console.log", logs / "report.txt"
+    console.write_text("")
+    boot = qemu.BootSpec(parts.boot_image, initrd, report_file,
+                         qemu.kernel_cmdline(sig_enforce=spec.sig_enforce, append=spec.append),
+                         memory_mb=spec.memory_mb, accel=accel)
+    if _cancelled.is_set():
+        raise DtkError("interrupted")
+    start = time.monotonic()
+    end = qemu.boot(boot, timeout_s=spec.timeout_s, console_log=console)
+    result.seconds = time.monotonic() - start
+    report = guest.parse_report(report_file.read_text(errors="replace"))
+    result.verdict, result.reason = decide(report, end)
+    result.accel = accel
+    result.sections = report.sections
+    result.guest_boot_s = dict(report.steps).get("boot", 0.0)
+    if result.verdict.ok and not spec.keep_log:
+        console.unlink(missing_ok=True)
+        report_file.unlink(missing_ok=True)
+    else:
+        result.log = str(console)
+    return result
