@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from dtk import kernel as kern
@@ -69,10 +71,33 @@ class OsInfo:
     arch: str  # package architecture: "amd64"
 
 
+class Recipe(Protocol):
+    """Shell fragments a toolkit's Containerfiles use to manage packages."""
+
+    def base_command(self, os: OsInfo, sources: Path, out: Path) -> list[str]: ...
+
+    def base_note(self, os: OsInfo) -> str: ...
+
+    def install(self, specs: Sequence[str], *, downgrades: bool = False) -> str: ...
+
+    def after_tools(self) -> str: ...
+
+    def installed_version(self) -> str: ...
+
+    def installed_kernel_packages(self) -> str: ...
+
+    def package_list(self) -> str: ...
+
+    def arch(self) -> str: ...
+
+
 class Distro(Protocol):
     """What the toolkit builder needs from a distribution backend."""
 
     os: OsInfo
+
+    @property
+    def recipe(self) -> Recipe: ...
 
     def kernels(self) -> list[KernelEntry]: ...
 

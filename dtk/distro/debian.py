@@ -14,6 +14,7 @@ from functools import cached_property
 from dtk import kernel as kern
 from dtk.distro import KernelEntry, KernelPackages, OsInfo, PinnedPackage, find_kernel
 from dtk.distro.aptindex import AptIndex, Stanza
+from dtk.distro.aptrecipe import AptRecipe
 from dtk.distro.debver import Relation, parse_depends, sort_key
 from dtk.errors import DtkError
 
@@ -152,6 +153,7 @@ class DebianCatalog:
         self._pool = pool
         self.os = os
         self._sources = sources
+        self.recipe = AptRecipe()
 
     @property
     def pool(self) -> Pool:

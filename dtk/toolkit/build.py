@@ -115,17 +115,16 @@ def _gate_message(exc: runner.CommandError) -> str | None:
 def _ensure_base(plan: ToolkitPlan, monitor: Monitor, log_file: Path) -> None:
     if buildah.image_exists(plan.base_tag):
         return
-    monitor.step(f"creating base root {plan.base_tag} with mmdebstrap")
+    monitor.step(f"creating base root {plan.base_tag}")
     work = paths.cache_dir() / "tmp"
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dtk-base-", dir=work) as tmp:
         tarball = Path(tmp) / "rootfs.tar"
         sources = Path(tmp) / "sources"
         sources.write_text(plan.sources_text)
-        runner.stream(["mmdebstrap", "--variant=minbase", f"--arch={plan.os.arch}",
-                       "--quiet", plan.os.codename, str(tarball), str(sources)],
+        runner.stream(plan.recipe.base_command(plan.os, sources, tarball),
                       timeout=_BASE_TIMEOUT_S, log_file=log_file, on_line=monitor.detail,
-                      what="mmdebstrap could not create the base root")
+                      what="could not create the base root")
         _bud(plan, tplan.base_containerfile(plan), plan.base_tag, monitor, log_file,
              timeout=_BASE_TIMEOUT_S, context_files={"rootfs.tar": tarball})
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from dtk import __version__
 from dtk import kernel as kern
-from dtk.distro import Distro, KernelPackages, OsInfo
+from dtk.distro import Distro, KernelPackages, OsInfo, Recipe
 from dtk.errors import DtkError
 
 TOOLKIT_REPO = "localhost/driver-toolkit"
@@ -32,8 +32,6 @@ PACKAGE_LIST = "/usr/share/driver-toolkit/packages.tsv"
 APT_ARCHIVES = "/var/cache/apt/archives"
 APT_LISTS = "/var/lib/apt/lists"
 
-_APT = ("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
-        "-o Dpkg::Use-Pty=0")
 
 
 def _digest(*parts: str) -> str:
@@ -55,6 +53,7 @@ class ToolkitPlan:
     compiler: str
     tools: tuple[str, ...]
     archive_uri: str
+    recipe: Recipe
 
     @property
     def release(self) -> str:
@@ -125,7 +124,8 @@ def plan_toolkit(distro: Distro, release: str, rt: str = "auto") -> ToolkitPlan:
     uris = [line.split(":", 1)[1].strip() for line in distro.sources_text().splitlines()
             if line.startswith("URIs:")]
     return ToolkitPlan(distro.os, distro.sources_text(), kpkgs, rt_pkgs,
-                       kpkgs.compiler_package, tools, uris[0].split()[0] if uris else "")
+                       kpkgs.compiler_package, tools, uris[0].split()[0] if uris else "",
+                       distro.recipe)
 
 
 def _plan_rt(distro: Distro, parsed: kern.KernelRelease, kpkgs: KernelPackages,
@@ -154,8 +154,7 @@ def _plan_rt(distro: Distro, parsed: kern.KernelRelease, kpkgs: KernelPackages,
 def base_containerfile(plan: ToolkitPlan) -> str:
     return (
         f"# dtk base for {plan.os.id} {plan.os.codename} ({plan.os.arch})\n"
-        f"# rootfs.tar is made by: mmdebstrap --variant=minbase --arch={plan.os.arch} "
-        f"{plan.os.codename} rootfs.tar - < sources\n"
+        f"# rootfs.tar is made by: {plan.recipe.base_note(plan.os)}\n"
         "FROM scratch\n"
         "ADD rootfs.tar /\n"
         'CMD ["/bin/bash"]\n'
@@ -163,25 +162,19 @@ def base_containerfile(plan: ToolkitPlan) -> str:
 
 
 def tools_containerfile(plan: ToolkitPlan) -> str:
-    tools = " \\\n      ".join(plan.tools)
+    after = plan.recipe.after_tools()
     return (
         f"# dtk tools layer: compiler and tools shared by every {plan.os.codename} toolkit.\n"
         f"# {APT_ARCHIVES} and {APT_LISTS} are host cache volumes, not layers.\n"
         f"FROM {plan.base_tag}\n"
-        f"RUN apt-get update -q && {_APT} \\\n      {tools} \\\n"
-        # Kernel packages would otherwise build an initramfs per kernel: useless in a
-        # build container, slow, and hundreds of MB. The divert keeps dpkg consistent.
-        "    && dpkg-divert --local --rename --add /usr/sbin/update-initramfs \\\n"
-        "    && ln -s /bin/true /usr/sbin/update-initramfs\n"
+        f"RUN {plan.recipe.install(plan.tools)}"
+        + (f" \\\n    && {after}\n" if after else "\n")
     )
 
 
-def _install_run(pkgs: KernelPackages) -> str:
-    specs = " \\\n      ".join(p.spec for p in pkgs.packages)
-    # Downgrades are allowed because an older ABI pins linux-libc-dev and friends
-    # below what the tools layer pulled in; apt only downgrades what is pinned here.
-    return (f"# kernel {pkgs.release}\n"
-            f"RUN apt-get update -q && {_APT} --allow-downgrades \\\n      {specs}\n")
+def _install_run(plan: ToolkitPlan, pkgs: KernelPackages) -> str:
+    specs = [p.spec for p in pkgs.packages]
+    return f"# kernel {pkgs.release}\nRUN {plan.recipe.install(specs, downgrades=True)}\n"
 
 
 def _version_gate(plan: ToolkitPlan) -> str:
@@ -192,13 +185,12 @@ def _version_gate(plan: ToolkitPlan) -> str:
         "# gate: every kernel package at exactly the planned version, and no other kernel\n"
         f"RUN for want in {specs}; do \\\n"
         "      pkg=\"${want%%=*}\"; ver=\"${want#*=}\"; \\\n"
-        "      have=\"$(dpkg-query -W -f='${Version}' \"$pkg\" 2>/dev/null || true)\"; \\\n"
+        f"      have=\"$({plan.recipe.installed_version()})\"; \\\n"
         "      if [ \"$have\" != \"$ver\" ]; then \\\n"
         "        echo \"dtk gate: $pkg is ${have:-not installed}, the toolkit asks for "
         "$ver\" >&2; exit 1; fi; \\\n"
         "    done; \\\n"
-        "    for pkg in $(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\\n' "
-        "'linux-image-*' 'linux-headers-*' | awk '$1 ~ /^ii/ {print $2}'); do \\\n"
+        f"    for pkg in $({plan.recipe.installed_kernel_packages()}); do \\\n"
         f"      case \" {names} \" in *\" $pkg \"*) ;; *) \\\n"
         "        echo \"dtk gate: unexpected kernel package $pkg is installed\" >&2; exit 1;; "
         "esac; \\\n"
@@ -227,11 +219,10 @@ def _metadata_run(plan: ToolkitPlan) -> str:
     return (
         "# the Driver Toolkit's release file, and every installed package with its version\n"
         f"RUN . /etc/os-release && gcc_version=\"$({plan.compiler} -dumpfullversion)\" && \\\n"
-        f"    printf '{fmt}\\n' \"$ID\" \"$VERSION_ID\" \"$(dpkg --print-architecture)\" "
+        f"    printf '{fmt}\\n' \"$ID\" \"$VERSION_ID\" \"$({plan.recipe.arch()})\" "
         f"\"$gcc_version\" > {RELEASE_JSON} && \\\n"
         f"    mkdir -p {PACKAGE_LIST.rsplit('/', 1)[0]} && \\\n"
-        "    dpkg-query -W -f='${Package}\\t${Version}\\t${Architecture}\\n' | sort "
-        f"> {PACKAGE_LIST}\n"
+        f"    {plan.recipe.package_list()} > {PACKAGE_LIST}\n"
     )
 
 
@@ -241,10 +232,10 @@ def kernel_containerfile(plan: ToolkitPlan) -> str:
         f"# driver toolkit for {plan.release}"
         + (f" and its RT sibling {plan.rt.release}" if plan.rt else "") + "\n",
         f"FROM {plan.tools_tag}\n",
-        _install_run(plan.kernel),
+        _install_run(plan, plan.kernel),
     ]
     if plan.rt:
-        parts.append(_install_run(plan.rt))
+        parts.append(_install_run(plan, plan.rt))
     parts.append(_version_gate(plan))
     parts += [_compiler_gate(k) for k in plan.kernels]
     parts.append(_metadata_run(plan))
