@@ -161,7 +161,9 @@ def build_cmd(ctx: click.Context, *, files: tuple[Path, ...], context: Path | No
     else:
         _report(outcomes, log_dir, wall)
     if failed(outcomes):
-        ctx.exit(1)
+        # Not ctx.exit: the entry point runs click with standalone_mode=False, which
+        # turns Exit into a return value that nobody reads.
+        raise SystemExit(1)
 
 
 def _toolkits(kernels: list[str], archive: DebianArchive,
