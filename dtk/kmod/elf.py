@@ -194,19 +194,21 @@ def _parse_elf(body: bytes, path: str, sig: sigmod.ModuleSignature | None,
     if elf["e_type"] != "ET_REL":
         raise ModuleError(f"{path}: ELF type {elf['e_type']}, but kernel modules are "
                           "relocatable objects (ET_REL)")
-    sections = {s.name: s for s in elf.iter_sections()}
+    # pyelftools re-parses every header on each iter_sections(): read the table once.
+    table = list(elf.iter_sections())
+    sections = {s.name: s for s in table}
     if ".modinfo" not in sections:
         raise ModuleError(f"{path}: no .modinfo section, so this is not a kernel module",
                           hint="a kernel module is linked by kbuild's modpost (make M=…)")
     little = elf.little_endian
     is64 = elf.elfclass == 64
-    symbols = _symbols(elf, little, is64)
+    symbols = _symbols(table, little, is64)
     return KernelModule(
         path=path,
         machine=_MACHINES.get(elf["e_machine"], str(elf["e_machine"])),
         modinfo=_modinfo(sections[".modinfo"].data()),
         versions=_versions(sections.get("__versions"), little, is64),
-        exports=_exports(elf, symbols, little),
+        exports=_exports(table, symbols, little),
         undefined=tuple(n for n, _v, shndx, bind in symbols if shndx == _SHN_UNDEF and n
                         and bind != _STB_WEAK),
         weak_undefined=tuple(n for n, _v, shndx, bind in symbols if shndx == _SHN_UNDEF and n
@@ -241,11 +243,11 @@ def _versions(section: Any, little: bool, is64: bool) -> tuple[tuple[str, int], 
 Symbol = tuple[str, int, int, int]  # name, value, section index, binding
 
 
-def _symbols(elf: ELFFile, little: bool, is64: bool) -> list[Symbol]:
-    symtab = next((s for s in elf.iter_sections() if s["sh_type"] == "SHT_SYMTAB"), None)
+def _symbols(table: list[Any], little: bool, is64: bool) -> list[Symbol]:
+    symtab = next((s for s in table if s["sh_type"] == "SHT_SYMTAB"), None)
     if symtab is None:
         return []
-    strtab = elf.get_section(symtab["sh_link"]).data()
+    strtab = table[symtab["sh_link"]].data()
     data = symtab.data()
     end = "<" if little else ">"
     out: list[Symbol] = []
@@ -267,13 +269,13 @@ def _cstr(table: bytes, offset: int) -> str:
     return table[offset: end if end >= 0 else len(table)].decode("utf-8", "replace")
 
 
-def _exports(elf: ELFFile, symbols: list[Symbol], little: bool) -> tuple[Export, ...]:
-    names = {i: s.name for i, s in enumerate(elf.iter_sections())}
+def _exports(table: list[Any], symbols: list[Symbol], little: bool) -> tuple[Export, ...]:
+    names = {i: s.name for i, s in enumerate(table)}
     section_data: dict[int, bytes] = {}
 
     def data_of(index: int) -> bytes:
         if index not in section_data:
-            section_data[index] = elf.get_section(index).data()
+            section_data[index] = table[index].data()
         return section_data[index]
 
     by_name = {}
