@@ -1,0 +1,128 @@
+"""`dtk build -f Containerfile`: the example driver, a failing build, and --push to a
+real loopback registry (Debian's docker-registry, started here on a free port)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dtk.engine import buildah, skopeo
+from tests.integration.test_build_dkms import (
+    by_cell,
+    check_driver_image,
+    no_staging_images,
+    prefix,
+    run_build,
+)
+
+pytestmark = pytest.mark.integration
+
+__all__ = ["prefix"]  # the fixture, imported so pytest finds it here too
+
+ROOT = Path(__file__).parent.parent.parent
+EXAMPLE = ROOT / "examples/dtk-example/Containerfile"
+BAD = ROOT / "tests/data/build/badcontainer/Containerfile"
+TEMPLATE = "${MOD_NAME}:${KERNEL_FULL_VERSION}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    """A docker-registry on a free loopback port, storage in tmp; yields 'host:port'."""
+    port = free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {tmp_path / 'storage'}\nhttp:\n  addr: 127.0.0.1:{port}\n")
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None, "docker-registry exited"
+                assert time.monotonic() < deadline, "docker-registry did not come up"
+                time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.mark.usefixtures("toolkit_61")
+def test_example_containerfile_for_standard_and_rt(tmp_path: Path, prefix: str,
+                                                   kernel_61: str, kernel_61_rt: str) -> None:
+    args = ["-f", str(EXAMPLE), "--kernel", kernel_61, "--kernel", kernel_61_rt,
+            "--image", f"localhost/{prefix}/{TEMPLATE}"]
+    code, result, err = run_build(tmp_path, *args)
+    assert code == 0, err
+    for (module, kernel), cell in by_cell(result).items():
+        assert module == "dtk-example"
+        assert cell["status"] == "built", cell
+        assert cell["modules"] == ["dtk_example=1.0"]
+        assert cell["image"] == f"localhost/{prefix}/dtk-example:{kernel}"
+        labels = check_driver_image(cell["image"], kernel, {"dtk_example"})
+        assert labels["dtk.build.modules"] == "dtk_example=1.0"
+    code, again, err = run_build(tmp_path, *args)
+    assert code == 0, err
+    assert all(c["cached"] for c in again["outcomes"])
+    assert no_staging_images()
+
+
+@pytest.mark.usefixtures("toolkit_61")
+def test_failing_containerfile_tags_nothing(tmp_path: Path, prefix: str,
+                                            kernel_61: str) -> None:
+    code, result, _ = run_build(tmp_path, "-f", str(BAD), "--kernel", kernel_61,
+                                "--image", f"localhost/{prefix}/{TEMPLATE}")
+    assert code == 1
+    (cell,) = result["outcomes"]
+    assert cell["status"] == "failed"
+    assert cell["reason"] == f"the Containerfile failed to build for {kernel_61}"
+    assert any("fails on purpose" in line for line in cell["tail"])
+    assert "fails on purpose" in Path(cell["log"]).read_text()
+    assert not buildah.image_exists(cell["image"])
+    assert no_staging_images()
+
+
+@pytest.mark.usefixtures("toolkit_61")
+def test_push_to_a_loopback_registry(tmp_path: Path, prefix: str, registry: str,
+                                     kernel_61: str) -> None:
+    code, result, err = run_build(tmp_path, "-f", str(EXAMPLE), "--kernel", kernel_61, "--push",
+                                  "--image", f"{registry}/{prefix}/{TEMPLATE}")
+    assert code == 0, err
+    (cell,) = result["outcomes"]
+    assert cell["status"] == "built"
+    remote = skopeo.inspect_remote(cell["image"])
+    assert cell["pushed"] == remote["Digest"]
+    assert remote["Labels"]["dtk.build.kernel"] == kernel_61
+
+
+@pytest.mark.usefixtures("toolkit_61")
+def test_unreachable_registry_is_a_failed_cell_not_a_push(tmp_path: Path, prefix: str,
+                                                          kernel_61: str) -> None:
+    closed = free_port()  # nothing listens there
+    code, result, _ = run_build(tmp_path, "-f", str(EXAMPLE), "--kernel", kernel_61, "--push",
+                                "--image", f"127.0.0.1:{closed}/{prefix}/{TEMPLATE}")
+    assert code == 1
+    (cell,) = result["outcomes"]
+    assert cell["status"] == "failed"
+    assert cell["pushed"] == ""
+    assert cell["reason"].startswith("built, but pushing failed")
+    assert any("connection refused" in line for line in cell["tail"])
