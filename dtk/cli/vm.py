@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
-
 import click
 
 from dtk.cli.common import json_option, monitor, print_json, print_table
 from dtk.vm.guest import GuestConfig
 from dtk.vm.qemu import ACCELS
 from dtk.vm.vmtest import VmResult, VmTestSpec, vmtest
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM takes the Ctrl-C path, which stops every VM before dtk exits
-    (by default SIGTERM would end dtk at once and orphan qemu)."""
-    def handler(signum: int, frame: FrameType | None) -> None:
-        del signum, frame
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def print_results(results: list[VmResult]) -> None:
@@ -98,8 +78,7 @@ def vmtest_cmd(*, image: str, kernels: tuple[str, ...], module: str, params: tup
                       firmware_path=firmware_path, preload_in_tree=preload_in_tree,
                       memory_mb=memory, append=append, sig_enforce=sig_enforce,
                       timeout_s=timeout, keep_log=keep_log, accel=accel)
-    with sigterm_as_interrupt():
-        results = vmtest(spec, monitor(as_json))
+    results = vmtest(spec, monitor(as_json))
     if as_json:
         print_json([r.to_json() for r in results])
     else:

@@ -79,20 +79,25 @@ def _scan_payload(image: bytes, start: int) -> Payload:
 
 def decompress(payload: bytes, compression: str) -> bytes:
     """Decompress one payload, ignoring what follows its end (the kernel appends
-    the uncompressed size as four bytes)."""
+    the uncompressed size as four bytes). A stream that stops early is corrupt."""
+    reader: lzma.LZMADecompressor | zstandard.ZstdDecompressionObj | zlib._Decompress
+    if compression == "xz":
+        reader = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    elif compression == "zstd":
+        reader = zstandard.ZstdDecompressor().decompressobj()
+    elif compression == "gzip":
+        reader = zlib.decompressobj(wbits=31)
+    else:
+        raise ValueError(f"unknown compression {compression}")
     try:
-        if compression == "xz":
-            return lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(
-                payload, max_length=_MAX_VMLINUX)
-        if compression == "zstd":
-            reader = zstandard.ZstdDecompressor().decompressobj()
-            return reader.decompress(payload)[:_MAX_VMLINUX]
-        if compression == "gzip":
-            return zlib.decompressobj(wbits=31).decompress(payload, _MAX_VMLINUX)
+        data = reader.decompress(payload)
     except (lzma.LZMAError, zstandard.ZstdError, zlib.error) as exc:
         raise DtkError(f"the bzImage's {compression} payload is corrupt: {exc}",
                        hint="re-download the kernel package") from exc
-    raise ValueError(f"unknown compression {compression}")
+    if not reader.eof:
+        raise DtkError(f"the bzImage's {compression} payload is corrupt or truncated",
+                       hint="re-download the kernel package")
+    return data[:_MAX_VMLINUX]
 
 
 def extract_vmlinux(image: bytes) -> bytes:

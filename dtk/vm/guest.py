@@ -66,20 +66,21 @@ run_limited() {
     name=$1; shift
     "$@" >/tmp/$name.out 2>&1 &
     pid=$!
-    ticks=$((DTK_STEP_TIMEOUT * 10))
+    read -r up _ </proc/uptime
+    deadline=$(( ${up%.*} + DTK_STEP_TIMEOUT ))
     while :; do
         state=
         read -r _ _ state _ 2>/dev/null </proc/$pid/stat
         if [ -z "$state" ] || [ "$state" = Z ]; then break; fi
-        if [ $ticks -le 0 ]; then
+        read -r up _ </proc/uptime
+        if [ ${up%.*} -ge $deadline ]; then
             section $name /tmp/$name.out
             section stack /proc/$pid/stack
             dmesg >/tmp/dmesg.out; section dmesg /tmp/dmesg.out
             say "kv taint $(tainted)"
             finish 30
         fi
-        usleep 100000
-        ticks=$((ticks - 1))
+        usleep 50000
     done
     wait $pid
 }

@@ -65,8 +65,16 @@ def boot(spec: BootSpec, *, timeout_s: float, console_log: Path) -> VmEnd:
     except runner.CommandError as exc:
         if exc.returncode is not None:
             raise
-        return VmEnd(None, exc.tail, timeout_s)
-    return VmEnd(result.returncode, result.stdout, timeout_s)
+        return VmEnd(None, _console_tail(console_log), timeout_s)
+    return VmEnd(result.returncode, _console_tail(console_log), timeout_s)
+
+
+def _console_tail(log: Path, size: int = 64 * 1024) -> str:
+    """The end of the console log: a panic's first line (its reason) comes before
+    the whole stack dump, far more than the few lines a command error keeps."""
+    with log.open("rb") as f:
+        f.seek(max(0, log.stat().st_size - size))
+        return f.read().decode(errors="replace")
 
 
 def _probe_cache_key() -> str:

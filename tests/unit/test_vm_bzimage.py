@@ -1,0 +1,121 @@
+"""bzImage → vmlinux extraction on synthetic images built to the boot protocol."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import lzma
+import struct
+from collections.abc import Callable
+
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dtk.errors import DtkError
+from dtk.vm import bzimage
+
+
+def elf(with_pvh: bool = True) -> bytes:
+    """A minimal x86-64 ELF executable with one PT_NOTE (Xen PHYS32_ENTRY if asked)."""
+    name = b"Xen\0"
+    note = struct.pack("<III", len(name), 4, 18 if with_pvh else 1) + name + b"\0\0\0\0"
+    phoff, phentsize = 64, 56
+    note_off = phoff + phentsize
+    header = bytearray(64)
+    header[0:4] = b"\x7fELF"
+    header[4], header[5], header[6] = 2, 1, 1  # 64-bit, little endian, version
+    struct.pack_into("<HHI", header, 16, 2, 62, 1)  # ET_EXEC, EM_X86_64
+    struct.pack_into("<Q", header, 0x20, phoff)
+    struct.pack_into("<HHH", header, 0x34, 64, phentsize, 1)
+    phdr = struct.pack("<IIQQQQQQ", 4, 4, note_off, 0, 0, len(note), len(note), 4)
+    return bytes(header) + phdr + note + b"\0" * 256
+
+
+def bzimage_of(payload: bytes, *, version: int = 0x020F, setup_sects: int = 2,
+               use_offsets: bool = True) -> bytes:
+    image = bytearray((setup_sects + 1) * 512)
+    image[0x1F1] = setup_sects
+    image[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", image, 0x206, version)
+    offset = 0x40  # payload_offset counts from the protected-mode code
+    if use_offsets:
+        struct.pack_into("<II", image, 0x248, offset, len(payload) + 4)
+    code = bytearray(offset) + payload + struct.pack("<I", 12345) + b"\0" * 64
+    return bytes(image) + bytes(code)
+
+
+def _xz(data: bytes) -> bytes:
+    return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32)
+
+
+def _zstd(data: bytes) -> bytes:
+    return zstandard.ZstdCompressor().compress(data)
+
+
+def _gzip(data: bytes) -> bytes:
+    return gzip.compress(data)
+
+
+COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {"xz": _xz, "zstd": _zstd, "gzip": _gzip}
+
+
+@pytest.mark.parametrize("kind", sorted(COMPRESSORS))
+def test_extracts_each_compression_via_the_header(kind: str) -> None:
+    vmlinux = elf()
+    image = bzimage_of(COMPRESSORS[kind](vmlinux))
+    assert bzimage.find_payload(image).compression == kind
+    assert bzimage.extract_vmlinux(image) == vmlinux
+
+
+def test_old_protocol_falls_back_to_scanning_for_the_magic() -> None:
+    vmlinux = elf()
+    image = bzimage_of(COMPRESSORS["xz"](vmlinux), version=0x0206, use_offsets=False)
+    assert bzimage.extract_vmlinux(image) == vmlinux
+
+
+def test_pvh_note_is_detected() -> None:
+    assert bzimage.has_pvh_note(elf(with_pvh=True))
+    assert not bzimage.has_pvh_note(elf(with_pvh=False))
+
+
+def test_not_a_bzimage() -> None:
+    with pytest.raises(DtkError, match="not an x86 bzImage"):
+        bzimage.extract_vmlinux(elf())
+
+
+def test_payload_that_is_not_elf() -> None:
+    image = bzimage_of(COMPRESSORS["xz"](b"just text, not a kernel" * 10))
+    with pytest.raises(DtkError, match="not an ELF"):
+        bzimage.extract_vmlinux(image)
+
+
+def test_corrupt_payload() -> None:
+    good = COMPRESSORS["xz"](elf())
+    broken = good[:12] + bytes(b ^ 0x5A for b in good[12:40]) + good[40:]
+    with pytest.raises(DtkError, match="corrupt"):
+        bzimage.extract_vmlinux(bzimage_of(broken))
+
+
+def test_unknown_compression_is_a_clear_error() -> None:
+    image = bzimage_of(b"\x02\x21\x4c\x18" + b"lz4 frames here" * 8)  # lz4 legacy magic
+    with pytest.raises(DtkError, match="no xz, zstd or gzip payload"):
+        bzimage.extract_vmlinux(image)
+
+
+def test_wrong_architecture() -> None:
+    arm = bytearray(elf())
+    struct.pack_into("<H", arm, 18, 183)  # EM_AARCH64
+    with pytest.raises(DtkError, match="not a 64-bit x86-64"):
+        bzimage.extract_vmlinux(bzimage_of(COMPRESSORS["gzip"](bytes(arm))))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=0, max_size=2048), st.integers(0, 2047), st.integers(0, 2**32 - 1))
+def test_garbage_only_raises_dtk_errors(noise: bytes, where: int, length: int) -> None:
+    image = bytearray(bzimage_of(COMPRESSORS["xz"](elf())))
+    image[0x24C:0x250] = struct.pack("<I", length)
+    image[600 + where % 200:600 + where % 200 + len(noise)] = noise
+    with contextlib.suppress(DtkError):
+        bzimage.extract_vmlinux(bytes(image))

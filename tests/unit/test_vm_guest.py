@@ -1,0 +1,84 @@
+"""The guest worker: its configuration (as the shell reads it), KMM's argv and
+softdeps, and the result-channel protocol."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from dtk.vm import guest
+from dtk.vm.guest import GuestConfig
+
+
+def sourced(config: str, tmp_path: Path, *names: str) -> list[str]:
+    """Values of `names` after a POSIX shell sources `config`."""
+    path = tmp_path / "config"
+    path.write_text(config)
+    script = f". {path}; " + "; ".join(f'printf "%s\\n" "${n}"' for n in names)
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
+    return out.stdout.splitlines()
+
+
+def test_load_and_unload_follow_kmm() -> None:
+    config = GuestConfig(module="v4l2loopback", parameters=("devices=2",),
+                         loading_order=("v4l2loopback", "videodev"))
+    assert config.load_argv() == ["-v", "-d", "/opt", "v4l2loopback", "devices=2"]
+    assert config.unload_argv() == ["-rv", "-d", "/opt", "v4l2loopback", "videodev"]
+    assert GuestConfig(module="a-b").unload_argv() == ["-rv", "-d", "/opt", "a-b"]
+    assert GuestConfig(module="a-b").kernel_name == "a_b"
+
+
+def test_softdeps_load_the_order_backwards() -> None:
+    assert guest.render_softdeps(("a", "b", "c")) == "softdep a pre: b\nsoftdep b pre: c\n"
+    assert guest.render_softdeps(("a",)) == ""
+
+
+def test_config_survives_the_shell(tmp_path: Path) -> None:
+    nasty = "greeting=it's \"quoted\" $(reboot) `x`"
+    config = GuestConfig(module="dtk_example", parameters=(nasty,),
+                         check="cat /dev/dtk_example | grep -q 'hi there'")
+    text = guest.render_config(config)
+    (check,) = sourced(text, tmp_path, "DTK_CHECK")
+    assert check == config.check
+    # As the init script does: source the config, then eval the argv into "$@".
+    script = f'. {tmp_path / "config"}; eval "set -- $DTK_LOAD_ARGV"; printf "%s\\n" "$@"'
+    argv = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+    assert argv == ["-v", "-d", "/opt", "dtk_example", nasty]
+
+
+def test_init_script_parses_under_busybox_sh(tmp_path: Path) -> None:
+    script = tmp_path / "init"
+    script.write_text(guest.INIT_SCRIPT)
+    subprocess.run(["busybox", "sh", "-n", str(script)], check=True)
+
+
+REPORT = """\
+@@dtk kv release 6.1.0-56-amd64
+@@dtk step boot 2.19
+@@dtk step load 2.20
+@@dtk begin load
+modprobe: ERROR: could not insert 'dummy': Exec format error
+@@dtk begin not-a-marker-inside-a-section
+@@dtk end load
+@@dtk begin dmesg
+[    2.43] dummy: disagrees about version of symbol module_layout
+@@dtk end dmesg
+@@dtk exit 10 load
+"""
+
+
+def test_report_parsing() -> None:
+    report = guest.parse_report(REPORT)
+    assert report.facts == {"release": "6.1.0-56-amd64"}
+    assert report.steps == [("boot", 2.19), ("load", 2.20)]
+    assert report.sections["load"].splitlines()[1] == "@@dtk begin not-a-marker-inside-a-section"
+    assert "module_layout" in report.sections["dmesg"]
+    assert (report.exit_code, report.exit_step) == (10, "load")
+
+
+def test_a_report_cut_short_keeps_what_arrived() -> None:
+    report = guest.parse_report("@@dtk step load 3.0\n@@dtk begin load\ninsmod x.ko\n")
+    assert report.exit_code is None
+    assert report.last_step == "load"
+    assert report.sections["load"] == "insmod x.ko"

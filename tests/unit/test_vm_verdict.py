@@ -1,0 +1,97 @@
+"""Verdicts and the kernel's reasons, from reports shaped like real guests' output."""
+
+from __future__ import annotations
+
+import pytest
+
+from dtk.vm.guest import Report, parse_report
+from dtk.vm.verdict import Verdict, VmEnd, decide, kernel_reason
+
+CLEAN = VmEnd(0, "", 60)
+
+
+def report(exit_code: int | None, step: str = "load", **sections: str) -> Report:
+    return Report(steps=[("boot", 2.0), (step, 2.1)], sections=dict(sections),
+               exit_code=exit_code, exit_step=step)
+
+
+@pytest.mark.parametrize(("log", "reason"), [
+    ("[ 2.4] dtk_example: disagrees about version of symbol module_layout",
+     "dtk_example: disagrees about version of symbol module_layout"),
+    ("[ 1.0] Loading of unsigned module is rejected", "Loading of unsigned module is rejected"),
+    ("[ 1.0] Loading of module with unavailable key is rejected",
+     "Loading of module with unavailable key is rejected"),
+    ("[ 3.1] v4l2loopback: Unknown symbol video_ioctl2 (err -2)",
+     "v4l2loopback: Unknown symbol video_ioctl2 (err -2)"),
+    ("[ 3.1] x: version magic '6.1.0-47-amd64 SMP mod_unload modversions ' should be "
+     "'6.1.0-56-rt-amd64 SMP preempt_rt mod_unload modversions '",
+     "x: version magic '6.1.0-47-amd64 SMP mod_unload modversions ' should be "
+     "'6.1.0-56-rt-amd64 SMP preempt_rt mod_unload modversions '"),
+    ("[ 1.0] random noise", ""),
+])
+def test_kernel_reason(log: str, reason: str) -> None:
+    assert kernel_reason("[ 0.1] earlier line\n" + log + "\n") == reason
+
+
+def test_refused_combines_the_kernel_and_modprobe() -> None:
+    verdict, reason = decide(report(10, load="modprobe: ERROR: could not insert 'x': Key was "
+                                     "rejected by service",
+                                     dmesg="[ 1.0] Loading of unsigned module is rejected"),
+                             CLEAN)
+    assert verdict is Verdict.REFUSED
+    assert reason == ("Loading of unsigned module is rejected — could not insert 'x': "
+                      "Key was rejected by service")
+
+
+def test_loaded_notes_an_untrusted_signature() -> None:
+    r = report(0, "unload")
+    r.facts["taint"] = str(1 << 13)
+    assert decide(r, CLEAN) == (Verdict.LOADED,
+                                "kernel tainted: module signature missing or not trusted")
+    r.facts["taint"] = "0"
+    assert decide(r, CLEAN) == (Verdict.LOADED, "")
+
+
+def test_oops_while_loading() -> None:
+    verdict, reason = decide(report(20, dmesg="[ 5.0] BUG: kernel NULL pointer dereference, "
+                                    "address: 0000000000000000\n[ 5.1] Oops: 0000 [#1]"), CLEAN)
+    assert verdict is Verdict.CRASHED
+    assert "NULL pointer dereference" in reason and "during load" in reason
+
+
+def test_step_timeout_names_the_stack() -> None:
+    verdict, reason = decide(report(30, stack="[<0>] msleep+0x29/0x40\n"
+                                    "[<0>] dtk_hang_init+0x1b/0x1000 [dtk_hang]"), CLEAN)
+    assert verdict is Verdict.TIMED_OUT
+    assert reason == ("load did not finish in time — stack: msleep+0x29/0x40 < "
+                      "dtk_hang_init+0x1b/0x1000 [dtk_hang]")
+
+
+def test_check_and_unload_failures() -> None:
+    r = report(12, "unload", check="cat: can't open '/dev/dtk_example'")
+    r.facts["check-status"] = "1"
+    assert decide(r, CLEAN) == (Verdict.CHECK_FAILED, "check command exited with 1 — "
+                                "cat: can't open '/dev/dtk_example'")
+    assert decide(report(13, "unload"), CLEAN)[0] is Verdict.UNLOAD_FAILED
+    assert decide(report(11, "verify"), CLEAN)[0] is Verdict.REFUSED
+    assert decide(report(40, "node"), CLEAN)[0] is Verdict.NOT_RUN
+
+
+def test_panic_without_a_result() -> None:
+    console = "[ 6.8] Kernel panic - not syncing: dtk_panic: panicking on purpose\n[ 6.9] ..."
+    verdict, reason = decide(parse_report("@@dtk step load 6.0\n"), VmEnd(0, console, 60))
+    assert verdict is Verdict.CRASHED
+    assert reason == ("kernel panic during load — Kernel panic - not syncing: dtk_panic: "
+                      "panicking on purpose")
+
+
+def test_killed_at_the_hard_timeout() -> None:
+    verdict, reason = decide(parse_report("@@dtk step load 6.0\n"), VmEnd(None, "", 30))
+    assert verdict is Verdict.TIMED_OUT
+    assert reason == "no result after 30 s, during load (VM killed at the hard timeout)"
+
+
+def test_kernel_never_reached_init() -> None:
+    verdict, reason = decide(parse_report(""), VmEnd(1, "qemu: could not load kernel", 30))
+    assert verdict is Verdict.CRASHED
+    assert "before dtk's init ran" in reason and "exit status 1" in reason
