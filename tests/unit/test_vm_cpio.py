@@ -13,7 +13,7 @@ from dtk.vm import cpio
 
 def parse(data: bytes) -> list[tuple[str, int, bytes, tuple[int, int]]]:
     """(name, mode, data, rdev) of each entry up to the trailer."""
-    out = []
+    out: list[tuple[str, int, bytes, tuple[int, int]]] = []
     pos = 0
     while True:
         assert data[pos:pos + 6] == b"070701"
