@@ -219,9 +219,10 @@ def toolkit_candidates(release: str) -> list[str]:
 def find_toolkit(release: str) -> tuple[str, str]:
     """(image name, image id) of a local toolkit holding `release`."""
     for name in toolkit_candidates(release):
-        if not buildah.image_exists(name):
+        try:
+            data = buildah.inspect(name)
+        except DtkError:
             continue
-        data = buildah.inspect(name)
         labels = data.get("OCIv1", {}).get("config", {}).get("Labels") or {}
         held = set(str(labels.get("dtk.kernels", "")).split(","))
         held |= {labels.get("kernel-version", ""), labels.get("kernel-rt-version", "")}
@@ -232,10 +233,14 @@ def find_toolkit(release: str) -> tuple[str, str]:
                         "--kernel-root DIR for a directory that has its headers")
 
 
+def image_key(image_id: str, release: str) -> str:
+    return f"image-{image_id[:32]}-{kern.normalize(release)}"
+
+
 def for_kernel(release: str) -> KernelFacts:
     """K's facts from its toolkit image, cached by the image's id."""
     name, image_id = find_toolkit(release)
-    key = f"image-{image_id[:32]}-{kern.normalize(release)}"
+    key = image_key(image_id, release)
     cached = load_cached(key)
     if cached is not None:
         return cached
