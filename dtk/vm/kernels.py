@@ -29,12 +29,12 @@ from dtk.distro import unknown_kernel
 from dtk.distro.debian import DebianArchive
 from dtk.engine import buildah
 from dtk.errors import DtkError
+from dtk.kmod import facts
 from dtk.lock import locked
 from dtk.vm import bzimage, cpio
 from dtk.vm.cache import digest, vm_cache, write_atomic
 from dtk.vm.modules import ModulesDep, builtin_names, parse_modules_dep
 
-TOOLKIT_REPO = "localhost/driver-toolkit"
 ArchiveOpener = Callable[[], DebianArchive]
 
 
@@ -75,12 +75,10 @@ def _read(path: Path) -> str:
 
 def find_toolkit_image(release: str) -> tuple[str, str] | None:
     """(name, image id) of a local toolkit that holds `release`, standard or RT."""
-    for row in buildah.images(f"{TOOLKIT_REPO}:*"):
-        for name in row.get("names") or []:
-            labels = buildah.labels(name)
-            if release in (labels.get("kernel-version"), labels.get("kernel-rt-version")):
-                return name, str(row["id"])
-    return None
+    try:
+        return facts.find_toolkit(release)
+    except DtkError:
+        return None
 
 
 def find_source(release: str, archive: ArchiveOpener) -> KernelSource:

@@ -130,7 +130,8 @@ def _read_images(spec: VmTestSpec, monitor: Monitor) -> dict[str, ImageContents 
     """Per kernel: the image contents to load, or why there is nothing to load."""
     by_image: dict[str, list[str]] = {}
     for release in spec.kernels:
-        by_image.setdefault(image_for(spec.image, release), []).append(release)
+        image = image_for(spec.image, spec.built_for or release)
+        by_image.setdefault(image, []).append(release)
     out: dict[str, ImageContents | str] = {}
     for image, releases in by_image.items():
         source = [spec.built_for] if spec.built_for else releases
@@ -206,7 +207,7 @@ def _cancel_all(futures: list[Future[VmResult]]) -> None:
 
 def _one_kernel(run: _Run, release: str, contents: ImageContents | str | None) -> VmResult:
     spec, archive = run.spec, run.archive
-    image = image_for(spec.image, release)
+    image = image_for(spec.image, spec.built_for or release)
     result = VmResult(release, image, Verdict.NOT_RUN, "")
     if not isinstance(contents, ImageContents) or release not in contents.trees:
         result.reason = contents.missing.get(release, "") if isinstance(contents, ImageContents) \

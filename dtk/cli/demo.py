@@ -1,0 +1,51 @@
+"""`dtk demo`: the README's first command (`make demo`)."""
+
+from __future__ import annotations
+
+import click
+
+from dtk.cli.common import human_size, monitor, print_table
+from dtk.demo import DemoReport, run_demo
+
+
+def print_report(report: DemoReport) -> None:
+    click.echo(f"\ndtk demo: {report.kernel} and its RT sibling {report.rt_kernel}\n")
+    print_table(["STEP", "SECONDS", "STATUS", "DETAIL"],
+                [[s.name, f"{s.seconds:.1f}", s.status, s.detail] for s in report.steps])
+    if report.images:
+        click.echo("")
+        print_table(["WHAT", "IMAGE", "SIZE"],
+                    [[role, name, human_size(size)] for role, name, size in report.images])
+    if report.checks:
+        click.echo("")
+        print_table(["CHECK (static)", "KERNEL", "PREDICTION", "WHY"],
+                    [[img, k, "loads" if ok else "refused", why or "-"]
+                     for img, k, ok, why in report.checks])
+    boots = [*report.boots, *([report.negative] if report.negative else [])]
+    if boots:
+        click.echo("")
+        print_table(["VM", "IMAGE", "VERDICT", "SECONDS", "KERNEL SAYS / READ"],
+                    [[b.kernel, b.image, b.verdict.value, f"{b.seconds:.1f}",
+                      b.sections.get("check", "").strip() if b.verdict.ok else b.reason]
+                     for b in boots])
+    click.echo(f"\ntotal {report.seconds:.0f}s — "
+               + ("every step passed" if report.ok else "the demo did NOT pass"))
+
+
+@click.command("demo")
+@click.option("--vm-timeout", default=90.0, show_default=True,
+              help="Hard limit per VM, seconds.")
+def demo_cmd(vm_timeout: float) -> None:
+    """Toolkit → build → sign → check → boot and load, on the newest Debian kernel
+    and its RT sibling, with the example driver; then the negative proof."""
+    report = DemoReport()
+    try:
+        run_demo(report, monitor(False), vm_timeout_s=vm_timeout)
+    finally:
+        print_report(report)
+    if not report.ok:
+        raise SystemExit(1)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(demo_cmd)
