@@ -12,6 +12,7 @@ busybox base, not the toolkit.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -82,8 +83,13 @@ def build_cell(cell: Cell, group: DkmsGroup, log: Path,
     with tempfile.TemporaryDirectory(prefix="dtk-dkms-cell-") as tmp:
         out = Path(tmp)
         (out / "eval.sh").write_text(dkmsconf.EVAL_SCRIPT)
-        volumes = [f"{p.tree}:/usr/src/{p.name}-{p.version}:ro" for p in group.packages]
-        volumes.append(f"{out}:{OUT}")
+        # A private writable copy per cell: some MAKE commands write into /usr/src
+        # (west-chamber does), as they may on a host, and cells must not share it.
+        volumes = [f"{out}:{OUT}"]
+        for pkg in group.packages:
+            copy = out / "src" / f"{pkg.name}-{pkg.version}"
+            shutil.copytree(pkg.tree, copy, symlinks=True)
+            volumes.append(f"{copy}:/usr/src/{pkg.name}-{pkg.version}")
         with buildah.working_container(cell.toolkit.name) as ctr:
             ctr.run(["bash", "-c", _EVALUATE, "evaluate", cell.kernel,
                      *(f"{p.name}/{p.version}" for p in group.packages)],
