@@ -117,7 +117,7 @@ def main() -> None:
     archive = open_archive()
     packages = [read_dkms_tree(tree, name, kernels[0])
                 for name in args.packages.split(",")
-                for tree in fetch_dkms_package(name, archive.index)]
+                for tree in fetch_dkms_package(name, archive.index)[0]]
     install_host_packages(kernels)
     for kernel in kernels:  # not timed: toolkits are built once and reused
         ensure_toolkit(kernel, "auto", distro=archive)

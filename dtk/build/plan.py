@@ -120,8 +120,10 @@ def cell_hash(source: Source, release: str, args: Mapping[str, str],
 
 def plan_matrix(sources: Sequence[Source], kernels: Sequence[str],
                 toolkits: Mapping[str, ImageRef | str], base: ImageRef | None,
-                options: BuildOptions) -> Matrix:
-    """Every (source, kernel) cell; `toolkits` maps a kernel to its toolkit or an error."""
+                options: BuildOptions, *,
+                extras: Mapping[tuple[str, str], ImageRef | str] | None = None) -> Matrix:
+    """Every (source, kernel) cell; `toolkits` maps a kernel to its toolkit or an error,
+    `extras` a (source name, kernel) to a toolkit with the source's dependencies added."""
     if options.mod_name and len(sources) > 1:
         raise DtkError("--mod-name names one module, but several sources were given",
                        hint="leave --mod-name out: each source is named after itself")
@@ -129,7 +131,8 @@ def plan_matrix(sources: Sequence[Source], kernels: Sequence[str],
     for source in sources:
         mod_name = options.mod_name or source.name
         for release in kernels:
-            cells.append(_plan_cell(source, release, mod_name, toolkit=toolkits.get(release),
+            toolkit = (extras or {}).get((source.name, release)) or toolkits.get(release)
+            cells.append(_plan_cell(source, release, mod_name, toolkit=toolkit,
                                     base=base, options=options))
     _check_unique(cells)
     return Matrix(tuple(cells))

@@ -20,6 +20,7 @@ from dtk import run as runner
 from dtk.build import dkmsconf
 from dtk.build.digest import file_digest, inputs_digest, tree_digest
 from dtk.build.naming import module_slug
+from dtk.distro.debver import parse_depends
 from dtk.errors import DtkError
 from dtk.lock import locked
 
@@ -50,6 +51,9 @@ class DkmsPackage:
     digest: str
     build_depends: tuple[str, ...]
     origin: str  # the path, or "debian package NAME"
+    # What the *-dkms package Depends on besides dkms (e.g. libxtables-dev): apt
+    # installs it on a host before dkms runs, so builds need it in the toolkit too.
+    depends: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,8 @@ def containerfile_source(containerfile: Path, context: Path | None,
                                context, digest)
 
 
-def read_dkms_tree(tree: Path, origin: str, kernelver: str) -> DkmsPackage:
+def read_dkms_tree(tree: Path, origin: str, kernelver: str,
+                   depends: tuple[str, ...] = ()) -> DkmsPackage:
     """Name, version and BUILD_DEPENDS from dkms.conf, sourced on the host.
 
     Only these kernel-independent fields are read here; everything that depends
@@ -113,11 +118,17 @@ def read_dkms_tree(tree: Path, origin: str, kernelver: str) -> DkmsPackage:
     return DkmsPackage(
         name=conf_eval.package_name or tree.name, version=conf_eval.package_version or "0",
         tree=tree.resolve(), digest=tree_digest(tree), build_depends=conf_eval.build_depends,
-        origin=origin)
+        origin=origin, depends=depends)
 
 
-def fetch_dkms_package(name: str, fetcher: PackageFetcher) -> list[Path]:
-    """Download a Debian `*-dkms` package and unpack it; return its DKMS trees."""
+def package_depends(control_depends: str) -> tuple[str, ...]:
+    """Names a package needs installed (first alternatives), without dkms itself."""
+    names = (group[0].name.split(":")[0] for group in parse_depends(control_depends))
+    return tuple(dict.fromkeys(n for n in names if n != "dkms"))
+
+
+def fetch_dkms_package(name: str, fetcher: PackageFetcher) -> tuple[list[Path], tuple[str, ...]]:
+    """Download a Debian `*-dkms` package and unpack it: its DKMS trees and its Depends."""
     base = paths.cache_dir() / "dkms"
     with locked(base / "lock"):
         try:
@@ -135,11 +146,12 @@ def fetch_dkms_package(name: str, fetcher: PackageFetcher) -> list[Path]:
             runner.run(["dpkg-deb", "-x", str(deb), str(root)], timeout=300,
                        what=f"unpacking {deb.name} failed")
             (root / ".complete").write_text(deb.name)
+        depends = runner.run(["dpkg-deb", "-f", str(deb), "Depends"], timeout=60).stdout
     trees = sorted(c.parent for c in (root / "usr/src").glob("*/dkms.conf"))
     if not trees:
         raise DtkError(f"package {name} ships no /usr/src/*/dkms.conf",
                        hint="is it a *-dkms package?")
-    return trees
+    return trees, package_depends(depends)
 
 
 def resolve_dkms(specs: Sequence[str], fetcher: PackageFetcher | None,
@@ -153,8 +165,10 @@ def resolve_dkms(specs: Sequence[str], fetcher: PackageFetcher | None,
             if path.exists():
                 packages.append(read_dkms_tree(path, str(path), kernelver))
             elif _PACKAGE_NAME.match(spec) and fetcher is not None:
-                for tree in fetch_dkms_package(spec, fetcher):
-                    packages.append(read_dkms_tree(tree, f"debian package {spec}", kernelver))
+                trees, depends = fetch_dkms_package(spec, fetcher)
+                for tree in trees:
+                    packages.append(read_dkms_tree(tree, f"debian package {spec}", kernelver,
+                                                   depends))
             else:
                 raise DtkError(f"'{spec}' is neither a directory nor a package name")
         except DtkError as exc:

@@ -14,6 +14,7 @@ import click
 from dtk import paths
 from dtk.build import sources as src
 from dtk.build.base import ensure_base
+from dtk.build.extras import resolve_extras
 from dtk.build.matrix import RunOptions, failed, resolve_toolkits, run_matrix
 from dtk.build.naming import DEFAULT_TEMPLATE
 from dtk.build.outcome import Outcome, Status
@@ -149,9 +150,10 @@ def build_cmd(ctx: click.Context, *, files: tuple[Path, ...], context: Path | No
     mon = monitor(as_json)
     toolkits = _toolkits(kernels, archive, mon)
     base = ensure_base(archive.index, archive.os.arch) if _needs_base(found) else None
-    matrix = plan_matrix(found, kernels, toolkits, base, options)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     log_dir = paths.state_dir() / "build" / f"{stamp}-{os.getpid()}"
+    extras = resolve_extras(found, toolkits, log_dir)
+    matrix = plan_matrix(found, kernels, toolkits, base, options, extras=extras)
     outcomes = run_matrix(matrix, RunOptions(jobs or os.cpu_count() or 1, log_dir, tls_verify),
                           mon)
     wall = time.monotonic() - started

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dtk.build.digest import inputs_digest, tree_digest
+from dtk.build.extras import missing
 from dtk.build.matrix import resolve_toolkits, standard_sibling
 from dtk.build.naming import DEFAULT_TEMPLATE, image_name, module_slug
 from dtk.build.plan import (
@@ -24,6 +25,7 @@ from dtk.build.sources import (
     DkmsPackage,
     containerfile_source,
     group_by_depends,
+    package_depends,
 )
 from dtk.errors import DtkError
 
@@ -202,3 +204,31 @@ def test_rt_kernels_share_their_standard_siblings_toolkit() -> None:
     assert result[KRT] == result[K] == ImageRef(f"tk:{K}", f"id-{K}")
     assert result[K612] == "toolkit build failed (hint: see the log)"
     assert result["9.9.9-1-amd64"] == "kernel 9.9.9-1-amd64 is unknown"
+
+
+def test_package_depends_keeps_first_alternatives_without_dkms() -> None:
+    field = ("bzip2, dkms (>= 2.1.0.0), libxtables-dev (>= 1.4.3) | iptables-dev, "
+             "xtables-addons-dkms (>= 3.13), python3:any")
+    assert package_depends(field) == ("bzip2", "libxtables-dev", "xtables-addons-dkms",
+                                      "python3")
+
+
+def test_extras_are_what_the_toolkit_lacks_and_replace_its_toolkit() -> None:
+    pkg = DkmsPackage("west-chamber", "1", Path("/s"), "sha256:x", (), "test",
+                      depends=("make", "libxtables-dev", "xtables-addons-dkms"))
+    dep = DkmsPackage("xtables-addons", "3", Path("/x"), "sha256:y", (), "test")
+    assert missing(DkmsGroup("west-chamber", (pkg,)), frozenset({"make"})) == (
+        "libxtables-dev", "xtables-addons-dkms")
+    # A dependency built in the same group is met by building it.
+    assert missing(DkmsGroup("west-chamber", (dep, pkg)), frozenset({"make"})) == (
+        "libxtables-dev",)
+    extra = ImageRef("localhost/dtk-toolkit-extras:1", "sha256:ccc")
+    group = DkmsGroup("west-chamber", (pkg,))
+    plain = plan_matrix([group], [K], {K: TK}, BASE, BuildOptions(DEFAULT_TEMPLATE)).cells[0]
+    (cell,) = plan_matrix([group], [K], {K: TK}, BASE, BuildOptions(DEFAULT_TEMPLATE),
+                          extras={("west-chamber", K): extra}).cells
+    assert cell.toolkit == extra
+    assert cell.input_hash != plain.input_hash
+    (failed,) = plan_matrix([group], [K], {K: TK}, BASE, BuildOptions(DEFAULT_TEMPLATE),
+                            extras={("west-chamber", K): "apt failed"}).cells
+    assert failed.error == "apt failed"
