@@ -30,6 +30,7 @@ from typing import Any
 
 from dtk.kmod.elf import Export, KernelModule
 from dtk.kmod.facts import KernelFacts
+from dtk.kmod.symvers import module_name
 
 
 class Severity(enum.StrEnum):
@@ -161,20 +162,31 @@ def check_vermagic(module: KernelModule, kernel: KernelFacts) -> list[Finding]:
 
 def _resolve(name: str, kernel: KernelFacts, peers: Mapping[str, Peer]
              ) -> tuple[str, int | None, bool, str] | None:
-    """(owner, crc, gpl_only, namespace) of whoever exports `name`, kernel first."""
+    """(owner, crc, gpl_only, namespace) of whoever exports `name`, kernel first.
+
+    The owner is the raw Module.symvers path for kernel symbols; `_owner` turns
+    it into a module name only when a message needs it (this is the hot loop).
+    """
     sym = kernel.symbols.get(name)
     if sym is not None:
-        return sym.module_name, sym.crc, sym.gpl_only, sym.namespace
+        return sym.module, sym.crc, sym.gpl_only, sym.namespace
     peer = peers.get(name)
     if peer is not None:
         return peer.module, peer.export.crc, peer.export.gpl_only, peer.export.namespace
     return None
 
 
+def _owner(module: str) -> str:
+    return module if module == "vmlinux" else module_name(module)
+
+
 def check_symbols(module: KernelModule, kernel: KernelFacts,
                   peers: Mapping[str, Peer]) -> list[Finding]:
     modversions = kernel.enabled("CONFIG_MODVERSIONS")
+    allow_missing_ns = kernel.enabled("CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS")
     versions = dict(module.versions)
+    gpl_ok = module.gpl_compatible
+    imported_ns = module.import_ns
     findings: list[Finding] = []
     names = list(module.undefined)
     if modversions and "module_layout" in kernel.symbols:
@@ -182,9 +194,9 @@ def check_symbols(module: KernelModule, kernel: KernelFacts,
     forced = False
     for name in names:
         owner = _resolve(name, kernel, peers)
-        if owner is None or (owner[2] and not module.gpl_compatible):
+        if owner is None or (owner[2] and not gpl_ok):
             why = "" if owner is None else \
-                f" (GPL-only export of {owner[0]}; module license is '{module.license}')"
+                f" (GPL-only export of {_owner(owner[0])}; module license is '{module.license}')"
             findings.append(Finding(Severity.REFUSE, "unknown-symbol",
                                     f"Unknown symbol {name}{why}"))
             continue
@@ -198,11 +210,10 @@ def check_symbols(module: KernelModule, kernel: KernelFacts,
                 findings.append(Finding(
                     Severity.REFUSE, "crc",
                     f"disagrees about version of symbol {name} (module 0x{versions[name]:08x}, "
-                    f"{who} 0x{crc:08x})"))
-        if namespace and namespace not in module.import_ns:
-            allowed = kernel.enabled("CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS")
+                    f"{_owner(who)} 0x{crc:08x})"))
+        if namespace and namespace not in imported_ns:
             findings.append(Finding(
-                Severity.WARN if allowed else Severity.REFUSE, "namespace",
+                Severity.WARN if allow_missing_ns else Severity.REFUSE, "namespace",
                 f"uses symbol {name} from namespace {namespace}, but does not import it "
                 f"(MODULE_IMPORT_NS({namespace}))"))
     if forced:

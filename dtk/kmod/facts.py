@@ -26,7 +26,7 @@ from dtk.kmod import elf, rootfs, symvers
 from dtk.kmod.symvers import Symbol
 from dtk.toolkit.plan import TOOLKIT_REPO
 
-_FORMAT = 1  # bump when the cached JSON changes shape
+_FORMAT = 2  # bump when the cached JSON changes shape
 _CONFIG_KEYS = (
     "CONFIG_SMP", "CONFIG_PREEMPT_BUILD", "CONFIG_PREEMPT_RT", "CONFIG_MODULE_UNLOAD",
     "CONFIG_MODVERSIONS", "CONFIG_MODULE_SIG", "CONFIG_MODULE_SIG_FORCE",
@@ -54,8 +54,13 @@ class KernelFacts:
             "format": _FORMAT, "release": self.release, "arch": self.arch,
             "vermagic": self.vermagic, "config": self.config, "source": self.source,
             "modules": sorted(self.modules),
-            "symbols": [[s.name, s.crc, s.module, int(s.gpl_only), s.namespace]
-                        for s in self.symbols.values()],
+            # columns, not rows: decoding five flat lists is twice as fast as 25,000 small ones
+            "symbols": {
+                "name": list(self.symbols), "crc": [s.crc for s in self.symbols.values()],
+                "module": [s.module for s in self.symbols.values()],
+                "gpl_only": "".join("1" if s.gpl_only else "0" for s in self.symbols.values()),
+                "namespace": [s.namespace for s in self.symbols.values()],
+            },
         }
 
     @classmethod
@@ -64,8 +69,13 @@ class KernelFacts:
             release=data["release"], arch=data["arch"], vermagic=data["vermagic"],
             config=dict(data["config"]), source=data["source"],
             modules=frozenset(data["modules"]),
-            symbols={row[0]: Symbol(row[0], row[1], row[2], bool(row[3]), row[4])
-                     for row in data["symbols"]})
+            symbols=_symbols_from_columns(data["symbols"]))
+
+
+def _symbols_from_columns(cols: dict[str, Any]) -> dict[str, Symbol]:
+    gpl = [flag == "1" for flag in cols["gpl_only"]]
+    return {name: Symbol(name, crc, module, g, ns) for name, crc, module, g, ns in
+            zip(cols["name"], cols["crc"], cols["module"], gpl, cols["namespace"], strict=True)}
 
 
 def parse_config(text: str) -> dict[str, str]:
