@@ -179,12 +179,29 @@ def _sign(built: list[Outcome], monitor: Monitor) -> tuple[list[str], Path]:
     signed = []
     for outcome in built:
         output = outcome.image + SIGNED_SUFFIX
+        signed.append(output)
+        if _signed_from(output, outcome.image, files.cert_pem):
+            monitor.step(f"{output} is already signed from {outcome.image}")
+            continue
         result = image.sign_image(outcome.image, output,
                                   ["/opt/lib/modules/$KERNEL_FULL_VERSION/extra/*.ko"],
                                   outcome.kernel, signer=signer)
         monitor.step(f"signed {', '.join(result.files)} into {output}")
-        signed.append(output)
     return signed, files.cert_pem
+
+
+def _signed_from(signed: str, unsigned: str, cert: Path) -> bool:
+    """Whether `signed` is `unsigned` plus one layer whose modules all verify with
+    `cert`: then signing again would only produce the same image."""
+    if not buildah.image_exists(signed):
+        return False
+    base = buildah.diff_ids(unsigned)
+    layers = buildah.diff_ids(signed)
+    if layers[:-1] != base:
+        return False
+    groups = image.read_image(signed, cert=sign.load_cert(cert))
+    loaded = [item for items in groups.values() for item in items]
+    return bool(loaded) and all(i.trust is chk.SignatureTrust.TRUSTED for i in loaded)
 
 
 def _checks(signed: list[str], kernels: list[str],
