@@ -99,6 +99,7 @@ STEP=setup
 [ -r /dtk/config ] || finish 40
 . /dtk/config
 say "kv release $(uname -r)"
+say "kv module $DTK_MODULE"
 step boot
 mkdir -p /host/lib && ln -s /lib/modules /host/lib/modules
 dmesg -c >/tmp/boot-dmesg.out

@@ -45,6 +45,7 @@ _KERNEL_REASONS = (
     r"module verification failed: .*",
     r"Lockdown: .*",
     r"module PLT section\(s\) missing",
+    r"section size must match the kernel's built struct module size.*",
     r"invalid module format|Invalid ELF header.*|Unknown rela relocation: \d+",
     r"module is from the staging directory.*",
     r"exports duplicate symbol \S+.*",
@@ -55,13 +56,17 @@ _PANIC = re.compile(r"Kernel panic - not syncing: .*")
 _OOPS = re.compile(r"(?:BUG: .*|general protection fault.*|Oops: .*|kernel BUG at .*)")
 
 
-def kernel_reason(log: str) -> str:
-    """The first line of `log` that names why a module was refused, or ''."""
+def kernel_reason(log: str, module: str = "") -> str:
+    """The line of `log` that says why a module was refused: a known message
+    first, else the first line naming the module, else ''."""
     lines = [_strip_timestamp(line).strip() for line in log.splitlines()]
     for pattern in _KERNEL_REASONS:
         for line in lines:
             if re.search(pattern, line):
                 return line
+    if module:
+        named = re.compile(rf"\b{re.escape(module)}\b")
+        return next((line for line in lines if named.search(line)), "")
     return ""
 
 
@@ -91,7 +96,7 @@ def _loaded(report: Report) -> tuple[Verdict, str]:
 
 
 def _refused(report: Report) -> tuple[Verdict, str]:
-    reason = _join(kernel_reason(report.sections.get("dmesg", "")),
+    reason = _join(kernel_reason(report.sections.get("dmesg", ""), report.facts.get("module", "")),
                    modprobe_error(report.sections.get("load", "")))
     return Verdict.REFUSED, reason or "modprobe failed without a kernel message"
 

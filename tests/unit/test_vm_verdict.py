@@ -27,10 +27,16 @@ def report(exit_code: int | None, step: str = "load", **sections: str) -> Report
      "'6.1.0-56-rt-amd64 SMP preempt_rt mod_unload modversions '",
      "x: version magic '6.1.0-47-amd64 SMP mod_unload modversions ' should be "
      "'6.1.0-56-rt-amd64 SMP preempt_rt mod_unload modversions '"),
+    ("[ 8.0] module dtk_example: .gnu.linkonce.this_module section size must match the "
+     "kernel's built struct module size at run time",
+     "module dtk_example: .gnu.linkonce.this_module section size must match the "
+     "kernel's built struct module size at run time"),
     ("[ 1.0] random noise", ""),
+    ("[ 1.0] dtk_example: something new the kernel says", "dtk_example: something new the "
+     "kernel says"),
 ])
 def test_kernel_reason(log: str, reason: str) -> None:
-    assert kernel_reason("[ 0.1] earlier line\n" + log + "\n") == reason
+    assert kernel_reason("[ 0.1] earlier line\n" + log + "\n", "dtk_example") == reason
 
 
 def test_refused_combines_the_kernel_and_modprobe() -> None:

@@ -1,0 +1,122 @@
+"""Boot-to-result time per kernel, and the speed-up of booting kernels in parallel.
+
+    .venv/bin/python bench/vm_boot.py [--rounds N] [--image IMAGE-TEMPLATE] [K ...]
+
+Each kernel boots under qemu (TCG unless KVM passes dtk's probe), loads a real
+module the way KMM's worker does and reports back: "boot-to-result" is qemu's
+start to qemu's exit. The kernels then boot all at once (up to one per core)
+and the wall time is compared with the sum of the sequential runs. Caches are
+warmed by a first, untimed round. With no arguments it uses the newest 6.1
+kernel, its RT sibling and the newest 6.12, and the in-tree `dummy` module from
+each kernel's own package (no toolkit or build needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from dtk import kernel as kern
+from dtk.distro.select import open_archive
+from dtk.engine import buildah
+from dtk.vm import kernels as vmkernels
+from dtk.vm.guest import GuestConfig
+from dtk.vm.vmtest import VmResult, VmTestSpec, vmtest
+
+
+def default_kernels() -> list[str]:
+    catalog = open_archive().kernels()
+    newest: dict[str, str] = {}
+    for entry in catalog:  # newest first
+        if entry.flavour == "standard":
+            newest.setdefault(entry.line, entry.release)
+    k61 = newest["6.1"]
+    rt = kern.parse(k61).rt_sibling()
+    assert rt is not None
+    return [k61, rt, newest["6.12"]]
+
+
+def dummy_image(releases: list[str], workdir: Path) -> str:
+    """One image holding each kernel's own signed `dummy` module under /opt."""
+    archive = open_archive()
+    opt = workdir / "opt"
+    for release in releases:
+        source = vmkernels.find_source(release, lambda: archive)
+        with vmkernels.opened(source, lambda: archive) as root:
+            moddir = root / "lib" / "modules" / release / "kernel" / "drivers" / "net"
+            ko = next(moddir.glob("dummy.ko*"))
+            dest = opt / "lib" / "modules" / release / "extra"
+            dest.mkdir(parents=True)
+            (dest / ko.name).write_bytes(ko.read_bytes())
+        subprocess.run(["depmod", "-b", str(opt), release], check=True, capture_output=True)
+    name = f"localhost/dtk-bench-{uuid.uuid4().hex[:8]}:dummy"
+    with buildah.working_container("scratch") as ctr:
+        ctr.copy_in(opt, "/opt")
+        ctr.commit(name)
+    return name
+
+
+def boot(image: str, releases: list[str], module: str) -> tuple[list[VmResult], float]:
+    config = GuestConfig(module=module, check="true")
+    start = time.monotonic()
+    results = vmtest(VmTestSpec(image, tuple(releases), config, timeout_s=120))
+    wall = time.monotonic() - start
+    bad = [r for r in results if not r.verdict.ok]
+    if bad:
+        sys.exit(f"{bad[0].kernel}: {bad[0].verdict.value}: {bad[0].reason}")
+    return results, wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("kernels", nargs="*")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--image", default="", help="driver image (template) to load")
+    parser.add_argument("--module", default="", help="module to load from --image")
+    args = parser.parse_args()
+    releases = args.kernels or default_kernels()
+    with tempfile.TemporaryDirectory(prefix="dtk-bench-") as tmp:
+        image = args.image or dummy_image(releases, Path(tmp))
+        module = args.module or ("" if args.image else "dummy")
+        try:
+            run(image, releases, module, args.rounds)
+        finally:
+            if not args.image:
+                buildah.remove_image(image)
+
+
+def run(image: str, releases: list[str], module: str, rounds: int) -> None:
+    boot(image, releases, module)  # warm every cache; not timed
+    per_kernel: dict[str, list[float]] = {r: [] for r in releases}
+    guest: dict[str, list[float]] = {r: [] for r in releases}
+    sequential, parallel = [], []
+    for _ in range(rounds):
+        total = 0.0
+        for release in releases:
+            (result,), wall = boot(image, [release], module)
+            per_kernel[release].append(result.seconds)
+            guest[release].append(result.guest_boot_s)
+            total += wall
+        sequential.append(total)
+        parallel.append(boot(image, releases, module)[1])
+    accel = boot(image, releases[:1], module)[0][0].accel
+    print(f"\nvm boot-to-result, {accel}, {os.cpu_count()} cores, median of {rounds} rounds\n")
+    print(f"{'KERNEL':30} {'BOOT-TO-RESULT s':>17} {'GUEST INIT AT s':>16}")
+    for release in releases:
+        print(f"{release:30} {statistics.median(per_kernel[release]):17.2f} "
+              f"{statistics.median(guest[release]):16.2f}")
+    seq, par = statistics.median(sequential), statistics.median(parallel)
+    print(f"\n{len(releases)} kernels one after another (dtk vmtest wall): {seq:6.1f} s")
+    print(f"{len(releases)} kernels in parallel (one dtk vmtest):        {par:6.1f} s")
+    print(f"parallel speed-up: {seq / par:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
