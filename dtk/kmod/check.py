@@ -8,12 +8,12 @@ returns findings. The rules follow kernel/module/main.c and version.c
   signatures are enforced (MODULE_SIG_FORCE, or lockdown under Secure Boot);
   otherwise the kernel loads the module and taints itself;
 * ELF machine (elf_check_arch);
-* vermagic (check_modinfo / same_magic): with modversions (the module has
+* vermagic (check_modinfo / same_magic, after module_layout): with modversions (the module has
   `__versions`) only the part after the release is compared, i.e. SMP,
   preempt vs preempt_rt, mod_unload, modversions; without, the whole string;
   a missing vermagic is a forced load (taint with MODULE_FORCE_LOAD, else refused);
-* module_layout (check_modstruct_version), then every undefined symbol
-  (resolve_symbol): unknown symbol, GPL-only export used by a module whose
+* module_layout (check_modstruct_version, before vermagic), then every
+  undefined symbol (resolve_symbol): unknown symbol, GPL-only export used by a module whose
   license is not GPL-compatible (the kernel just says "Unknown symbol"),
   CRC mismatch ("disagrees about version of symbol"), a symbol with no CRC
   in `__versions` (a warning only), a namespace not imported;
@@ -104,15 +104,18 @@ def check_module(module: KernelModule, kernel: KernelFacts, peers: Mapping[str, 
                  *, peer_modules: frozenset[str] = frozenset(),
                  trust: SignatureTrust | None = None, policy: Policy = Policy()) -> Verdict:
     trust = trust or (SignatureTrust.UNKNOWN if module.signature else SignatureTrust.UNSIGNED)
+    # In the order load_module() meets them, so the first refusal is the one dmesg shows.
     findings = [
         *check_signature(module, kernel, trust, policy),
         *check_machine(module, kernel),
+        *check_symbols(module, kernel, {}, names=["module_layout"]),
         *check_vermagic(module, kernel),
-        *check_symbols(module, kernel, peers),
+        *check_symbols(module, kernel, peers, names=list(module.undefined)),
         *check_duplicate_exports(module, kernel),
         *check_depends(module, kernel, peer_modules),
     ]
-    return Verdict(module.name, module.path, kernel.release, tuple(findings))
+    # A forced load is reported by both symbol passes; say it once.
+    return Verdict(module.name, module.path, kernel.release, tuple(dict.fromkeys(findings)))
 
 
 def check_signature(module: KernelModule, kernel: KernelFacts, trust: SignatureTrust,
@@ -180,17 +183,17 @@ def _owner(module: str) -> str:
     return module if module == "vmlinux" else module_name(module)
 
 
-def check_symbols(module: KernelModule, kernel: KernelFacts,
-                  peers: Mapping[str, Peer]) -> list[Finding]:
+def check_symbols(module: KernelModule, kernel: KernelFacts, peers: Mapping[str, Peer],
+                  names: list[str]) -> list[Finding]:
+    """Resolve `names` as resolve_symbol() does; "module_layout" is check_modstruct_version()."""
     modversions = kernel.enabled("CONFIG_MODVERSIONS")
+    if "module_layout" in names and (not modversions or "module_layout" not in kernel.symbols):
+        names = [n for n in names if n != "module_layout"]  # kernels without it skip the check
     allow_missing_ns = kernel.enabled("CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS")
     versions = dict(module.versions)
     gpl_ok = module.gpl_compatible
     imported_ns = module.import_ns
     findings: list[Finding] = []
-    names = list(module.undefined)
-    if modversions and "module_layout" in kernel.symbols:
-        names.insert(0, "module_layout")  # check_modstruct_version, before any symbol
     forced = False
     for name in names:
         owner = _resolve(name, kernel, peers)

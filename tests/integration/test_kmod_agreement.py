@@ -1,0 +1,99 @@
+"""`dtk check` against the real kernel's verdict: every cell of a cross matrix is booted.
+
+Driver images are built for the newest 6.1 and 6.12 standard kernels; each is
+checked statically and then loaded by `dtk vmtest` (qemu, KMM's worker steps)
+on kernels it was and was not built for. Check and boot must agree on every cell.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dtk import run as runner
+from dtk.engine import buildah
+from dtk.kmod import check as chk
+from dtk.kmod import elf, facts
+from dtk.toolkit.build import ToolkitImage
+from dtk.vm.guest import GuestConfig
+from dtk.vm.verdict import Verdict
+from dtk.vm.vmtest import VmTestSpec, vmtest
+
+from .test_kmod_check import compile_example
+
+pytestmark = pytest.mark.integration
+
+
+def driver_image(ko: Path, release: str) -> str:
+    """A KMM-layout driver image: the module under /opt/lib/modules/<K>/ and depmod's index."""
+    name = f"localhost/dtk-test-agree-{uuid.uuid4().hex[:8]}:{release.replace('+', '_')}"
+    with buildah.working_container("scratch") as ctr:
+        ctr.copy_in(ko, f"/opt/lib/modules/{release}/extra/{ko.name}")
+        with ctr.mounted() as root:
+            runner.run(["depmod", "-b", str(root / "opt"), release], timeout=120)
+        ctr.commit(name)
+    return name
+
+
+@pytest.fixture(scope="module")
+def images(toolkit_61: ToolkitImage, toolkit_612: ToolkitImage, kernel_61: str,
+           kernel_612: str, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[dict[str, tuple[str, Path]]]:
+    out = tmp_path_factory.mktemp("agree")
+    built = {k: compile_example(t, k, out) for t, k in ((toolkit_61, kernel_61),
+                                                         (toolkit_612, kernel_612))}
+    made = {k: (driver_image(ko, k), ko) for k, ko in built.items()}
+    yield made
+    for name, _ko in made.values():
+        buildah.remove_image(name)
+
+
+def test_check_and_boot_agree_on_every_cell(images: dict[str, tuple[str, Path]],
+                                            kernel_61: str, kernel_61_rt: str,
+                                            kernel_61_old: str, kernel_612: str) -> None:
+    matrix = {kernel_61: (kernel_61, kernel_61_old, kernel_61_rt, kernel_612),
+              kernel_612: (kernel_612, kernel_61)}
+    cells = []
+    for built_for, boot_kernels in matrix.items():
+        image, ko = images[built_for]
+        module = elf.read_module(ko)
+        spec = VmTestSpec(image=image, kernels=boot_kernels,
+                          guest=GuestConfig(module="dtk_example"), built_for=built_for)
+        booted = {r.kernel: r for r in vmtest(spec)}
+        for kernel in boot_kernels:
+            predicted = chk.check_module(module, facts.for_kernel(kernel), {})
+            vm = booted[kernel]
+            cells.append((built_for, kernel, predicted.loads, vm.verdict, vm.reason,
+                          [f.message for f in predicted.refusals][:1]))
+            if vm.verdict is Verdict.LOADED:  # unsigned: both say the kernel is tainted
+                assert "signature missing" in vm.reason
+                assert [f.code for f in predicted.findings
+                        if f.severity is chk.Severity.TAINT] == ["signature"]
+    for cell in cells:
+        print("built for {}, booted {}: check loads={}, vm {} ({}) {}".format(*cell))
+    assert all(v in (Verdict.LOADED, Verdict.REFUSED) for _b, _k, _p, v, _r, _m in cells), cells
+    assert [(b, k) for b, k, loads, v, _r, _m in cells if loads != (v is Verdict.LOADED)] == []
+    # where the kernel names a symbol, check's first refusal names the same one
+    for _b, _k, _p, _v, reason, first in cells:
+        if "disagrees about version of symbol" in reason:
+            symbol = reason.split("disagrees about version of symbol ")[1].split()[0]
+            assert first and f"disagrees about version of symbol {symbol} " in first[0]
+    # the facts the whole product rests on
+    verdicts = {(b, k): v for b, k, _p, v, _r, _m in cells}
+    assert verdicts[kernel_61, kernel_61] is Verdict.LOADED
+    assert verdicts[kernel_61, kernel_61_old] is Verdict.REFUSED
+    assert verdicts[kernel_61, kernel_61_rt] is Verdict.REFUSED
+
+
+def test_signature_enforcement_agrees(images: dict[str, tuple[str, Path]], kernel_61: str) -> None:
+    """module.sig_enforce=1 (what Secure Boot's lockdown does): unsigned is refused."""
+    image, ko = images[kernel_61]
+    [vm] = vmtest(VmTestSpec(image=image, kernels=(kernel_61,),
+                             guest=GuestConfig(module="dtk_example"), sig_enforce=True))
+    predicted = chk.check_module(elf.read_module(ko), facts.for_kernel(kernel_61), {},
+                                 policy=chk.Policy(secure_boot=True))
+    assert vm.verdict is Verdict.REFUSED, vm.reason
+    assert [f.code for f in predicted.refusals] == ["signature"]
