@@ -29,13 +29,20 @@ SOURCE_TREE = "/usr/src"
 # Arguments: OUT CONF KERNELVER ARCH KERNEL_SOURCE_DIR MODULE MODULE_VERSION.
 # Records go to OUT as NUL-separated (name, index, value) triples; the
 # fragment's own stdout is discarded and its stderr is left to the caller's log.
+# Exit status: 0 buildable, 3 excluded for this kernel, 4 broken (see the records).
+EVAL_EXCLUDED = 3
+EVAL_BROKEN = 4
 EVAL_SCRIPT = r"""
 __dtk_out=$1; __dtk_conf=$2
 kernelver=$3; arch=$4; kernel_source_dir=$5; module=$6; module_version=$7
 dkms_tree=/var/lib/dkms; source_tree=/usr/src; install_tree=/lib/modules
 kernel_config="$kernel_source_dir/.config"
 exec 3>"$__dtk_out"
-__dtk_emit() { printf '%s\0%s\0%s\0' "$1" "$2" "$3" >&3; }
+__dtk_status=0
+__dtk_emit() {
+  printf '%s\0%s\0%s\0' "$1" "$2" "$3" >&3
+  case $1 in error) __dtk_status=4 ;; exclude) ((__dtk_status)) || __dtk_status=3 ;; esac
+}
 __dtk_vars="PACKAGE_NAME PACKAGE_VERSION BUILT_MODULE_NAME BUILT_MODULE_LOCATION
   DEST_MODULE_NAME DEST_MODULE_LOCATION STRIP MAKE MAKE_MATCH CLEAN PATCH PATCH_MATCH
   PRE_BUILD POST_BUILD BUILD_DEPENDS BUILD_EXCLUSIVE_KERNEL BUILD_EXCLUSIVE_KERNEL_MIN
@@ -43,7 +50,7 @@ __dtk_vars="PACKAGE_NAME PACKAGE_VERSION BUILT_MODULE_NAME BUILT_MODULE_LOCATION
 unset $__dtk_vars
 if [[ ! -r $__dtk_conf ]]; then
   __dtk_emit error 0 "Could not locate dkms.conf file. File: $__dtk_conf does not exist."
-  exit 0
+  exit 4
 fi
 . "$__dtk_conf" >/dev/null
 __dtk_emit sourced 0 "$?"
@@ -112,7 +119,7 @@ if [[ $BUILD_EXCLUSIVE_CONFIG && -e $kernel_config ]]; then
     esac
   done
 fi
-exit 0
+exit $__dtk_status
 """
 
 
@@ -195,7 +202,7 @@ def evaluate_on_host(conf: Path, kernelver: str, *, arch: str, kernel_source_dir
     result = runner.run(["bash", "-c", EVAL_SCRIPT, "dtk-dkms-eval", str(out),
                          str(conf.absolute()), kernelver, arch, kernel_source_dir, module,
                          module_version], check=False, timeout=120)
-    if result.returncode != 0 or not out.exists():
+    if result.returncode not in (0, EVAL_EXCLUDED, EVAL_BROKEN) or not out.exists():
         raise DtkError(f"evaluating {conf} with bash failed",
                        hint=result.stderr.strip()[-500:] or None)
     return parse_records(out.read_bytes())
