@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import sys
 from pathlib import Path
 
@@ -106,12 +107,23 @@ def check_target(groups: dict[str, list[Loaded]], kernel: facts.KernelFacts,
                              policy=policy) for i in items]
 
 
+_SHOWN_PER_CODE = 5  # a module built for another ABI fails hundreds of CRCs; --json has all
+
+
 def _print_verdict(verdict: chk.Verdict) -> None:
     status = "loads" if verdict.loads else "REFUSED"
     click.echo(f"{verdict.path} on {verdict.kernel}: {status}")
+    shown: collections.Counter[str] = collections.Counter()
     for finding in verdict.findings:
-        if finding.severity is not chk.Severity.OK or not verdict.loads:
+        if finding.severity is chk.Severity.OK and not verdict.loads:
+            continue
+        shown[finding.code] += 1
+        if shown[finding.code] <= _SHOWN_PER_CODE:
             click.echo(f"  {finding.severity.value:7} {finding.code:16} {finding.message}")
+    for code, count in shown.items():
+        if count > _SHOWN_PER_CODE:
+            click.echo(f"  {'':7} {code:16} … and {count - _SHOWN_PER_CODE} more (--json "
+                       "lists every finding)")
 
 
 def _cell(verdicts: list[chk.Verdict]) -> str:

@@ -26,7 +26,7 @@ from dtk.kmod import elf, rootfs, symvers
 from dtk.kmod.symvers import Symbol
 from dtk.toolkit.plan import TOOLKIT_REPO
 
-_FORMAT = 2  # bump when the cached JSON changes shape
+_FORMAT = 3  # bump when the cached JSON changes shape
 _CONFIG_KEYS = (
     "CONFIG_SMP", "CONFIG_PREEMPT_BUILD", "CONFIG_PREEMPT_RT", "CONFIG_MODULE_UNLOAD",
     "CONFIG_MODVERSIONS", "CONFIG_MODULE_SIG", "CONFIG_MODULE_SIG_FORCE",
@@ -88,14 +88,19 @@ def parse_config(text: str) -> dict[str, str]:
 
 
 def vermagic_from_config(release: str, config: dict[str, str]) -> str:
-    """include/linux/vermagic.h, for x86-64 and arm64 (no arch-specific part there)."""
+    """include/linux/vermagic.h, for x86-64 and arm64 (no arch-specific part there).
+
+    PREEMPT_BUILD wins over PREEMPT_RT: mainline RT (6.12) sets both, so its
+    modules say "preempt"; the 6.1 RT patch set has no PREEMPT_BUILD, hence
+    "preempt_rt". Both spellings were read from real Debian modules.
+    """
     parts = [release]
     if config.get("CONFIG_SMP") == "y":
         parts.append("SMP")
-    if config.get("CONFIG_PREEMPT_RT") == "y":
-        parts.append("preempt_rt")
-    elif config.get("CONFIG_PREEMPT_BUILD") == "y":
+    if config.get("CONFIG_PREEMPT_BUILD") == "y":
         parts.append("preempt")
+    elif config.get("CONFIG_PREEMPT_RT") == "y":
+        parts.append("preempt_rt")
     if config.get("CONFIG_MODULE_UNLOAD") == "y":
         parts.append("mod_unload")
     if config.get("CONFIG_MODVERSIONS") == "y":

@@ -74,6 +74,14 @@ def test_facts_are_extracted_once_then_cached(toolkit_61: ToolkitImage, kernel_6
     assert {"usbcore", "usb_storage", "scsi_mod"} <= first.modules
 
 
+def test_vermagic_from_config_matches_the_modules(toolkit_61: ToolkitImage,
+                                                  toolkit_612: ToolkitImage) -> None:
+    """The headers-only path (--kernel-root, the benchmark) derives vermagic from .config."""
+    for kernel in (*toolkit_61.kernels, *toolkit_612.kernels):
+        known = facts.for_kernel(kernel)  # vermagic read from an in-tree module
+        assert facts.vermagic_from_config(kernel, known.config) == known.vermagic, kernel
+
+
 def test_built_for_newest_61_loads_there_only(example_61: Path, kernel_61: str,
                                               kernel_61_rt: str, kernel_61_old: str,
                                               toolkit_61_old: ToolkitImage) -> None:

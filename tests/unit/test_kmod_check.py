@@ -40,6 +40,10 @@ def test_vermagic_string_matches_the_kernels_for_std_and_rt() -> None:
     rt.pop("CONFIG_PREEMPT_BUILD")
     assert facts.vermagic_from_config("6.1.0-56-rt-amd64", rt) == \
         "6.1.0-56-rt-amd64 SMP preempt_rt mod_unload modversions "
+    # mainline RT (6.12) keeps PREEMPT_BUILD, and its modules really say "preempt"
+    rt612 = {**STD_CONFIG, "CONFIG_PREEMPT_RT": "y"}
+    assert facts.vermagic_from_config("6.12.117+deb12-rt-amd64", rt612) == \
+        "6.12.117+deb12-rt-amd64 SMP preempt mod_unload modversions "
 
 
 def test_same_magic_ignores_the_release_only_with_crcs() -> None:
