@@ -135,7 +135,8 @@ def check_signature(module: KernelModule, kernel: KernelFacts, trust: SignatureT
     if not kernel.enabled("CONFIG_MODULE_SIG") and not policy.secure_boot:
         return []
     problem = "unsigned" if trust is SignatureTrust.UNSIGNED else \
-        f"{signer}, which the given certificate does not verify"
+        f"{signer}, which the given certificate does not verify (the kernel's built-in " \
+        "keys are not consulted)"
     if enforced:
         return [Finding(Severity.REFUSE, "signature", f"{problem}: rejected because {why}")]
     return [Finding(Severity.TAINT, "signature",
