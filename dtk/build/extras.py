@@ -21,6 +21,7 @@ from dtk.build.sources import DkmsGroup, Source
 from dtk.engine import buildah
 from dtk.errors import DtkError
 from dtk.lock import locked
+from dtk.progress import Monitor
 
 EXTRAS_REPO = "localhost/dtk-toolkit-extras"
 
@@ -62,7 +63,7 @@ def ensure_extras(toolkit: ImageRef, packages: tuple[str, ...], log: Path) -> Im
 
 
 def resolve_extras(sources: Sequence[Source], toolkits: Mapping[str, ImageRef | str],
-                   log_dir: Path) -> dict[tuple[str, str], ImageRef | str]:
+                   log_dir: Path, monitor: Monitor) -> dict[tuple[str, str], ImageRef | str]:
     """(group name, kernel) -> the image its cell builds in, or why there is none.
 
     Only groups whose packages need something the toolkit lacks appear here;
@@ -82,6 +83,7 @@ def resolve_extras(sources: Sequence[Source], toolkits: Mapping[str, ImageRef | 
             needed = missing(group, installed[toolkit.image_id])
             if not needed:
                 continue
+            monitor.step(f"{group.name}: toolkit {toolkit.name} plus {', '.join(needed)}")
             try:
                 result[(group.name, kernel)] = ensure_extras(
                     toolkit, needed, log_dir / f"extras-{group.name}.log")

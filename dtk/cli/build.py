@@ -152,7 +152,7 @@ def build_cmd(ctx: click.Context, *, files: tuple[Path, ...], context: Path | No
     base = ensure_base(archive.index, archive.os.arch) if _needs_base(found) else None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     log_dir = paths.state_dir() / "build" / f"{stamp}-{os.getpid()}"
-    extras = resolve_extras(found, toolkits, log_dir)
+    extras = resolve_extras(found, toolkits, log_dir, mon)
     matrix = plan_matrix(found, kernels, toolkits, base, options, extras=extras)
     outcomes = run_matrix(matrix, RunOptions(jobs or os.cpu_count() or 1, log_dir, tls_verify),
                           mon)
