@@ -15,7 +15,9 @@ while the kernel is unchanged and a rebuilt toolkit is never served stale:
 
 from __future__ import annotations
 
+import fcntl
 import io
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -129,8 +131,25 @@ def ensure_kernel(source: KernelSource, archive: ArchiveOpener) -> KernelParts:
             with opened(source, archive) as root:
                 _extract(root, source.release, base)
             done.write_text(source.origin + "\n")
+            _prune_other_keys(source)
     pvh = (base / "vmlinux").exists()
     return KernelParts(source, base / ("vmlinux" if pvh else "vmlinuz"), pvh, base / "modules")
+
+
+def _prune_other_keys(source: KernelSource) -> None:
+    """Drop this release's parts cached under other keys (a rebuilt toolkit, or the
+    package before a toolkit existed): the same kernel, 70 MB each. One that
+    another dtk is filling right now (its lock is held) is left alone."""
+    for other in (vm_cache() / "kernels").glob(f"*/{source.release}"):
+        if other.parent.name == source.key:
+            continue
+        lock = other.parent / f"{source.release}.lock"
+        with lock.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def _extract(root: Path, release: str, base: Path) -> None:
