@@ -32,18 +32,30 @@ APPLETS = ("sh", "cp", "mkdir", "modprobe", "insmod", "rmmod", "lsmod", "modinfo
 
 def ensure_base(index: AptIndex, arch: str) -> ImageRef:
     """The base image for the archive's newest busybox-static, built if missing."""
+    version = _newest_version(index, arch)
+    tag = f"{BASE_REPO}:{normalize(version)}"
+    with locked(paths.cache_dir() / "locks" / "driver-base"):
+        if not buildah.image_exists(tag):
+            _build(index, version, tag)
+    return ImageRef(tag, buildah.image_id(tag))
+
+
+def _newest_version(index: AptIndex, arch: str) -> str:
+    """busybox-static's newest version, remembered per index refresh: reading
+    every Packages file costs about a second, on every `dtk build`."""
     index.update()
+    stamp = index.root / "updated"
+    memo = index.root / f"dtk-{PACKAGE}-{arch}"
+    if memo.exists() and stamp.exists() and memo.stat().st_mtime >= stamp.stat().st_mtime:
+        return memo.read_text().strip()
     versions = [s["Version"] for s in index.stanzas(lambda name: name == PACKAGE)
                 if s.get("Architecture") == arch]
     if not versions:
         raise DtkError(f"{PACKAGE} is not in the configured archive",
                        hint="driver images need it for /bin/sh, cp, mkdir and modprobe")
     version = max(versions, key=sort_key)
-    tag = f"{BASE_REPO}:{normalize(version)}"
-    with locked(paths.cache_dir() / "locks" / "driver-base"):
-        if not buildah.image_exists(tag):
-            _build(index, version, tag)
-    return ImageRef(tag, buildah.image_id(tag))
+    memo.write_text(version + "\n")
+    return version
 
 
 def _build(index: AptIndex, version: str, tag: str) -> None:
