@@ -15,10 +15,10 @@ linked module looks the same.)
 
 from __future__ import annotations
 
-import gzip
 import io
 import lzma
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,9 @@ from dtk.errors import DtkError
 from dtk.kmod import signature as sigmod
 
 VERSION_ENTRY_SIZE = 64  # struct modversion_info: unsigned long crc + name[64 - sizeof(long)]
+MAX_MODULE_BYTES = 512 << 20  # the largest real module (amdgpu) is ~20 MB
+_COMPRESSION_MAGIC = ((b"\xfd7zXZ\x00", "xz"), (b"\x1f\x8b", "gzip"),
+                      (b"\x28\xb5\x2f\xfd", "zstd"))
 _SHN_UNDEF = 0
 _STB_WEAK = 2
 _MACHINES = {
@@ -154,17 +157,45 @@ def read_bytes(path: Path) -> tuple[bytes, str | None]:
         raw = path.read_bytes()
     except OSError as exc:
         raise ModuleError(f"cannot read {path}: {exc.strerror}") from None
+    kind = next((k for magic, k in _COMPRESSION_MAGIC if raw.startswith(magic)), None)
+    if kind is None:
+        return raw, None
     try:
-        if raw.startswith(b"\xfd7zXZ\x00"):
-            return lzma.decompress(raw), "xz"
-        if raw.startswith(b"\x1f\x8b"):
-            return gzip.decompress(raw), "gzip"
-        if raw.startswith(b"\x28\xb5\x2f\xfd"):
-            # kmod writes zstd frames without a content size, so stream-decompress.
-            return zstandard.ZstdDecompressor().decompressobj().decompress(raw), "zstd"
-    except (lzma.LZMAError, OSError, EOFError, zstandard.ZstdError) as exc:
+        data = _decompress(raw, kind)
+    except (lzma.LZMAError, OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
         raise ModuleError(f"{path}: corrupt compressed module: {exc}") from None
-    return raw, None
+    if len(data) > MAX_MODULE_BYTES:
+        raise ModuleError(f"{path}: decompresses to more than {MAX_MODULE_BYTES >> 20} MiB, "
+                          "which no kernel module is")
+    return data, kind
+
+
+def _decompress(raw: bytes, kind: str) -> bytes:
+    """At most MAX_MODULE_BYTES + 1 bytes: a hostile image cannot exhaust memory."""
+    limit = MAX_MODULE_BYTES + 1
+    if kind == "zstd":
+        # kmod writes zstd frames without a content size, so read it as a stream.
+        with zstandard.ZstdDecompressor().stream_reader(raw) as reader:
+            data = reader.read(limit)
+        # The reader returns short data for a cut frame; only the frame's end proves it whole
+        # (decompressing again is bounded: the output is already known to be small).
+        if len(data) < limit:
+            whole = zstandard.ZstdDecompressor().decompressobj()
+            whole.decompress(raw)
+            complete = whole.eof
+        else:
+            complete = True
+    elif kind == "xz":
+        xz = lzma.LZMADecompressor()
+        data = xz.decompress(raw, max_length=limit)
+        complete = xz.eof
+    else:
+        gz = zlib.decompressobj(wbits=31)
+        data = gz.decompress(raw, limit)
+        complete = gz.eof
+    if not complete and len(data) < limit:
+        raise EOFError(f"truncated {kind} stream")
+    return data
 
 
 def read_module(path: Path) -> KernelModule:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dtk.kmod import elf
+from dtk.kmod import elf, sign
 from dtk.kmod import signature as sigmod
 
 DATA = Path(__file__).parent.parent / "data" / "kmod"
@@ -115,6 +115,19 @@ def test_corrupt_xz_is_a_clear_error(tmp_path: Path) -> None:
     good = tmp_path / "good.ko.xz"
     good.write_bytes(lzma.compress(CRC7_BYTES))
     assert elf.read_module(good).name == "crc7"
+    for kind in ("zstd", "gzip"):
+        cut = tmp_path / f"cut.ko.{kind}"
+        cut.write_bytes(sign.compress(CRC7_BYTES, kind)[:-10])
+        with pytest.raises(elf.ModuleError, match=f"truncated {kind} stream"):
+            elf.read_module(cut)
+
+
+def test_decompression_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(elf, "MAX_MODULE_BYTES", 1 << 20)  # the real bound is 512 MiB
+    bomb = tmp_path / "bomb.ko.xz"
+    bomb.write_bytes(lzma.compress(b"\0" * (3 << 20)))
+    with pytest.raises(elf.ModuleError, match="no kernel module is"):
+        elf.read_module(bomb)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
