@@ -72,18 +72,29 @@ def resolve_packages(archive: DebianArchive) -> list[Stanza]:
     """The exact packages of the guest userland, read from the archive's index.
 
     Scanning the indexes (50 MB for bookworm main) once per dependency level
-    takes seconds, so the answer is kept until an index file changes.
+    takes seconds, so the answer is kept until an index file changes; and an
+    answer for the indexes already on disk is used without refreshing them (a
+    slightly older busybox is as good a guest as the newest).
     """
-    archive.index.update()
-    files = archive.index.index_files()
-    stamp = digest(ROOT_PACKAGES_KEY, *(f"{p}:{p.stat().st_mtime_ns}:{p.stat().st_size}"
-                                        for p in files))
-    saved = vm_cache() / "tools" / f"resolved-{stamp}.json"
+    saved = _resolved_path(archive)
+    if saved is None or not saved.exists():
+        archive.index.update()
+        saved = _resolved_path(archive)
+        assert saved is not None
     if saved.exists():
         return list(json.loads(saved.read_text()))
     stanzas = _resolve(archive)
     write_atomic(saved, json.dumps(stanzas).encode())
     return stanzas
+
+
+def _resolved_path(archive: DebianArchive) -> Path | None:
+    files = archive.index.index_files()
+    if not files:
+        return None
+    stamp = digest(ROOT_PACKAGES_KEY, *(f"{p}:{p.stat().st_mtime_ns}:{p.stat().st_size}"
+                                        for p in files))
+    return vm_cache() / "tools" / f"resolved-{stamp}.json"
 
 
 def _resolve(archive: DebianArchive) -> list[Stanza]:

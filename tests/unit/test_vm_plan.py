@@ -21,11 +21,11 @@ def test_qemu_argv() -> None:
                  "-serial file:/w/result", "-monitor none"):
         assert flag in joined
     assert argv[argv.index("-append") + 1] == (
-        "console=ttyS0 loglevel=4 panic=-1 module.sig_enforce=1 foo=1")
+        "console=ttyS0 loglevel=4 panic=-1 cryptomgr.notests module.sig_enforce=1 foo=1")
 
 
 def test_plain_cmdline() -> None:
-    assert qemu.kernel_cmdline() == "console=ttyS0 loglevel=4 panic=-1"
+    assert qemu.kernel_cmdline() == "console=ttyS0 loglevel=4 panic=-1 cryptomgr.notests"
 
 
 def test_step_timeout_leaves_room_inside_the_vm_timeout() -> None:
