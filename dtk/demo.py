@@ -128,22 +128,30 @@ def _run_steps(report: DemoReport, monitor: Monitor, vm_timeout_s: float) -> Non
     with _step(report, "toolkit", monitor) as step:
         toolkit = ensure_toolkit(report.kernel, "auto", distro=archive, monitor=monitor)
         _require(report.rt_kernel in toolkit.kernels, f"{toolkit.name} lacks the RT kernel")
-        report.images.append(("toolkit", toolkit.name, buildah.image_size(toolkit.name)))
+        report.images.append(("toolkit", toolkit.name, 0))
         step.detail = toolkit.name
     with _step(report, "build example driver", monitor) as step:
         built = _build_example(kernels, toolkit, archive, monitor)
-        report.images += [("driver", o.image, buildah.image_size(o.image)) for o in built]
+        report.images += [("driver", o.image, 0) for o in built]
         step.detail = ", ".join(("cache hit" if o.cached else "built") + f" {o.kernel}"
                                 for o in built)
     with _step(report, "sign", monitor) as step:
         signed, cert = _sign(built, monitor)
-        report.images += [("signed driver", name, buildah.image_size(name)) for name in signed]
+        report.images += [("signed driver", name, 0) for name in signed]
+        report.images = _with_sizes(report.images)
         step.detail = f"demo key {cert}"
     with _step(report, "check (static)", monitor) as step:
         report.checks = _checks(signed, kernels, cert)
         step.detail = "; ".join(f"{k}: {'loads' if ok else 'refused'}"
                                 for _i, k, ok, _w in report.checks)
     _boot_steps(report, kernels, vm_timeout_s, monitor)
+
+
+def _with_sizes(images: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    """Sizes from one `buildah images` listing (one inspect per image is slow)."""
+    sizes = {name: buildah.parse_size(str(row.get("size", "0")))
+             for row in buildah.images() for name in row.get("names") or ()}
+    return [(role, name, sizes.get(name, 0)) for role, name, _ in images]
 
 
 def _require(condition: bool, message: str) -> None:

@@ -104,11 +104,12 @@ def image_size(name: str) -> int:
     """Bytes of the image's layers as stored (uncompressed)."""
     for row in images():
         if row["id"] and image_id(name).startswith(row["id"]):
-            return _parse_size(str(row.get("size", "0")))
+            return parse_size(str(row.get("size", "0")))
     return 0
 
 
-def _parse_size(text: str) -> int:
+def parse_size(text: str) -> int:
+    """Bytes from the human size `buildah images` prints ("2.28 MB")."""
     number, _, unit = text.partition(" ")
     scale = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3}.get(unit.strip(), 1)
     return int(float(number) * scale)
