@@ -28,6 +28,10 @@ def print_report(report: DemoReport) -> None:
                     [[b.kernel, b.image, b.verdict.value, f"{b.seconds:.1f}",
                       b.sections.get("check", "").strip() if b.verdict.ok else b.reason]
                      for b in boots])
+    if any("signature" in b.reason for b in report.boots):
+        click.echo("\nnote: the signed modules load with a taint because the demo key is not "
+                   "enrolled in these kernels' keyrings (a VM has no MOK); on a Secure Boot "
+                   "node, enrol it first: dtk keygen prints the mokutil step.")
     click.echo(f"\ntotal {report.seconds:.0f}s — "
                + ("every step passed" if report.ok else "the demo did NOT pass"))
 
