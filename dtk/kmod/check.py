@@ -7,7 +7,8 @@ returns findings. The rules follow kernel/module/main.c and version.c
 * signature (module_sig_check): missing or untrusted is refused only when
   signatures are enforced (MODULE_SIG_FORCE, or lockdown under Secure Boot);
   otherwise the kernel loads the module and taints itself;
-* ELF machine (elf_check_arch);
+* ELF machine (elf_check_arch), and since 6.4 the size of struct module
+  (elf_validity_check);
 * vermagic (check_modinfo / same_magic, after module_layout): with modversions (the module has
   `__versions`) only the part after the release is compared, i.e. SMP,
   preempt vs preempt_rt, mod_unload, modversions; without, the whole string;
@@ -28,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dtk import kernel as kern
 from dtk.kmod.elf import Export, KernelModule
 from dtk.kmod.facts import KernelFacts
 from dtk.kmod.symvers import module_name
@@ -108,6 +110,7 @@ def check_module(module: KernelModule, kernel: KernelFacts, peers: Mapping[str, 
     findings = [
         *check_signature(module, kernel, trust, policy),
         *check_machine(module, kernel),
+        *check_struct_module(module, kernel),
         *check_symbols(module, kernel, {}, names=["module_layout"]),
         *check_vermagic(module, kernel),
         *check_symbols(module, kernel, peers, names=list(module.undefined)),
@@ -148,6 +151,23 @@ def check_machine(module: KernelModule, kernel: KernelFacts) -> list[Finding]:
         return [Finding(Severity.REFUSE, "arch",
                         f"built for {module.machine}, the kernel is {kernel.arch}")]
     return []
+
+
+# elf_validity_check() compares the section with sizeof(struct module) since 6.4
+# (seen on real boots: 6.12 refuses a 6.1 module for it, 6.1 does not check).
+_STRUCT_MODULE_CHECK_SINCE = (6, 4)
+
+
+def check_struct_module(module: KernelModule, kernel: KernelFacts) -> list[Finding]:
+    parsed = kern.try_parse(kernel.release)
+    if (parsed is None or parsed.upstream[:2] < _STRUCT_MODULE_CHECK_SINCE
+            or kernel.module_struct_size is None or module.this_module_size is None
+            or module.this_module_size == kernel.module_struct_size):
+        return []
+    return [Finding(Severity.REFUSE, "struct-module",
+                    f".gnu.linkonce.this_module is {module.this_module_size} bytes but the "
+                    f"kernel's struct module is {kernel.module_struct_size}: built against "
+                    "another kernel's headers")]
 
 
 def check_vermagic(module: KernelModule, kernel: KernelFacts) -> list[Finding]:

@@ -65,6 +65,7 @@ class KernelModule:
     weak_undefined: tuple[str, ...]
     signature: sigmod.ModuleSignature | None
     compression: str | None = None
+    this_module_size: int | None = None  # .gnu.linkonce.this_module: sizeof(struct module)
     _index: dict[str, list[str]] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -122,6 +123,7 @@ class KernelModule:
             "name": self.name,
             "machine": self.machine,
             "compression": self.compression,
+            "this_module_size": self.this_module_size,
             "modinfo": [[k, v] for k, v in self.modinfo],
             "versions": [{"symbol": s, "crc": f"0x{c:08x}"} for s, c in self.versions],
             "exports": [{"symbol": e.name, "gpl_only": e.gpl_only, "namespace": e.namespace,
@@ -244,7 +246,9 @@ def _parse_elf(body: bytes, path: str, sig: sigmod.ModuleSignature | None,
                         and bind != _STB_WEAK),
         weak_undefined=tuple(n for n, _v, shndx, bind in symbols if shndx == _SHN_UNDEF and n
                              and bind == _STB_WEAK),
-        signature=sig, compression=compression)
+        signature=sig, compression=compression,
+        this_module_size=this_module["sh_size"] if (this_module := sections.get(
+            ".gnu.linkonce.this_module")) is not None else None)
 
 
 def _modinfo(data: bytes) -> tuple[tuple[str, str], ...]:

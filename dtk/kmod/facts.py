@@ -26,7 +26,7 @@ from dtk.kmod import elf, rootfs, symvers
 from dtk.kmod.symvers import Symbol
 from dtk.toolkit.plan import TOOLKIT_REPO
 
-_FORMAT = 3  # bump when the cached JSON changes shape
+_FORMAT = 4  # bump when the cached JSON changes shape
 _CONFIG_KEYS = (
     "CONFIG_SMP", "CONFIG_PREEMPT_BUILD", "CONFIG_PREEMPT_RT", "CONFIG_MODULE_UNLOAD",
     "CONFIG_MODVERSIONS", "CONFIG_MODULE_SIG", "CONFIG_MODULE_SIG_FORCE",
@@ -45,6 +45,7 @@ class KernelFacts:
     symbols: dict[str, Symbol]
     modules: frozenset[str]  # in-tree module names (dashes as underscores)
     source: str  # where the facts came from (image name/id or directory)
+    module_struct_size: int | None = None  # sizeof(struct module); None without in-tree modules
 
     def enabled(self, option: str) -> bool:
         return self.config.get(option) == "y"
@@ -53,6 +54,7 @@ class KernelFacts:
         return {
             "format": _FORMAT, "release": self.release, "arch": self.arch,
             "vermagic": self.vermagic, "config": self.config, "source": self.source,
+            "module_struct_size": self.module_struct_size,
             "modules": sorted(self.modules),
             # columns, not rows: decoding five flat lists is twice as fast as 25,000 small ones
             "symbols": {
@@ -68,7 +70,7 @@ class KernelFacts:
         return cls(
             release=data["release"], arch=data["arch"], vermagic=data["vermagic"],
             config=dict(data["config"]), source=data["source"],
-            modules=frozenset(data["modules"]),
+            modules=frozenset(data["modules"]), module_struct_size=data["module_struct_size"],
             symbols=_symbols_from_columns(data["symbols"]))
 
 
@@ -151,14 +153,17 @@ def from_root(root: Path, release: str, source: str) -> KernelFacts:
     module_files = _in_tree_modules(root, release)
     vermagic = vermagic_from_config(release, config)
     arch = arch_from_config(config)
+    struct_size = None
     if module_files:
-        # The modules carry the exact string the kernel was built with.
+        # The modules carry the exact vermagic and struct module the kernel was built with.
         sample = elf.read_module(module_files[0])
         vermagic = sample.vermagic or vermagic
         arch = sample.machine
+        struct_size = sample.this_module_size
     names = {symvers.module_name(p.name) for p in module_files}
     names |= {s.module_name for s in table.values() if s.module != "vmlinux"}
-    return KernelFacts(release, arch, vermagic, config, table, frozenset(names), source)
+    return KernelFacts(release, arch, vermagic, config, table, frozenset(names), source,
+                       struct_size)
 
 
 def _in_tree_modules(root: Path, release: str) -> list[Path]:

@@ -2,7 +2,8 @@
 
 Driver images are built for the newest 6.1 and 6.12 standard kernels; each is
 checked statically and then loaded by `dtk vmtest` (qemu, KMM's worker steps)
-on kernels it was and was not built for. Check and boot must agree on every cell.
+on kernels it was and was not built for: standard, older ABI, RT and cloud of
+both lines. Check and boot must agree on every cell.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from dtk import kernel as kern
 from dtk import run as runner
+from dtk.distro.debian import DebianArchive
 from dtk.engine import buildah
 from dtk.kmod import check as chk
 from dtk.kmod import elf, facts
-from dtk.toolkit.build import ToolkitImage
+from dtk.toolkit.build import ToolkitImage, ensure_toolkit
 from dtk.vm.guest import GuestConfig
 from dtk.vm.verdict import Verdict
 from dtk.vm.vmtest import VmTestSpec, vmtest
@@ -51,11 +54,27 @@ def images(toolkit_61: ToolkitImage, toolkit_612: ToolkitImage, kernel_61: str,
         buildah.remove_image(name)
 
 
-def test_check_and_boot_agree_on_every_cell(images: dict[str, tuple[str, Path]],
+@pytest.fixture(scope="module")
+def cloud_and_rt(archive: DebianArchive, kernel_612: str) -> dict[str, str]:
+    """6.12's newest cloud kernel (its toolkit holds the facts) and 6.12's RT."""
+    newest: dict[tuple[str, str], str] = {}
+    for entry in archive.kernels():
+        newest.setdefault((entry.line, entry.flavour), entry.release)
+    ensure_toolkit(newest["6.12", "cloud"], "auto", distro=archive)
+    rt_612 = kern.parse(kernel_612).rt_sibling()
+    assert rt_612
+    return {"cloud_612": newest["6.12", "cloud"], "rt_612": rt_612}
+
+
+def test_check_and_boot_agree_on_every_cell(*, images: dict[str, tuple[str, Path]],
+                                               cloud_and_rt: dict[str, str],
                                             kernel_61: str, kernel_61_rt: str,
                                             kernel_61_old: str, kernel_612: str) -> None:
+    # 6.1 cloud is checked in test_kmod_check only: dtk.vm cannot unpack its bzImage yet
+    # ("the bzImage's zstd payload is corrupt: Destination buffer is too small").
     matrix = {kernel_61: (kernel_61, kernel_61_old, kernel_61_rt, kernel_612),
-              kernel_612: (kernel_612, kernel_61)}
+              kernel_612: (kernel_612, cloud_and_rt["rt_612"], cloud_and_rt["cloud_612"],
+                           kernel_61)}
     cells = []
     for built_for, boot_kernels in matrix.items():
         image, ko = images[built_for]
@@ -76,11 +95,13 @@ def test_check_and_boot_agree_on_every_cell(images: dict[str, tuple[str, Path]],
         print("built for {}, booted {}: check loads={}, vm {} ({}) {}".format(*cell))
     assert all(v in (Verdict.LOADED, Verdict.REFUSED) for _b, _k, _p, v, _r, _m in cells), cells
     assert [(b, k) for b, k, loads, v, _r, _m in cells if loads != (v is Verdict.LOADED)] == []
-    # where the kernel names a symbol, check's first refusal names the same one
+    # check's first refusal is the kernel's: the same symbol, or the struct module size
     for _b, _k, _p, _v, reason, first in cells:
         if "disagrees about version of symbol" in reason:
             symbol = reason.split("disagrees about version of symbol ")[1].split()[0]
             assert first and f"disagrees about version of symbol {symbol} " in first[0]
+        if "this_module section size must match" in reason:
+            assert first and "struct module" in first[0]
     # the facts the whole product rests on
     verdicts = {(b, k): v for b, k, _p, v, _r, _m in cells}
     assert verdicts[kernel_61, kernel_61] is Verdict.LOADED

@@ -175,3 +175,12 @@ def test_symvers_parse() -> None:
 def test_facts_round_trip_through_json() -> None:
     k = kernel()
     assert facts.KernelFacts.from_json(k.to_json()) == k
+
+
+def test_struct_module_size_is_checked_from_64_on() -> None:
+    assert MODULE.this_module_size == 0x380  # 6.1's struct module
+    new = dataclasses.replace(kernel("6.12.117+deb12-amd64"), module_struct_size=0x500)
+    verdict = chk.check_module(MODULE, new, {})
+    assert codes(verdict)[0] == "struct-module"  # before module_layout, like the kernel
+    old = dataclasses.replace(kernel("6.1.0-47-amd64"), module_struct_size=0x500)
+    assert "struct-module" not in codes(chk.check_module(MODULE, old, {}))
