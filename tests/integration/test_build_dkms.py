@@ -160,3 +160,21 @@ def test_build_depends_packages_share_one_image(tmp_path: Path, prefix: str,
     assert cell["modules"] == ["dtkdepbase=1.0", "dtkdepuser=1.0"]
     labels = check_driver_image(cell["image"], kernel_61, {"dtkdepbase", "dtkdepuser"})
     assert labels["dtk.build.packages"] == "dtkdepbase=1.0,dtkdepuser=1.0"
+
+
+@pytest.mark.usefixtures("toolkit_61")
+def test_package_dependencies_are_installed_as_apt_would(tmp_path: Path, prefix: str,
+                                                         kernel_61: str) -> None:
+    # iptables-netflow-dkms's build runs pkg-config against libxtables-dev, which its
+    # Depends pull in on a host; without them dkms fails ("Can not find iptables").
+    code, result, err = run_build(tmp_path, "--dkms", "iptables-netflow-dkms",
+                                  "--kernel", kernel_61,
+                                  "--image", f"localhost/{prefix}/${{MOD_NAME}}:x")
+    assert code == 0, err
+    (cell,) = result["outcomes"]
+    assert cell["status"] == "built", cell
+    assert cell["modules"] == ["ipt_NETFLOW=2.6"]
+    labels = check_driver_image(cell["image"], kernel_61, {"ipt_NETFLOW"})
+    # Built in the toolkit plus a cached layer with pkg-config and libxtables-dev.
+    assert labels["dtk.build.toolkit"].startswith("localhost/dtk-toolkit-extras:")
+    assert "pkg-config" in err
