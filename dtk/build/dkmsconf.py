@@ -23,9 +23,6 @@ from pathlib import Path
 from dtk import run as runner
 from dtk.errors import DtkError
 
-DKMS_TREE = "/var/lib/dkms"
-SOURCE_TREE = "/usr/src"
-
 # Arguments: OUT CONF KERNELVER ARCH KERNEL_SOURCE_DIR MODULE MODULE_VERSION.
 # Records go to OUT as NUL-separated (name, index, value) triples; the
 # fragment's own stdout is discarded and its stderr is left to the caller's log.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from dtk import kernel as kern
 from dtk.build import dkmsconf
@@ -80,7 +80,6 @@ class Cell:
 @dataclass(frozen=True)
 class Matrix:
     cells: tuple[Cell, ...]
-    notes: tuple[str, ...] = field(default=())
 
 
 def source_digest(source: Source) -> str:
