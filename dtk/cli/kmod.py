@@ -75,10 +75,11 @@ def inspect_cmd(target: str, symbols: bool, as_json: bool) -> None:
 
 # --- check --------------------------------------------------------------------------
 
-def _kernel_facts(release: str, kernel_root: Path | None) -> facts.KernelFacts:
+def _kernel_facts(release: str, kernel_root: Path | None, download: bool
+                  ) -> facts.KernelFacts:
     if kernel_root is not None:
         return facts.for_directory(kernel_root, release)
-    return facts.for_kernel(release)
+    return facts.for_kernel(release, download=download)
 
 
 def modules_for_kernel(groups: dict[str, list[Loaded]], release: str) -> list[Loaded]:
@@ -145,9 +146,12 @@ def _cell(verdicts: list[chk.Verdict]) -> str:
               help="The node boots with Secure Boot, so lockdown enforces signatures.")
 @click.option("--kernel-root", type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="Read kernels from this root (e.g. /) instead of their toolkit images.")
+@click.option("--download/--no-download", default=True, show_default=True,
+              help="For a kernel without a toolkit, fetch its headers package (~2 MB).")
 @json_option
 def check_cmd(*, targets: tuple[str, ...], kernels: tuple[str, ...], cert: Path | None,
-               secure_boot: bool, kernel_root: Path | None, as_json: bool) -> None:
+               secure_boot: bool, kernel_root: Path | None, download: bool,
+               as_json: bool) -> None:
     """Predict whether each kernel loads each module, and why not. Exit 1 if any is refused.
 
     TARGETS are module files or images; several targets or kernels print a matrix.
@@ -155,14 +159,17 @@ def check_cmd(*, targets: tuple[str, ...], kernels: tuple[str, ...], cert: Path 
     for release in kernels:
         kern.parse(release)
     loaded = {t: load_target(t, cert) for t in targets}
-    kernel_facts = [_kernel_facts(k, kernel_root) for k in kernels]
+    kernel_facts = [_kernel_facts(k, kernel_root, download) for k in kernels]
     policy = chk.Policy(secure_boot=secure_boot)
     results = {(t, k.release): check_target(loaded[t], k, policy)
                for t in targets for k in kernel_facts}
     refused = any(not v.loads for verdicts in results.values() for v in verdicts)
+    sources = {k.release: k.source for k in kernel_facts}
     if as_json:
-        print_json([v.to_json() | {"target": t} for (t, _k), vs in results.items() for v in vs])
+        print_json([v.to_json() | {"target": t, "kernel_facts": sources[k]}
+                    for (t, k), vs in results.items() for v in vs])
     elif len(targets) == 1 and len(kernels) == 1:
+        click.echo(f"kernel facts: {kernel_facts[0].source}")
         for verdict in next(iter(results.values())):
             _print_verdict(verdict)
     else:

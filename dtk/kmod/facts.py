@@ -22,7 +22,7 @@ from dtk import kernel as kern
 from dtk import paths
 from dtk.engine import buildah
 from dtk.errors import DtkError
-from dtk.kmod import elf, rootfs, symvers
+from dtk.kmod import elf, headers, rootfs, symvers
 from dtk.kmod.symvers import Symbol
 from dtk.toolkit.plan import TOOLKIT_REPO
 
@@ -211,12 +211,12 @@ def directory_key(root: Path, release: str) -> str:
     return "dir-" + digest.hexdigest()[:32]
 
 
-def for_directory(root: Path, release: str) -> KernelFacts:
+def for_directory(root: Path, release: str, source: str | None = None) -> KernelFacts:
     key = directory_key(root, release)
     cached = load_cached(key)
     if cached is not None:
         return cached
-    facts = from_root(root, release, str(root))
+    facts = from_root(root, release, source or str(root))
     store(key, facts)
     return facts
 
@@ -257,9 +257,16 @@ def image_key(image_id: str, release: str) -> str:
     return f"image-{image_id[:32]}-{kern.normalize(release)}"
 
 
-def for_kernel(release: str) -> KernelFacts:
-    """K's facts from its toolkit image, cached by the image's id."""
-    name, image_id = find_toolkit(release)
+def for_kernel(release: str, *, download: bool = True) -> KernelFacts:
+    """K's facts from its toolkit image (cached by the image's id), or else, when
+    `download` allows, from K's headers package (see headers.py)."""
+    try:
+        name, image_id = find_toolkit(release)
+    except DtkError:
+        if not download:
+            raise
+        return for_directory(headers.headers_root(release), release,
+                             source=f"linux-headers-{release} (no toolkit)")
     key = image_key(image_id, release)
     cached = load_cached(key)
     if cached is not None:

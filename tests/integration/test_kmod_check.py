@@ -14,7 +14,7 @@ from dtk import run as runner
 from dtk.distro.debian import DebianArchive
 from dtk.engine import buildah
 from dtk.kmod import check as chk
-from dtk.kmod import elf, facts, rootfs
+from dtk.kmod import elf, facts, headers, rootfs
 from dtk.toolkit.build import ToolkitImage, ensure_toolkit
 
 pytestmark = pytest.mark.integration
@@ -169,3 +169,19 @@ def test_check_against_a_directory_of_kernel_files(tmp_path: Path,
                          "--kernel-root", str(tmp_path)], check=False, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "loads" in result.stdout
+
+
+def test_headers_package_gives_the_same_answer_as_the_toolkit(
+        *, example_61: Path, kernel_61: str, kernel_61_old: str, toolkit_61: ToolkitImage,
+        toolkit_61_old: ToolkitImage) -> None:
+    """The no-toolkit fallback (linux-headers-K only) agrees with the toolkit's facts."""
+    module = elf.read_module(example_61)
+    for kernel in (kernel_61, kernel_61_old):
+        from_toolkit = facts.for_kernel(kernel, download=False)
+        from_headers = facts.for_directory(headers.headers_root(kernel), kernel)
+        assert from_headers.symbols == from_toolkit.symbols
+        assert from_headers.vermagic == from_toolkit.vermagic
+        assert {m for s in from_headers.symbols.values() if (m := s.module_name) != "vmlinux"} \
+            <= from_toolkit.modules
+        assert chk.check_module(module, from_headers, {}).findings == \
+            chk.check_module(module, from_toolkit, {}).findings
