@@ -181,7 +181,9 @@ def check_cmd(*, targets: tuple[str, ...], kernels: tuple[str, ...], cert: Path 
 # --- sign / verify / keygen ----------------------------------------------------------------
 
 @click.command("sign")
-@click.argument("target")
+@click.argument("module", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--unsigned-image", metavar="IMAGE",
+              help="Sign the modules of this image instead (KMM's sign.unsignedImage).")
 @click.option("--key", "key_path", required=True,
               type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="Private key, PEM (read into memory only; never copied anywhere).")
@@ -192,27 +194,34 @@ def check_cmd(*, targets: tuple[str, ...], kernels: tuple[str, ...], cert: Path 
               type=click.Choice(sorted(sign.HASHES)))
 @click.option("--key-id", "use_key_id", is_flag=True,
               help="Name the signer by subject key id (sign-file -k), not issuer+serial.")
-@click.option("--output", "-o", help="File: write here instead of in place. "
-                                     "Image: name of the signed image (required).")
-@click.option("--kernel", help="Image only: kernel release for $KERNEL_FULL_VERSION.")
+@click.option("--output", "-o", help="MODULE: write here instead of in place. "
+                                     "--unsigned-image: name of the signed image (required).")
+@click.option("--kernel", help="Image: kernel release for $KERNEL_FULL_VERSION in the globs.")
 @click.option("--files-to-sign", "patterns", multiple=True, metavar="GLOB",
-              help="Image only: KMM filesToSign entry (repeatable); each must match.")
-def sign_cmd(*, target: str, key_path: Path, cert_path: Path, hash_algo: str, use_key_id: bool,
-              output: str | None, kernel: str | None, patterns: tuple[str, ...]) -> None:
-    """Sign a module file, or the modules of an image into a new image (KMM's sign)."""
-    signer = sign.make_signer(key_path, cert_path, hash_algo, use_key_id)
-    if _is_file(target):
-        replaced = sign.sign_file(Path(target), signer, Path(output) if output else None)
+              help="Image: KMM filesToSign entry (repeatable); each must match a module.")
+def sign_cmd(*, module: Path | None, unsigned_image: str | None, key_path: Path,
+             cert_path: Path, hash_algo: str, use_key_id: bool, output: str | None,
+             kernel: str | None, patterns: tuple[str, ...]) -> None:
+    """Sign MODULE (.ko, .ko.xz, …) like the kernel's sign-file, or every module of
+    --unsigned-image matching --files-to-sign into a new image, like KMM's sign."""
+    if (module is None) == (unsigned_image is None):
+        raise DtkError("give either a MODULE file or --unsigned-image IMAGE")
+    if unsigned_image is not None and (not output or not kernel or not patterns):
+        raise DtkError("signing an image needs --output NEW-IMAGE, --kernel RELEASE and "
+                       "--files-to-sign GLOB",
+                       hint="e.g. dtk sign --unsigned-image IMG:unsigned --kernel "
+                            "6.1.0-56-amd64 --output IMG:signed --files-to-sign "
+                            "'/opt/lib/modules/$KERNEL_FULL_VERSION/*.ko' --key key.pem "
+                            "--cert cert.pem")
+    signer = sign.make_signer(key_path, cert_path, hash_algo, use_key_id)  # fail early
+    if module is not None:
+        replaced = sign.sign_file(module, signer, Path(output) if output else None)
         note = " (replaced its previous signature)" if replaced else ""
-        click.echo(f"signed {output or target} with {hash_algo}{note}")
+        click.echo(f"signed {output or module} with {hash_algo}{note}")
         return
-    if not output or not kernel:
-        raise DtkError("signing an image needs --output NEW-IMAGE and --kernel RELEASE",
-                       hint="e.g. dtk sign IMG:unsigned --kernel 6.1.0-56-amd64 --output "
-                            "IMG:signed --files-to-sign '/opt/lib/modules/$KERNEL_FULL_VERSION"
-                            "/*.ko' --key key.pem --cert cert.pem")
+    assert unsigned_image is not None and output is not None and kernel is not None
     kern.parse(kernel)
-    result = image.sign_image(target, output, list(patterns), kernel, signer=signer,
+    result = image.sign_image(unsigned_image, output, list(patterns), kernel, signer=signer,
                               on_file=lambda p: click.echo(f"signed {p}"))
     click.echo(f"{result.name} ({result.image_id[:12]}): {len(result.files)} module(s) signed")
 

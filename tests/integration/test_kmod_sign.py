@@ -108,7 +108,8 @@ def test_sign_image_like_kmm(kit: Path, unsigned_image: tuple[str, str]) -> None
     unsigned, release = unsigned_image
     signed = unsigned.replace("unsigned", "signed")
     key, cert = kit / "signing_key.pem", kit / "signing_cert.pem"
-    result = runner.run([DTK, "sign", unsigned, "--kernel", release, "--output", signed,
+    result = runner.run([DTK, "sign", "--unsigned-image", unsigned, "--kernel", release,
+                         "--output", signed,
                          "--key", str(key), "--cert", str(cert), "--files-to-sign",
                          "/opt/lib/modules/${KERNEL_FULL_VERSION}/extra/*.ko",
                          "--files-to-sign", "/opt/lib/modules/$KERNEL_FULL_VERSION/*.ko"],
@@ -137,7 +138,8 @@ def test_a_glob_that_matches_nothing_creates_no_image(kit: Path,
                                                       unsigned_image: tuple[str, str]) -> None:
     unsigned, release = unsigned_image
     target = f"localhost/dtk-test-never-{uuid.uuid4().hex[:8]}:x"
-    result = runner.run([DTK, "sign", unsigned, "--kernel", release, "--output", target,
+    result = runner.run([DTK, "sign", "--unsigned-image", unsigned, "--kernel", release,
+                         "--output", target,
                          "--key", str(kit / "signing_key.pem"), "--cert",
                          str(kit / "signing_cert.pem"), "--files-to-sign",
                          "/opt/lib/modules/${KERNEL_FULL_VERSION}/*.ko",
