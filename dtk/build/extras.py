@@ -27,10 +27,13 @@ EXTRAS_REPO = "localhost/dtk-toolkit-extras"
 
 
 def installed_packages(toolkit: ImageRef) -> frozenset[str]:
-    with buildah.working_container(toolkit.name) as ctr:
-        out = ctr.run(["dpkg-query", "-W", "-f", "${Package}\n"], timeout=120,
-                      what=f"listing the packages of {toolkit.name} failed").stdout
-    return frozenset(out.split())
+    # Through a file: a container's output reaches us only as a tail.
+    with tempfile.TemporaryDirectory(prefix="dtk-pkgs-") as tmp, \
+            buildah.working_container(toolkit.name) as ctr:
+        ctr.run(["sh", "-c", "dpkg-query -W -f '${Package}\\n' > /dtk-pkgs/list"],
+                volumes=[f"{tmp}:/dtk-pkgs"], timeout=120,
+                what=f"listing the packages of {toolkit.name} failed")
+        return frozenset((Path(tmp) / "list").read_text().split())
 
 
 def missing(group: DkmsGroup, installed: frozenset[str]) -> tuple[str, ...]:
