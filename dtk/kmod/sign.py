@@ -181,15 +181,16 @@ def _check_value(value: bytes, content: bytes, algo: hashes.HashAlgorithm,
 # --- files ---------------------------------------------------------------------
 
 def compress(data: bytes, kind: str | None) -> bytes:
-    """Recompress as the kernel's in-kernel decompressor accepts it."""
+    """Recompress with kbuild's settings (scripts/Makefile.modinst), which the kernel's
+    in-kernel decompressor and kmod both accept."""
     if kind is None:
         return data
-    if kind == "xz":  # the kernel's xz decoder needs CRC32 checks, like `xz --check=crc32`
+    if kind == "xz":  # xz --check=crc32 --lzma2=dict=1MiB: the kernel's xz needs CRC32
         return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32,
                              filters=[{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 20}])
-    if kind == "gzip":
-        return gzip.compress(data, mtime=0)
-    return zstandard.ZstdCompressor(level=19).compress(data)
+    if kind == "gzip":  # gzip -n: no name, no timestamp
+        return gzip.compress(data, compresslevel=6, mtime=0)
+    return zstandard.ZstdCompressor(level=3).compress(data)  # zstd's default, as kbuild
 
 
 def write_atomic(path: Path, data: bytes) -> None:
