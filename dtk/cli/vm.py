@@ -69,7 +69,7 @@ def vmtest_cmd(*, image: str, kernels: tuple[str, ...], module: str, params: tup
     IMAGE may contain KMM variables, e.g. 'localhost/dtk-driver/m:${KERNEL_FULL_VERSION}',
     to use one image per kernel. Exit status 0 only if every kernel loaded it.
     """
-    config = GuestConfig(module=module or (loading_order[0] if loading_order else ""),
+    config = GuestConfig(module=module,
                          dir_name=dir_name, parameters=params,
                          load_args=load_args or ("-v",), loading_order=loading_order,
                          in_tree_to_remove=remove, firmware_host=firmware_host_path,

@@ -231,7 +231,8 @@ def _one_kernel(run: _Run, release: str, contents: ImageContents | str | None) -
 
 def _guest_config(spec: VmTestSpec, tree: DriverTree, parts: kernels.KernelParts,
                   result: VmResult) -> GuestConfig:
-    module = spec.guest.module or _only_module(tree)
+    order = spec.guest.loading_order
+    module = spec.guest.module or (order[0] if order else _only_module(tree))
     result.module = module
     present = parts.modules_dep.paths.keys()
     remove = tuple(m for m in spec.guest.in_tree_to_remove if m.replace("-", "_") in present)

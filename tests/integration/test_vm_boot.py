@@ -136,25 +136,80 @@ def test_unsigned_module_is_refused_under_sig_enforce(images: Images, kernel_61:
     assert "Key was rejected by service" in r.reason
 
 
+def copy_module(image: str, inner: str, dest: Path) -> None:
+    """Copy one file out of an image (toolkit or driver) into `dest`."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with buildah.working_container(image) as ctr, ctr.mounted() as root:
+        dest.write_bytes((root / inner.lstrip("/")).read_bytes())
+
+
+def scratch_image(opt: Path, release: str, *, base: str = "scratch",
+                  extra: tuple[tuple[Path, str], ...] = ()) -> str:
+    """An image with `opt` (depmod'ed for `release`) at /opt, plus `extra` copies."""
+    if any(opt.rglob("*.ko*")):
+        subprocess.run(["depmod", "-b", str(opt), release], check=True, capture_output=True)
+    name = f"localhost/dtk-vmtest-{uuid.uuid4().hex[:8]}/composed:latest"
+    with buildah.working_container(base) as ctr:
+        if any(opt.iterdir()):
+            ctr.copy_in(opt, "/opt")
+        for source, dest in extra:
+            ctr.copy_in(source, dest)
+        ctr.commit(name)
+    return name
+
+
 def test_debian_signed_module_loads_under_sig_enforce(tmp_path: Path, kernel_61: str,
                                                       toolkit_61: ToolkitImage) -> None:
     """The positive control: enforcement refuses what is unsigned, not everything."""
-    name = f"localhost/dtk-vmtest-{uuid.uuid4().hex[:8]}/dummy:latest"
     opt = tmp_path / "opt"
-    extra = opt / "lib" / "modules" / kernel_61 / "extra"
-    extra.mkdir(parents=True)
-    with buildah.working_container(toolkit_61.name) as ctr, ctr.mounted() as root:
-        ko = root / "lib/modules" / kernel_61 / "kernel/drivers/net/dummy.ko"
-        (extra / "dummy.ko").write_bytes(ko.read_bytes())
-    subprocess.run(["depmod", "-b", str(opt), kernel_61], check=True, capture_output=True)
-    with buildah.working_container("scratch") as ctr:
-        ctr.copy_in(opt, "/opt")
-        ctr.commit(name)
+    copy_module(toolkit_61.name, f"/lib/modules/{kernel_61}/kernel/drivers/net/dummy.ko",
+                opt / "lib" / "modules" / kernel_61 / "extra" / "dummy.ko")
+    name = scratch_image(opt, kernel_61)
     try:
         r = run_vm(name, (kernel_61,), sig_enforce=True, parameters=("numdummies=1",),
                    check="ip link show dummy0")[kernel_61]
         assert r.verdict is Verdict.LOADED, r.reason
         assert "dummy0" in r.sections["check"]
+    finally:
+        buildah.remove_image(name)
+
+
+def test_loading_order_becomes_softdeps_and_unload_takes_them_all(
+        images: Images, tmp_path: Path, kernel_61: str, toolkit_61: ToolkitImage) -> None:
+    extra = tmp_path / "opt" / "lib" / "modules" / kernel_61 / "extra"
+    example = images.template("example").replace("${KERNEL_FULL_VERSION}", kernel_61)
+    copy_module(example, f"/opt/lib/modules/{kernel_61}/extra/dtk_example.ko",
+                extra / "dtk_example.ko")
+    copy_module(toolkit_61.name, f"/lib/modules/{kernel_61}/kernel/drivers/net/dummy.ko",
+                extra / "dummy.ko")
+    name = scratch_image(tmp_path / "opt", kernel_61)
+    try:
+        r = run_vm(name, (kernel_61,), loading_order=("dtk_example", "dummy"),
+                   check="cut -d' ' -f1 /proc/modules")[kernel_61]
+        assert r.verdict is Verdict.LOADED, r.reason
+        assert r.module == "dtk_example"
+        assert sorted(r.sections["check"].split()) == ["dtk_example", "dummy"]
+        assert "rmmod dtk_example" in r.sections["unload"]
+        assert "rmmod dummy" in r.sections["unload"]
+    finally:
+        buildah.remove_image(name)
+
+
+def test_firmware_is_copied_and_its_path_set(images: Images, tmp_path: Path,
+                                             kernel_61: str) -> None:
+    firmware = tmp_path / "firmware" / "dtk"
+    firmware.mkdir(parents=True)
+    (firmware / "test.bin").write_text("firmware bytes\n")
+    (tmp_path / "opt").mkdir()
+    example = images.template("example").replace("${KERNEL_FULL_VERSION}", kernel_61)
+    name = scratch_image(tmp_path / "opt", kernel_61, base=example,
+                         extra=((tmp_path / "firmware", "/firmware"),))
+    try:
+        r = run_vm(name, (kernel_61,), firmware_path="/firmware",
+                   check="cat /sys/module/firmware_class/parameters/path "
+                         "/var/lib/firmware/dtk/test.bin")[kernel_61]
+        assert r.verdict is Verdict.LOADED, r.reason
+        assert r.sections["check"].split("\n") == ["/var/lib/firmware", "firmware bytes"]
     finally:
         buildah.remove_image(name)
 
