@@ -20,12 +20,16 @@ def _is_file(target: str) -> bool:
     return Path(target).is_file() or image.is_module_name(target)
 
 
-def load_target(target: str, cert_path: Path | None = None) -> dict[str, list[Loaded]]:
-    """Modules of a file or an image, grouped by kernel directory ('' for a file)."""
+def load_target(target: str, cert_path: Path | None = None) -> image.ImageModules | Loaded:
+    """A module file, or an image's modules grouped by kernel directory."""
     cert = sign.load_cert(cert_path) if cert_path else None
     if _is_file(target):
-        return {"": [image.load_file(Path(target), cert)]}
-    return image.read_image(target, cert=cert)
+        return image.load_file(Path(target), cert)
+    return image.read_image_index(target, cert=cert)
+
+
+def _groups(loaded: image.ImageModules | Loaded) -> dict[str, list[Loaded]]:
+    return {"": [loaded]} if isinstance(loaded, Loaded) else loaded.modules
 
 
 # --- inspect ----------------------------------------------------------------------
@@ -63,7 +67,7 @@ def _describe(mod: elf.KernelModule, symbols: bool) -> None:
 @json_option
 def inspect_cmd(target: str, symbols: bool, as_json: bool) -> None:
     """Show what a module file (.ko, .ko.xz, …) or every module in an image contains."""
-    groups = load_target(target)
+    groups = _groups(load_target(target))
     if as_json:
         print_json([{"kernel_dir": k or None, **item.module.to_json()}
                     for k, items in groups.items() for item in items])
@@ -82,30 +86,32 @@ def _kernel_facts(release: str, kernel_root: Path | None, download: bool
     return facts.for_kernel(release, download=download)
 
 
-def modules_for_kernel(groups: dict[str, list[Loaded]], release: str) -> list[Loaded]:
-    """An image's modules to check against `release`.
+def kernel_dir_for(groups: dict[str, list[Loaded]], release: str) -> str | None:
+    """The image's kernel directory to check against `release`.
 
     Its own directory for that kernel (raw or normalized) when there is one;
-    otherwise, with a single kernel directory, those modules (the question is
-    then "does what I built for K1 load on K2?"); otherwise none.
+    otherwise, with a single kernel directory, that one (the question is then
+    "does what I built for K1 load on K2?"); otherwise none.
     """
     for key in (release, kern.normalize(release)):
         if key in groups:
-            return groups[key]
-    if len(groups) == 1:
-        return next(iter(groups.values()))
-    return []
+            return key
+    return next(iter(groups)) if len(groups) == 1 else None
 
 
-def check_target(groups: dict[str, list[Loaded]], kernel: facts.KernelFacts,
+def check_target(target: image.ImageModules | Loaded, kernel: facts.KernelFacts,
                  policy: chk.Policy) -> list[chk.Verdict]:
-    items = modules_for_kernel(groups, kernel.release)
-    if not items:
-        raise DtkError(f"the image has modules for {', '.join(groups)} but not for "
+    if isinstance(target, Loaded):
+        return [chk.check_module(target.module, kernel, {}, trust=target.trust,
+                                 policy=policy)]
+    key = kernel_dir_for(target.modules, kernel.release)
+    if key is None:
+        raise DtkError(f"the image has modules for {', '.join(target.modules)} but not for "
                        f"{kernel.release}", hint="check it against one of those kernels")
+    items = target.modules[key]
     peers, names = chk.peers_of([i.module for i in items])
     return [chk.check_module(i.module, kernel, peers, peer_modules=names, trust=i.trust,
-                             policy=policy) for i in items]
+                             policy=policy, depmod=target.depmod[key]) for i in items]
 
 
 _SHOWN_PER_CODE = 5  # a module built for another ABI fails hundreds of CRCs; --json has all

@@ -16,7 +16,7 @@ from cryptography import x509
 from dtk import kernel as kern
 from dtk.engine import buildah
 from dtk.errors import DtkError
-from dtk.kmod import elf, rootfs, sign
+from dtk.kmod import elf, rootfs, sign, symvers
 from dtk.kmod.check import SignatureTrust
 
 MODULES_DIR = "/opt/lib/modules"  # KMM's default dirName + lib/modules
@@ -68,15 +68,43 @@ def modules_from_root(root: Path, base: str = MODULES_DIR,
     return found
 
 
-def read_image(image: str, base: str = MODULES_DIR,
-               cert: x509.Certificate | None = None) -> dict[str, list[Loaded]]:
+def depmod_names(root: Path, base: str, kernel_dir: str) -> frozenset[str]:
+    """Modules that `modprobe -d` can find: those modules.dep lists (empty if it is missing).
+
+    KMM's worker runs `modprobe -d /opt NAME`; modprobe finds NAME and its
+    dependencies only through the image's modules.dep, written by depmod.
+    """
+    dep = rootfs.resolve(root, f"{base}/{kernel_dir}/modules.dep")
+    if dep is None or not dep.is_file():
+        return frozenset()
+    names: set[str] = set()
+    for line in dep.read_text(errors="replace").splitlines():
+        target, _, deps = line.partition(":")
+        names.update(symvers.module_name(p) for p in [target, *deps.split()] if p.strip())
+    return frozenset(names)
+
+
+@dataclass(frozen=True)
+class ImageModules:
+    modules: dict[str, list[Loaded]]  # per kernel directory
+    depmod: dict[str, frozenset[str]]  # per kernel directory: what modules.dep lists
+
+
+def read_image_index(image: str, base: str = MODULES_DIR,
+                     cert: x509.Certificate | None = None) -> ImageModules:
     buildah.inspect(image)  # a clear error when it does not exist
     with buildah.working_container(image) as ctr, ctr.mounted() as root:
         found = modules_from_root(root, base, cert)
+        depmod = {k: depmod_names(root, base, k) for k in found}
     if not found:
         raise DtkError(f"{image} has no kernel modules under {base}/<kernel>/",
                        hint="KMM images keep modules in /opt/lib/modules/<kernel>/")
-    return found
+    return ImageModules(found, depmod)
+
+
+def read_image(image: str, base: str = MODULES_DIR,
+               cert: x509.Certificate | None = None) -> dict[str, list[Loaded]]:
+    return read_image_index(image, base, cert).modules
 
 
 def sign_patterns(patterns: list[str], release: str) -> list[list[str]]:

@@ -8,6 +8,7 @@ both lines. Check and boot must agree on every cell.
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,8 @@ from dtk import run as runner
 from dtk.distro.debian import DebianArchive
 from dtk.engine import buildah
 from dtk.kmod import check as chk
-from dtk.kmod import elf, facts
+from dtk.kmod import elf, facts, rootfs
+from dtk.kmod.image import read_image_index
 from dtk.toolkit.build import ToolkitImage, ensure_toolkit
 from dtk.vm.guest import GuestConfig
 from dtk.vm.verdict import Verdict
@@ -27,14 +29,19 @@ from dtk.vm.vmtest import VmTestSpec, vmtest
 
 from .test_kmod_check import compile_example
 
+DATA = Path(__file__).parent.parent / "data" / "kmod"
+
 pytestmark = pytest.mark.integration
 
 
-def driver_image(ko: Path, release: str) -> str:
-    """A KMM-layout driver image: the module under /opt/lib/modules/<K>/ and depmod's index."""
+def driver_image(ko: Path, release: str, extra: dict[str, Path] | None = None) -> str:
+    """A KMM-layout driver image: the module under /opt/lib/modules/<K>/ and depmod's index
+    (`extra`: more files, by path under /opt/lib/modules/<K>/)."""
     name = f"localhost/dtk-test-agree-{uuid.uuid4().hex[:8]}:{release.replace('+', '_')}"
     with buildah.working_container("scratch") as ctr:
         ctr.copy_in(ko, f"/opt/lib/modules/{release}/extra/{ko.name}")
+        for rel, host in (extra or {}).items():
+            ctr.copy_in(host, f"/opt/lib/modules/{release}/{rel}")
         with ctr.mounted() as root:
             runner.run(["depmod", "-b", str(root / "opt"), release], timeout=120)
         ctr.commit(name)
@@ -118,3 +125,37 @@ def test_signature_enforcement_agrees(images: dict[str, tuple[str, Path]], kerne
                                  policy=chk.Policy(secure_boot=True))
     assert vm.verdict is Verdict.REFUSED, vm.reason
     assert [f.code for f in predicted.refusals] == ["signature"]
+
+
+def test_in_tree_dependency_agrees(toolkit_61: ToolkitImage, kernel_61: str,
+                                   tmp_path: Path) -> None:
+    """KMM's in-tree dependency trap: modprobe -d /opt only follows the image's modules.dep."""
+    ko = compile_example(toolkit_61, kernel_61, tmp_path, DATA / "needs-crc7", "needs_crc7")
+    with buildah.working_container(toolkit_61.name) as ctr, ctr.mounted() as root:
+        crc7 = rootfs.resolve(root, f"/lib/modules/{kernel_61}/kernel/lib/crc7.ko")
+        assert crc7 is not None
+        shutil.copyfile(crc7, tmp_path / "crc7.ko")
+    bare = driver_image(ko, kernel_61)
+    fixed = driver_image(ko, kernel_61, {"kernel/lib/crc7.ko": tmp_path / "crc7.ko"})
+    try:
+        kernel = facts.for_kernel(kernel_61)
+        results = {}
+        for image in (bare, fixed):
+            index = read_image_index(image)
+            items = index.modules[kernel_61]
+            peers, names = chk.peers_of([i.module for i in items])
+            [verdict] = [chk.check_module(i.module, kernel, peers, peer_modules=names,
+                                          depmod=index.depmod[kernel_61])
+                         for i in items if i.module.name == "needs_crc7"]
+            [vm] = vmtest(VmTestSpec(image=image, kernels=(kernel_61,),
+                                     guest=GuestConfig(module="needs_crc7")))
+            results[image] = (verdict, vm)
+        verdict, vm = results[bare]
+        assert vm.verdict is Verdict.REFUSED and "Unknown symbol crc7_be" in vm.reason
+        assert [f.code for f in verdict.refusals] == ["depmod"]
+        verdict, vm = results[fixed]
+        assert vm.verdict is Verdict.LOADED, vm.reason
+        assert verdict.loads, verdict.findings
+    finally:
+        for image in (bare, fixed):
+            buildah.remove_image(image)

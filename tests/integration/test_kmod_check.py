@@ -22,16 +22,18 @@ EXAMPLE = Path(__file__).parent.parent.parent / "examples" / "dtk-example"
 DTK = str(Path(__file__).parent.parent.parent / ".venv" / "bin" / "dtk")
 
 
-def compile_example(toolkit: ToolkitImage, release: str, out: Path) -> Path:
-    """Build examples/dtk-example with kbuild inside the toolkit; return the .ko on the host."""
+def compile_example(toolkit: ToolkitImage, release: str, out: Path, source: Path = EXAMPLE,
+                    name: str = "dtk_example") -> Path:
+    """Build a module (default: examples/dtk-example) with kbuild inside the toolkit;
+    return the .ko on the host."""
     with buildah.working_container(toolkit.name) as ctr:
-        ctr.copy_in(EXAMPLE, "/build")
+        ctr.copy_in(source, "/build")
         ctr.run(["make", "-C", f"/usr/src/linux-headers-{release}", "M=/build", "modules"],
-                timeout=600, what=f"compiling dtk_example for {release}")
+                timeout=600, what=f"compiling {name} for {release}")
         with ctr.mounted() as root:
-            built = rootfs.resolve(root, "/build/dtk_example.ko")
+            built = rootfs.resolve(root, f"/build/{name}.ko")
             assert built is not None
-            target = out / release / "dtk_example.ko"
+            target = out / release / f"{name}.ko"
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(built, target)
     return target
@@ -129,6 +131,8 @@ def _scratch_image(ko: Path, kernel_dir: str) -> str:
     name = f"localhost/dtk-test-kmod-{uuid.uuid4().hex[:8]}:{kernel_dir.replace('+', '_')}"
     with buildah.working_container("scratch") as ctr:
         ctr.copy_in(ko, f"/opt/lib/modules/{kernel_dir}/extra/{ko.name}")
+        with ctr.mounted() as root:
+            runner.run(["depmod", "-b", str(root / "opt"), kernel_dir], timeout=120)
         ctr.commit(name)
     return name
 
@@ -149,6 +153,7 @@ def test_cli_matrix_and_json(example_61: Path, example_612: Path, kernel_61: str
         assert single.returncode == 0, single.stderr
         [verdict] = json.loads(single.stdout)
         assert verdict["loads"] and verdict["module"] == "dtk_example"
+        assert verdict["kernel_facts"].startswith(f"localhost/driver-toolkit:{kernel_61}")
         assert verdict["path"] == f"/opt/lib/modules/{kernel_61}/extra/dtk_example.ko"
     finally:
         buildah.remove_image(image)

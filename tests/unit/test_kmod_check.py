@@ -184,3 +184,16 @@ def test_struct_module_size_is_checked_from_64_on() -> None:
     assert codes(verdict)[0] == "struct-module"  # before module_layout, like the kernel
     old = dataclasses.replace(kernel("6.1.0-47-amd64"), module_struct_size=0x500)
     assert "struct-module" not in codes(chk.check_module(MODULE, old, {}))
+
+
+def test_kmm_images_need_modules_dep_for_the_module_and_its_in_tree_deps() -> None:
+    # a bare file is not loaded through modprobe -d: no depmod finding
+    assert "depmod" not in codes(chk.check_module(MODULE, kernel(), {}))
+    assert codes(chk.check_module(MODULE, kernel(), {}, depmod=frozenset())) == ["depmod"]
+    assert chk.check_module(MODULE, kernel(), {}, depmod=frozenset({"crc7"})).loads
+    needy = dataclasses.replace(MODULE, modinfo=(
+        *((k, v) for k, v in MODULE.modinfo if k != "depends"), ("depends", "usbcore")))
+    verdict = chk.check_module(needy, kernel(), {}, depmod=frozenset({"crc7"}))
+    assert codes(verdict) == ["depmod"]
+    assert "in-tree dependency usbcore" in verdict.refusals[0].message
+    assert chk.check_module(needy, kernel(), {}, depmod=frozenset({"crc7", "usbcore"})).loads
