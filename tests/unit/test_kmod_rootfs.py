@@ -82,3 +82,10 @@ def test_match_files_finds_rt_modules_under_the_raw_name(tmp_path: Path) -> None
     with pytest.raises(DtkError, match="matches no file"):
         image.match_files(tmp_path, ["/opt/lib/modules/${KERNEL_FULL_VERSION}/*.ko",
                                      "/opt/other/*.ko"], release)
+
+
+def test_glob_patterns_cannot_climb_out(root: Path) -> None:
+    with pytest.raises(rootfs.UnsafePathError):
+        rootfs.glob(root, "/opt/../../secret")
+    with pytest.raises(rootfs.UnsafePathError):
+        image.match_files(root, ["/opt/lib/../../../../*"], "6.1.0-56-amd64")
