@@ -23,6 +23,11 @@ import shlex
 from dataclasses import dataclass, field
 
 RESULT_PORT = "/dev/ttyS1"
+# kmod's tools live here, not in /sbin: while it boots, the kernel execs
+# /sbin/modprobe for every request_module (crypto, net families …), and each
+# exec of a dynamically linked kmod costs tenths of a second under TCG. init
+# points /proc/sys/kernel/modprobe here once the worker may need it.
+KMOD_DIR = "/usr/libexec/kmod"
 CONFIG_PATH = "/dtk/config"
 SOFTDEP_PATH = "/etc/modprobe.d/softdep.conf"
 
@@ -44,11 +49,12 @@ INIT_SCRIPT = r"""#!/bin/busybox sh
 # dtk VM init: KMM's worker load sequence; results go to /dev/ttyS1.
 /bin/busybox mkdir -p /proc /sys /dev /tmp /run /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
-export PATH=/sbin:/usr/sbin:/bin:/usr/bin
+export PATH=/usr/libexec/kmod:/sbin:/usr/sbin:/bin:/usr/bin
 # busybox sh runs its own applets before anything on PATH; kmod's modprobe
 # (the one KMM's worker uses) is therefore called by its path.
-MODPROBE=/sbin/modprobe
+MODPROBE=/usr/libexec/kmod/modprobe
 mount -t proc proc /proc
+echo $MODPROBE >/proc/sys/kernel/modprobe
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 exec 3>/dev/ttyS1

@@ -32,9 +32,10 @@ from dtk.errors import DtkError
 from dtk.lock import locked
 from dtk.vm import cpio
 from dtk.vm.cache import digest, vm_cache, write_atomic
+from dtk.vm.guest import KMOD_DIR
 
 ROOT_PACKAGES = ("busybox-static", "kmod")
-ROOT_PACKAGES_KEY = "dtk-vm-tools-1 " + " ".join(ROOT_PACKAGES)
+ROOT_PACKAGES_KEY = "dtk-vm-tools-2 " + " ".join(ROOT_PACKAGES)
 _LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "lib", "usr/lib")
 _KMOD_TOOLS = ("modprobe", "insmod", "rmmod", "lsmod", "modinfo", "depmod")
 
@@ -148,7 +149,7 @@ def userland_entries(root: Path) -> list[cpio.Entry]:
     kmod_path = "/" + str(kmod.relative_to(root))
     entries = [cpio.file("/bin/busybox", busybox.read_bytes(), 0o755),
                cpio.file(kmod_path, kmod.read_bytes(), 0o755)]
-    entries += [cpio.symlink(f"/sbin/{tool}", kmod_path) for tool in _KMOD_TOOLS]
+    entries += [cpio.symlink(f"{KMOD_DIR}/{tool}", kmod_path) for tool in _KMOD_TOOLS]
     for guest_path, host_path in sorted(elf_closure(root, kmod).items()):
         entries.append(cpio.file(guest_path, host_path.read_bytes(), 0o755))
     entries.append(cpio.chardev("/dev/console", 5, 1))

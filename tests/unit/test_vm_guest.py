@@ -47,6 +47,11 @@ def test_config_survives_the_shell(tmp_path: Path) -> None:
     assert argv == ["-v", "-d", "/opt", "dtk_example", nasty]
 
 
+def test_init_script_uses_kmod_where_the_userland_puts_it() -> None:
+    assert f"MODPROBE={guest.KMOD_DIR}/modprobe\n" in guest.INIT_SCRIPT
+    assert "echo $MODPROBE >/proc/sys/kernel/modprobe" in guest.INIT_SCRIPT
+
+
 def test_init_script_parses_under_busybox_sh(tmp_path: Path) -> None:
     script = tmp_path / "init"
     script.write_text(guest.INIT_SCRIPT)
