@@ -131,6 +131,8 @@ def _print_verdict(verdict: chk.Verdict) -> None:
         if count > _SHOWN_PER_CODE:
             click.echo(f"  {'':7} {code:16} … and {count - _SHOWN_PER_CODE} more (--json "
                        "lists every finding)")
+    for line in chk.remedies(verdict):
+        click.echo(f"  fix: {line}")
 
 
 def _cell(verdicts: list[chk.Verdict]) -> str:

@@ -300,3 +300,24 @@ def check_depmod(module: KernelModule, kernel: KernelFacts,
                     f"/host/lib/modules/{kernel.release} into the image before depmod")
             for d in module.depends
             if d.replace("-", "_") in kernel.modules and d.replace("-", "_") not in depmod]
+
+
+_REMEDIES = (
+    (("crc", "vermagic", "struct-module", "unknown-symbol", "no-versions"),
+     "built for another kernel: rebuild it for {kernel} (dtk build --kernel {kernel} …)"),
+    (("signature",), "sign it (dtk sign) with a key the node trusts (dtk keygen, then "
+                     "mokutil --import)"),
+    (("depmod",), "run `depmod -b /opt {kernel}` last in the image, with the node's modules "
+                  "linked in (/opt/lib/modules/{kernel}/host -> /host/lib/modules/{kernel})"),
+    (("depends",), "ship the missing modules in the image"),
+    (("namespace",), "add MODULE_IMPORT_NS(…) for the namespace to the module's source"),
+    (("duplicate-export",), "rename the exported symbol, or drop the copy of in-kernel code"),
+    (("arch",), "build it for the node's architecture"),
+)
+
+
+def remedies(verdict: Verdict) -> list[str]:
+    """What to do about the refusals, one line per kind of cause."""
+    refused = {f.code for f in verdict.refusals}
+    return [text.format(kernel=verdict.kernel) for codes, text in _REMEDIES
+            if refused & set(codes)]

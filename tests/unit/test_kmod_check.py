@@ -197,3 +197,16 @@ def test_kmm_images_need_modules_dep_for_the_module_and_its_in_tree_deps() -> No
     assert codes(verdict) == ["depmod"]
     assert "in-tree dependency usbcore" in verdict.refusals[0].message
     assert chk.check_module(needy, kernel(), {}, depmod=frozenset({"crc7", "usbcore"})).loads
+
+
+def test_remedies_follow_the_refusals() -> None:
+    rt = {**STD_CONFIG, "CONFIG_PREEMPT_RT": "y"}
+    rt.pop("CONFIG_PREEMPT_BUILD")
+    verdict = chk.check_module(MODULE, kernel("6.1.0-56-rt-amd64", rt), {},
+                               trust=chk.SignatureTrust.UNSIGNED,
+                               policy=chk.Policy(secure_boot=True))
+    fixes = chk.remedies(verdict)
+    assert len(fixes) == 2
+    assert "rebuild it for 6.1.0-56-rt-amd64" in fixes[0]
+    assert "dtk sign" in fixes[1]
+    assert chk.remedies(chk.check_module(MODULE, kernel(), {})) == []
