@@ -15,7 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dtk import paths
+from dtk import run as runner
 from dtk.build.digest import inputs_digest
+from dtk.build.outcome import tail_of
 from dtk.build.plan import KIND_LABEL, ImageRef
 from dtk.build.sources import DkmsGroup, Source
 from dtk.engine import buildah
@@ -91,7 +93,10 @@ def resolve_extras(sources: Sequence[Source], toolkits: Mapping[str, ImageRef | 
                 result[(group.name, kernel)] = ensure_extras(
                     toolkit, needed, log_dir / f"extras-{group.name}.log")
             except DtkError as exc:
-                result[(group.name, kernel)] = (
+                # What apt or a dependency's own postinst said is the reason to show.
+                said = tail_of(exc.tail, 6) if isinstance(exc, runner.CommandError) else ()
+                result[(group.name, kernel)] = "\n".join((
                     f"installing {group.name}'s dependencies ({', '.join(needed)}) into "
-                    f"{toolkit.name} failed: {exc.message.splitlines()[0]}")
+                    f"{toolkit.name} failed (log: {log_dir / f'extras-{group.name}.log'})",
+                    *said))
     return result
