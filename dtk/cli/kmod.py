@@ -12,7 +12,7 @@ from dtk import kernel as kern
 from dtk.cli.common import json_option, print_json, print_table
 from dtk.errors import DtkError
 from dtk.kmod import check as chk
-from dtk.kmod import elf, facts, image, keygen, sign
+from dtk.kmod import elf, facts, image, keygen, keyring, sign
 from dtk.kmod.image import Loaded
 
 
@@ -101,8 +101,9 @@ def kernel_dir_for(groups: dict[str, list[Loaded]], release: str) -> str | None:
 
 def check_target(target: image.ImageModules | Loaded, kernel: facts.KernelFacts,
                  policy: chk.Policy) -> list[chk.Verdict]:
+    builtin = keyring.load(kernel.builtin_certs)
     if isinstance(target, Loaded):
-        return [chk.check_module(target.module, kernel, {}, trust=target.trust,
+        return [chk.check_module(target.module, kernel, {}, trust=target.trust_on(builtin),
                                  policy=policy)]
     key = kernel_dir_for(target.modules, kernel.release)
     if key is None:
@@ -110,8 +111,9 @@ def check_target(target: image.ImageModules | Loaded, kernel: facts.KernelFacts,
                        f"{kernel.release}", hint="check it against one of those kernels")
     items = target.modules[key]
     peers, names = chk.peers_of([i.module for i in items])
-    return [chk.check_module(i.module, kernel, peers, peer_modules=names, trust=i.trust,
-                             policy=policy, depmod=target.depmod[key]) for i in items]
+    return [chk.check_module(i.module, kernel, peers, peer_modules=names,
+                             trust=i.trust_on(builtin), policy=policy,
+                             depmod=target.depmod[key]) for i in items]
 
 
 _SHOWN_PER_CODE = 5  # a module built for another ABI fails hundreds of CRCs; --json has all

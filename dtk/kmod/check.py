@@ -63,6 +63,7 @@ class Peer:
 class SignatureTrust(enum.StrEnum):
     UNSIGNED = "unsigned"
     TRUSTED = "trusted"  # verified against a certificate the user gave
+    BUILTIN = "builtin"  # verified against a key built into the kernel
     UNTRUSTED = "untrusted"  # signed, but not verifiable with the certificate given
     UNKNOWN = "unknown"  # signed; no certificate given to check it against
 
@@ -135,6 +136,9 @@ def check_signature(module: KernelModule, kernel: KernelFacts, trust: SignatureT
     signer = f"signed by '{sig.signer.issuer_cn}' ({sig.hash_algo})" if sig else "unsigned"
     if trust is SignatureTrust.TRUSTED:
         return [Finding(Severity.OK, "signature", f"{signer}, verified with the certificate")]
+    if trust is SignatureTrust.BUILTIN:
+        return [Finding(Severity.OK, "signature", f"{signer}, verified with the kernel's "
+                                                  "built-in key")]
     if trust is SignatureTrust.UNKNOWN:
         severity = Severity.WARN if enforced else Severity.OK
         return [Finding(severity, "signature",
@@ -142,8 +146,7 @@ def check_signature(module: KernelModule, kernel: KernelFacts, trust: SignatureT
     if not kernel.enabled("CONFIG_MODULE_SIG") and not policy.secure_boot:
         return []
     problem = "unsigned" if trust is SignatureTrust.UNSIGNED else \
-        f"{signer}, which the given certificate does not verify (the kernel's built-in " \
-        "keys are not consulted)"
+        f"{signer}, which neither the given certificate nor the kernel's built-in keys verify"
     if enforced:
         return [Finding(Severity.REFUSE, "signature", f"{problem}: rejected because {why}")]
     return [Finding(Severity.TAINT, "signature",

@@ -22,11 +22,11 @@ from dtk import kernel as kern
 from dtk import paths
 from dtk.engine import buildah
 from dtk.errors import DtkError
-from dtk.kmod import elf, headers, rootfs, symvers
+from dtk.kmod import elf, headers, keyring, rootfs, symvers
 from dtk.kmod.symvers import Symbol
 from dtk.toolkit.plan import TOOLKIT_REPO
 
-_FORMAT = 4  # bump when the cached JSON changes shape
+_FORMAT = 5  # bump when the cached JSON changes shape
 _CONFIG_KEYS = (
     "CONFIG_SMP", "CONFIG_PREEMPT_BUILD", "CONFIG_PREEMPT_RT", "CONFIG_MODULE_UNLOAD",
     "CONFIG_MODVERSIONS", "CONFIG_MODULE_SIG", "CONFIG_MODULE_SIG_FORCE",
@@ -46,6 +46,7 @@ class KernelFacts:
     modules: frozenset[str]  # in-tree module names (dashes as underscores)
     source: str  # where the facts came from (image name/id or directory)
     module_struct_size: int | None = None  # sizeof(struct module); None without in-tree modules
+    builtin_certs: tuple[bytes, ...] = ()  # DER; the kernel's built-in trusted keys
 
     def enabled(self, option: str) -> bool:
         return self.config.get(option) == "y"
@@ -55,6 +56,7 @@ class KernelFacts:
             "format": _FORMAT, "release": self.release, "arch": self.arch,
             "vermagic": self.vermagic, "config": self.config, "source": self.source,
             "module_struct_size": self.module_struct_size,
+            "builtin_certs": [c.hex() for c in self.builtin_certs],
             "modules": sorted(self.modules),
             # columns, not rows: decoding five flat lists is twice as fast as 25,000 small ones
             "symbols": {
@@ -71,6 +73,7 @@ class KernelFacts:
             release=data["release"], arch=data["arch"], vermagic=data["vermagic"],
             config=dict(data["config"]), source=data["source"],
             modules=frozenset(data["modules"]), module_struct_size=data["module_struct_size"],
+            builtin_certs=tuple(bytes.fromhex(c) for c in data["builtin_certs"]),
             symbols=_symbols_from_columns(data["symbols"]))
 
 
@@ -163,7 +166,7 @@ def from_root(root: Path, release: str, source: str) -> KernelFacts:
     names = {symvers.module_name(p.name) for p in module_files}
     names |= {s.module_name for s in table.values() if s.module != "vmlinux"}
     return KernelFacts(release, arch, vermagic, config, table, frozenset(names), source,
-                       struct_size)
+                       struct_size, keyring.builtin_certificates(root, release))
 
 
 def _in_tree_modules(root: Path, release: str) -> list[Path]:

@@ -7,7 +7,7 @@ cannot make dtk read or write outside its root.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,19 +33,33 @@ class Loaded:
 
     module: elf.KernelModule
     trust: SignatureTrust
+    digest: bytes | None = None  # of the signed content, to verify against other keys later
+
+    def trust_on(self, builtin: Sequence[x509.Certificate]) -> SignatureTrust:
+        """Trust on a kernel with these built-in keys (the user's certificate first)."""
+        sig = self.module.signature
+        if sig is None or self.digest is None or self.trust is SignatureTrust.TRUSTED:
+            return self.trust
+        for cert in builtin:
+            if sign.verify_digest(sig, self.digest, cert).ok:
+                return SignatureTrust.BUILTIN
+            if sign.names_cert(sig.signer, cert):
+                return SignatureTrust.UNTRUSTED  # the kernel's own key, but the bytes changed
+        return self.trust  # another key: an enrolled MOK, or none the kernel knows
 
 
 def load(data: bytes, path: str, kind: str | None,
          cert: x509.Certificate | None) -> Loaded:
     module = elf.parse_module(data, path, kind)
-    if module.signature is None:
-        trust = SignatureTrust.UNSIGNED
-    elif cert is None:
-        trust = SignatureTrust.UNKNOWN
-    else:
-        ok = sign.verify_bytes(data, cert).ok
-        trust = SignatureTrust.TRUSTED if ok else SignatureTrust.UNTRUSTED
-    return Loaded(module, trust)
+    sig = module.signature
+    if sig is None:
+        return Loaded(module, SignatureTrust.UNSIGNED)
+    digest = sign.content_digest(data[: sig.signed_length], sig) \
+        if sig.hash_algo in sign.HASHES else None
+    if cert is None or digest is None:
+        return Loaded(module, SignatureTrust.UNKNOWN, digest)
+    ok = sign.verify_digest(sig, digest, cert).ok
+    return Loaded(module, SignatureTrust.TRUSTED if ok else SignatureTrust.UNTRUSTED, digest)
 
 
 def load_file(path: Path, cert: x509.Certificate | None = None) -> Loaded:

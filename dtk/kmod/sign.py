@@ -9,6 +9,7 @@ only in this process's memory: nothing here writes, logs or caches them.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import lzma
 import os
 import tempfile
@@ -20,6 +21,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from dtk.errors import DtkError
 from dtk.kmod import der, elf
@@ -141,18 +143,30 @@ def verify_bytes(module: bytes, cert: x509.Certificate) -> VerifyResult:
         return VerifyResult(False, str(exc))
     if sig is None:
         return VerifyResult(False, "unsigned")
-    if not _names(sig.signer, cert):
+    if sig.hash_algo not in HASHES:
+        return VerifyResult(False, f"unsupported hash {sig.hash_algo}")
+    return verify_digest(sig, content_digest(content, sig), cert)
+
+
+def content_digest(content: bytes, sig: sigmod.ModuleSignature) -> bytes:
+    """The digest the signature covers; kept instead of the module to verify it later."""
+    return hashlib.new(sig.hash_algo, content).digest()
+
+
+def verify_digest(sig: sigmod.ModuleSignature, digest: bytes,
+                  cert: x509.Certificate) -> VerifyResult:
+    if not names_cert(sig.signer, cert):
         return VerifyResult(False, f"signed by '{sig.signer.issuer_cn}' key "
                                    f"{elf.colon_hex(sig.signer.key_id)}, not by this certificate")
     if sig.hash_algo not in HASHES:
         return VerifyResult(False, f"unsupported hash {sig.hash_algo}")
-    problem = _check_value(sig.signature, content, HASHES[sig.hash_algo](), cert)
+    problem = _check_value(sig.signature, digest, HASHES[sig.hash_algo](), cert)
     if problem:
         return VerifyResult(False, problem)
     return VerifyResult(True, f"signed by '{sig.signer.issuer_cn}' ({sig.hash_algo}), verified")
 
 
-def _names(signer: sigmod.SignerId, cert: x509.Certificate) -> bool:
+def names_cert(signer: sigmod.SignerId, cert: x509.Certificate) -> bool:
     """Does the PKCS#7 signer id name this certificate (as the kernel's keyring lookup does)?"""
     if signer.skid is not None:
         try:
@@ -163,14 +177,15 @@ def _names(signer: sigmod.SignerId, cert: x509.Certificate) -> bool:
         _issuer_and_serial(cert).startswith(signer.issuer_der)
 
 
-def _check_value(value: bytes, content: bytes, algo: hashes.HashAlgorithm,
+def _check_value(value: bytes, digest: bytes, algo: hashes.HashAlgorithm,
                  cert: x509.Certificate) -> str | None:
     public = cert.public_key()
+    prehashed = Prehashed(algo)
     try:
         if isinstance(public, rsa.RSAPublicKey):
-            public.verify(value, content, padding.PKCS1v15(), algo)
+            public.verify(value, digest, padding.PKCS1v15(), prehashed)
         elif isinstance(public, ec.EllipticCurvePublicKey):
-            public.verify(value, content, ec.ECDSA(algo))
+            public.verify(value, digest, ec.ECDSA(prehashed))
         else:
             return "the certificate's key is neither RSA nor ECDSA"
     except InvalidSignature:

@@ -20,7 +20,7 @@ from dtk import run as runner
 from dtk.distro.debian import DebianArchive
 from dtk.engine import buildah
 from dtk.kmod import check as chk
-from dtk.kmod import elf, facts, rootfs
+from dtk.kmod import elf, facts, keygen, keyring, rootfs, sign
 from dtk.kmod.image import read_image_index
 from dtk.toolkit.build import ToolkitImage, ensure_toolkit
 from dtk.vm.guest import GuestConfig
@@ -159,3 +159,43 @@ def test_in_tree_dependency_agrees(toolkit_61: ToolkitImage, kernel_61: str,
     finally:
         for image in (bare, fixed):
             buildah.remove_image(image)
+
+
+def test_builtin_key_trust_agrees_under_sig_enforce(toolkit_61: ToolkitImage, kernel_61: str,
+                                                    tmp_path: Path) -> None:
+    """An in-tree module signed by the kernel's build key loads under enforcement; the same
+    module with one changed byte is rejected. check reads the built-in key from vmlinux."""
+    with buildah.working_container(toolkit_61.name) as ctr, ctr.mounted() as root:
+        crc7 = rootfs.resolve(root, f"/lib/modules/{kernel_61}/kernel/lib/crc7.ko")
+        assert crc7 is not None
+        original = crc7.read_bytes()
+    assert b"CRC7 calculations" in original
+    (tmp_path / "good").mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "good" / "crc7.ko").write_bytes(original)
+    (tmp_path / "bad" / "crc7.ko").write_bytes(
+        original.replace(b"CRC7 calculations", b"CRC7 calculationz"))
+    mok = keygen.keygen(tmp_path / "mok", "an enrolled MOK")
+    kernel = facts.for_kernel(kernel_61)
+    assert kernel.builtin_certs
+    outcomes = {}
+    for variant in ("good", "bad"):
+        image = driver_image(tmp_path / variant / "crc7.ko", kernel_61)
+        try:
+            index = read_image_index(image, cert=sign.load_cert(mok.cert_pem))
+            [item] = index.modules[kernel_61]
+            verdict = chk.check_module(item.module, kernel, {},
+                                       trust=item.trust_on(keyring.load(kernel.builtin_certs)),
+                                       policy=chk.Policy(secure_boot=True),
+                                       depmod=index.depmod[kernel_61])
+            [vm] = vmtest(VmTestSpec(image=image, kernels=(kernel_61,),
+                                     guest=GuestConfig(module="crc7"), sig_enforce=True))
+            outcomes[variant] = (verdict, vm)
+        finally:
+            buildah.remove_image(image)
+    verdict, vm = outcomes["good"]
+    assert vm.verdict is Verdict.LOADED, vm.reason
+    assert verdict.loads, verdict.findings
+    verdict, vm = outcomes["bad"]
+    assert vm.verdict is Verdict.REFUSED, vm.reason
+    assert [f.code for f in verdict.refusals] == ["signature"]

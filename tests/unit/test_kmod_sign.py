@@ -11,8 +11,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from dtk.errors import DtkError
-from dtk.kmod import der, elf, keygen, sign
+from dtk.kmod import der, elf, image, keygen, keyring, sign
 from dtk.kmod import signature as sigmod
+from dtk.kmod.check import SignatureTrust
 
 CRC7 = Path(__file__).parent.parent / "data" / "kmod" / "crc7-6.1.0-56-amd64.ko"
 
@@ -130,3 +131,22 @@ def test_sign_file_keeps_zstd_and_gzip(tmp_path: Path, keys: keygen.KeyFiles, ki
     sign.sign_file(target, signer)
     assert target.read_bytes().startswith(magic)
     assert sign.verify_file(target, signer.cert).ok
+
+
+def test_builtin_keys_are_found_in_a_blob_and_decide_trust(keys: keygen.KeyFiles,
+                                                           tmp_path: Path) -> None:
+    cert = sign.load_cert(keys.cert_der)
+    der_bytes = cert.public_bytes(serialization.Encoding.DER)
+    blob = b"\x30\x82\x00\x10junk" + b"\0" * 100 + der_bytes + b"\x30\x82tail"
+    assert list(keyring.find_certificates(blob)) == [der_bytes]
+    signer = sign.make_signer(keys.key, keys.cert_pem)
+    signed, _ = sign.sign_bytes(CRC7.read_bytes(), signer)
+    item = image.load(signed, "m.ko", None, None)
+    assert item.trust is SignatureTrust.UNKNOWN
+    assert item.trust_on([cert]) is SignatureTrust.BUILTIN
+    other = keygen.keygen(tmp_path / "other", "other")
+    assert item.trust_on([sign.load_cert(other.cert_der)]) is SignatureTrust.UNKNOWN
+    tampered = bytearray(signed)
+    tampered[200] ^= 1
+    bad = image.load(bytes(tampered), "m.ko", None, None)
+    assert bad.trust_on([cert]) is SignatureTrust.UNTRUSTED  # the kernel's key, changed bytes

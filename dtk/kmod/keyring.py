@@ -1,0 +1,53 @@
+"""The kernel's built-in trusted keys, read from its vmlinux.
+
+Under Secure Boot the kernel accepts modules signed by a key in its built-in
+keyring (the distribution's build key, which signs every in-tree module) or
+by an enrolled MOK (what `--cert` stands for). The built-in certificates are
+DER blobs in vmlinux (`system_certificate_list`); the vmlinux in a bzImage is
+stripped, so they are found by their shape instead of by symbol.
+
+Debian's kernels set no CONFIG_SYSTEM_REVOCATION_LIST, so every certificate
+found is a trusted one (checked on 6.1 and 6.12: exactly one, the build key).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from cryptography import x509
+
+from dtk.errors import DtkError
+from dtk.kmod import rootfs
+from dtk.vm import bzimage
+
+# Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version INTEGER 2, ...
+_CERT_SHAPE = re.compile(rb"\x30\x82(..)\x30\x82..\xa0\x03\x02\x01\x02", re.S)
+
+
+def find_certificates(blob: bytes) -> Iterator[bytes]:
+    """DER X.509 certificates embedded anywhere in `blob`."""
+    for match in _CERT_SHAPE.finditer(blob):
+        der = blob[match.start(): match.start() + 4 + int.from_bytes(match.group(1), "big")]
+        try:
+            x509.load_der_x509_certificate(der)
+        except ValueError:
+            continue
+        yield der
+
+
+def builtin_certificates(root: Path, release: str) -> tuple[bytes, ...]:
+    """K's built-in certificates from /boot/vmlinuz-K in `root`; () if unknowable."""
+    vmlinuz = rootfs.resolve(root, f"/boot/vmlinuz-{release}")
+    if vmlinuz is None or not vmlinuz.is_file():
+        return ()
+    try:
+        vmlinux = bzimage.extract_vmlinux(vmlinuz.read_bytes())
+    except DtkError:
+        return ()  # a compression dtk cannot unpack: trust then rests on --cert alone
+    return tuple(dict.fromkeys(find_certificates(vmlinux)))
+
+
+def load(ders: Sequence[bytes]) -> list[x509.Certificate]:
+    return [x509.load_der_x509_certificate(d) for d in ders]
