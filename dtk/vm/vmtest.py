@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -223,7 +224,7 @@ def _one_kernel(run: _Run, release: str, contents: ImageContents | str | None) -
                                              *tree.in_tree_needs], archive)
         initrd = _initrd(run, release, modules, contents, config)
         accel = qemu.choose_accel(spec.accel, parts.boot_image, run.probe_initrd, run.work)
-        return _boot(spec, parts, initrd, accel, result)
+        return _boot(run, parts, initrd, accel, result)
     except DtkError as exc:
         result.reason = exc.message
         return result
@@ -287,11 +288,14 @@ def _log_dir(image: str, release: str) -> Path:
     return paths.state_dir() / "vm" / kern.normalize(image.replace("/", "_")) / release
 
 
-def _boot(spec: VmTestSpec, parts: kernels.KernelParts, initrd: Path, accel: str,
+def _boot(run: _Run, parts: kernels.KernelParts, initrd: Path, accel: str,
           result: VmResult) -> VmResult:
-    logs = _log_dir(result.image, parts.release)
-    logs.mkdir(parents=True, exist_ok=True)
-    console, report_file = logs / "console.log", logs / "report.txt"
+    """One VM. Its console and report are private to this run (two dtk runs on
+    the same image and kernel must not mix); failures, or --keep-log, copy them
+    to the state directory for the user."""
+    spec = run.spec
+    private = initrd.parent
+    console, report_file = private / "console.log", private / "report.txt"
     console.write_text("")
     boot = qemu.BootSpec(parts.boot_image, initrd, report_file,
                          qemu.kernel_cmdline(sig_enforce=spec.sig_enforce, append=spec.append),
@@ -306,9 +310,10 @@ def _boot(spec: VmTestSpec, parts: kernels.KernelParts, initrd: Path, accel: str
     result.accel = accel
     result.sections = report.sections
     result.guest_boot_s = dict(report.steps).get("boot", 0.0)
-    if result.verdict.ok and not spec.keep_log:
-        console.unlink(missing_ok=True)
-        report_file.unlink(missing_ok=True)
-    else:
-        result.log = str(console)
+    if not result.verdict.ok or spec.keep_log:
+        logs = _log_dir(result.image, parts.release)
+        logs.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(console, logs / "console.log")
+        shutil.copyfile(report_file, logs / "report.txt")
+        result.log = str(logs / "console.log")
     return result
