@@ -18,6 +18,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+import lz4.block
 import zstandard
 
 from dtk.errors import DtkError
@@ -27,20 +28,30 @@ _HDRS_MAGIC = b"HdrS"
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _GZIP_MAGIC = b"\x1f\x8b\x08"
+_LZ4_LEGACY_MAGIC = b"\x02\x21\x4c\x18"  # Debian's 6.1 cloud kernels
+_LZ4_CHUNK = 8 << 20  # lz4 legacy frames: blocks of at most 8 MiB uncompressed
+_MAGICS = (("xz", _XZ_MAGIC), ("zstd", _ZSTD_MAGIC), ("gzip", _GZIP_MAGIC),
+           ("lz4", _LZ4_LEGACY_MAGIC))
+# Other payloads the kernel can carry, for the error message.
+_OTHER_MAGICS = ((b"\x5d\x00\x00", "lzma"), (b"\x89LZO", "lzo"), (b"BZh", "bzip2"))
 # The kernel's own vmlinux is rarely above 100 MB; a decompression bomb is not
 # a kernel, so cap the output.
 _MAX_VMLINUX = 512 * 1024 * 1024
+
+
+class UnsupportedCompressionError(DtkError):
+    """A valid bzImage whose payload format dtk does not unpack: boot it as is."""
 
 
 @dataclass(frozen=True)
 class Payload:
     offset: int
     length: int
-    compression: str  # "xz", "zstd", "gzip"
+    compression: str  # "xz", "zstd", "gzip", "lz4"
 
 
 def _compression_of(data: bytes) -> str | None:
-    for name, magic in (("xz", _XZ_MAGIC), ("zstd", _ZSTD_MAGIC), ("gzip", _GZIP_MAGIC)):
+    for name, magic in _MAGICS:
         if data.startswith(magic):
             return name
     return None
@@ -57,22 +68,25 @@ def find_payload(image: bytes) -> Payload:
     if version >= 0x0208:
         offset, length = struct.unpack_from("<II", image, 0x248)
         start = pm_start + offset
-        kind = _compression_of(image[start:start + 8])
-        if kind and start + length <= len(image):
-            return Payload(start, length, kind)
+        if start + length <= len(image) and length > 8:
+            head = image[start:start + 8]
+            kind = _compression_of(head)
+            if kind:
+                return Payload(start, length, kind)
+            other = next((n for m, n in _OTHER_MAGICS if head.startswith(m)), "an unknown")
+            raise UnsupportedCompressionError(f"the bzImage's payload uses {other} compression, "
+                                         "which dtk does not unpack")
     return _scan_payload(image, pm_start)
 
 
 def _scan_payload(image: bytes, start: int) -> Payload:
     found = []
-    for name, magic in (("xz", _XZ_MAGIC), ("zstd", _ZSTD_MAGIC), ("gzip", _GZIP_MAGIC)):
+    for name, magic in _MAGICS:
         pos = image.find(magic, start)
         if pos >= 0:
             found.append((pos, name))
     if not found:
-        raise DtkError("no xz, zstd or gzip payload found in the bzImage",
-                       hint="this kernel uses a compression dtk cannot unpack (lz4, lzo, "
-                            "bzip2); boot it as a bzImage instead")
+        raise UnsupportedCompressionError("no xz, zstd, gzip or lz4 payload found in the bzImage")
     pos, name = min(found)
     return Payload(pos, len(image) - pos, name)
 
@@ -80,6 +94,8 @@ def _scan_payload(image: bytes, start: int) -> Payload:
 def decompress(payload: bytes, compression: str) -> bytes:
     """Decompress one payload, ignoring what follows its end (the kernel appends
     the uncompressed size as four bytes). A stream that stops early is corrupt."""
+    if compression == "lz4":
+        return _lz4_legacy(payload)
     reader: lzma.LZMADecompressor | zstandard.ZstdDecompressionObj | zlib._Decompress
     if compression == "xz":
         reader = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
@@ -98,6 +114,32 @@ def decompress(payload: bytes, compression: str) -> bytes:
         raise DtkError(f"the bzImage's {compression} payload is corrupt or truncated",
                        hint="re-download the kernel package")
     return data[:_MAX_VMLINUX]
+
+
+def _lz4_legacy(payload: bytes) -> bytes:
+    """The lz4 legacy frame the kernel's build writes (lib/decompress_unlz4.c):
+    magic, then blocks of (4-byte compressed size, data), then the 4-byte
+    uncompressed size that kbuild appends."""
+    expected = struct.unpack_from("<I", payload, len(payload) - 4)[0]
+    out = bytearray()
+    pos = len(_LZ4_LEGACY_MAGIC)
+    try:
+        while pos + 4 <= len(payload) - 4 and len(out) < expected:
+            size = struct.unpack_from("<I", payload, pos)[0]
+            pos += 4
+            if size == struct.unpack("<I", _LZ4_LEGACY_MAGIC)[0]:
+                continue  # a concatenated frame starts here
+            if pos + size > len(payload):
+                raise lz4.block.LZ4BlockError("block runs past the payload")
+            out += lz4.block.decompress(payload[pos:pos + size], uncompressed_size=_LZ4_CHUNK)
+            pos += size
+    except lz4.block.LZ4BlockError as exc:
+        raise DtkError(f"the bzImage's lz4 payload is corrupt: {exc}",
+                       hint="re-download the kernel package") from exc
+    if len(out) != expected:
+        raise DtkError("the bzImage's lz4 payload is corrupt or truncated",
+                       hint="re-download the kernel package")
+    return bytes(out)
 
 
 def extract_vmlinux(image: bytes) -> bytes:

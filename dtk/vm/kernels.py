@@ -161,8 +161,11 @@ def _extract(root: Path, release: str, base: Path) -> None:
     if not (moddir / "modules.dep").is_file():
         raise DtkError(f"no /lib/modules/{release}/modules.dep in the kernel's files")
     image = vmlinuz.read_bytes()
-    elf = bzimage.extract_vmlinux(image)
-    if bzimage.has_pvh_note(elf):
+    try:
+        elf: bytes | None = bzimage.extract_vmlinux(image)
+    except bzimage.UnsupportedCompressionError:
+        elf = None  # still bootable, only slower: the bzImage decompresses itself
+    if elf is not None and bzimage.has_pvh_note(elf):
         write_atomic(base / "vmlinux", elf)
     else:  # qemu can only enter an ELF kernel through PVH; boot the bzImage
         write_atomic(base / "vmlinuz", image)

@@ -8,6 +8,7 @@ import lzma
 import struct
 from collections.abc import Callable
 
+import lz4.block
 import pytest
 import zstandard
 from hypothesis import given, settings
@@ -34,7 +35,9 @@ def elf(with_pvh: bool = True) -> bytes:
 
 
 def bzimage_of(payload: bytes, *, version: int = 0x020F, setup_sects: int = 2,
-               use_offsets: bool = True) -> bytes:
+               use_offsets: bool = True, size: int = 12345) -> bytes:
+    """A bzImage around `payload`, followed (as kbuild does) by the 4-byte
+    uncompressed `size`, which payload_length includes."""
     image = bytearray((setup_sects + 1) * 512)
     image[0x1F1] = setup_sects
     image[0x202:0x206] = b"HdrS"
@@ -42,7 +45,7 @@ def bzimage_of(payload: bytes, *, version: int = 0x020F, setup_sects: int = 2,
     offset = 0x40  # payload_offset counts from the protected-mode code
     if use_offsets:
         struct.pack_into("<II", image, 0x248, offset, len(payload) + 4)
-    code = bytearray(offset) + payload + struct.pack("<I", 12345) + b"\0" * 64
+    code = bytearray(offset) + payload + struct.pack("<I", size) + b"\0" * 64
     return bytes(image) + bytes(code)
 
 
@@ -58,13 +61,23 @@ def _gzip(data: bytes) -> bytes:
     return gzip.compress(data)
 
 
-COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {"xz": _xz, "zstd": _zstd, "gzip": _gzip}
+def _lz4(data: bytes, chunk: int = 8 << 20) -> bytes:
+    """The lz4 legacy frame `lz4 -l` writes for the kernel."""
+    out = b"\x02\x21\x4c\x18"
+    for pos in range(0, len(data), chunk):
+        block = lz4.block.compress(data[pos:pos + chunk], store_size=False)
+        out += struct.pack("<I", len(block)) + block
+    return out
+
+
+COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    "xz": _xz, "zstd": _zstd, "gzip": _gzip, "lz4": _lz4}
 
 
 @pytest.mark.parametrize("kind", sorted(COMPRESSORS))
 def test_extracts_each_compression_via_the_header(kind: str) -> None:
     vmlinux = elf()
-    image = bzimage_of(COMPRESSORS[kind](vmlinux))
+    image = bzimage_of(COMPRESSORS[kind](vmlinux), size=len(vmlinux))
     assert bzimage.find_payload(image).compression == kind
     assert bzimage.extract_vmlinux(image) == vmlinux
 
@@ -98,10 +111,19 @@ def test_corrupt_payload() -> None:
         bzimage.extract_vmlinux(bzimage_of(broken))
 
 
-def test_unknown_compression_is_a_clear_error() -> None:
-    image = bzimage_of(b"\x02\x21\x4c\x18" + b"lz4 frames here" * 8)  # lz4 legacy magic
-    with pytest.raises(DtkError, match="no xz, zstd or gzip payload"):
+def test_unsupported_compression_is_its_own_error() -> None:
+    image = bzimage_of(b"\x89LZO\x00\r\n\x1a" + b"lzo frames here" * 8)
+    with pytest.raises(bzimage.UnsupportedCompressionError, match="lzo compression"):
         bzimage.extract_vmlinux(image)
+
+
+def test_lz4_across_several_blocks() -> None:
+    vmlinux = elf() + bytes(range(256)) * 64
+    payload = _lz4(vmlinux, chunk=4096) + struct.pack("<I", len(vmlinux))
+    assert bzimage.decompress(payload, "lz4") == vmlinux
+    truncated = payload[:-40] + payload[-4:]
+    with pytest.raises(DtkError, match="lz4 payload is corrupt"):
+        bzimage.decompress(truncated, "lz4")
 
 
 def test_wrong_architecture() -> None:
