@@ -22,8 +22,13 @@ from typing import Any
 
 import pytest
 
+from dtk.distro.debian import DebianArchive
 from dtk.engine import buildah
+from dtk.kmod import check as chk
+from dtk.kmod import facts
+from dtk.kmod import image as kimage
 from dtk.toolkit.build import ToolkitImage
+from dtk.vm import kernels as vmkernels
 from dtk.vm.guest import GuestConfig
 from dtk.vm.verdict import Verdict
 from dtk.vm.vmtest import VmResult, VmTestSpec, vmtest
@@ -130,6 +135,27 @@ def test_module_built_for_another_kernel_is_refused_with_the_kernels_reason(
         assert r.reason.startswith(kernel_says), r.reason
         assert r.reason.endswith("could not insert 'dtk_example': Exec format error")
         assert r.log and Path(r.log).is_file()
+
+
+def test_kernel_without_a_toolkit_boots_from_its_package(images: Images, kernel_61: str,
+                                                        archive: DebianArchive) -> None:
+    """The upgrade question for a kernel nobody built a toolkit for: its image
+    package comes from the archive, and the kernel's answer agrees with
+    `dtk check` (a neighbouring ABI may well accept the module: same CRCs)."""
+    candidates = [e.release for e in archive.kernels()
+                  if e.flavour == "standard" and e.line == "6.1" and e.release != kernel_61
+                  and e.has_headers  # dtk check needs its headers package
+                  and vmkernels.find_toolkit_image(e.release) is None]
+    assert candidates, "every 6.1 kernel has a toolkit here; none to boot from a package"
+    release = candidates[-1]  # the oldest: the likeliest to differ
+    image = images.template("example").replace("${KERNEL_FULL_VERSION}", kernel_61)
+    r = run_vm(image, (release,), built_for=kernel_61)[release]
+    assert r.kernel_origin.startswith("package linux-image-"), r.kernel_origin
+    (items,) = kimage.read_image(image).values()
+    predicted = chk.check_module(items[0].module, facts.for_kernel(release), {}).loads
+    assert r.verdict is (Verdict.LOADED if predicted else Verdict.REFUSED), r.reason
+    if not predicted:
+        assert "dtk_example: disagrees about version of symbol" in r.reason
 
 
 def test_unsigned_module_is_refused_under_sig_enforce(images: Images, kernel_61: str) -> None:
