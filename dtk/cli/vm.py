@@ -52,6 +52,8 @@ def print_results(results: list[VmResult]) -> None:
               help="Shell command run in the guest while the module is loaded.")
 @click.option("--sig-enforce", is_flag=True, help="Boot with module.sig_enforce=1.")
 @click.option("--memory", default=512, show_default=True, help="Guest memory in MB.")
+@click.option("--cpus", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Guest CPUs (for modules whose behaviour depends on SMP).")
 @click.option("--append", default="", help="Extra kernel command line arguments.")
 @click.option("--timeout", default=60.0, show_default=True, help="Hard limit per VM, seconds.")
 @click.option("--keep-log", is_flag=True, help="Keep console logs and the boot kernel log.")
@@ -62,8 +64,8 @@ def vmtest_cmd(*, image: str, kernels: tuple[str, ...], module: str, params: tup
                load_args: tuple[str, ...], loading_order: tuple[str, ...],
                remove: tuple[str, ...], preload_in_tree: bool, firmware_path: str,
                firmware_host_path: str, dir_name: str, built_for: str, check_cmd: str,
-               sig_enforce: bool, memory: int, append: str, timeout: float, keep_log: bool,
-               accel: str, as_json: bool) -> None:
+               sig_enforce: bool, memory: int, cpus: int, append: str, timeout: float,
+               keep_log: bool, accel: str, as_json: bool) -> None:
     """Boot each kernel K under qemu and load IMAGE's module as KMM's worker does.
 
     IMAGE may contain KMM variables, e.g. 'localhost/dtk-driver/m:${KERNEL_FULL_VERSION}',
@@ -76,7 +78,7 @@ def vmtest_cmd(*, image: str, kernels: tuple[str, ...], module: str, params: tup
                          check=check_cmd)
     spec = VmTestSpec(image=image, kernels=kernels, guest=config, built_for=built_for,
                       firmware_path=firmware_path, preload_in_tree=preload_in_tree,
-                      memory_mb=memory, append=append, sig_enforce=sig_enforce,
+                      memory_mb=memory, cpus=cpus, append=append, sig_enforce=sig_enforce,
                       timeout_s=timeout, keep_log=keep_log, accel=accel)
     results = vmtest(spec, monitor(as_json))
     if as_json:

@@ -37,6 +37,7 @@ class BootSpec:
     cmdline: str
     memory_mb: int = 512
     accel: str = "tcg"
+    cpus: int = 1  # one TCG thread per VM: parallel boots use the cores instead
 
 
 def kernel_cmdline(*, sig_enforce: bool = False, append: str = "") -> str:
@@ -51,7 +52,8 @@ def kernel_cmdline(*, sig_enforce: bool = False, append: str = "") -> str:
 def qemu_argv(spec: BootSpec) -> list[str]:
     """The qemu command line for one boot. Pure."""
     return [
-        QEMU, "-accel", spec.accel, "-cpu", "max", "-smp", "1", "-m", str(spec.memory_mb),
+        QEMU, "-accel", spec.accel, "-cpu", "max", "-smp", str(spec.cpus),
+        "-m", str(spec.memory_mb),
         "-nographic", "-monitor", "none", "-no-reboot", "-net", "none",
         "-kernel", str(spec.kernel), "-initrd", str(spec.initrd), "-append", spec.cmdline,
         "-serial", "stdio", "-serial", f"file:{spec.result}",

@@ -46,6 +46,7 @@ class VmTestSpec:
     firmware_path: str = ""  # firmwarePath inside the image
     preload_in_tree: bool = False
     memory_mb: int = 512
+    cpus: int = 1
     append: str = ""
     sig_enforce: bool = False
     timeout_s: float = 60.0
@@ -299,7 +300,7 @@ def _boot(run: _Run, parts: kernels.KernelParts, initrd: Path, accel: str,
     console.write_text("")
     boot = qemu.BootSpec(parts.boot_image, initrd, report_file,
                          qemu.kernel_cmdline(sig_enforce=spec.sig_enforce, append=spec.append),
-                         memory_mb=spec.memory_mb, accel=accel)
+                         memory_mb=spec.memory_mb, accel=accel, cpus=spec.cpus)
     if _cancelled.is_set():
         raise DtkError("interrupted")
     start = time.monotonic()

@@ -224,6 +224,17 @@ def test_loading_order_becomes_softdeps_and_unload_takes_them_all(
         buildah.remove_image(name)
 
 
+def test_in_tree_modules_to_remove_are_removed_first(images: Images, kernel_61: str) -> None:
+    """inTreeModulesToRemove: the node has them loaded; the worker removes them
+    before loading its own module (and does not put them back)."""
+    r = run_vm(images.template("example"), (kernel_61,), in_tree_to_remove=("dummy",),
+               cpus=2, check="grep -c ^processor /proc/cpuinfo; "
+                             "grep -q '^dummy ' /proc/modules || echo dummy-gone")[kernel_61]
+    assert r.verdict is Verdict.LOADED, r.reason
+    assert "rmmod dummy" in r.sections["remove"]
+    assert r.sections["check"].split() == ["2", "dummy-gone"]
+
+
 def test_firmware_is_copied_and_its_path_set(images: Images, tmp_path: Path,
                                              kernel_61: str) -> None:
     firmware = tmp_path / "firmware" / "dtk"
