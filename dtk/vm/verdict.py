@@ -155,9 +155,11 @@ def _no_exit(report: Report, end: VmEnd) -> tuple[Verdict, str]:
         return Verdict.TIMED_OUT, f"no result after {end.timeout_s:.0f} s, {where} " \
             "(VM killed at the hard timeout)"
     oops = _OOPS.search(end.console_tail)
+    # Before the kernel ran, the last console line is qemu's own complaint.
+    said = oops.group(0).strip() if oops else \
+        (_last_line(end.console_tail) if not report.steps else "")
     return Verdict.CRASHED, _join(f"the VM stopped {where} without a result "
-                                  f"(qemu exit status {end.returncode})",
-                                  oops.group(0).strip() if oops else "")
+                                  f"(qemu exit status {end.returncode})", said)
 
 
 def _loaded_note(report: Report) -> str:
