@@ -94,9 +94,6 @@ def image_for(template: str, release: str) -> str:
     return kern.substitute(template, variables)
 
 
-_cancelled = threading.Event()
-
-
 @dataclass(frozen=True)
 class _Run:
     """What every kernel's job of one run shares."""
@@ -106,6 +103,7 @@ class _Run:
     probe_initrd: Path
     work: Path
     archive: Callable[[], DebianArchive]
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 def vmtest(spec: VmTestSpec, monitor: Monitor | None = None) -> list[VmResult]:
@@ -120,7 +118,6 @@ def vmtest(spec: VmTestSpec, monitor: Monitor | None = None) -> list[VmResult]:
     contents = _read_images(spec, monitor)
     monitor.step("preparing the guest userland (busybox-static, kmod)")
     userland = tools.ensure_tools(archive())
-    _cancelled.clear()
     with tempfile.TemporaryDirectory(prefix="dtk-vmtest-") as tmp:
         work = Path(tmp)
         probe_initrd = _probe_initrd(userland, work)
@@ -192,14 +189,14 @@ def _run_parallel(run: _Run, jobs: dict[str, ImageContents | str | None],
                              + f" in {result.seconds:.1f}s")
                 monitor.event("vmtest", **result.to_json())
         except BaseException:
-            _cancel_all(list(futures.values()))
+            _cancel_all(run, list(futures.values()))
             raise
     return [futures[release].result() for release in jobs]
 
 
-def _cancel_all(futures: list[Future[VmResult]]) -> None:
+def _cancel_all(run: _Run, futures: list[Future[VmResult]]) -> None:
     """Ctrl-C: stop every qemu now, including one a worker is about to start."""
-    _cancelled.set()
+    run.cancelled.set()
     for future in futures:
         future.cancel()
     while not all(f.done() for f in futures):
@@ -301,7 +298,7 @@ def _boot(run: _Run, parts: kernels.KernelParts, initrd: Path, accel: str,
     boot = qemu.BootSpec(parts.boot_image, initrd, report_file,
                          qemu.kernel_cmdline(sig_enforce=spec.sig_enforce, append=spec.append),
                          memory_mb=spec.memory_mb, accel=accel, cpus=spec.cpus)
-    if _cancelled.is_set():
+    if run.cancelled.is_set():
         raise DtkError("interrupted")
     start = time.monotonic()
     end = qemu.boot(boot, timeout_s=spec.timeout_s, console_log=console)
