@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from dtk.errors import DtkError
 from dtk.lock import locked
 
 _PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+# As long as dtk's package index counts as fresh (dtk.distro.aptindex).
+_FRESH_S = 15 * 60
 
 
 @dataclass(frozen=True)
@@ -131,15 +134,7 @@ def fetch_dkms_package(name: str, fetcher: PackageFetcher) -> tuple[list[Path], 
     """Download a Debian `*-dkms` package and unpack it: its DKMS trees and its Depends."""
     base = paths.cache_dir() / "dkms"
     with locked(base / "lock"):
-        try:
-            fetched = fetcher.download([name], base / "debs")
-        except DtkError as exc:
-            raise DtkError(f"cannot fetch the package {name} from the archive",
-                           hint=exc.message.strip().splitlines()[-1]) from None
-        deb = max((d for d in fetched if d.name.startswith(name + "_")),
-                  key=lambda d: d.stat().st_mtime, default=None)
-        if deb is None:
-            raise DtkError(f"the archive gave no .deb for {name}")
+        deb = _recent_download(base, name) or _download(base, name, fetcher)
         root = base / "src" / deb.stem
         if not (root / ".complete").exists():
             root.mkdir(parents=True, exist_ok=True)
@@ -152,6 +147,31 @@ def fetch_dkms_package(name: str, fetcher: PackageFetcher) -> tuple[list[Path], 
         raise DtkError(f"package {name} ships no /usr/src/*/dkms.conf",
                        hint="is it a *-dkms package?")
     return trees, package_depends(depends)
+
+
+def _recent_download(base: Path, name: str) -> Path | None:
+    """The .deb fetched for `name` within the package index's freshness window:
+    asking apt again costs over a second per package on every run."""
+    memo = base / "resolved" / name
+    if not memo.exists() or time.time() - memo.stat().st_mtime > _FRESH_S:
+        return None
+    deb = base / "debs" / memo.read_text().strip()
+    return deb if deb.is_file() else None
+
+
+def _download(base: Path, name: str, fetcher: PackageFetcher) -> Path:
+    try:
+        fetched = fetcher.download([name], base / "debs")
+    except DtkError as exc:
+        raise DtkError(f"cannot fetch the package {name} from the archive",
+                       hint=exc.message.strip().splitlines()[-1]) from None
+    deb = max((d for d in fetched if d.name.startswith(name + "_")),
+              key=lambda d: d.stat().st_mtime, default=None)
+    if deb is None:
+        raise DtkError(f"the archive gave no .deb for {name}")
+    (base / "resolved").mkdir(parents=True, exist_ok=True)
+    (base / "resolved" / name).write_text(deb.name + "\n")
+    return deb
 
 
 def resolve_dkms(specs: Sequence[str], fetcher: PackageFetcher | None,
