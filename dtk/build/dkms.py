@@ -115,7 +115,7 @@ def _check_confs(group: DkmsGroup, out: Path) -> list[str]:
     for pkg in group.packages:
         records = out / f"{pkg.name}.records"
         if not records.exists():
-            continue  # not reached: an earlier package stopped the cell
+            continue  # never evaluated: an earlier package stopped the cell
         conf = dkmsconf.parse_records(records.read_bytes())
         if conf.errors:
             raise CellFailedError(f"{pkg.name}: dkms.conf is broken", "\n".join(conf.errors))

@@ -185,6 +185,9 @@ def _report(outcomes: list[Outcome], log_dir: Path, wall: float) -> None:
                                                                          else "")
         rows.append([o.module, o.kernel, state, f"{o.seconds:.1f}s", detail])
     print_table(["MODULE", "KERNEL", "STATUS", "TIME", "MODULES / REASON"], rows)
+    for o in outcomes:
+        for note in o.notes:
+            stderr(f"note: {o.module} for {o.kernel}: {note}")
     for o in failed(outcomes):
         stderr(f"\n{o.module} for {o.kernel} failed: {o.reason}")
         for line in o.tail:
