@@ -43,6 +43,9 @@ class ImageContents:
 
 def read_image(image: str, kernels: tuple[str, ...], dir_name: str,
                firmware_path: str = "") -> ImageContents:
+    if image.endswith(":") or ":/" in image:
+        raise DtkError(f"image name '{image}' has an empty tag: put it in single quotes so "
+                       "the shell leaves ${KERNEL_FULL_VERSION} for dtk to substitute")
     if not buildah.image_exists(image):
         raise DtkError(f"image {image} is not in local container storage",
                        hint="build it with 'dtk build', or pull it with podman/skopeo")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dtk.errors import DtkError
-from dtk.vm.driver import _read_root
+from dtk.vm.driver import _read_root, read_image
 from tests.unit.test_vm_modules import module_elf
 
 K = "6.1.0-56-amd64"
@@ -72,3 +72,8 @@ def test_a_directory_without_modules(tmp_path: Path) -> None:
     (root / "opt/lib/modules" / K).mkdir(parents=True)
     contents = _read_root(root, (K,), "/opt", "")
     assert contents.missing[K] == f"the image has no kernel module under /opt/lib/modules/{K}"
+
+
+def test_an_image_name_the_shell_emptied() -> None:
+    with pytest.raises(DtkError, match="single quotes"):
+        read_image("localhost/dtk-driver/m:", (K,), "/opt")
