@@ -2,8 +2,9 @@
 
 A rebuild with new inputs re-tags the name, leaving the old image untagged;
 an interrupted run can leave a staging image. Both are always safe to remove.
-`everything` also removes tagged driver images (they are rebuilt on demand).
-Toolkits are not touched here: `dtk toolkit prune` owns them.
+`everything` also removes tagged driver images and the toolkit-plus-dependencies
+layers (all are rebuilt on demand); such a layer whose toolkit is gone is
+always removed. Toolkits are not touched here: `dtk toolkit prune` owns them.
 """
 
 from __future__ import annotations
@@ -27,12 +28,23 @@ def plan_prune(*, everything: bool, older_than_days: float | None = None) -> lis
     """Driver images to remove (pure apart from listing local storage)."""
     now = time.time()
     removals = []
-    for row in buildah.images():
+    rows = buildah.images()
+    ids = {row["id"] for row in rows}
+    for row in rows:
         names = tuple(row.get("names") or ())
         if any(n.startswith(STAGING_REPO + "/") for n in names):
             removals.append(Removal(row["id"], names, "leftover staging image"))
             continue
-        if buildah.labels(row["id"]).get(KIND_LABEL) != "driver":
+        labels = buildah.labels(row["id"])
+        if labels.get(KIND_LABEL) == "toolkit-extras":
+            stale = not any(labels.get("dtk.build.toolkit-digest", "").startswith(i)
+                            for i in ids)
+            if everything or stale:
+                why = "toolkit plus dependencies" + (" of a toolkit that is gone" if stale
+                                                     else "")
+                removals.append(Removal(row["id"], names, why))
+            continue
+        if labels.get(KIND_LABEL) != "driver":
             continue
         age_days = (now - float(row.get("created", now))) / 86400
         if older_than_days is not None and age_days < older_than_days:

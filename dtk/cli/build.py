@@ -203,7 +203,8 @@ def _report(outcomes: list[Outcome], log_dir: Path, wall: float) -> None:
 
 @build_cmd.command("prune")
 @click.option("--all", "everything", is_flag=True,
-              help="Also remove tagged driver images (they are rebuilt on demand).")
+              help="Also remove tagged driver images and toolkit-plus-dependency layers "
+                   "(all are rebuilt on demand).")
 @click.option("--older-than", type=float, default=None, metavar="DAYS",
               help="Only driver images older than this (tagged ones included).")
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
