@@ -21,6 +21,7 @@ import pytest
 
 from dtk import run as runner
 from dtk.build.containerfile import STAGING_REPO
+from dtk.build.prune import plan_prune
 from dtk.engine import buildah
 from dtk.toolkit.build import ToolkitImage
 
@@ -178,3 +179,21 @@ def test_package_dependencies_are_installed_as_apt_would(tmp_path: Path, prefix:
     # Built in the toolkit plus a cached layer with pkg-config and libxtables-dev.
     assert labels["dtk.build.toolkit"].startswith("localhost/dtk-toolkit-extras:")
     assert "pkg-config" in err
+
+
+@pytest.mark.usefixtures("toolkit_61")
+def test_changed_inputs_rebuild_and_prune_finds_the_old_image(tmp_path: Path, prefix: str,
+                                                              kernel_61: str) -> None:
+    args = ["--dkms", str(DATA / "dtkhello"), "--kernel", kernel_61,
+            "--image", f"localhost/{prefix}/${{MOD_NAME}}:x"]
+    code, first, err = run_build(tmp_path, *args, "--build-arg", "FLAVOUR=a")
+    assert code == 0, err
+    code, second, err = run_build(tmp_path, *args, "--build-arg", "FLAVOUR=b")
+    assert code == 0, err
+    (old,), (new,) = first["outcomes"], second["outcomes"]
+    assert new["cached"] is False and new["image_id"] != old["image_id"]
+    removals = {r.image_id: r for r in plan_prune(everything=False)}
+    stale = next(r for i, r in removals.items() if old["image_id"].startswith(i))
+    assert stale.why == "superseded by a rebuild (untagged)"
+    assert not any(new["image_id"].startswith(i) for i in removals)
+    buildah.remove_image(stale.image_id)
