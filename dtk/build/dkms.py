@@ -19,52 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dtk.build import dkmsconf
+from dtk.build.dkmscell import CELL_SCRIPT, EXCLUDED_STATUS, OUT
 from dtk.build.outcome import CellFailedError, module_versions
 from dtk.build.plan import Cell
 from dtk.build.sources import DkmsGroup
 from dtk.engine import buildah
 from dtk.errors import DtkError
-
-OUT = "/dtk-out"
-# Where `dkms install` puts modules on Debian (dkms's override_dest_module_location).
-DEST = "updates/dkms"
-_EXCLUDED_STATUS = 77  # dkms's own exit status for a BUILD_EXCLUSIVE mismatch
-_BROKEN_STATUS = 90  # not one dkms uses
-
-# One `buildah run` per cell (each costs ~0.6 s): evaluate every dkms.conf for
-# this kernel, skip excluded packages, stop at a broken one, build the rest
-# with dkms in BUILD_DEPENDS order, then run depmod on what was built.
-# Signing is dtk's own later step, with a key that never enters an image;
-# left alone, dkms would make a throwaway MOK key and sign with it.
-_CELL = f"""
-K=$1; shift
-arch=$(uname -m)
-mkdir -p /etc/dkms/framework.conf.d
-echo 'sign_file=/dtk-signing-is-a-separate-step' > /etc/dkms/framework.conf.d/zz-dtk.conf
-dest={OUT}/opt/lib/modules/$K/{DEST}
-mkdir -p "$dest"
-for nv in "$@"; do
-  n=${{nv%%/*}}; v=${{nv#*/}}
-  bash {OUT}/eval.sh {OUT}/"$n".records /usr/src/"$n-$v"/dkms.conf "$K" "$arch" \\
-    /lib/modules/"$K"/build "$n" "$v"
-  case $? in
-    0) ;;
-    {dkmsconf.EVAL_EXCLUDED}) echo "dtk: BUILD_EXCLUSIVE leaves $n out for $K"; continue ;;
-    *) echo "dtk: the dkms.conf of $n is broken"; exit {_BROKEN_STATUS} ;;
-  esac
-  dkms build -m "$n" -v "$v" -k "$K"
-  rc=$?
-  if [ $rc -ne 0 ]; then
-    log=/var/lib/dkms/$n/$v/build/make.log
-    [ -f "$log" ] && {{ echo "---- $log (last lines)"; tail -n 60 "$log"; }}
-    echo "dtk: 'dkms build -m $n -v $v -k $K' exited with status $rc"
-    exit $rc
-  fi
-  cat /var/lib/dkms/$n/$v/$K/$arch/log/make.log 2>/dev/null
-  cp -a /var/lib/dkms/$n/$v/$K/$arch/module/. "$dest"/
-done
-depmod -b {OUT}/opt "$K"
-"""
 
 
 @dataclass(frozen=True)
@@ -93,12 +53,12 @@ def build_cell(cell: Cell, group: DkmsGroup, log: Path,
             shutil.copytree(pkg.tree, copy, symlinks=True)
             volumes.append(f"{copy}:/usr/src/{pkg.name}-{pkg.version}")
         with buildah.working_container(cell.toolkit.name) as ctr:
-            result = ctr.run(["bash", "-c", _CELL, "dtk-cell", cell.kernel,
+            result = ctr.run(["bash", "-c", CELL_SCRIPT, "dtk-cell", cell.kernel,
                               *(f"{p.name}/{p.version}" for p in group.packages)],
                              volumes=volumes, log_file=log, on_line=on_line, timeout=3600,
                              check=False)
         excluded = _check_confs(group, out)
-        if result.returncode == _EXCLUDED_STATUS:
+        if result.returncode == EXCLUDED_STATUS:
             return Excluded("dkms: the dkms.conf includes a BUILD_EXCLUSIVE directive which "
                             "does not match this kernel/arch/config")
         if result.returncode != 0:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dtk import kernel as kern
-from dtk.build import dkmsconf
+from dtk.build import dkmscell, dkmsconf
 from dtk.build.digest import inputs_digest
 from dtk.build.naming import image_name
 from dtk.build.sources import BrokenSource, ContainerfileSource, DkmsGroup, Source
@@ -114,6 +114,7 @@ def cell_hash(source: Source, release: str, args: Mapping[str, str],
     if isinstance(source, DkmsGroup):
         # The evaluation script and dkms's recipe are part of how the image is made.
         inputs["dkms-eval"] = hashlib.sha256(dkmsconf.EVAL_SCRIPT.encode()).hexdigest()
+        inputs["dkms-cell"] = hashlib.sha256(dkmscell.CELL_SCRIPT.encode()).hexdigest()
     return inputs_digest(inputs)
 
 

@@ -48,11 +48,14 @@ def ensure_toolkit(release: str, rt: str = "auto", *, distro: Distro | None = No
     distro = distro or open_archive()
     monitor = monitor or NullMonitor()
     plan = tplan.plan_toolkit(distro, release, rt)
-    with locked(paths.cache_dir() / "locks" / "toolkit-build"):
-        if not rebuild and _current(plan):
-            monitor.step(f"toolkit {plan.tag} is up to date")
-        else:
-            build(plan, monitor)
+    # Checked before the lock too, so a current toolkit never waits behind another
+    # kernel's build; checked again under it, since that build may be this one.
+    if not rebuild and _current(plan):
+        monitor.step(f"toolkit {plan.tag} is up to date")
+    else:
+        with locked(paths.cache_dir() / "locks" / "toolkit-build"):
+            if rebuild or not _current(plan):
+                build(plan, monitor)
     return ToolkitImage(plan.tag, buildah.image_id(plan.tag), plan.release,
                         plan.rt.release if plan.rt else None)
 
