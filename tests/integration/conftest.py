@@ -68,7 +68,7 @@ def toolkit_612(archive: DebianArchive, kernel_612: str) -> ToolkitImage:
     return ensure_toolkit(kernel_612, "auto", distro=archive)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -78,7 +78,7 @@ def _free_port() -> int:
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real OCI registry (Debian's docker-registry) on a loopback port: 'HOST:PORT'."""
     root = tmp_path_factory.mktemp("registry")
-    port = _free_port()
+    port = free_port()
     config = root / "config.yml"
     config.write_text(
         "version: 0.1\n"

@@ -1,20 +1,14 @@
 """`dtk build -f Containerfile`: the example driver, a failing build, and --push to a
-real loopback registry (Debian's docker-registry, started here on a free port)."""
+real loopback registry (the session's Debian docker-registry, see conftest)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dtk.engine import buildah, skopeo
+from tests.integration.conftest import free_port
 from tests.integration.test_build_dkms import (
     by_cell,
     check_driver_image,
@@ -31,39 +25,6 @@ ROOT = Path(__file__).parent.parent.parent
 EXAMPLE = ROOT / "examples/dtk-example/Containerfile"
 BAD = ROOT / "tests/data/build/badcontainer/Containerfile"
 TEMPLATE = "${MOD_NAME}:${KERNEL_FULL_VERSION}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[str]:
-    """A docker-registry on a free loopback port, storage in tmp; yields 'host:port'."""
-    port = free_port()
-    config = tmp_path / "registry.yml"
-    config.write_text(
-        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
-        f"    rootdirectory: {tmp_path / 'storage'}\nhttp:\n  addr: 127.0.0.1:{port}\n")
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2):
-                    break
-            except OSError:
-                assert proc.poll() is None, "docker-registry exited"
-                assert time.monotonic() < deadline, "docker-registry did not come up"
-                time.sleep(0.2)
-        yield f"127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 @pytest.mark.usefixtures("toolkit_61")
