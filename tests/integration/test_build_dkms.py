@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +29,15 @@ from dtk.toolkit.build import ToolkitImage
 pytestmark = pytest.mark.integration
 
 DATA = Path(__file__).parent.parent / "data" / "build"
+
+
+def hello_variant(tmp_path: Path, name: str) -> Path:
+    """A DKMS tree from tests/data/build/<name> (its dkms.conf, or none) around the one
+    shared dtkhello.c, so the variants differ only in what they test."""
+    tree = tmp_path / "src" / name
+    shutil.copytree(DATA / name, tree)
+    shutil.copy2(DATA / "dtkhello" / "dtkhello.c", tree)
+    return tree
 # busybox base (2 MB) + modules + depmod's indexes of K's in-tree modules (~5 MB,
 # through the KMM 'host' link); the toolkit itself is 1-2 GB.
 MAX_IMAGE_BYTES = 10_000_000
@@ -117,8 +127,10 @@ def test_bad_inputs_fail_their_own_cells_only(tmp_path: Path, prefix: str, kerne
                                               kernel_612: str) -> None:
     unknown = "6.1.0-999-amd64"
     code, result, _ = run_build(
-        tmp_path, "--dkms", str(DATA / "dtkold"), "--dkms", str(DATA / "excluded"),
-        "--dkms", str(DATA / "broken"), "--dkms", str(DATA / "nodkmsconf"),
+        tmp_path, "--dkms", str(DATA / "dtkold"),
+        "--dkms", str(hello_variant(tmp_path, "excluded")),
+        "--dkms", str(hello_variant(tmp_path, "broken")),
+        "--dkms", str(hello_variant(tmp_path, "nodkmsconf")),
         "--kernel", kernel_61, "--kernel", kernel_612, "--kernel", unknown,
         "--image", f"localhost/{prefix}/${{MOD_NAME}}:${{KERNEL_FULL_VERSION}}")
     assert code == 1
