@@ -115,10 +115,11 @@ def _satisfies(version: str, op: str | None, constraint: str) -> bool:
     return Relation("x", op, constraint).satisfied_by(version)
 
 
-def kernel_packages(pool: Pool, release: str) -> KernelPackages:
+def kernel_packages(pool: Pool, release: str,
+                    entries: list[KernelEntry] | None = None) -> KernelPackages:
     """The exact packages for one kernel: image, headers (+ their -common and kbuild),
     userspace headers, and the name of the compiler package that built it."""
-    entry = find_kernel(catalog(pool), release)
+    entry = find_kernel(catalog(pool) if entries is None else entries, release)
     if not entry.has_headers:
         raise DtkError(f"kernel {release} has no headers package in the archive",
                        hint="out-of-tree modules cannot be built for it; pick another kernel")
@@ -159,11 +160,16 @@ class DebianCatalog:
     def pool(self) -> Pool:
         return self._pool
 
-    def kernels(self) -> list[KernelEntry]:
+    @cached_property
+    def _catalog(self) -> list[KernelEntry]:
+        # Planning asks for it several times (kernel, RT sibling, validation).
         return catalog(self.pool)
 
+    def kernels(self) -> list[KernelEntry]:
+        return list(self._catalog)
+
     def kernel_packages(self, release: str) -> KernelPackages:
-        return kernel_packages(self.pool, release)
+        return kernel_packages(self.pool, release, self._catalog)
 
     def tool_packages(self) -> tuple[str, ...]:
         return TOOLS

@@ -102,8 +102,9 @@ def tag(image: str, *names: str) -> None:
 
 def image_size(name: str) -> int:
     """Bytes of the image's layers as stored (uncompressed)."""
+    wanted = image_id(name)
     for row in images():
-        if row["id"] and image_id(name).startswith(row["id"]):
+        if row["id"] and wanted.startswith(row["id"]):
             return parse_size(str(row.get("size", "0")))
     return 0
 
