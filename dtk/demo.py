@@ -31,6 +31,7 @@ from dtk.engine import buildah
 from dtk.errors import DtkError
 from dtk.kmod import check as chk
 from dtk.kmod import facts, image, keygen, sign
+from dtk.kmod.targets import check_target
 from dtk.progress import Monitor
 from dtk.toolkit.build import ToolkitImage, ensure_toolkit
 from dtk.vm.guest import GuestConfig
@@ -219,12 +220,8 @@ def _checks(signed: list[str], kernels: list[str],
     pairs = [(signed[0], kernels[0]), (signed[1], kernels[1]), (signed[0], kernels[1])]
     rows = []
     for name, release in pairs:
-        groups = image.read_image(name, cert=certificate)
-        items = next(iter(groups.values()))
-        kernel = facts.for_kernel(release)
-        peers, names = chk.peers_of([i.module for i in items])
-        verdicts = [chk.check_module(i.module, kernel, peers, peer_modules=names,
-                                     trust=i.trust) for i in items]
+        verdicts = check_target(image.read_image_index(name, cert=certificate),
+                                facts.for_kernel(release), chk.Policy())
         refusals = [f.message for v in verdicts for f in v.refusals]
         rows.append((name, release, not refusals, refusals[0] if refusals else ""))
     return rows
