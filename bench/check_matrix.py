@@ -21,11 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from dtk import paths
+from dtk import paths, rootfs
 from dtk import run as runner
 from dtk.distro.select import open_archive
+from dtk.kernel import facts
 from dtk.kmod import check as chk
-from dtk.kmod import elf, facts, rootfs
+from dtk.kmod import elf
 
 BOOT_S = (4.5, 9.0)  # GUIDE: one qemu boot + insmod, fastest and typical
 MODULES = ("lib/crc7", "drivers/usb/storage/usb-storage", "fs/ext4/ext4", "net/sctp/sctp",

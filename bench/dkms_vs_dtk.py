@@ -33,12 +33,12 @@ from typing import Any
 
 from dtk import kernel as kern
 from dtk import run as runner
-from dtk.build.base import ensure_base
-from dtk.build.naming import module_slug
-from dtk.build.sources import DkmsPackage, fetch_dkms_package, read_dkms_tree
 from dtk.distro.select import open_archive
+from dtk.driver.base import ensure_base
+from dtk.driver.naming import module_slug
+from dtk.driver.sources import DkmsPackage, fetch_dkms_package, read_dkms_tree
 from dtk.engine import buildah
-from dtk.toolkit.build import ensure_toolkit
+from dtk.toolkit.images import ensure_toolkit
 
 PACKAGES = ("v4l2loopback-dkms", "acpi-call-dkms", "bbswitch-dkms", "dm-writeboost-dkms",
             "tp-smapi-dkms", "xtrx-dkms")

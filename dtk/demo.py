@@ -19,21 +19,22 @@ from pathlib import Path
 import dtk
 from dtk import kernel as kern
 from dtk import paths
-from dtk.build import sources as build_sources
-from dtk.build.base import ensure_base
-from dtk.build.matrix import RunOptions, run_matrix
-from dtk.build.naming import DEFAULT_TEMPLATE
-from dtk.build.outcome import Outcome, Status
-from dtk.build.plan import BuildOptions, ImageRef, plan_matrix
 from dtk.distro.debian import DebianArchive
 from dtk.distro.select import open_archive
+from dtk.driver import sources as build_sources
+from dtk.driver.base import ensure_base
+from dtk.driver.matrix import RunOptions, run_matrix
+from dtk.driver.naming import DEFAULT_TEMPLATE
+from dtk.driver.outcome import Outcome, Status
+from dtk.driver.plan import BuildOptions, ImageRef, plan_matrix
 from dtk.engine import buildah
 from dtk.errors import DtkError
 from dtk.kmod import check as chk
-from dtk.kmod import facts, image, keygen, sign
+from dtk.kmod import image, keygen, sign
 from dtk.kmod.targets import check_target
 from dtk.progress import Monitor
-from dtk.toolkit.build import ToolkitImage, ensure_toolkit
+from dtk.toolkit import locate
+from dtk.toolkit.images import ToolkitImage, ensure_toolkit
 from dtk.vm.guest import GuestConfig
 from dtk.vm.vmtest import VmResult, VmTestSpec, vmtest
 
@@ -221,7 +222,7 @@ def _checks(signed: list[str], kernels: list[str],
     rows = []
     for name, release in pairs:
         verdicts = check_target(image.read_image_index(name, cert=certificate),
-                                facts.for_kernel(release), chk.Policy())
+                                locate.kernel_facts(release), chk.Policy())
         refusals = [f.message for v in verdicts for f in v.refusals]
         rows.append((name, release, not refusals, refusals[0] if refusals else ""))
     return rows

@@ -11,14 +11,16 @@ import click
 from dtk import kernel as kern
 from dtk.cli.common import json_option, print_json, print_table
 from dtk.errors import DtkError
+from dtk.kernel import facts, modfile
 from dtk.kmod import check as chk
-from dtk.kmod import elf, facts, image, keygen, sign
+from dtk.kmod import elf, image, keygen, sign
 from dtk.kmod.image import Loaded
 from dtk.kmod.targets import check_target
+from dtk.toolkit import locate
 
 
 def _is_file(target: str) -> bool:
-    return Path(target).is_file() or image.is_module_name(target)
+    return Path(target).is_file() or modfile.is_module(target)
 
 
 def load_target(target: str, cert_path: Path | None = None) -> image.ImageModules | Loaded:
@@ -84,7 +86,7 @@ def _kernel_facts(release: str, kernel_root: Path | None, download: bool
                   ) -> facts.KernelFacts:
     if kernel_root is not None:
         return facts.for_directory(kernel_root, release)
-    return facts.for_kernel(release, download=download)
+    return locate.kernel_facts(release, download=download)
 
 
 _SHOWN_PER_CODE = 5  # a module built for another ABI fails hundreds of CRCs; --json has all

@@ -9,7 +9,7 @@ import sys
 import click
 
 from dtk import __version__
-from dtk.cli import build, demo, kernels, kmod, toolkit, vm
+from dtk.cli import demo, driver, kernels, kmod, toolkit, vm
 from dtk.errors import DtkError
 
 
@@ -24,7 +24,7 @@ def cli(verbose: int) -> None:
         logging.getLogger("dtk.run").setLevel(logging.DEBUG)
 
 
-for module in (build, kernels, toolkit, kmod, vm, demo):
+for module in (driver, kernels, toolkit, kmod, vm, demo):
     module.register(cli)
 
 

@@ -11,7 +11,7 @@ from dtk.distro import find_kernel
 from dtk.distro.select import open_archive
 from dtk.engine import buildah, skopeo
 from dtk.toolkit import plan as tplan
-from dtk.toolkit.build import ensure_toolkit
+from dtk.toolkit.images import ensure_toolkit
 from dtk.toolkit.query import inspect_toolkit, list_toolkits
 
 _RT_HELP = "RT sibling to include: auto (same source's rt kernel), none, or a release."

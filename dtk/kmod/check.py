@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dtk import kernel as kern
+from dtk.kernel.facts import KernelFacts
+from dtk.kernel.modfile import module_name
 from dtk.kmod.elf import Export, KernelModule
-from dtk.kmod.facts import KernelFacts
-from dtk.kmod.symvers import module_name
 
 
 class Severity(enum.StrEnum):

@@ -16,31 +16,22 @@ linked module looks the same.)
 from __future__ import annotations
 
 import io
-import lzma
 import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import zstandard
 from elftools.common.exceptions import ELFError
 from elftools.construct import ConstructError
 from elftools.elf.elffile import ELFFile
 
-from dtk.errors import DtkError
+from dtk.kernel import modfile
+from dtk.kernel.modfile import ModuleError
 from dtk.kmod import signature as sigmod
 
 VERSION_ENTRY_SIZE = 64  # struct modversion_info: unsigned long crc + name[64 - sizeof(long)]
-MAX_MODULE_BYTES = 512 << 20  # the largest real module (amdgpu) is ~20 MB
-_COMPRESSION_MAGIC = ((b"\xfd7zXZ\x00", "xz"), (b"\x1f\x8b", "gzip"),
-                      (b"\x28\xb5\x2f\xfd", "zstd"))
 _SHN_UNDEF = 0
 _STB_WEAK = 2
-_MACHINES = {
-    "EM_X86_64": "x86_64", "EM_386": "i386", "EM_AARCH64": "arm64", "EM_ARM": "arm",
-    "EM_PPC64": "ppc64", "EM_S390": "s390", "EM_RISCV": "riscv", "EM_LOONGARCH": "loongarch",
-}
 _GPL_COMPATIBLE = frozenset({  # include/linux/license.h
     "GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL", "Dual MIT/GPL", "Dual MPL/GPL",
 })
@@ -85,11 +76,7 @@ class KernelModule:
     @property
     def name(self) -> str:
         """The module name the kernel uses (.modinfo `name`, else the file stem)."""
-        named = self.first("name")
-        if named:
-            return named
-        stem = Path(self.path).name.split(".ko")[0]
-        return stem.replace("-", "_")
+        return self.first("name") or modfile.module_name(self.path)
 
     @property
     def vermagic(self) -> str | None:
@@ -149,59 +136,8 @@ def colon_hex(data: bytes) -> str:
     return ":".join(f"{b:02X}" for b in data)
 
 
-class ModuleError(DtkError):
-    """A file that is not a readable kernel module."""
-
-
-def read_bytes(path: Path) -> tuple[bytes, str | None]:
-    """The uncompressed module image and the compression it was stored with."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ModuleError(f"cannot read {path}: {exc.strerror}") from None
-    kind = next((k for magic, k in _COMPRESSION_MAGIC if raw.startswith(magic)), None)
-    if kind is None:
-        return raw, None
-    try:
-        data = _decompress(raw, kind)
-    except (lzma.LZMAError, OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
-        raise ModuleError(f"{path}: corrupt compressed module: {exc}") from None
-    if len(data) > MAX_MODULE_BYTES:
-        raise ModuleError(f"{path}: decompresses to more than {MAX_MODULE_BYTES >> 20} MiB, "
-                          "which no kernel module is")
-    return data, kind
-
-
-def _decompress(raw: bytes, kind: str) -> bytes:
-    """At most MAX_MODULE_BYTES + 1 bytes: a hostile image cannot exhaust memory."""
-    limit = MAX_MODULE_BYTES + 1
-    if kind == "zstd":
-        # kmod writes zstd frames without a content size, so read it as a stream.
-        with zstandard.ZstdDecompressor().stream_reader(raw) as reader:
-            data = reader.read(limit)
-        # The reader returns short data for a cut frame; only the frame's end proves it whole
-        # (decompressing again is bounded: the output is already known to be small).
-        if len(data) < limit:
-            whole = zstandard.ZstdDecompressor().decompressobj()
-            whole.decompress(raw)
-            complete = whole.eof
-        else:
-            complete = True
-    elif kind == "xz":
-        xz = lzma.LZMADecompressor()
-        data = xz.decompress(raw, max_length=limit)
-        complete = xz.eof
-    else:
-        gz = zlib.decompressobj(wbits=31)
-        data = gz.decompress(raw, limit)
-        complete = gz.eof
-    if not complete and len(data) < limit:
-        raise EOFError(f"truncated {kind} stream")
-    return data
-
-
 def read_module(path: Path) -> KernelModule:
-    data, compression = read_bytes(path)
+    data, compression = modfile.read_bytes(path)
     return parse_module(data, str(path), compression)
 
 
@@ -238,8 +174,8 @@ def _parse_elf(body: bytes, path: str, sig: sigmod.ModuleSignature | None,
     symbols = _symbols(table, little, is64)
     return KernelModule(
         path=path,
-        machine=_MACHINES.get(elf["e_machine"], str(elf["e_machine"])),
-        modinfo=_modinfo(sections[".modinfo"].data()),
+        machine=modfile.MACHINES.get(elf["e_machine"], str(elf["e_machine"])),
+        modinfo=modfile.parse_modinfo(sections[".modinfo"].data()),
         versions=_versions(sections.get("__versions"), little, is64),
         exports=_exports(table, symbols, little),
         undefined=tuple(n for n, _v, shndx, bind in symbols if shndx == _SHN_UNDEF and n
@@ -249,16 +185,6 @@ def _parse_elf(body: bytes, path: str, sig: sigmod.ModuleSignature | None,
         signature=sig, compression=compression,
         this_module_size=this_module["sh_size"] if (this_module := sections.get(
             ".gnu.linkonce.this_module")) is not None else None)
-
-
-def _modinfo(data: bytes) -> tuple[tuple[str, str], ...]:
-    fields = []
-    for chunk in data.split(b"\0"):
-        if not chunk:
-            continue  # .modinfo entries are NUL-padded for alignment
-        key, _, value = chunk.decode("utf-8", "replace").partition("=")
-        fields.append((key, value))
-    return tuple(fields)
 
 
 def _versions(section: Any, little: bool, is64: bool) -> tuple[tuple[str, int], ...]:

@@ -14,17 +14,14 @@ from pathlib import Path
 from cryptography import x509
 
 from dtk import kernel as kern
+from dtk import rootfs
 from dtk.engine import buildah
 from dtk.errors import DtkError
-from dtk.kmod import elf, rootfs, sign, symvers
+from dtk.kernel import modfile
+from dtk.kmod import elf, sign
 from dtk.kmod.check import SignatureTrust
 
 MODULES_DIR = "/opt/lib/modules"  # KMM's default dirName + lib/modules
-_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
-
-
-def is_module_name(name: str) -> bool:
-    return name.endswith(_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -63,7 +60,7 @@ def load(data: bytes, path: str, kind: str | None,
 
 
 def load_file(path: Path, cert: x509.Certificate | None = None) -> Loaded:
-    data, kind = elf.read_bytes(path)
+    data, kind = modfile.read_bytes(path)
     return load(data, str(path), kind, cert)
 
 
@@ -76,8 +73,8 @@ def modules_from_root(root: Path, base: str = MODULES_DIR,
     found: dict[str, list[Loaded]] = {}
     for entry in sorted(p.name for p in top.iterdir()):
         for inner, host in rootfs.walk_files(root, f"{base}/{entry}"):
-            if is_module_name(inner):
-                data, kind = elf.read_bytes(host)
+            if modfile.is_module(inner):
+                data, kind = modfile.read_bytes(host)
                 found.setdefault(entry, []).append(load(data, inner, kind, cert))
     return found
 
@@ -94,7 +91,7 @@ def depmod_names(root: Path, base: str, kernel_dir: str) -> frozenset[str]:
     names: set[str] = set()
     for line in dep.read_text(errors="replace").splitlines():
         target, _, deps = line.partition(":")
-        names.update(symvers.module_name(p) for p in [target, *deps.split()] if p.strip())
+        names.update(modfile.module_name(p) for p in [target, *deps.split()] if p.strip())
     return frozenset(names)
 
 
@@ -148,7 +145,7 @@ def match_files(root: Path, patterns: list[str], release: str) -> list[tuple[str
                            hint="a module that is not signed is refused under Secure Boot; "
                                 "fix the path (ls the image's /opt/lib/modules)")
         for inner, host in hits:
-            if not is_module_name(inner):
+            if not modfile.is_module(inner):
                 raise DtkError(f"{inner} matched a filesToSign entry but is not a .ko file")
             chosen[inner] = host
     return sorted(chosen.items())

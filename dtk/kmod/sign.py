@@ -11,8 +11,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import lzma
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from dtk.errors import DtkError
+from dtk.files import write_atomic
+from dtk.kernel import modfile
 from dtk.kmod import der, elf
 from dtk.kmod import signature as sigmod
 
@@ -208,22 +208,9 @@ def compress(data: bytes, kind: str | None) -> bytes:
     return zstandard.ZstdCompressor(level=3).compress(data)  # zstd's default, as kbuild
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=".dtk-sign-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        Path(tmp).chmod(mode)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def sign_file(path: Path, signer: Signer, dest: Path | None = None) -> bool:
     """Sign one module file in place (or into `dest`); True if it was signed before."""
-    data, kind = elf.read_bytes(path)
+    data, kind = modfile.read_bytes(path)
     elf.parse_module(data, str(path))  # refuse to sign something that is not a module
     signed, replaced = sign_bytes(data, signer)
     write_atomic(dest or path, compress(signed, kind))
@@ -231,5 +218,5 @@ def sign_file(path: Path, signer: Signer, dest: Path | None = None) -> bool:
 
 
 def verify_file(path: Path, cert: x509.Certificate) -> VerifyResult:
-    data, _kind = elf.read_bytes(path)
+    data, _kind = modfile.read_bytes(path)
     return verify_bytes(data, cert)

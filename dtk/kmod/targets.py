@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dtk import kernel as kern
 from dtk.errors import DtkError
+from dtk.kernel import facts, keyring
 from dtk.kmod import check as chk
-from dtk.kmod import facts, image, keyring
+from dtk.kmod import image
 from dtk.kmod.image import Loaded
 
 

@@ -14,12 +14,12 @@ once and reused, so their layers have the same digests in every toolkit.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 
 from dtk import __version__
 from dtk import kernel as kern
+from dtk.digest import parts_digest
 from dtk.distro import Distro, KernelPackages, OsInfo, Recipe
 from dtk.errors import DtkError
 
@@ -32,14 +32,6 @@ PACKAGE_LIST = "/usr/share/driver-toolkit/packages.tsv"
 APT_ARCHIVES = "/var/cache/apt/archives"
 APT_LISTS = "/var/lib/apt/lists"
 
-
-
-def _digest(*parts: str) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part.encode())
-        h.update(b"\0")
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -73,7 +65,7 @@ class ToolkitPlan:
 
     @property
     def base_hash(self) -> str:
-        return _digest("base", self.os.codename, self.os.arch, self.sources_text)[:12]
+        return parts_digest("base", self.os.codename, self.os.arch, self.sources_text)[:12]
 
     @property
     def base_tag(self) -> str:
@@ -81,7 +73,7 @@ class ToolkitPlan:
 
     @property
     def tools_hash(self) -> str:
-        return _digest("tools", self.base_tag, tools_containerfile(self))[:12]
+        return parts_digest("tools", self.base_tag, tools_containerfile(self))[:12]
 
     @property
     def tools_tag(self) -> str:
@@ -94,7 +86,7 @@ class ToolkitPlan:
     @property
     def plan_hash(self) -> str:
         """Changes whenever any input of the final image changes."""
-        return _digest("toolkit", self.tools_tag, kernel_containerfile(self))[:16]
+        return parts_digest("toolkit", self.tools_tag, kernel_containerfile(self))[:16]
 
     def labels(self) -> dict[str, str]:
         return {

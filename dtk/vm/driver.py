@@ -1,9 +1,11 @@
 """The driver image's side of a VM: its module tree for K, read from the image.
 
-The image is mounted once, read, and unmounted before any VM boots. Its tree
-is copied without following symbolic links, which are kept as links: an image
-is untrusted input, and the KMM pattern `/opt/lib/modules/K/host ->
-/host/lib/modules/K` must point into the guest, never into the host.
+The image is mounted once, read, and unmounted before any VM boots. The
+directory to copy is found with `dtk.rootfs` (links resolved inside the image,
+never out of it); below it the tree is copied without following symbolic
+links, which are kept as links for the guest to resolve: an image is untrusted
+input, and the KMM pattern `/opt/lib/modules/K/host -> /host/lib/modules/K`
+must point into the guest, never into the host.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from dtk import rootfs
 from dtk.engine import buildah
 from dtk.errors import DtkError
+from dtk.kernel import modfile
 from dtk.vm import cpio
-from dtk.vm.modules import depends, is_module, modinfo, module_name
 
 
 @dataclass
@@ -81,32 +84,22 @@ def _read_root(root: Path, kernels: tuple[str, ...], dir_name: str,
     return contents
 
 
-def _safe(root: Path, guest_path: str) -> Path | None:
-    """root/guest_path if no component is a symlink (which could leave the root)."""
-    current = root
-    for part in PurePosixPath(guest_path).relative_to("/").parts:
-        current = current / part
-        if current.is_symlink() or not current.exists():
-            return None
-    return current
-
-
 def _list_dir(root: Path, guest_path: str) -> set[str]:
-    path = _safe(root, guest_path)
+    path = rootfs.resolve(root, guest_path)
     return {p.name for p in path.iterdir() if p.is_dir() and not p.is_symlink()} \
         if path and path.is_dir() else set()
 
 
 def _copy_tree(root: Path, guest_path: str) -> list[cpio.Entry]:
-    top = _safe(root, guest_path)
+    top = rootfs.resolve(root, guest_path)
     if top is None or not top.is_dir():
         return []
     entries: list[cpio.Entry] = []
-    for dirpath, dirnames, filenames in os.walk(top):
+    for dirpath, dirnames, filenames in os.walk(top):  # never follows links
         dirnames.sort()
         for name in sorted(dirnames + filenames):
             host = Path(dirpath) / name
-            guest = "/" + str(host.relative_to(root))
+            guest = f"{guest_path.rstrip('/')}/{host.relative_to(top)}"
             info = host.lstat()
             if stat.S_ISLNK(info.st_mode):
                 entries.append(cpio.symlink(guest, str(host.readlink())))
@@ -119,9 +112,9 @@ def _copy_tree(root: Path, guest_path: str) -> list[cpio.Entry]:
 
 def _index_modules(tree: DriverTree) -> None:
     for entry in tree.entries:
-        if stat.S_ISREG(entry.mode) and is_module(entry.path):
-            tree.modules[module_name(entry.path)] = entry.path
-            tree.needs.update(depends(modinfo(entry.path, entry.data)))
+        if stat.S_ISREG(entry.mode) and modfile.is_module(entry.path):
+            tree.modules[modfile.module_name(entry.path)] = entry.path
+            tree.needs.update(modfile.peek(entry.data, entry.path).depends)
 
 
 def _rebase(entry: cpio.Entry, prefix: str) -> cpio.Entry:

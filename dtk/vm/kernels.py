@@ -27,15 +27,18 @@ from pathlib import Path
 
 from dtk import kernel as kern
 from dtk import run as runner
+from dtk.digest import parts_digest
 from dtk.distro import unknown_kernel
 from dtk.distro.debian import DebianArchive
 from dtk.engine import buildah
 from dtk.errors import DtkError
-from dtk.kmod import facts
+from dtk.files import write_atomic
+from dtk.kernel import bzimage
+from dtk.kernel.modules_dep import ModulesDep, builtin_names, parse_modules_dep
 from dtk.lock import locked
-from dtk.vm import bzimage, cpio
-from dtk.vm.cache import digest, vm_cache, write_atomic
-from dtk.vm.modules import ModulesDep, builtin_names, parse_modules_dep
+from dtk.toolkit import locate
+from dtk.vm import cpio
+from dtk.vm.cache import vm_cache
 
 ArchiveOpener = Callable[[], DebianArchive]
 
@@ -78,7 +81,7 @@ def _read(path: Path) -> str:
 def find_toolkit_image(release: str) -> tuple[str, str] | None:
     """(name, image id) of a local toolkit that holds `release`, standard or RT."""
     try:
-        return facts.find_toolkit(release)
+        return locate.find_toolkit(release)
     except DtkError:
         return None
 
@@ -94,7 +97,7 @@ def find_source(release: str, archive: ArchiveOpener) -> KernelSource:
     if entry is None:
         raise unknown_kernel(arch.kernels(), release)
     stanza = next(s for s in arch.pool[entry.image_package] if s["Version"] == entry.version)
-    key = "deb-" + (stanza.get("SHA256") or digest(entry.image_package, entry.version))[:24]
+    key = "deb-" + (stanza.get("SHA256") or parts_digest(entry.image_package, entry.version))[:24]
     return KernelSource(release, f"package {entry.image_package} {entry.version}", key,
                         package=f"{entry.image_package}={entry.version}")
 
@@ -182,7 +185,7 @@ def module_set(parts: KernelParts, names: list[str],
     rel_paths = parts.modules_dep.closure(names)
     if not rel_paths:
         return None
-    target = parts.modules_dir.parent / "sets" / f"{digest(*rel_paths)}.cpio"
+    target = parts.modules_dir.parent / "sets" / f"{parts_digest(*rel_paths)}.cpio"
     with locked(parts.modules_dir.parent / "sets.lock"):
         if not target.exists():
             with opened(parts.source, archive) as root:

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dtk import run as runner
+from dtk.digest import parts_digest
 from dtk.lock import locked
-from dtk.vm.cache import digest, vm_cache
+from dtk.vm.cache import vm_cache
 from dtk.vm.verdict import VmEnd
 
 QEMU = "qemu-system-x86_64"
@@ -91,7 +92,7 @@ def _probe_cache_key() -> str:
         stamp = str(Path(qemu).stat().st_mtime_ns)
     except OSError:
         stamp = "?"
-    return digest(boot_id, qemu, stamp)
+    return parts_digest(boot_id, qemu, stamp)
 
 
 def choose_accel(requested: str, kernel: Path, initrd: Path, workdir: Path) -> str:

@@ -25,13 +25,15 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
 
 from dtk import run as runner
+from dtk.digest import parts_digest
 from dtk.distro.aptindex import Stanza
 from dtk.distro.debian import DebianArchive, make_pool
 from dtk.distro.debver import parse_depends
 from dtk.errors import DtkError
+from dtk.files import write_atomic
 from dtk.lock import locked
 from dtk.vm import cpio
-from dtk.vm.cache import digest, vm_cache, write_atomic
+from dtk.vm.cache import vm_cache
 from dtk.vm.guest import KMOD_DIR
 
 ROOT_PACKAGES = ("busybox-static", "kmod")
@@ -93,7 +95,7 @@ def _resolved_path(archive: DebianArchive) -> Path | None:
     files = archive.index.index_files()
     if not files:
         return None
-    stamp = digest(ROOT_PACKAGES_KEY, *(f"{p}:{p.stat().st_mtime_ns}:{p.stat().st_size}"
+    stamp = parts_digest(ROOT_PACKAGES_KEY, *(f"{p}:{p.stat().st_mtime_ns}:{p.stat().st_size}"
                                         for p in files))
     return vm_cache() / "tools" / f"resolved-{stamp}.json"
 
@@ -115,7 +117,7 @@ def _resolve(archive: DebianArchive) -> list[Stanza]:
 
 
 def tools_key(stanzas: list[Stanza]) -> str:
-    return digest(ROOT_PACKAGES_KEY, *(f"{s['Package']}={s['Version']} {s.get('SHA256', '')}"
+    return parts_digest(ROOT_PACKAGES_KEY, *(f"{s['Package']}={s['Version']} {s.get('SHA256', '')}"
                                        for s in stanzas))
 
 

@@ -20,7 +20,7 @@ from dtk import kernel as kern
 from dtk.distro import KernelEntry
 from dtk.distro.debian import DebianArchive
 from dtk.distro.select import open_archive
-from dtk.toolkit.build import ToolkitImage, ensure_toolkit
+from dtk.toolkit.images import ToolkitImage, ensure_toolkit
 
 
 def _standard(archive: DebianArchive, line: str) -> list[KernelEntry]:

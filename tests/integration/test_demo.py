@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from dtk.toolkit.build import ToolkitImage
+from dtk.toolkit.images import ToolkitImage
 
 pytestmark = pytest.mark.integration
 

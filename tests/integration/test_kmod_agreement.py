@@ -16,13 +16,16 @@ from pathlib import Path
 import pytest
 
 from dtk import kernel as kern
+from dtk import rootfs
 from dtk import run as runner
 from dtk.distro.debian import DebianArchive
 from dtk.engine import buildah
+from dtk.kernel import keyring
 from dtk.kmod import check as chk
-from dtk.kmod import elf, facts, keygen, keyring, rootfs, sign
+from dtk.kmod import elf, keygen, sign
 from dtk.kmod.image import read_image_index
-from dtk.toolkit.build import ToolkitImage, ensure_toolkit
+from dtk.toolkit import locate
+from dtk.toolkit.images import ToolkitImage, ensure_toolkit
 from dtk.vm.guest import GuestConfig
 from dtk.vm.verdict import Verdict
 from dtk.vm.vmtest import VmTestSpec, vmtest
@@ -90,7 +93,7 @@ def test_check_and_boot_agree_on_every_cell(*, images: dict[str, tuple[str, Path
                           guest=GuestConfig(module="dtk_example"), built_for=built_for)
         booted = {r.kernel: r for r in vmtest(spec)}
         for kernel in boot_kernels:
-            predicted = chk.check_module(module, facts.for_kernel(kernel), {})
+            predicted = chk.check_module(module, locate.kernel_facts(kernel), {})
             vm = booted[kernel]
             cells.append((built_for, kernel, predicted.loads, vm.verdict, vm.reason,
                           [f.message for f in predicted.refusals][:1]))
@@ -121,7 +124,7 @@ def test_signature_enforcement_agrees(images: dict[str, tuple[str, Path]], kerne
     image, ko = images[kernel_61]
     [vm] = vmtest(VmTestSpec(image=image, kernels=(kernel_61,),
                              guest=GuestConfig(module="dtk_example"), sig_enforce=True))
-    predicted = chk.check_module(elf.read_module(ko), facts.for_kernel(kernel_61), {},
+    predicted = chk.check_module(elf.read_module(ko), locate.kernel_facts(kernel_61), {},
                                  policy=chk.Policy(secure_boot=True))
     assert vm.verdict is Verdict.REFUSED, vm.reason
     assert [f.code for f in predicted.refusals] == ["signature"]
@@ -138,7 +141,7 @@ def test_in_tree_dependency_agrees(toolkit_61: ToolkitImage, kernel_61: str,
     bare = driver_image(ko, kernel_61)
     fixed = driver_image(ko, kernel_61, {"kernel/lib/crc7.ko": tmp_path / "crc7.ko"})
     try:
-        kernel = facts.for_kernel(kernel_61)
+        kernel = locate.kernel_facts(kernel_61)
         results = {}
         for image in (bare, fixed):
             index = read_image_index(image)
@@ -176,7 +179,7 @@ def test_builtin_key_trust_agrees_under_sig_enforce(toolkit_61: ToolkitImage, ke
     (tmp_path / "bad" / "crc7.ko").write_bytes(
         original.replace(b"CRC7 calculations", b"CRC7 calculationz"))
     mok = keygen.keygen(tmp_path / "mok", "an enrolled MOK")
-    kernel = facts.for_kernel(kernel_61)
+    kernel = locate.kernel_facts(kernel_61)
     assert kernel.builtin_certs
     outcomes = {}
     for variant in ("good", "bad"):

@@ -10,12 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from dtk import rootfs
 from dtk import run as runner
 from dtk.distro.debian import DebianArchive
 from dtk.engine import buildah
+from dtk.kernel import facts
 from dtk.kmod import check as chk
-from dtk.kmod import elf, facts, headers, rootfs
-from dtk.toolkit.build import ToolkitImage, ensure_toolkit
+from dtk.kmod import elf
+from dtk.toolkit import headers, locate
+from dtk.toolkit.images import ToolkitImage, ensure_toolkit
 
 pytestmark = pytest.mark.integration
 EXAMPLE = Path(__file__).parent.parent.parent / "examples" / "dtk-example"
@@ -57,15 +60,15 @@ def example_612(toolkit_612: ToolkitImage, kernel_612: str,
 
 
 def test_facts_are_extracted_once_then_cached(toolkit_61: ToolkitImage, kernel_61: str) -> None:
-    name, image_id = facts.find_toolkit(kernel_61)
+    name, image_id = locate.find_toolkit(kernel_61)
     assert name == toolkit_61.name
-    cached = facts.cache_path(facts.image_key(image_id, kernel_61))
+    cached = facts.cache_path(locate.image_key(image_id, kernel_61))
     cached.unlink(missing_ok=True)  # really exercise the extraction
     start = time.monotonic()
-    first = facts.for_kernel(kernel_61)
+    first = locate.kernel_facts(kernel_61)
     extract_s = time.monotonic() - start
     start = time.monotonic()
-    again = facts.for_kernel(kernel_61)
+    again = locate.kernel_facts(kernel_61)
     cached_s = time.monotonic() - start
     print(f"facts for {kernel_61}: extracted in {extract_s:.2f} s, cached in {cached_s:.3f} s")
     assert again == first
@@ -80,7 +83,7 @@ def test_vermagic_from_config_matches_the_modules(toolkit_61: ToolkitImage,
                                                   toolkit_612: ToolkitImage) -> None:
     """The headers-only path (--kernel-root, the benchmark) derives vermagic from .config."""
     for kernel in (*toolkit_61.kernels, *toolkit_612.kernels):
-        known = facts.for_kernel(kernel)  # vermagic read from an in-tree module
+        known = locate.kernel_facts(kernel)  # vermagic read from an in-tree module
         assert facts.vermagic_from_config(kernel, known.config) == known.vermagic, kernel
 
 
@@ -90,12 +93,12 @@ def test_built_for_newest_61_loads_there_only(example_61: Path, kernel_61: str,
     module = elf.read_module(example_61)
     assert module.vermagic is not None
     assert module.vermagic.startswith(kernel_61 + " ")
-    own = chk.check_module(module, facts.for_kernel(kernel_61), {})
+    own = chk.check_module(module, locate.kernel_facts(kernel_61), {})
     assert own.loads, own.findings
-    old = chk.check_module(module, facts.for_kernel(kernel_61_old), {})
+    old = chk.check_module(module, locate.kernel_facts(kernel_61_old), {})
     assert [f.code for f in old.refusals] == ["crc"] * len(old.refusals)
     assert "disagrees about version of symbol module_layout" in old.refusals[0].message
-    rt = chk.check_module(module, facts.for_kernel(kernel_61_rt), {})
+    rt = chk.check_module(module, locate.kernel_facts(kernel_61_rt), {})
     # load_module() checks module_layout before vermagic: both refuse
     assert [f.code for f in rt.refusals][:2] == ["crc", "vermagic"]
     assert "preempt_rt" in rt.refusals[1].message
@@ -105,8 +108,8 @@ def test_612_module_is_refused_by_61_and_loads_on_612(example_612: Path,
                                                       kernel_612: str, kernel_61: str) -> None:
     module = elf.read_module(example_612)
     assert "module_layout" in dict(module.versions)  # Debian's 6.12 still checks it
-    assert chk.check_module(module, facts.for_kernel(kernel_612), {}).loads
-    verdict = chk.check_module(module, facts.for_kernel(kernel_61), {})
+    assert chk.check_module(module, locate.kernel_facts(kernel_612), {}).loads
+    verdict = chk.check_module(module, locate.kernel_facts(kernel_61), {})
     assert not verdict.loads
     assert "module_layout" in verdict.refusals[0].message
 
@@ -114,8 +117,8 @@ def test_612_module_is_refused_by_61_and_loads_on_612(example_612: Path,
 def test_every_in_tree_module_loads_on_its_own_kernel(toolkit_61: ToolkitImage,
                                                       kernel_61: str, kernel_61_rt: str) -> None:
     """Thousands of modules the real kernel does load: check must not refuse any of them."""
-    kernel = facts.for_kernel(kernel_61)
-    rt = facts.for_kernel(kernel_61_rt)
+    kernel = locate.kernel_facts(kernel_61)
+    rt = locate.kernel_facts(kernel_61_rt)
     with buildah.working_container(toolkit_61.name) as ctr, ctr.mounted() as root:
         mods = [elf.read_module(host) for inner, host in
                 rootfs.walk_files(root, f"/lib/modules/{kernel_61}") if ".ko" in inner]
@@ -182,7 +185,7 @@ def test_headers_package_gives_the_same_answer_as_the_toolkit(
     """The no-toolkit fallback (linux-headers-K only) agrees with the toolkit's facts."""
     module = elf.read_module(example_61)
     for kernel in (kernel_61, kernel_61_old):
-        from_toolkit = facts.for_kernel(kernel, download=False)
+        from_toolkit = locate.kernel_facts(kernel, download=False)
         from_headers = facts.for_directory(headers.headers_root(kernel), kernel)
         assert from_headers.symbols == from_toolkit.symbols
         assert from_headers.vermagic == from_toolkit.vermagic

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from dtk import rootfs
 from dtk import run as runner
 from dtk.engine import buildah
-from dtk.kmod import elf, rootfs
-from dtk.toolkit.build import ToolkitImage
+from dtk.kmod import elf
+from dtk.toolkit.images import ToolkitImage
 
 pytestmark = pytest.mark.integration
 _SIG_FIELDS = ("sig_id", "signer", "sig_key", "sig_hashalgo", "signature")

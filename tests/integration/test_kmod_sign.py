@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from dtk import rootfs
 from dtk import run as runner
 from dtk.engine import buildah
-from dtk.kmod import elf, keygen, rootfs, sign
+from dtk.kmod import elf, keygen, sign
 from dtk.kmod import signature as sigmod
-from dtk.toolkit.build import ToolkitImage
+from dtk.toolkit.images import ToolkitImage
 
 pytestmark = pytest.mark.integration
 DTK = str(Path(__file__).parent.parent.parent / ".venv" / "bin" / "dtk")

@@ -20,7 +20,7 @@ from dtk.engine import buildah, skopeo
 from dtk.errors import DtkError
 from dtk.progress import NullMonitor
 from dtk.toolkit import plan as tplan
-from dtk.toolkit.build import ToolkitImage, build, ensure_toolkit
+from dtk.toolkit.images import ToolkitImage, build, ensure_toolkit
 from dtk.toolkit.query import inspect_toolkit
 
 pytestmark = pytest.mark.integration

@@ -25,9 +25,9 @@ import pytest
 from dtk.distro.debian import DebianArchive
 from dtk.engine import buildah
 from dtk.kmod import check as chk
-from dtk.kmod import facts
 from dtk.kmod import image as kimage
-from dtk.toolkit.build import ToolkitImage
+from dtk.toolkit import locate
+from dtk.toolkit.images import ToolkitImage
 from dtk.vm import kernels as vmkernels
 from dtk.vm.guest import GuestConfig
 from dtk.vm.verdict import Verdict
@@ -154,7 +154,7 @@ def test_kernel_without_a_toolkit_boots_from_its_package(images: Images, kernel_
     r = run_vm(image, (release,), built_for=kernel_61)[release]
     assert r.kernel_origin.startswith("package linux-image-"), r.kernel_origin
     (items,) = kimage.read_image(image).values()
-    predicted = chk.check_module(items[0].module, facts.for_kernel(release), {}).loads
+    predicted = chk.check_module(items[0].module, locate.kernel_facts(release), {}).loads
     assert r.verdict is (Verdict.LOADED if predicted else Verdict.REFUSED), r.reason
     if not predicted:
         assert "dtk_example: disagrees about version of symbol" in r.reason

@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from dtk.errors import DtkError
-from dtk.kmod import der, elf, image, keygen, keyring, sign
+from dtk.kernel import keyring, modfile
+from dtk.kmod import der, elf, image, keygen, sign
 from dtk.kmod import signature as sigmod
 from dtk.kmod.check import SignatureTrust
 
@@ -103,7 +104,7 @@ def test_sign_file_keeps_xz_compression(tmp_path: Path, keys: keygen.KeyFiles) -
     assert sign.verify_file(target, signer.cert).ok
     not_a_module = tmp_path / "x.ko"
     not_a_module.write_bytes(b"plain text")
-    with pytest.raises(elf.ModuleError):
+    with pytest.raises(modfile.ModuleError):
         sign.sign_file(not_a_module, signer)
     assert not_a_module.read_bytes() == b"plain text"
 

@@ -9,7 +9,7 @@ import pytest
 
 from dtk.errors import DtkError
 from dtk.vm.driver import _read_root, read_image
-from tests.unit.test_vm_modules import module_elf
+from tests.unit.test_kernel_modfile import module_elf
 
 K = "6.1.0-56-amd64"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dtk.cli.build import parse_build_args, query_kernels
+from dtk.cli.driver import parse_build_args, query_kernels
 from dtk.distro import KernelEntry
 from dtk.errors import DtkError
 

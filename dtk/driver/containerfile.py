@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dtk import run as runner
-from dtk.build.dkms import Built
-from dtk.build.outcome import CellFailedError, find_modules, module_versions
-from dtk.build.plan import Cell
-from dtk.build.sources import ContainerfileSource
+from dtk.driver.dkms import Built
+from dtk.driver.outcome import CellFailedError, find_modules, module_versions
+from dtk.driver.plan import Cell
+from dtk.driver.sources import ContainerfileSource
 from dtk.engine import buildah
 
 STAGING_REPO = "localhost/dtk-staging"

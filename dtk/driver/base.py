@@ -15,9 +15,9 @@ from pathlib import Path
 
 from dtk import paths
 from dtk import run as runner
-from dtk.build.plan import KIND_LABEL, ImageRef
 from dtk.distro.aptindex import AptIndex
 from dtk.distro.debver import sort_key
+from dtk.driver.plan import KIND_LABEL, ImageRef
 from dtk.engine import buildah
 from dtk.errors import DtkError
 from dtk.kernel import normalize

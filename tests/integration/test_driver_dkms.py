@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from dtk import run as runner
-from dtk.build.containerfile import STAGING_REPO
-from dtk.build.prune import plan_prune
+from dtk.driver.containerfile import STAGING_REPO
+from dtk.driver.prune import plan_prune
 from dtk.engine import buildah
-from dtk.toolkit.build import ToolkitImage
+from dtk.toolkit.images import ToolkitImage
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dtk import kernel as kern
-from dtk.build import dkmscell, dkmsconf
-from dtk.build.digest import inputs_digest
-from dtk.build.naming import image_name
-from dtk.build.sources import BrokenSource, ContainerfileSource, DkmsGroup, Source
+from dtk.digest import inputs_digest
+from dtk.driver import dkmscell, dkmsconf
+from dtk.driver.naming import image_name
+from dtk.driver.sources import BrokenSource, ContainerfileSource, DkmsGroup, Source
 from dtk.errors import DtkError
 
 # Bumped when the way dtk turns inputs into an image changes, so old images

@@ -10,21 +10,17 @@ inputs' content for a directory), makes every later check milliseconds.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dtk import kernel as kern
-from dtk import paths
-from dtk.engine import buildah
+from dtk import paths, rootfs
+from dtk.digest import parts_digest
 from dtk.errors import DtkError
-from dtk.kmod import elf, headers, keyring, rootfs, symvers
-from dtk.kmod.symvers import Symbol
-from dtk.toolkit.plan import TOOLKIT_REPO
+from dtk.files import write_atomic
+from dtk.kernel import keyring, modfile, symvers
+from dtk.kernel.symvers import Symbol
 
 _FORMAT = 5  # bump when the cached JSON changes shape
 _CONFIG_KEYS = (
@@ -159,11 +155,11 @@ def from_root(root: Path, release: str, source: str) -> KernelFacts:
     struct_size = None
     if module_files:
         # The modules carry the exact vermagic and struct module the kernel was built with.
-        sample = elf.read_module(module_files[0])
-        vermagic = sample.vermagic or vermagic
+        sample = modfile.peek(module_files[0].read_bytes(), str(module_files[0]))
+        vermagic = sample.first("vermagic") or vermagic
         arch = sample.machine
         struct_size = sample.this_module_size
-    names = {symvers.module_name(p.name) for p in module_files}
+    names = {modfile.module_name(p.name) for p in module_files}
     names |= {s.module_name for s in table.values() if s.module != "vmlinux"}
     return KernelFacts(release, arch, vermagic, config, table, frozenset(names), source,
                        struct_size, keyring.builtin_certificates(root, release))
@@ -171,7 +167,7 @@ def from_root(root: Path, release: str, source: str) -> KernelFacts:
 
 def _in_tree_modules(root: Path, release: str) -> list[Path]:
     return [host for inner, host in rootfs.walk_files(root, f"/lib/modules/{release}")
-            if ".ko" in inner.rsplit("/", 1)[-1]]
+            if modfile.is_module(inner)]
 
 
 def cache_path(key: str) -> Path:
@@ -190,28 +186,16 @@ def load_cached(key: str) -> KernelFacts | None:
 
 
 def store(key: str, facts: KernelFacts) -> None:
-    """Write atomically: a reader sees the old file or the complete new one."""
-    path = cache_path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".facts-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(facts.to_json(), out, separators=(",", ":"))
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(cache_path(key), json.dumps(facts.to_json(), separators=(",", ":")).encode())
 
 
 def directory_key(root: Path, release: str) -> str:
     """Cache key for a plain directory: the content of the files facts come from."""
-    digest = hashlib.sha256(f"{_FORMAT}\0{release}".encode())
-    for candidates in (_SYMVERS_CANDIDATES, _CONFIG_CANDIDATES):
-        found = _find(root, candidates, release)
-        digest.update(found.read_bytes() if found else b"-")
-    dep = rootfs.resolve(root, f"/lib/modules/{release}/modules.dep")
-    digest.update(dep.read_bytes() if dep and dep.is_file() else b"-")
-    return "dir-" + digest.hexdigest()[:32]
+    found = [_find(root, candidates, release)
+             for candidates in (_SYMVERS_CANDIDATES, _CONFIG_CANDIDATES)]
+    found.append(rootfs.resolve(root, f"/lib/modules/{release}/modules.dep"))
+    contents = [f.read_bytes() if f is not None and f.is_file() else b"-" for f in found]
+    return "dir-" + parts_digest(str(_FORMAT), release, *contents, length=32)
 
 
 def for_directory(root: Path, release: str, source: str | None = None) -> KernelFacts:
@@ -220,61 +204,5 @@ def for_directory(root: Path, release: str, source: str | None = None) -> Kernel
     if cached is not None:
         return cached
     facts = from_root(root, release, source or str(root))
-    store(key, facts)
-    return facts
-
-
-def toolkit_candidates(release: str) -> list[str]:
-    """Toolkit image names that may hold `release`: its own, then its standard sibling's.
-
-    A toolkit carries the RT sibling of its kernel, so an RT kernel is usually
-    found in the standard kernel's toolkit.
-    """
-    names = [f"{TOOLKIT_REPO}:{kern.normalize(release)}"]
-    parsed = kern.try_parse(release)
-    if parsed is not None and parsed.flavour is kern.Flavour.RT:
-        standard = release.replace("-rt-", "-") if parsed.family is kern.Family.DEBIAN \
-            else release.removesuffix("+rt")
-        names.append(f"{TOOLKIT_REPO}:{kern.normalize(standard)}")
-    return names
-
-
-def find_toolkit(release: str) -> tuple[str, str]:
-    """(image name, image id) of a local toolkit holding `release`."""
-    for name in toolkit_candidates(release):
-        try:
-            data = buildah.inspect(name)
-        except DtkError:
-            continue
-        labels = data.get("OCIv1", {}).get("config", {}).get("Labels") or {}
-        held = set(str(labels.get("dtk.kernels", "")).split(","))
-        held |= {labels.get("kernel-version", ""), labels.get("kernel-rt-version", "")}
-        if release in held:
-            return name, str(data["FromImageID"])
-    raise DtkError(f"no toolkit image holds kernel {release}",
-                   hint=f"build it with 'dtk toolkit build --kernel {release}', or pass "
-                        "--kernel-root DIR for a directory that has its headers")
-
-
-def image_key(image_id: str, release: str) -> str:
-    return f"image-{image_id[:32]}-{kern.normalize(release)}"
-
-
-def for_kernel(release: str, *, download: bool = True) -> KernelFacts:
-    """K's facts from its toolkit image (cached by the image's id), or else, when
-    `download` allows, from K's headers package (see headers.py)."""
-    try:
-        name, image_id = find_toolkit(release)
-    except DtkError:
-        if not download:
-            raise
-        return for_directory(headers.headers_root(release), release,
-                             source=f"linux-headers-{release} (no toolkit)")
-    key = image_key(image_id, release)
-    cached = load_cached(key)
-    if cached is not None:
-        return cached
-    with buildah.working_container(name) as ctr, ctr.mounted() as root:
-        facts = from_root(root, release, f"{name} ({image_id[:12]})")
     store(key, facts)
     return facts

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from dtk import paths
 from dtk import run as runner
-from dtk.build.digest import inputs_digest
-from dtk.build.outcome import tail_of
-from dtk.build.plan import KIND_LABEL, ImageRef
-from dtk.build.sources import DkmsGroup, Source
+from dtk.digest import inputs_digest
+from dtk.driver.outcome import tail_of
+from dtk.driver.plan import KIND_LABEL, ImageRef
+from dtk.driver.sources import DkmsGroup, Source
 from dtk.engine import buildah
 from dtk.errors import DtkError
 from dtk.lock import locked

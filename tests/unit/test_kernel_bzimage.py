@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dtk.errors import DtkError
-from dtk.vm import bzimage
+from dtk.kernel import bzimage
 
 
 def elf(with_pvh: bool = True) -> bytes:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from dtk import rootfs
 from dtk.errors import DtkError
-from dtk.kmod import image, rootfs
+from dtk.kmod import image
 
 
 @pytest.fixture

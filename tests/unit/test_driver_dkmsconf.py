@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dtk.build.dkmsconf import DkmsConf, evaluate_on_host, parse_records
+from dtk.driver.dkmsconf import DkmsConf, evaluate_on_host, parse_records
 
 K61 = "6.1.0-56-amd64"
 K612 = "6.12.117+deb12-amd64"

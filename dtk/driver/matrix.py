@@ -20,17 +20,17 @@ from typing import Protocol
 
 from dtk import kernel as kern
 from dtk import run as runner
-from dtk.build import containerfile, dkms
-from dtk.build.outcome import CellFailedError, Outcome, Status, tail_of
-from dtk.build.plan import HASH_LABEL, Cell, ImageRef, Matrix
-from dtk.build.sources import ContainerfileSource, DkmsGroup
+from dtk.driver import containerfile, dkms
+from dtk.driver.outcome import CellFailedError, Outcome, Status, tail_of
+from dtk.driver.plan import HASH_LABEL, Cell, ImageRef, Matrix
+from dtk.driver.sources import ContainerfileSource, DkmsGroup
 from dtk.engine import buildah, skopeo
 from dtk.errors import DtkError
 from dtk.progress import Monitor
 
 
 class Toolkit(Protocol):
-    """What dtk.toolkit.build.ensure_toolkit returns, as far as builds care."""
+    """What dtk.toolkit.images.ensure_toolkit returns, as far as builds care."""
 
     @property
     def name(self) -> str: ...

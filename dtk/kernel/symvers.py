@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from dtk.errors import DtkError
+from dtk.kernel.modfile import module_name
 
 
 class Symbol(NamedTuple):
@@ -25,15 +26,6 @@ class Symbol(NamedTuple):
     def module_name(self) -> str:
         """The owner's name as the kernel spells it (dashes become underscores)."""
         return module_name(self.module)
-
-
-def module_name(path_or_name: str) -> str:
-    base = path_or_name.rsplit("/", 1)[-1]
-    for suffix in (".ko.xz", ".ko.zst", ".ko.gz", ".ko"):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-            break
-    return base.replace("-", "_")
 
 
 def parse(text: str, source: str = "Module.symvers") -> dict[str, Symbol]:

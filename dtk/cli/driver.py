@@ -12,23 +12,23 @@ from pathlib import Path
 import click
 
 from dtk import paths
-from dtk.build import sources as src
-from dtk.build.base import ensure_base
-from dtk.build.extras import resolve_extras
-from dtk.build.matrix import RunOptions, failed, resolve_toolkits, run_matrix
-from dtk.build.naming import DEFAULT_TEMPLATE
-from dtk.build.outcome import Outcome, Status
-from dtk.build.plan import BuildOptions, ImageRef, plan_matrix
-from dtk.build.prune import plan_prune, prune
 from dtk.cli.common import json_option, monitor, print_json, print_table, sources_option, stderr
 from dtk.cli.kernels import select
 from dtk.distro import KernelEntry, find_kernel
 from dtk.distro.debian import DebianArchive
 from dtk.distro.select import open_archive
+from dtk.driver import sources as src
+from dtk.driver.base import ensure_base
+from dtk.driver.extras import resolve_extras
+from dtk.driver.matrix import RunOptions, failed, resolve_toolkits, run_matrix
+from dtk.driver.naming import DEFAULT_TEMPLATE
+from dtk.driver.outcome import Outcome, Status
+from dtk.driver.plan import BuildOptions, ImageRef, plan_matrix
+from dtk.driver.prune import plan_prune, prune
 from dtk.errors import DtkError
 from dtk.kernel import Flavour
 from dtk.progress import Monitor
-from dtk.toolkit.build import ToolkitImage, ensure_toolkit
+from dtk.toolkit.images import ToolkitImage, ensure_toolkit
 
 
 def parse_build_args(pairs: tuple[str, ...]) -> tuple[tuple[str, str], ...]:

@@ -90,6 +90,17 @@ class KernelRelease:
         return f"{stem}+rt"
 
 
+def standard_sibling(release: str) -> str | None:
+    """The standard kernel built from the same source as RT kernel `release` (whose
+    toolkit carries it), or None when `release` is not an RT kernel."""
+    parsed = try_parse(release)
+    if parsed is None or parsed.flavour is not Flavour.RT:
+        return None
+    if parsed.family is Family.DEBIAN:
+        return release.replace("-rt-", "-")
+    return release.removesuffix("+rt")
+
+
 def _debian_variant(release: str) -> str:
     m = _DEBIAN.match(release)
     assert m is not None

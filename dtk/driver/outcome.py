@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import enum
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dtk import run as runner
+from dtk import rootfs
 from dtk.errors import DtkError
+from dtk.kernel import modfile
 
 TAIL_LINES = 15
 # KMM's worker runs `/bin/sh -c "mkdir -p …; cp -R …"`, its pull check runs
@@ -67,21 +67,26 @@ def tail_of(text: str, lines: int = TAIL_LINES) -> tuple[str, ...]:
     return tuple(kept[-lines:])
 
 
-def find_modules(root: Path, kernel: str) -> list[Path]:
-    """The .ko files of `kernel` in an image root, checking KMM's layout on the way."""
-    moddir = root / "opt/lib/modules" / kernel
-    if not moddir.is_dir():
-        raise DtkError(f"the image has no /opt/lib/modules/{kernel}",
+def find_modules(root: Path, kernel: str) -> list[tuple[str, Path]]:
+    """The module files of `kernel` in an image root, as (path in the image, host
+    path), checking KMM's layout on the way. Read through `dtk.rootfs`: a link
+    in the image never leads dtk out of it."""
+    base = f"/opt/lib/modules/{kernel}"
+    moddir = rootfs.resolve(root, base)
+    if moddir is None or not moddir.is_dir():
+        raise DtkError(f"the image has no {base}",
                        hint="KMM loads modules from /opt/lib/modules/<kernel>/ "
                             "(copy the .ko files there in the final stage)")
-    modules = sorted(p for p in moddir.rglob("*.ko*") if p.is_file())
+    modules = [(inner, host) for inner, host in rootfs.walk_files(root, base)
+               if modfile.is_module(inner)]
     if not modules:
-        raise DtkError(f"the image has no .ko file under /opt/lib/modules/{kernel}")
-    if not (moddir / "modules.dep").is_file():
-        raise DtkError(f"the image has no /opt/lib/modules/{kernel}/modules.dep",
+        raise DtkError(f"the image has no .ko file under {base}")
+    dep = rootfs.resolve(root, f"{base}/modules.dep")
+    if dep is None or not dep.is_file():
+        raise DtkError(f"the image has no {base}/modules.dep",
                        hint=f"run 'depmod -b /opt {kernel}' in the Containerfile")
     missing = [tool for tool in REQUIRED_TOOLS
-               if not any(os.path.lexists(root / d / tool) for d in _BIN_DIRS)]
+               if not any(rootfs.resolve(root, f"/{d}/{tool}") for d in _BIN_DIRS)]
     if missing:
         raise DtkError("the image lacks " + ", ".join(missing) + ", which KMM's worker runs",
                        hint="base the final stage on ${DTK_BASE} (busybox, 2 MB) or any "
@@ -89,11 +94,10 @@ def find_modules(root: Path, kernel: str) -> list[Path]:
     return modules
 
 
-def module_versions(modules: list[Path]) -> tuple[str, ...]:
-    """'name=version' for each module, from its .modinfo (modinfo reads any .ko)."""
+def module_versions(modules: list[tuple[str, Path]]) -> tuple[str, ...]:
+    """'name=version' for each module, from its .modinfo."""
     out = []
-    for path in modules:
-        result = runner.run(["modinfo", "-F", "version", str(path)], check=False, timeout=60)
-        version = result.stdout.strip().splitlines()[0] if result.stdout.strip() else "-"
-        out.append(f"{path.name.split('.ko')[0]}={version}")
+    for inner, host in modules:
+        version = modfile.peek(host.read_bytes(), inner).first("version") or "-"
+        out.append(f"{inner.rsplit('/', 1)[-1].split('.ko')[0]}={version}")
     return tuple(out)

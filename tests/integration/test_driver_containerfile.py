@@ -9,7 +9,7 @@ import pytest
 
 from dtk.engine import buildah, skopeo
 from tests.integration.conftest import free_port
-from tests.integration.test_build_dkms import (
+from tests.integration.test_driver_dkms import (
     by_cell,
     check_driver_image,
     no_staging_images,

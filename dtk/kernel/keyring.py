@@ -18,9 +18,9 @@ from pathlib import Path
 
 from cryptography import x509
 
+from dtk import rootfs
 from dtk.errors import DtkError
-from dtk.kmod import rootfs
-from dtk.vm import bzimage
+from dtk.kernel import bzimage
 
 # Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version INTEGER 2, ...
 _CERT_SHAPE = re.compile(rb"\x30\x82(..)\x30\x82..\xa0\x03\x02\x01\x02", re.S)

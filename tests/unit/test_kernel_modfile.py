@@ -1,4 +1,4 @@
-"""Module names, .modinfo reading and modules.dep closures."""
+"""Module names, .modinfo reading (capped decompression) and modules.dep closures."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from dtk.errors import DtkError
-from dtk.vm import modules
+from dtk.kernel import modfile, modules_dep
 
 
 def module_elf(modinfo: bytes) -> bytes:
@@ -34,24 +34,32 @@ INFO = b"license=GPL\0depends=videodev,mc\0name=v4l2loopback\0parm=devices:int\0
 
 
 def test_modinfo_and_depends() -> None:
-    info = modules.modinfo("v4l2loopback.ko", module_elf(INFO))
-    assert info["license"] == ["GPL"]
-    assert modules.depends(info) == ["videodev", "mc"]
+    info = modfile.peek(module_elf(INFO), "v4l2loopback.ko")
+    assert info.first("license") == "GPL"
+    assert info.machine == "x86_64"
+    assert info.depends == ["videodev", "mc"]
 
 
 def test_compressed_module() -> None:
     data = lzma.compress(module_elf(b"depends=snd-pcm\0"))
-    info = modules.modinfo("x.ko.xz", data)
-    assert modules.depends(info) == ["snd_pcm"]
+    assert modfile.peek(data, "x.ko.xz").depends == ["snd_pcm"]
 
 
 def test_empty_depends() -> None:
-    assert modules.depends(modules.modinfo("a.ko", module_elf(b"depends=\0"))) == []
+    assert modfile.peek(module_elf(b"depends=\0"), "a.ko").depends == []
 
 
 def test_not_a_module() -> None:
     with pytest.raises(DtkError, match="not a readable kernel module"):
-        modules.modinfo("bad.ko", b"\x7fELF garbage")
+        modfile.peek(b"\x7fELF garbage", "bad.ko")
+
+
+def test_decompression_is_capped() -> None:
+    """A module that inflates past the cap is refused before it fills memory."""
+    bomb = lzma.compress(bytes((2 << 20) + 1))
+    assert modfile.uncompress(bomb, "ok.ko.xz", limit=3 << 20)[1] == "xz"
+    with pytest.raises(DtkError, match="decompresses to more than 2 MiB"):
+        modfile.uncompress(bomb, "bomb.ko.xz", limit=2 << 20)
 
 
 @pytest.mark.parametrize(("path", "name"), [
@@ -60,8 +68,8 @@ def test_not_a_module() -> None:
     ("kernel/sound/core/snd-pcm.ko.zst", "snd_pcm"),
 ])
 def test_module_name(path: str, name: str) -> None:
-    assert modules.module_name(path) == name
-    assert modules.is_module(path)
+    assert modfile.module_name(path) == name
+    assert modfile.is_module(path)
 
 
 DEP = """kernel/drivers/media/mc/mc.ko:
@@ -73,7 +81,7 @@ kernel/drivers/net/dummy.ko:
 
 
 def test_closure_puts_dependencies_first_and_skips_unknown_names() -> None:
-    dep = modules.parse_modules_dep(DEP)
+    dep = modules_dep.parse_modules_dep(DEP)
     assert dep.closure(["v4l2_mem2mem", "dummy", "built_in_thing"]) == [
         "kernel/drivers/media/mc/mc.ko",
         "kernel/drivers/media/v4l2-core/videodev.ko",
@@ -84,5 +92,5 @@ def test_closure_puts_dependencies_first_and_skips_unknown_names() -> None:
 
 
 def test_builtin_names() -> None:
-    assert modules.builtin_names("kernel/fs/ext4/ext4.ko\nkernel/lib/crc-t10dif.ko\n") == {
+    assert modules_dep.builtin_names("kernel/fs/ext4/ext4.ko\nkernel/lib/crc-t10dif.ko\n") == {
         "ext4", "crc_t10dif"}

@@ -18,10 +18,10 @@ from typing import Protocol
 
 from dtk import paths
 from dtk import run as runner
-from dtk.build import dkmsconf
-from dtk.build.digest import file_digest, inputs_digest, tree_digest
-from dtk.build.naming import module_slug
+from dtk.digest import file_digest, inputs_digest, tree_digest
 from dtk.distro.debver import parse_depends
+from dtk.driver import dkmsconf
+from dtk.driver.naming import module_slug
 from dtk.errors import DtkError
 from dtk.lock import locked
 

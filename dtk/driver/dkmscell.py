@@ -3,7 +3,7 @@ cell's input hash (see plan.cell_hash), so changing it rebuilds those images."""
 
 from __future__ import annotations
 
-from dtk.build import dkmsconf
+from dtk.driver import dkmsconf
 
 OUT = "/dtk-out"
 # Where `dkms install` puts modules on Debian (dkms's override_dest_module_location).

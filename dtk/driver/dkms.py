@@ -18,13 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtk.build import dkmsconf
-from dtk.build.dkmscell import CELL_SCRIPT, EXCLUDED_STATUS, OUT
-from dtk.build.outcome import CellFailedError, module_versions
-from dtk.build.plan import Cell
-from dtk.build.sources import DkmsGroup
+from dtk import rootfs
+from dtk.driver import dkmsconf
+from dtk.driver.dkmscell import CELL_SCRIPT, EXCLUDED_STATUS, OUT
+from dtk.driver.outcome import CellFailedError, module_versions
+from dtk.driver.plan import Cell
+from dtk.driver.sources import DkmsGroup
 from dtk.engine import buildah
 from dtk.errors import DtkError
+from dtk.kernel import modfile
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,11 @@ def _commit(cell: Cell, group: DkmsGroup, out: Path, notes: tuple[str, ...]) -> 
     return Built(image_id, versions, notes)
 
 
-def find_modules_in_stage(out: Path, kernel: str) -> list[Path]:
+def find_modules_in_stage(out: Path, kernel: str) -> list[tuple[str, Path]]:
     """The staged /opt tree has no tools of its own; the base image supplies them."""
-    moddir = out / "opt/lib/modules" / kernel
-    modules = sorted(p for p in moddir.rglob("*.ko*") if p.is_file())
-    if not modules or not (moddir / "modules.dep").is_file():
+    base = f"/opt/lib/modules/{kernel}"
+    modules = [(inner, host) for inner, host in rootfs.walk_files(out, base)
+               if modfile.is_module(inner)]
+    if not modules or rootfs.resolve(out, f"{base}/modules.dep") is None:
         raise DtkError(f"dkms reported success but left no modules for {kernel}")
     return modules

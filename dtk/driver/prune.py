@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from dtk.build.containerfile import STAGING_REPO
-from dtk.build.plan import KIND_LABEL
+from dtk.driver.containerfile import STAGING_REPO
+from dtk.driver.plan import KIND_LABEL
 from dtk.engine import buildah
 
 

@@ -1,4 +1,9 @@
-"""Content hashes of build inputs: what makes a rebuild with unchanged inputs a cache hit."""
+"""Content hashes: the one way dtk names an input by its content.
+
+Cache keys (kernel facts, VM caches), plan ids (toolkits, driver cells) and
+image labels all come from here, so that "the same inputs" means one thing
+everywhere: what makes a rebuild with unchanged inputs a cache hit.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 _CHUNK = 1 << 20
+
+
+def parts_digest(*parts: str | bytes, length: int = 64) -> str:
+    """sha256 hex over `parts`, each ended by NUL so that ("ab", "c") != ("a", "bc")."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+        h.update(b"\0")
+    return h.hexdigest()[:length]
 
 
 def file_digest(path: Path) -> str:

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from dtk.build.digest import inputs_digest, tree_digest
-from dtk.build.extras import missing
-from dtk.build.matrix import resolve_toolkits, standard_sibling
-from dtk.build.naming import DEFAULT_TEMPLATE, image_name, module_slug
-from dtk.build.plan import (
+from dtk.digest import inputs_digest, tree_digest
+from dtk.driver.extras import missing
+from dtk.driver.matrix import resolve_toolkits, standard_sibling
+from dtk.driver.naming import DEFAULT_TEMPLATE, image_name, module_slug
+from dtk.driver.plan import (
     HASH_LABEL,
     BuildOptions,
     ImageRef,
     build_args_for,
     plan_matrix,
 )
-from dtk.build.sources import (
+from dtk.driver.sources import (
     BrokenSource,
     ContainerfileSource,
     DkmsGroup,
