@@ -11,10 +11,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # buildah/skopeo build and move images; podman+runc run driver containers;
 # mmdebstrap makes base roots; qemu boots kernels; docker-registry is the
 # loopback registry the tests push to; busybox-static, kmod and cpio make
-# VM initramfs images.
+# VM initramfs images; shellcheck lints the shell under dtk/data.
 SYSTEM_PACKAGES := buildah skopeo podman runc uidmap fuse-overlayfs mmdebstrap \
 	qemu-system-x86 docker-registry busybox-static kmod cpio xz-utils zstd \
-	openssl gpgv python3-venv ca-certificates
+	openssl gpgv python3-venv ca-certificates shellcheck
 
 .PHONY: all deps system-deps python-deps demo test lint typecheck unit integration bench clean
 
@@ -43,8 +43,9 @@ deps: system-deps python-deps
 demo: deps
 	$(BIN)/dtk demo
 
-lint: python-deps
+lint: python-deps system-deps
 	$(BIN)/ruff check dtk tests bench
+	shellcheck dtk/data/*.sh
 
 typecheck: python-deps
 	$(BIN)/mypy
@@ -57,6 +58,7 @@ integration: deps
 
 test: deps
 	$(BIN)/ruff check dtk tests bench
+	shellcheck dtk/data/*.sh
 	$(BIN)/mypy
 	$(BIN)/pytest tests
 

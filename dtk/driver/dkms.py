@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dtk import rootfs
 from dtk.driver import dkmsconf
-from dtk.driver.dkmscell import CELL_SCRIPT, EXCLUDED_STATUS, OUT
+from dtk.driver.dkmscell import EXCLUDED_STATUS, OUT, cell_script
 from dtk.driver.outcome import CellFailedError, module_versions
 from dtk.driver.plan import Cell
 from dtk.driver.sources import DkmsGroup
@@ -46,7 +46,8 @@ def build_cell(cell: Cell, group: DkmsGroup, log: Path,
     assert cell.toolkit is not None and cell.base is not None
     with tempfile.TemporaryDirectory(prefix="dtk-dkms-cell-") as tmp:
         out = Path(tmp)
-        (out / "eval.sh").write_text(dkmsconf.EVAL_SCRIPT)
+        (out / "eval.sh").write_text(dkmsconf.eval_script())
+        (out / "cell.sh").write_text(cell_script())
         # A private writable copy per cell: some MAKE commands write into /usr/src
         # (west-chamber does), as they may on a host, and cells must not share it.
         volumes = [f"{out}:{OUT}"]
@@ -55,7 +56,7 @@ def build_cell(cell: Cell, group: DkmsGroup, log: Path,
             shutil.copytree(pkg.tree, copy, symlinks=True)
             volumes.append(f"{copy}:/usr/src/{pkg.name}-{pkg.version}")
         with buildah.working_container(cell.toolkit.name) as ctr:
-            result = ctr.run(["bash", "-c", CELL_SCRIPT, "dtk-cell", cell.kernel,
+            result = ctr.run(["bash", f"{OUT}/cell.sh", OUT, cell.kernel,
                               *(f"{p.name}/{p.version}" for p in group.packages)],
                              volumes=volumes, log_file=log, on_line=on_line, timeout=3600,
                              check=False)

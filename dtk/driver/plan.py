@@ -8,12 +8,11 @@ carries the same hash is a cache hit and nothing is compiled.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dtk import kernel as kern
-from dtk.digest import inputs_digest
+from dtk.digest import inputs_digest, parts_digest
 from dtk.driver import dkmscell, dkmsconf
 from dtk.driver.naming import image_name
 from dtk.driver.sources import BrokenSource, ContainerfileSource, DkmsGroup, Source
@@ -113,8 +112,8 @@ def cell_hash(source: Source, release: str, args: Mapping[str, str],
     }
     if isinstance(source, DkmsGroup):
         # The evaluation script and dkms's recipe are part of how the image is made.
-        inputs["dkms-eval"] = hashlib.sha256(dkmsconf.EVAL_SCRIPT.encode()).hexdigest()
-        inputs["dkms-cell"] = hashlib.sha256(dkmscell.CELL_SCRIPT.encode()).hexdigest()
+        inputs["dkms-eval"] = parts_digest(dkmsconf.eval_script())
+        inputs["dkms-cell"] = parts_digest(dkmscell.cell_script())
     return inputs_digest(inputs)
 
 

@@ -22,6 +22,8 @@ import itertools
 import shlex
 from dataclasses import dataclass, field
 
+from dtk import scripts
+
 RESULT_PORT = "/dev/ttyS1"
 # kmod's tools live here, not in /sbin: while it boots, the kernel execs
 # /sbin/modprobe for every request_module (crypto, net families …), and each
@@ -45,137 +47,9 @@ class Exit(enum.IntEnum):
     SETUP = 40  # the guest could not prepare (e.g. the node-state modules)
 
 
-INIT_SCRIPT = r"""#!/bin/busybox sh
-# dtk VM init: KMM's worker load sequence; results go to /dev/ttyS1.
-/bin/busybox mkdir -p /proc /sys /dev /tmp /run /sbin /usr/bin /usr/sbin
-/bin/busybox --install -s
-export PATH=/usr/libexec/kmod:/sbin:/usr/sbin:/bin:/usr/bin
-# busybox sh runs its own applets before anything on PATH; kmod's modprobe
-# (the one KMM's worker uses) is therefore called by its path.
-MODPROBE=/usr/libexec/kmod/modprobe
-mount -t proc proc /proc
-echo $MODPROBE >/proc/sys/kernel/modprobe
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-exec 3>/dev/ttyS1
-
-say() { echo "@@dtk $*" >&3; }
-section() { echo "@@dtk begin $1" >&3; cat "$2" >&3 2>/dev/null; echo "@@dtk end $1" >&3; }
-finish() { say "exit $1 $STEP"; exec poweroff -f; }
-step() { STEP=$1; read -r up _ </proc/uptime; say "step $1 $up"; }
-tainted() { cat /proc/sys/kernel/tainted; }
-
-# run_limited NAME CMD...: CMD in the background, output in /tmp/NAME.out.
-# A module init that never returns leaves modprobe in uninterruptible sleep,
-# which no signal ends, so the shell polls and gives up instead of waiting.
-run_limited() {
-    name=$1; shift
-    "$@" >/tmp/$name.out 2>&1 &
-    pid=$!
-    read -r up _ </proc/uptime
-    deadline=$(( ${up%.*} + DTK_STEP_TIMEOUT ))
-    while :; do
-        state=
-        read -r _ _ state _ 2>/dev/null </proc/$pid/stat
-        if [ -z "$state" ] || [ "$state" = Z ]; then break; fi
-        read -r up _ </proc/uptime
-        if [ ${up%.*} -ge $deadline ]; then
-            section $name /tmp/$name.out
-            section stack /proc/$pid/stack
-            dmesg >/tmp/dmesg.out; section dmesg /tmp/dmesg.out
-            say "kv taint $(tainted)"
-            finish 30
-        fi
-        usleep 50000
-    done
-    wait $pid
-}
-
-died() { [ $(( $(tainted) & 128 )) -ne 0 ]; }
-
-crash_check() {
-    if died; then
-        dmesg >/tmp/dmesg.out; section dmesg /tmp/dmesg.out
-        say "kv taint $(tainted)"
-        finish 20
-    fi
-}
-
-STEP=setup
-[ -r /dtk/config ] || finish 40
-. /dtk/config
-say "kv release $(uname -r)"
-say "kv module $DTK_MODULE"
-step boot
-mkdir -p /host/lib && ln -s /lib/modules /host/lib/modules
-dmesg -c >/tmp/boot-dmesg.out
-[ -n "$DTK_KEEP_LOG" ] && section boot-dmesg /tmp/boot-dmesg.out
-
-# The node as KMM finds it: in-tree modules that the worker will remove are
-# loaded, and so are the in-tree dependencies the user asked to preload.
-step node
-for m in $DTK_PRELOAD $DTK_NODE_LOADED; do
-    run_limited node $MODPROBE -v "$m" || { section node /tmp/node.out; finish 40; }
-done
-
-step remove-in-tree
-if [ -n "$DTK_REMOVE" ]; then
-    run_limited remove $MODPROBE -rv $DTK_REMOVE
-    section remove /tmp/remove.out
-fi
-
-if [ -n "$DTK_FIRMWARE_SRC" ]; then
-    step firmware
-    fwpath=/sys/module/firmware_class/parameters/path
-    [ "$(cat $fwpath)" = "$DTK_FIRMWARE_HOST" ] || echo -n "$DTK_FIRMWARE_HOST" >$fwpath
-    mkdir -p "$DTK_FIRMWARE_HOST"
-    cp -R "$DTK_FIRMWARE_SRC"/. "$DTK_FIRMWARE_HOST"/
-fi
-
-step load
-eval "set -- $DTK_LOAD_ARGV"
-run_limited load $MODPROBE "$@"
-rc=$?
-section load /tmp/load.out
-crash_check
-if [ $rc -ne 0 ]; then
-    dmesg >/tmp/dmesg.out; section dmesg /tmp/dmesg.out
-    finish 10
-fi
-
-step verify
-live=no
-[ -d "/sys/module/$DTK_MODULE" ] && grep -q "^$DTK_MODULE .* Live " /proc/modules && live=yes
-say "kv live $live"
-say "kv taint $(tainted)"
-grep "^$DTK_MODULE " /proc/modules >/tmp/proc-modules.out
-section proc-modules /tmp/proc-modules.out
-if [ $live != yes ]; then
-    dmesg >/tmp/dmesg.out; section dmesg /tmp/dmesg.out
-    finish 11
-fi
-
-check_rc=0
-if [ -n "$DTK_CHECK" ]; then
-    step check
-    run_limited check sh -c "$DTK_CHECK"
-    check_rc=$?
-    section check /tmp/check.out
-    say "kv check-status $check_rc"
-    crash_check
-fi
-
-step unload
-eval "set -- $DTK_UNLOAD_ARGV"
-run_limited unload $MODPROBE "$@"
-unload_rc=$?
-section unload /tmp/unload.out
-dmesg >/tmp/dmesg.out; section dmesg /tmp/dmesg.out
-crash_check
-[ $check_rc -ne 0 ] && finish 12
-[ $unload_rc -ne 0 ] || [ -d "/sys/module/$DTK_MODULE" ] && finish 13
-finish 0
-"""
+def init_script() -> str:
+    """The guest's /init (dtk/data/guest-init.sh, checked by shellcheck)."""
+    return scripts.text("guest-init.sh")
 
 
 @dataclass(frozen=True)

@@ -167,7 +167,7 @@ def _retarget(contents: ImageContents, built_for: str, release: str) -> ImageCon
 def _probe_initrd(userland: Path, work: Path) -> Path:
     """Userland and init without a configuration: the guest reports at once."""
     buf = io.BytesIO()
-    cpio.write(buf, [cpio.file("/init", guest.INIT_SCRIPT.encode(), 0o755)])
+    cpio.write(buf, [cpio.file("/init", guest.init_script().encode(), 0o755)])
     path = work / "probe.cpio"
     path.write_bytes(userland.read_bytes() + buf.getvalue())
     return path
@@ -266,7 +266,7 @@ def _initrd(run: _Run, release: str, modules: Path | None, contents: ImageConten
     """tools + in-tree modules + the driver's tree and the worker's config, as one
     file of concatenated archives (the kernel unpacks them in order)."""
     tree = contents.trees[release]
-    entries = [cpio.file("/init", guest.INIT_SCRIPT.encode(), 0o755),
+    entries = [cpio.file("/init", guest.init_script().encode(), 0o755),
                cpio.file(guest.CONFIG_PATH, guest.render_config(config).encode()),
                *tree.entries, *contents.firmware]
     if len(config.loading_order) > 1:

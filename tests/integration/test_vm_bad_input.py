@@ -41,7 +41,7 @@ def test_unbootable_kernel_is_a_crash_verdict_within_the_timeout(tmp_path: Path)
     broken.write_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * 9 + b"garbage" * 100)
     initrd = tmp_path / "initrd"
     buf = io.BytesIO()
-    cpio.write(buf, [cpio.file("/init", guest.INIT_SCRIPT.encode(), 0o755)])
+    cpio.write(buf, [cpio.file("/init", guest.init_script().encode(), 0o755)])
     initrd.write_bytes(buf.getvalue())
     spec = qemu.BootSpec(broken, initrd, tmp_path / "result", qemu.kernel_cmdline())
     end = qemu.boot(spec, timeout_s=20, console_log=tmp_path / "console.log")

@@ -48,13 +48,13 @@ def test_config_survives_the_shell(tmp_path: Path) -> None:
 
 
 def test_init_script_uses_kmod_where_the_userland_puts_it() -> None:
-    assert f"MODPROBE={guest.KMOD_DIR}/modprobe\n" in guest.INIT_SCRIPT
-    assert "echo $MODPROBE >/proc/sys/kernel/modprobe" in guest.INIT_SCRIPT
+    assert f"MODPROBE={guest.KMOD_DIR}/modprobe\n" in guest.init_script()
+    assert "echo $MODPROBE >/proc/sys/kernel/modprobe" in guest.init_script()
 
 
 def test_init_script_parses_under_busybox_sh(tmp_path: Path) -> None:
     script = tmp_path / "init"
-    script.write_text(guest.INIT_SCRIPT)
+    script.write_text(guest.init_script())
     subprocess.run(["busybox", "sh", "-n", str(script)], check=True)
 
 

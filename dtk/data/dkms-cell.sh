@@ -1,0 +1,37 @@
+#!/bin/bash
+# dtk: one DKMS cell, run inside the kernel's toolkit (see dtk/driver/dkmscell.py).
+# Arguments: OUT KERNEL NAME/VERSION...  Exit: 0 built, dkms's status on failure,
+# 90 a broken dkms.conf; dkms-eval.sh exits 3 for a package BUILD_EXCLUSIVE leaves out.
+out=$1; K=$2; shift 2
+arch=$(uname -m)
+mkdir -p /etc/dkms/framework.conf.d
+echo 'sign_file=/dtk-signing-is-a-separate-step' > /etc/dkms/framework.conf.d/zz-dtk.conf
+dest="$out"/opt/lib/modules/$K/updates/dkms
+mkdir -p "$dest"
+for nv in "$@"; do
+  n=${nv%%/*}; v=${nv#*/}
+  bash "$out"/eval.sh "$out"/"$n".records /usr/src/"$n-$v"/dkms.conf "$K" "$arch" \
+    /lib/modules/"$K"/build "$n" "$v"
+  case $? in
+    0) ;;
+    3) echo "dtk: BUILD_EXCLUSIVE leaves $n out for $K"; continue ;;
+    *) echo "dtk: the dkms.conf of $n is broken"; exit 90 ;;
+  esac
+  dkms build -m "$n" -v "$v" -k "$K"
+  rc=$?
+  if [ $rc -ne 0 ]; then
+    log=/var/lib/dkms/$n/$v/build/make.log
+    [ -f "$log" ] && { echo "---- $log (last lines)"; tail -n 60 "$log"; }
+    echo "dtk: 'dkms build -m $n -v $v -k $K' exited with status $rc"
+    exit $rc
+  fi
+  cat "/var/lib/dkms/$n/$v/$K/$arch/log/make.log" 2>/dev/null
+  cp -a "/var/lib/dkms/$n/$v/$K/$arch/module/." "$dest"/
+done
+# KMM's pattern for in-tree dependencies: its worker mounts the node's /lib/modules
+# at /host/lib/modules, and this 'host' link lets `modprobe -d /opt` reach them. Here
+# the toolkit's tree of the same kernel stands in for the node's, so depmod records
+# them in modules.dep (a dangling link would make depmod fail, KMM midstream #1036).
+mkdir -p /host/lib/modules && ln -sfn /lib/modules/"$K" /host/lib/modules/"$K"
+ln -sfn /host/lib/modules/"$K" "$out"/opt/lib/modules/"$K"/host
+depmod -b "$out"/opt "$K"

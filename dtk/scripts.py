@@ -1,0 +1,16 @@
+"""Shell that runs inside containers and guests, kept as files under dtk/data/.
+
+Shell is code: as `.sh` files it is linted by shellcheck in `make test`
+(a Python string is checked by nothing), and it is read here at run time.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+
+@cache
+def text(name: str) -> str:
+    """The text of dtk/data/`name`."""
+    return resources.files("dtk").joinpath("data", name).read_text(encoding="utf-8")
