@@ -13,9 +13,9 @@ import click
 
 from dtk import paths
 from dtk.cli.common import json_option, monitor, print_json, print_table, sources_option, stderr
-from dtk.cli.kernels import select
-from dtk.distro import KernelEntry, find_kernel
+from dtk.distro import find_kernel
 from dtk.distro.debian import DebianArchive
+from dtk.distro.query import query_kernels
 from dtk.distro.select import open_archive
 from dtk.driver import sources as src
 from dtk.driver.base import ensure_base
@@ -26,7 +26,6 @@ from dtk.driver.outcome import Outcome, Status
 from dtk.driver.plan import BuildOptions, ImageRef, plan_matrix
 from dtk.driver.prune import plan_prune, prune
 from dtk.errors import DtkError
-from dtk.kernel import Flavour
 from dtk.progress import Monitor
 from dtk.toolkit.images import ToolkitImage, ensure_toolkit
 
@@ -39,29 +38,6 @@ def parse_build_args(pairs: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
             raise DtkError(f"--build-arg '{pair}' is not KEY=VALUE")
         out.append((key, value))
     return tuple(out)
-
-
-def query_kernels(query: str, catalog: list[KernelEntry]) -> list[str]:
-    """`--kernels`: '@FILE' (one release a line, # comments) or comma-separated
-    filters: flavours (standard, rt, cloud…), lines (6.1, 6.12), 'latest', 'all'."""
-    if query.startswith("@"):
-        lines = Path(query[1:]).read_text().splitlines()
-        return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
-    flavours, kernel_lines, latest = set(), set(), False
-    for word in (t.strip() for t in query.split(",") if t.strip()):
-        if word in {f.value for f in Flavour}:
-            flavours.add(word)
-        elif re.fullmatch(r"\d+\.\d+", word):
-            kernel_lines.add(word)
-        elif word == "latest":
-            latest = True
-        elif word != "all":
-            raise DtkError(f"--kernels: '{word}' is not a flavour, a line (6.1) or 'latest'",
-                           hint="e.g. --kernels rt,latest or --kernels 6.1,standard "
-                                "or --kernels @kernels.txt")
-    chosen = [e for e in catalog if (not flavours or e.flavour in flavours)
-              and (not kernel_lines or e.line in kernel_lines)]
-    return [e.release for e in select(chosen, None, None, latest)]
 
 
 def _kernel_list(kernel: tuple[str, ...], query: str | None,

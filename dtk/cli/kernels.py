@@ -7,26 +7,10 @@ from pathlib import Path
 import click
 
 from dtk.cli.common import json_option, print_json, print_table, sources_option
-from dtk.distro import KernelEntry
+from dtk.distro.query import select
 from dtk.distro.select import open_archive
 from dtk.errors import DtkError
 from dtk.kernel import Flavour
-
-
-def select(entries: list[KernelEntry], flavour: str | None, line: str | None,
-           latest: bool) -> list[KernelEntry]:
-    """Filter a catalog; `latest` keeps the newest release per (line, flavour)."""
-    chosen = [e for e in entries
-              if (flavour is None or e.flavour == flavour) and (line is None or e.line == line)]
-    if latest:
-        seen: set[tuple[str, str]] = set()
-        newest = []
-        for entry in chosen:  # the catalog is newest first
-            if (entry.line, entry.flavour) not in seen:
-                seen.add((entry.line, entry.flavour))
-                newest.append(entry)
-        chosen = newest
-    return chosen
 
 
 @click.command("kernels")

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from dtk import paths
-from dtk import run as runner
+from dtk.distro import debfile
 from dtk.distro.aptindex import AptIndex
 from dtk.distro.debver import sort_key
 from dtk.driver.plan import KIND_LABEL, ImageRef
@@ -60,10 +60,8 @@ def _newest_version(index: AptIndex, arch: str) -> str:
 
 def _build(index: AptIndex, version: str, tag: str) -> None:
     with tempfile.TemporaryDirectory(prefix="dtk-base-") as tmp:
-        debs = index.download([f"{PACKAGE}={version}"], Path(tmp) / "debs")
         unpacked = Path(tmp) / "root"
-        runner.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], timeout=120,
-                   what=f"unpacking {debs[0].name} failed")
+        debfile.fetch_unpacked(index, [f"{PACKAGE}={version}"], unpacked, Path(tmp) / "debs")
         busybox = unpacked / "bin/busybox"
         with buildah.working_container("scratch") as ctr:
             with ctr.mounted() as root:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Protocol
 
 from dtk import paths
-from dtk import run as runner
 from dtk.digest import file_digest, inputs_digest, tree_digest
+from dtk.distro import debfile
 from dtk.distro.debver import parse_depends
 from dtk.driver import dkmsconf
 from dtk.driver.naming import module_slug
@@ -138,10 +138,9 @@ def fetch_dkms_package(name: str, fetcher: PackageFetcher) -> tuple[list[Path], 
         root = base / "src" / deb.stem
         if not (root / ".complete").exists():
             root.mkdir(parents=True, exist_ok=True)
-            runner.run(["dpkg-deb", "-x", str(deb), str(root)], timeout=300,
-                       what=f"unpacking {deb.name} failed")
+            debfile.unpack(deb, root)
             (root / ".complete").write_text(deb.name)
-        depends = runner.run(["dpkg-deb", "-f", str(deb), "Depends"], timeout=60).stdout
+        depends = debfile.control_field(deb, "Depends")
     trees = sorted(c.parent for c in (root / "usr/src").glob("*/dkms.conf"))
     if not trees:
         raise DtkError(f"package {name} ships no /usr/src/*/dkms.conf",

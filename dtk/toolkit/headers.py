@@ -15,8 +15,7 @@ from pathlib import Path
 
 from dtk import kernel as kern
 from dtk import paths
-from dtk import run as runner
-from dtk.distro import find_kernel
+from dtk.distro import debfile, find_kernel
 from dtk.distro.debian import DebianArchive
 from dtk.distro.select import open_archive
 from dtk.errors import DtkError
@@ -38,9 +37,8 @@ def headers_root(release: str, archive: DebianArchive | None = None) -> Path:
     root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dtk-headers-", dir=root.parent) as tmp:
         work = Path(tmp)
-        debs = archive.index.download([f"linux-headers-{release}"], work / "debs")
-        runner.run(["dpkg-deb", "-x", str(debs[0]), str(work / "x")], timeout=300,
-                   what=f"unpacking linux-headers-{release}")
+        debfile.fetch_unpacked(archive.index, [f"linux-headers-{release}"], work / "x",
+                               work / "debs")
         stage = work / "root"
         (stage / inner).mkdir(parents=True)
         for name in _FILES:

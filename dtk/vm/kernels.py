@@ -26,9 +26,10 @@ from functools import cached_property
 from pathlib import Path
 
 from dtk import kernel as kern
+from dtk import rootfs
 from dtk import run as runner
 from dtk.digest import parts_digest
-from dtk.distro import unknown_kernel
+from dtk.distro import debfile, unknown_kernel
 from dtk.distro.debian import DebianArchive
 from dtk.engine import buildah
 from dtk.errors import DtkError
@@ -112,9 +113,7 @@ def opened(source: KernelSource, archive: ArchiveOpener) -> Iterator[Path]:
     assert source.package is not None
     with tempfile.TemporaryDirectory(prefix="dtk-vm-kernel-") as tmp:
         root = Path(tmp) / "root"
-        for deb in archive().index.download([source.package], Path(tmp) / "debs"):
-            runner.run(["dpkg-deb", "-x", str(deb), str(root)], timeout=600,
-                       what=f"unpacking {deb.name} failed")
+        debfile.fetch_unpacked(archive().index, [source.package], root, Path(tmp) / "debs")
         # The package ships no modules.dep: its postinst runs depmod.
         runner.run(["depmod", "-b", str(root), source.release], timeout=300,
                    what=f"depmod for {source.release} failed")
@@ -156,12 +155,12 @@ def _prune_other_keys(source: KernelSource) -> None:
 
 
 def _extract(root: Path, release: str, base: Path) -> None:
-    vmlinuz = root / "boot" / f"vmlinuz-{release}"
-    moddir = root / "lib" / "modules" / release
-    if not vmlinuz.is_file():
+    vmlinuz = rootfs.resolve(root, f"/boot/vmlinuz-{release}")
+    moddir = rootfs.resolve(root, f"/lib/modules/{release}")
+    if vmlinuz is None or not vmlinuz.is_file():
         raise DtkError(f"no /boot/vmlinuz-{release} in the kernel's files",
                        hint="the toolkit or package does not contain this kernel's image")
-    if not (moddir / "modules.dep").is_file():
+    if moddir is None or rootfs.resolve(root, f"/lib/modules/{release}/modules.dep") is None:
         raise DtkError(f"no /lib/modules/{release}/modules.dep in the kernel's files")
     image = vmlinuz.read_bytes()
     try:
@@ -173,9 +172,10 @@ def _extract(root: Path, release: str, base: Path) -> None:
     else:  # qemu can only enter an ELF kernel through PVH; boot the bzImage
         write_atomic(base / "vmlinuz", image)
     (base / "modules").mkdir(parents=True, exist_ok=True)
-    for index in moddir.glob("modules.*"):
-        if index.is_file():
-            write_atomic(base / "modules" / index.name, index.read_bytes())
+    for name in sorted(p.name for p in moddir.iterdir() if p.name.startswith("modules.")):
+        host = rootfs.resolve(root, f"/lib/modules/{release}/{name}")
+        if host is not None and host.is_file():
+            write_atomic(base / "modules" / name, host.read_bytes())
 
 
 def module_set(parts: KernelParts, names: list[str],
@@ -198,7 +198,10 @@ def _module_archive(root: Path, parts: KernelParts, rel_paths: list[str]) -> byt
     entries = [cpio.file(f"{prefix}/{index.name}", index.read_bytes())
                for index in sorted(parts.modules_dir.iterdir())]
     for rel in rel_paths:
-        host = root / "lib" / "modules" / parts.release / rel
+        # Paths come from the kernel's modules.dep: resolved inside its root, never out.
+        host = rootfs.resolve(root, f"{prefix}/{rel}")
+        if host is None or not host.is_file():
+            raise DtkError(f"{prefix}/modules.dep names {rel}, which the kernel's files lack")
         entries.append(cpio.file(f"{prefix}/{rel}", host.read_bytes()))
     buf = io.BytesIO()
     cpio.write(buf, entries)

@@ -24,8 +24,8 @@ from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
 
-from dtk import run as runner
 from dtk.digest import parts_digest
+from dtk.distro import debfile
 from dtk.distro.aptindex import Stanza
 from dtk.distro.debian import DebianArchive, make_pool
 from dtk.distro.debver import parse_depends
@@ -130,10 +130,9 @@ def ensure_tools(archive: DebianArchive) -> Path:
             return target
         with tempfile.TemporaryDirectory(prefix="dtk-vm-tools-") as tmp:
             root = Path(tmp) / "root"
-            debs = archive.index.download([f"{s['Package']}={s['Version']}" for s in stanzas],
-                                          Path(tmp) / "debs")
-            for deb in debs:
-                runner.run(["dpkg-deb", "-x", str(deb), str(root)], timeout=300)
+            debfile.fetch_unpacked(archive.index,
+                                   [f"{s['Package']}={s['Version']}" for s in stanzas],
+                                   root, Path(tmp) / "debs")
             buf = io.BytesIO()
             cpio.write(buf, userland_entries(root))
             write_atomic(target, buf.getvalue())

@@ -1,4 +1,4 @@
-"""`dtk build`'s option parsing: kernel queries against a catalog, build args."""
+"""The kernel query language (`--kernels`) against a catalog, and `dtk build`'s build args."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dtk.cli.driver import parse_build_args, query_kernels
+from dtk.cli.driver import parse_build_args
 from dtk.distro import KernelEntry
+from dtk.distro.query import query_kernels
 from dtk.errors import DtkError
 
 
@@ -51,3 +52,10 @@ def test_build_args() -> None:
     assert parse_build_args(("A=1", "B=x=y", "C=")) == (("A", "1"), ("B", "x=y"), ("C", ""))
     with pytest.raises(DtkError, match="is not KEY=VALUE"):
         parse_build_args(("novalue",))
+
+
+def test_kernel_file_that_is_missing_or_a_directory_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(DtkError, match="does not exist"):
+        query_kernels(f"@{tmp_path / 'nope.txt'}", CATALOG)
+    with pytest.raises(DtkError, match="is a directory"):
+        query_kernels(f"@{tmp_path}", CATALOG)
