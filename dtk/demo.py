@@ -209,7 +209,7 @@ def _signed_from(signed: str, unsigned: str, cert: Path) -> bool:
     layers = buildah.diff_ids(signed)
     if layers[:-1] != base:
         return False
-    groups = image.read_image(signed, cert=sign.load_cert(cert))
+    groups = image.read_modules(signed, cert=sign.load_cert(cert))
     loaded = [item for items in groups.values() for item in items]
     return bool(loaded) and all(i.trust is chk.SignatureTrust.TRUSTED for i in loaded)
 

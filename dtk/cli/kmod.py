@@ -92,7 +92,7 @@ def _kernel_facts(release: str, kernel_root: Path | None, download: bool
 _SHOWN_PER_CODE = 5  # a module built for another ABI fails hundreds of CRCs; --json has all
 
 
-def _print_verdict(verdict: chk.Verdict) -> None:
+def _print_verdict(verdict: chk.Prediction) -> None:
     status = "loads" if verdict.loads else "REFUSED"
     click.echo(f"{verdict.path} on {verdict.kernel}: {status}")
     shown: collections.Counter[str] = collections.Counter()
@@ -110,7 +110,7 @@ def _print_verdict(verdict: chk.Verdict) -> None:
         click.echo(f"  fix: {line}")
 
 
-def _cell(verdicts: list[chk.Verdict]) -> str:
+def _cell(verdicts: list[chk.Prediction]) -> str:
     refused = [v for v in verdicts if not v.loads]
     if not refused:
         tainted = any(f.severity is chk.Severity.TAINT for v in verdicts for f in v.findings)
@@ -222,7 +222,7 @@ def verify_cmd(target: str, cert_path: Path, as_json: bool) -> None:
     if _is_file(target):
         rows.append((target, sign.verify_file(Path(target), cert)))
     else:
-        for items in image.read_image(target, cert=cert).values():
+        for items in image.read_modules(target, cert=cert).values():
             for item in items:
                 trusted = item.trust is chk.SignatureTrust.TRUSTED
                 rows.append((item.module.path, sign.VerifyResult(trusted, item.trust.value)))

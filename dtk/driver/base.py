@@ -23,7 +23,7 @@ from dtk.errors import DtkError
 from dtk.kernel import normalize
 from dtk.lock import locked
 
-BASE_REPO = "localhost/dtk-kmod-base"
+KMOD_BASE_REPO = "localhost/dtk-kmod-base"
 PACKAGE = "busybox-static"
 # What KMM runs in the image (sh, mkdir, cp) and what a person debugging it reaches for.
 APPLETS = ("sh", "cp", "mkdir", "modprobe", "insmod", "rmmod", "lsmod", "modinfo", "depmod",
@@ -33,7 +33,7 @@ APPLETS = ("sh", "cp", "mkdir", "modprobe", "insmod", "rmmod", "lsmod", "modinfo
 def ensure_base(index: AptIndex, arch: str) -> ImageRef:
     """The base image for the archive's newest busybox-static, built if missing."""
     version = _newest_version(index, arch)
-    tag = f"{BASE_REPO}:{normalize(version)}"
+    tag = f"{KMOD_BASE_REPO}:{normalize(version)}"
     with locked(paths.cache_dir() / "locks" / "driver-base"):
         if not buildah.image_exists(tag):
             _build(index, version, tag)

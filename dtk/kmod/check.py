@@ -74,7 +74,7 @@ class Policy:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Prediction:
     module: str
     path: str
     kernel: str
@@ -106,7 +106,7 @@ def same_magic(module_magic: str, kernel_magic: str, has_crcs: bool) -> bool:
 def check_module(module: KernelModule, kernel: KernelFacts, peers: Mapping[str, Peer],
                  *, peer_modules: frozenset[str] = frozenset(),
                  trust: SignatureTrust | None = None, policy: Policy = Policy(),
-                 depmod: frozenset[str] | None = None) -> Verdict:
+                 depmod: frozenset[str] | None = None) -> Prediction:
     """`depmod`: what the image's modules.dep lists, for a module in a KMM image (None
     for a bare file, which nobody loads through modprobe -d)."""
     trust = trust or (SignatureTrust.UNKNOWN if module.signature else SignatureTrust.UNSIGNED)
@@ -123,7 +123,7 @@ def check_module(module: KernelModule, kernel: KernelFacts, peers: Mapping[str, 
         *([] if depmod is None else check_depmod(module, kernel, depmod)),
     ]
     # A forced load is reported by both symbol passes; say it once.
-    return Verdict(module.name, module.path, kernel.release, tuple(dict.fromkeys(findings)))
+    return Prediction(module.name, module.path, kernel.release, tuple(dict.fromkeys(findings)))
 
 
 def check_signature(module: KernelModule, kernel: KernelFacts, trust: SignatureTrust,
@@ -319,7 +319,7 @@ _REMEDIES = (
 )
 
 
-def remedies(verdict: Verdict) -> list[str]:
+def remedies(verdict: Prediction) -> list[str]:
     """What to do about the refusals, one line per kind of cause."""
     refused = {f.code for f in verdict.refusals}
     return [text.format(kernel=verdict.kernel) for codes, text in _REMEDIES

@@ -113,7 +113,7 @@ def read_image_index(image: str, base: str = MODULES_DIR,
     return ImageModules(found, depmod)
 
 
-def read_image(image: str, base: str = MODULES_DIR,
+def read_modules(image: str, base: str = MODULES_DIR,
                cert: x509.Certificate | None = None) -> dict[str, list[Loaded]]:
     return read_image_index(image, base, cert).modules
 

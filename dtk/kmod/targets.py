@@ -25,7 +25,7 @@ def kernel_dir_for(groups: dict[str, list[Loaded]], release: str) -> str | None:
 
 
 def check_target(target: image.ImageModules | Loaded, kernel: facts.KernelFacts,
-                 policy: chk.Policy) -> list[chk.Verdict]:
+                 policy: chk.Policy) -> list[chk.Prediction]:
     builtin = keyring.load(kernel.builtin_certs)
     if isinstance(target, Loaded):
         return [chk.check_module(target.module, kernel, {}, trust=target.trust_on(builtin),

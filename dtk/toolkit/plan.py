@@ -24,7 +24,7 @@ from dtk.distro import Distro, KernelPackages, OsInfo, Recipe
 from dtk.errors import DtkError
 
 TOOLKIT_REPO = "localhost/driver-toolkit"
-BASE_REPO = "localhost/dtk-base"
+TOOLKIT_BASE_REPO = "localhost/dtk-base"
 TOOLS_REPO = "localhost/dtk-tools"
 RELEASE_JSON = "/etc/driver-toolkit-release.json"
 PACKAGE_LIST = "/usr/share/driver-toolkit/packages.tsv"
@@ -69,7 +69,7 @@ class ToolkitPlan:
 
     @property
     def base_tag(self) -> str:
-        return f"{BASE_REPO}:{self.os.codename}-{self.base_hash}"
+        return f"{TOOLKIT_BASE_REPO}:{self.os.codename}-{self.base_hash}"
 
     @property
     def tools_hash(self) -> str:

@@ -44,7 +44,7 @@ class ImageContents:
     firmware: list[cpio.Entry]
 
 
-def read_image(image: str, kernels: tuple[str, ...], dir_name: str,
+def read_driver_tree(image: str, kernels: tuple[str, ...], dir_name: str,
                firmware_path: str = "") -> ImageContents:
     if image.endswith(":") or ":/" in image:
         raise DtkError(f"image name '{image}' has an empty tag: put it in single quotes so "

@@ -3,26 +3,12 @@ kernel's own reason. Pure."""
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dtk.kernel.verdict import Verdict
 from dtk.vm.guest import Exit, Report
-
-
-class Verdict(enum.StrEnum):
-    LOADED = "loaded"  # loaded, live, checked, unloaded
-    REFUSED = "refused"  # the kernel (or modprobe) would not load it
-    CHECK_FAILED = "check-failed"  # loaded, but the user's check command failed
-    UNLOAD_FAILED = "unload-failed"
-    CRASHED = "crashed"  # oops, panic, or the kernel never reached the worker
-    TIMED_OUT = "timed-out"
-    NOT_RUN = "not-run"  # nothing to boot: the image or the kernel is unusable
-
-    @property
-    def ok(self) -> bool:
-        return self is Verdict.LOADED
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,12 @@ from dtk import run as runner
 from dtk.distro.debian import DebianArchive
 from dtk.distro.select import open_archive
 from dtk.errors import DtkError
+from dtk.kernel.verdict import Verdict
 from dtk.progress import Monitor, NullMonitor
 from dtk.vm import cpio, guest, kernels, qemu, tools
-from dtk.vm.driver import DriverTree, ImageContents, read_image
+from dtk.vm.driver import DriverTree, ImageContents, read_driver_tree
 from dtk.vm.guest import GuestConfig
-from dtk.vm.verdict import Verdict, decide
+from dtk.vm.verdict import decide
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def _read_images(spec: VmTestSpec, monitor: Monitor) -> dict[str, ImageContents 
         source = [spec.built_for] if spec.built_for else releases
         monitor.step(f"reading {image}")
         try:
-            contents = read_image(image, tuple(source), spec.guest.dir_name,
+            contents = read_driver_tree(image, tuple(source), spec.guest.dir_name,
                                   spec.firmware_path)
         except DtkError as exc:  # one missing image must not hide the other kernels
             out.update(dict.fromkeys(releases, exc.message))

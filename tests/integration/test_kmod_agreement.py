@@ -21,13 +21,13 @@ from dtk import run as runner
 from dtk.distro.debian import DebianArchive
 from dtk.engine import buildah
 from dtk.kernel import keyring
+from dtk.kernel.verdict import Verdict
 from dtk.kmod import check as chk
 from dtk.kmod import elf, keygen, sign
 from dtk.kmod.image import read_image_index
 from dtk.toolkit import locate
 from dtk.toolkit.images import ToolkitImage, ensure_toolkit
 from dtk.vm.guest import GuestConfig
-from dtk.vm.verdict import Verdict
 from dtk.vm.vmtest import VmTestSpec, vmtest
 
 from .test_kmod_check import compile_example

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from dtk.errors import DtkError
+from dtk.kernel.verdict import Verdict
 from dtk.vm import cpio, guest, kernels, qemu
 from dtk.vm.guest import parse_report
-from dtk.vm.verdict import Verdict, decide
+from dtk.vm.verdict import decide
 
 pytestmark = pytest.mark.integration
 

@@ -24,13 +24,13 @@ import pytest
 
 from dtk.distro.debian import DebianArchive
 from dtk.engine import buildah
+from dtk.kernel.verdict import Verdict
 from dtk.kmod import check as chk
 from dtk.kmod import image as kimage
 from dtk.toolkit import locate
 from dtk.toolkit.images import ToolkitImage
 from dtk.vm import kernels as vmkernels
 from dtk.vm.guest import GuestConfig
-from dtk.vm.verdict import Verdict
 from dtk.vm.vmtest import VmResult, VmTestSpec, vmtest
 
 pytestmark = pytest.mark.integration
@@ -153,7 +153,7 @@ def test_kernel_without_a_toolkit_boots_from_its_package(images: Images, kernel_
     image = images.template("example").replace("${KERNEL_FULL_VERSION}", kernel_61)
     r = run_vm(image, (release,), built_for=kernel_61)[release]
     assert r.kernel_origin.startswith("package linux-image-"), r.kernel_origin
-    (items,) = kimage.read_image(image).values()
+    (items,) = kimage.read_modules(image).values()
     predicted = chk.check_module(items[0].module, locate.kernel_facts(release), {}).loads
     assert r.verdict is (Verdict.LOADED if predicted else Verdict.REFUSED), r.reason
     if not predicted:

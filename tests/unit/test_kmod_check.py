@@ -31,7 +31,7 @@ def kernel(release: str = "6.1.0-56-amd64", config: dict[str, str] | None = None
                              config, table, frozenset({"crc7", "usbcore"}), "test")
 
 
-def codes(verdict: chk.Verdict, severity: chk.Severity = chk.Severity.REFUSE) -> list[str]:
+def codes(verdict: chk.Prediction, severity: chk.Severity = chk.Severity.REFUSE) -> list[str]:
     return [f.code for f in verdict.findings if f.severity is severity]
 
 

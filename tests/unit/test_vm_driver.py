@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dtk.errors import DtkError
-from dtk.vm.driver import _read_root, read_image
+from dtk.vm.driver import _read_root, read_driver_tree
 from tests.unit.test_kernel_modfile import module_elf
 
 K = "6.1.0-56-amd64"
@@ -76,4 +76,4 @@ def test_a_directory_without_modules(tmp_path: Path) -> None:
 
 def test_an_image_name_the_shell_emptied() -> None:
     with pytest.raises(DtkError, match="single quotes"):
-        read_image("localhost/dtk-driver/m:", (K,), "/opt")
+        read_driver_tree("localhost/dtk-driver/m:", (K,), "/opt")

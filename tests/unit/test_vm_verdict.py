@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from dtk.kernel.verdict import Verdict
 from dtk.vm.guest import Report, parse_report
-from dtk.vm.verdict import Verdict, VmEnd, decide, kernel_reason
+from dtk.vm.verdict import VmEnd, decide, kernel_reason
 
 CLEAN = VmEnd(0, "", 60)
 
