@@ -97,7 +97,8 @@ def test_imports_point_down(path: Path) -> None:
 
 def test_the_rule_catches_a_feature_importing_a_feature() -> None:
     """The checker itself: a kmod module importing vm or cli is caught; base is fine."""
-    source = "from dtk.vm import qemu\n\ndef f():\n    from dtk.cli import main\nfrom dtk import run\n"
+    source = ("from dtk.vm import qemu\n\ndef f():\n    from dtk.cli import main\n"
+              "from dtk import run\n")
     assert violations("dtk.kmod.probe", source) == [
         "dtk.kmod.probe:1 imports dtk.vm, a sibling in its layer",
         "dtk.kmod.probe:4 imports dtk.cli, a higher layer",
