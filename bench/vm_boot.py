@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ import uuid
 from pathlib import Path
 
 from dtk import kernel as kern
+from dtk import run as runner
 from dtk.distro.select import open_archive
 from dtk.engine import buildah
 from dtk.vm import kernels as vmkernels
@@ -55,7 +55,7 @@ def dummy_image(releases: list[str], workdir: Path) -> str:
             dest = opt / "lib" / "modules" / release / "extra"
             dest.mkdir(parents=True)
             (dest / ko.name).write_bytes(ko.read_bytes())
-        subprocess.run(["depmod", "-b", str(opt), release], check=True, capture_output=True)
+        runner.run(["depmod", "-b", str(opt), release], timeout=120)
     name = f"localhost/dtk-bench-{uuid.uuid4().hex[:8]}:dummy"
     with buildah.working_container("scratch") as ctr:
         ctr.copy_in(opt, "/opt")

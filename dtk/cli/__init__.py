@@ -1,1 +1,6 @@
-"""The `dtk` command line. Thin: parse options, call a feature, print its result."""
+"""The `dtk` command line. Thin: parse and validate options, call a workflow or a
+feature, print its result (text, or `--json`).
+
+Owns: click commands, one-screen errors, exit statuses. May import anything
+below it; nothing imports it (but `dtk.__main__`).
+"""

@@ -3,6 +3,13 @@
 A backend knows its kernel catalog, which packages make up a kernel's toolkit,
 and how to install them. Only Debian (apt) exists today; an RPM family backend
 (dnf) implements the same `Distro` protocol.
+
+Owns: the catalog types and protocols (here), APT sources and a private index
+(`aptsources`, `aptindex`), the Debian backend (`debian`, `aptrecipe`,
+`debver`), fetching and unpacking packages (`debfile`), choosing the archive
+(`select`) and the kernel query language (`query`).
+
+May import: dtk.kernel and dtk's base.
 """
 
 from __future__ import annotations

@@ -1,6 +1,11 @@
 """Driver containers: one image per module and kernel, built on that kernel's toolkit.
 
-Plans (`plan`, `dkmsconf`, `naming`, `digest`) are pure and carry a content hash
-of every input; executors (`cell`, `dkms`, `matrix`, `base`, `prune`) run them
-with buildah and skopeo through `dtk.engine`.
+Owns: module sources (`sources`: Containerfiles, DKMS trees, Debian `*-dkms`
+packages; `dkmsconf`), the build matrix (`plan`, `naming`: pure, with a
+content hash of every input), and its executors (`containerfile`, `dkms`,
+`dkmscell`, `extras`, `matrix`, `base`, `outcome`, `prune`), which run
+buildah and skopeo through `dtk.engine`.
+
+May import: dtk.toolkit, dtk.distro, dtk.engine, dtk.kernel and dtk's base;
+never another feature (kmod, vm).
 """
