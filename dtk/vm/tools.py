@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any, cast
@@ -24,6 +23,7 @@ from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
 
+from dtk import rootfs
 from dtk.digest import parts_digest
 from dtk.distro import debfile
 from dtk.distro.aptindex import Stanza
@@ -199,16 +199,9 @@ def _find_library(root: Path, soname: str) -> tuple[str, Path]:
 
 
 def _inside(root: Path, guest_path: str) -> Path:
-    """Resolve `guest_path` within `root`, following symlinks as the guest would
-    (an absolute target is relative to the guest's root, not the host's)."""
-    for _ in range(20):
-        path = root / guest_path.lstrip("/")
-        if not path.is_symlink():
-            if not path.is_file():
-                raise DtkError(f"{guest_path} is not a file in the unpacked packages")
-            return path
-        target = str(path.readlink())
-        if not target.startswith("/"):
-            target = str(PurePosixPath(guest_path).parent / target)
-        guest_path = os.path.normpath(target)
-    raise DtkError(f"too many symbolic links resolving {guest_path}")
+    """`guest_path` within the unpacked packages, its links resolved as the guest
+    would resolve them (through dtk.rootfs: never out of `root`)."""
+    host = rootfs.resolve(root, guest_path)
+    if host is None or not host.is_file():
+        raise DtkError(f"{guest_path} is not a file in the unpacked packages")
+    return host
