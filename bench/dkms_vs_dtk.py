@@ -35,8 +35,14 @@ from dtk import kernel as kern
 from dtk import run as runner
 from dtk.distro.select import open_archive
 from dtk.driver.base import ensure_base
+from dtk.driver.dkms import evaluate_confs
 from dtk.driver.naming import module_slug
-from dtk.driver.sources import DkmsPackage, fetch_dkms_package, read_dkms_tree
+from dtk.driver.sources import (
+    DkmsPackage,
+    fetch_dkms_package,
+    find_dkms_tree,
+    package_from_conf,
+)
 from dtk.engine import buildah
 from dtk.toolkit.images import ensure_toolkit
 
@@ -117,12 +123,12 @@ def main() -> None:
         raise SystemExit("run as root: dkms and apt-get need it")
     kernels = args.kernels.split(",") if args.kernels else default_kernels()
     archive = open_archive()
-    packages = [read_dkms_tree(tree, name, kernels[0])
-                for name in args.packages.split(",")
-                for tree in fetch_dkms_package(name, archive.index)[0]]
+    toolkits = [ensure_toolkit(k, "auto", distro=archive) for k in kernels]  # not timed
+    trees = [find_dkms_tree(tree, name) for name in args.packages.split(",")
+             for tree in fetch_dkms_package(name, archive.index)[0]]
+    confs = evaluate_confs(toolkits[0].name, [t.tree for t in trees], kernels[0])
+    packages = [package_from_conf(t, c) for t, c in zip(trees, confs, strict=True)]
     install_host_packages(kernels)
-    for kernel in kernels:  # not timed: toolkits are built once and reused
-        ensure_toolkit(kernel, "auto", distro=archive)
     ensure_base(archive.index, archive.os.arch)
     dkms_times, dtk_times = [], []
     # Rounds alternate the two sides, so that other load on the machine hits both.

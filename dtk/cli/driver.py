@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -17,8 +18,10 @@ from dtk.distro import find_kernel
 from dtk.distro.debian import DebianArchive
 from dtk.distro.query import query_kernels
 from dtk.distro.select import open_archive
+from dtk.driver import dkmsconf
 from dtk.driver import sources as src
 from dtk.driver.base import ensure_base
+from dtk.driver.dkms import evaluate_confs
 from dtk.driver.extras import resolve_extras
 from dtk.driver.matrix import RunOptions, failed, resolve_toolkits, run_matrix
 from dtk.driver.naming import DEFAULT_TEMPLATE
@@ -61,16 +64,25 @@ def _known(archive: DebianArchive) -> Callable[[str], str | None]:
     return known
 
 
-def _resolve_sources(files: tuple[Path, ...], context: Path | None, dkms: tuple[str, ...], *,
-                     mod_name: str | None, archive: DebianArchive,
-                     first_kernel: str) -> list[src.Source]:
+def _containerfile_sources(files: tuple[Path, ...], context: Path | None,
+                           dkms: tuple[str, ...], mod_name: str | None) -> list[src.Source]:
     if not files and not dkms:
         raise DtkError("nothing to build", hint="pass -f Containerfile and/or --dkms SRC")
     if context and len(files) > 1:
         raise DtkError("--context applies to a single -f Containerfile")
-    found: list[src.Source] = [src.containerfile_source(f, context, mod_name if len(files) == 1
-                                                        and not dkms else None) for f in files]
-    return found + src.resolve_dkms(dkms, archive.index, first_kernel)
+    return [src.containerfile_source(f, context, mod_name if len(files) == 1 and not dkms
+                                     else None) for f in files]
+
+
+def _evaluator(toolkits: dict[str, ImageRef | str]) -> tuple[str, src.DkmsEvaluator]:
+    """dkms.conf is evaluated inside the first kernel's toolkit (never on the host)."""
+    for kernel, toolkit in toolkits.items():
+        if isinstance(toolkit, ImageRef):
+            return kernel, functools.partial(evaluate_confs, toolkit.name)
+
+    def unavailable(trees: list[Path], kernel: str) -> list[dkmsconf.DkmsConf]:
+        raise DtkError("no kernel has a toolkit to evaluate dkms.conf in")
+    return next(iter(toolkits), ""), unavailable
 
 
 def _needs_base(sources: list[src.Source]) -> bool:
@@ -121,10 +133,11 @@ def build_cmd(ctx: click.Context, *, files: tuple[Path, ...], context: Path | No
     options = BuildOptions(template, mod_namespace, mod_name, parse_build_args(build_args), push)
     archive = open_archive(sources)
     kernels = _kernel_list(kernel, query, archive)
-    found = _resolve_sources(files, context, dkms, mod_name=mod_name, archive=archive,
-                             first_kernel=kernels[0])
+    found = _containerfile_sources(files, context, dkms, mod_name)
     mon = monitor(as_json)
     toolkits = _toolkits(kernels, archive, mon)
+    if dkms:
+        found += src.resolve_dkms(dkms, archive.index, *_evaluator(toolkits))
     base = ensure_base(archive.index, archive.os.arch) if _needs_base(found) else None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     log_dir = paths.state_dir() / "build" / f"{stamp}-{os.getpid()}"

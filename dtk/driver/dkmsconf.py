@@ -6,8 +6,9 @@ regex — with the variables dkms sets (`kernelver`, `arch`, `kernel_source_dir`
 (make command per MAKE_MATCH, patches per PATCH_MATCH, BUILD_EXCLUSIVE_*,
 record validation, default module names) are made in the same bash process,
 so regular expressions have bash's `=~` semantics exactly as in dkms's
-`read_conf`. The same script runs on the host (planning, unit tests) and
-inside a kernel's toolkit (per kernel, where `.config` is real).
+`read_conf`. It runs only inside a kernel's toolkit (for planning, with no
+network; per kernel, where `.config` is real): a dkms.conf is someone else's
+code, never run on the host.
 
 BUILD_EXCLUSIVE_KERNEL_MIN/_MAX are newer than Debian 12's dkms 3.0.10; they are
 compared with `sort -V` on the whole release, which is how dkms ≥ 3.1 reads them.
@@ -16,11 +17,8 @@ compared with `sort -V` on the whole release, which is how dkms ≥ 3.1 reads th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from dtk import run as runner
 from dtk import scripts
-from dtk.errors import DtkError
 
 # Arguments: OUT CONF KERNELVER ARCH KERNEL_SOURCE_DIR MODULE MODULE_VERSION.
 # Records go to OUT as NUL-separated (name, index, value) triples; the
@@ -103,16 +101,3 @@ def parse_records(data: bytes) -> DkmsConf:
         exclusions=many("exclude"), errors=tuple(errors),
         variables=tuple(sorted(upper.items())),
     )
-
-
-def evaluate_on_host(conf: Path, kernelver: str, *, arch: str, kernel_source_dir: str,
-                     work: Path, module: str = "", module_version: str = "") -> DkmsConf:
-    """Source `conf` with the host's bash (planning and tests: no kernel tree needed)."""
-    out = work / "dkmsconf.records"
-    result = runner.run(["bash", "-c", eval_script(), "dtk-dkms-eval", str(out),
-                         str(conf.absolute()), kernelver, arch, kernel_source_dir, module,
-                         module_version], check=False, timeout=120)
-    if result.returncode not in (0, EVAL_EXCLUDED, EVAL_BROKEN) or not out.exists():
-        raise DtkError(f"evaluating {conf} with bash failed",
-                       hint=result.stderr.strip()[-500:] or None)
-    return parse_records(out.read_bytes())

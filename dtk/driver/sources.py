@@ -9,9 +9,8 @@ fail with the reason while every other module still builds.
 from __future__ import annotations
 
 import re
-import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -103,25 +102,47 @@ def containerfile_source(containerfile: Path, context: Path | None,
                                context, digest)
 
 
-def read_dkms_tree(tree: Path, origin: str, kernelver: str,
-                   depends: tuple[str, ...] = ()) -> DkmsPackage:
-    """Name, version and BUILD_DEPENDS from dkms.conf, sourced on the host.
+# dkms keeps a package under /var/lib/dkms/NAME/VERSION and /usr/src/NAME-VERSION, and
+# dtk mounts it there: a name or version with '/', '..', ':' or white space would
+# reach other paths or split a volume spec. Real packages use far fewer characters.
+_DKMS_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$")
 
-    Only these kernel-independent fields are read here; everything that depends
-    on the kernel is evaluated again inside each kernel's toolkit, where a
-    broken dkms.conf fails its cells with dkms's own message.
-    """
-    conf = tree / "dkms.conf"
-    if not conf.is_file():
+# Evaluates each tree's dkms.conf for a kernel (inside a toolkit: see dkms.evaluate_confs).
+DkmsEvaluator = Callable[[list[Path], str], list[dkmsconf.DkmsConf]]
+
+
+@dataclass(frozen=True)
+class DkmsTree:
+    """A directory holding a dkms.conf, before its dkms.conf is evaluated."""
+
+    tree: Path
+    origin: str  # the path, or "debian package NAME"
+    depends: tuple[str, ...] = ()
+
+
+def find_dkms_tree(tree: Path, origin: str, depends: tuple[str, ...] = ()) -> DkmsTree:
+    if not (tree / "dkms.conf").is_file():
         raise DtkError(f"{tree} has no dkms.conf (dkms: 'Could not locate dkms.conf file')",
                        hint="point --dkms at the directory that holds dkms.conf")
-    with tempfile.TemporaryDirectory(prefix="dtk-dkms-") as work:
-        conf_eval = dkmsconf.evaluate_on_host(conf, kernelver, arch="x86_64",
-                                              kernel_source_dir="/nonexistent", work=Path(work))
-    return DkmsPackage(
-        name=conf_eval.package_name or tree.name, version=conf_eval.package_version or "0",
-        tree=tree.resolve(), digest=tree_digest(tree), build_depends=conf_eval.build_depends,
-        origin=origin, depends=depends)
+    return DkmsTree(tree, origin, depends)
+
+
+def package_from_conf(found: DkmsTree, conf: dkmsconf.DkmsConf) -> DkmsPackage:
+    """Name, version and BUILD_DEPENDS, the kernel-independent fields of dkms.conf.
+
+    Everything that depends on the kernel is evaluated again inside each kernel's
+    toolkit, where a broken dkms.conf fails its cells with dkms's own message.
+    """
+    name = conf.package_name or found.tree.name
+    version = conf.package_version or "0"
+    for what, value in (("PACKAGE_NAME", name), ("PACKAGE_VERSION", version)):
+        if not _DKMS_WORD.match(value):
+            raise DtkError(f"{found.origin}: dkms.conf sets {what}={value!r}, which dkms would "
+                           "use in a path", hint="names and versions are letters, digits and "
+                                                 "'._+~-', starting with a letter or digit")
+    return DkmsPackage(name=name, version=version, tree=found.tree.resolve(),
+                       digest=tree_digest(found.tree), build_depends=conf.build_depends,
+                       origin=found.origin, depends=found.depends)
 
 
 def package_depends(control_depends: str) -> tuple[str, ...]:
@@ -173,27 +194,42 @@ def _download(base: Path, name: str, fetcher: PackageFetcher) -> Path:
     return deb
 
 
-def resolve_dkms(specs: Sequence[str], fetcher: PackageFetcher | None,
-                 kernelver: str) -> list[Source]:
+def resolve_dkms(specs: Sequence[str], fetcher: PackageFetcher | None, kernelver: str,
+                 evaluate: DkmsEvaluator) -> list[Source]:
     """Each SRC (a tree or a package name) as DKMS packages, grouped by BUILD_DEPENDS."""
-    packages: list[DkmsPackage] = []
+    found: list[tuple[str, DkmsTree]] = []
     broken: list[Source] = []
     for spec in specs:
-        path = Path(spec)
         try:
-            if path.exists():
-                packages.append(read_dkms_tree(path, str(path), kernelver))
-            elif _PACKAGE_NAME.match(spec) and fetcher is not None:
-                trees, depends = fetch_dkms_package(spec, fetcher)
-                for tree in trees:
-                    packages.append(read_dkms_tree(tree, f"debian package {spec}", kernelver,
-                                                   depends))
-            else:
-                raise DtkError(f"'{spec}' is neither a directory nor a package name")
+            found += [(spec, tree) for tree in _find_trees(spec, fetcher)]
         except DtkError as exc:
-            text = exc.message + (f"\nhint: {exc.hint}" if exc.hint else "")
-            broken.append(BrokenSource(module_slug(path.name or spec), text))
+            broken.append(BrokenSource(module_slug(Path(spec).name or spec), _text(exc)))
+    try:
+        confs = evaluate([tree.tree for _spec, tree in found], kernelver)
+    except DtkError as exc:
+        return [*(BrokenSource(module_slug(Path(s).name or s), _text(exc))
+                  for s in dict.fromkeys(spec for spec, _ in found)), *broken]
+    packages: list[DkmsPackage] = []
+    for (spec, tree), conf in zip(found, confs, strict=True):
+        try:
+            packages.append(package_from_conf(tree, conf))
+        except DtkError as exc:
+            broken.append(BrokenSource(module_slug(Path(spec).name or spec), _text(exc)))
     return [*group_by_depends(packages), *broken]
+
+
+def _find_trees(spec: str, fetcher: PackageFetcher | None) -> list[DkmsTree]:
+    path = Path(spec)
+    if path.exists():
+        return [find_dkms_tree(path, str(path))]
+    if _PACKAGE_NAME.match(spec) and fetcher is not None:
+        trees, depends = fetch_dkms_package(spec, fetcher)
+        return [find_dkms_tree(tree, f"debian package {spec}", depends) for tree in trees]
+    raise DtkError(f"'{spec}' is neither a directory nor a package name")
+
+
+def _text(exc: DtkError) -> str:
+    return exc.message + (f"\nhint: {exc.hint}" if exc.hint else "")
 
 
 def group_by_depends(packages: Sequence[DkmsPackage]) -> list[Source]:

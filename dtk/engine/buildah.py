@@ -126,8 +126,11 @@ class Container:
             env: Mapping[str, str] | None = None, workdir: str | None = None,
             timeout: float = 3600, log_file: Path | None = None,
             on_line: Callable[[str], None] | None = None, check: bool = True,
-            what: str | None = None) -> runner.Result:
-        cmd = ["buildah", "run", "--isolation", ISOLATION]
+            what: str | None = None, offline: bool = False) -> runner.Result:
+        """Run `argv` in the container. `offline`: in an empty network namespace (chroot
+        isolation cannot take --network, so the whole `buildah run` is unshared)."""
+        cmd = ["unshare", "--net"] if offline else []
+        cmd += ["buildah", "run", "--isolation", ISOLATION]
         for volume in volumes:
             cmd += ["-v", volume]
         for key, value in (env or {}).items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -211,3 +212,45 @@ def test_changed_inputs_rebuild_and_prune_finds_the_old_image(tmp_path: Path, pr
     assert stale.why == "superseded by a rebuild (untagged)"
     assert not any(new["image_id"].startswith(i) for i in removals)
     buildah.remove_image(stale.image_id)
+
+
+@pytest.mark.usefixtures("toolkit_61")
+def test_dkms_conf_never_runs_on_the_host(tmp_path: Path, prefix: str, kernel_61: str) -> None:
+    """A dkms.conf is someone else's bash: sourcing it must neither write host files nor
+    reach the network. This one tries both while dtk plans and while it builds."""
+    tree = hello_variant(tmp_path, "dtkhello")
+    marker = tmp_path / "written-by-dkms-conf"
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    conf = tree / "dkms.conf"
+    conf.write_text(conf.read_text() + f"touch {marker}\n"
+                    f"(echo hello >/dev/tcp/127.0.0.1/{port}) 2>/dev/null\n")
+    try:
+        code, result, stderr = run_build(
+            tmp_path, "--dkms", str(tree), "--kernel", kernel_61,
+            "--image", f"localhost/{prefix}/${{MOD_NAME}}:${{KERNEL_FULL_VERSION}}")
+        assert code == 0, stderr
+        assert by_cell(result)[("dtkhello", kernel_61)]["status"] == "built"
+        assert not marker.exists()
+        with pytest.raises(TimeoutError):
+            listener.accept()  # planning's evaluation had no network to reach it with
+    finally:
+        listener.close()
+
+
+def test_dkms_names_that_would_leave_their_paths_are_refused(tmp_path: Path, prefix: str,
+                                                              kernel_61: str) -> None:
+    tree = hello_variant(tmp_path, "dtkhello")
+    conf = tree / "dkms.conf"
+    conf.write_text(conf.read_text().replace('PACKAGE_VERSION="0.3"',
+                                             'PACKAGE_VERSION="0.3/../../../../etc"'))
+    code, result, _ = run_build(
+        tmp_path, "--dkms", str(tree), "--kernel", kernel_61,
+        "--image", f"localhost/{prefix}/${{MOD_NAME}}:${{KERNEL_FULL_VERSION}}")
+    assert code == 1
+    (cell,) = result["outcomes"]
+    assert cell["status"] == "failed"
+    assert "PACKAGE_VERSION='0.3/../../../../etc'" in cell["reason"]
