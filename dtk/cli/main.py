@@ -10,6 +10,7 @@ import click
 
 from dtk import __version__
 from dtk.cli import build, demo, kernels, kmod, toolkit, vm
+from dtk.cli import module as module_cli
 from dtk.errors import DtkError
 
 
@@ -24,7 +25,7 @@ def cli(verbose: int) -> None:
         logging.getLogger("dtk.run").setLevel(logging.DEBUG)
 
 
-for module in (build, kernels, toolkit, kmod, vm, demo):
+for module in (build, kernels, toolkit, kmod, vm, demo, module_cli):
     module.register(cli)
 
 

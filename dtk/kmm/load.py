@@ -79,8 +79,8 @@ def _documents(paths: Sequence[Path]) -> Iterator[tuple[m.Source, Any]]:
             if doc is None:  # an empty document between '---' separators
                 continue
             if isinstance(doc, dict) and doc.get("kind") == "List":
-                for item in doc.get("items") or []:
-                    yield m.Source(str(path), index), item
+                for n, item in enumerate(doc.get("items") or []):
+                    yield m.Source(str(path), index, n), item
             else:
                 yield m.Source(str(path), index), doc
 

@@ -28,9 +28,11 @@ class Source:
 
     file: str
     index: int
+    item: int | None = None  # within a `kind: List` document
 
     def __str__(self) -> str:
-        return f"{self.file} (document {self.index + 1})"
+        where = f"{self.file} (document {self.index + 1}"
+        return where + (f", items[{self.item}])" if self.item is not None else ")")
 
 
 @dataclass(frozen=True)
