@@ -39,8 +39,8 @@ def test_example_bundle() -> None:
     assert mod.image_repo_secret == "registry-auth"
     assert sorted(bundle.configmaps) == [("drivers", "kmm-ci-dockerfile"),
                                          ("drivers", "kmm-ci-dockerfile-rt")]
-    assert bundle.secret("drivers", "signing-cert").data["cert"] == \
-        b"-----BEGIN CERTIFICATE-----\n"  # type: ignore[union-attr]
+    cert = bundle.secret("drivers", "signing-cert")
+    assert cert is not None and cert.data["cert"] == b"-----BEGIN CERTIFICATE-----\n"
     assert mod.module_loader is not None
     km = mod.module_loader.container.kernel_mappings
     assert km is not None and [k.regexp for k in km] == [
