@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from dtk.cli.build import query_kernels
-from dtk.cli.common import json_option, print_json, print_table, sources_option, stderr
+from dtk.cli.common import json_option, print_json, print_table, sources_option
 from dtk.distro.select import open_archive
 from dtk.errors import DtkError
 from dtk.kmm import model as m
@@ -141,11 +141,11 @@ def _plan_table(plan: planner.Plan, result: list[image_state.KernelState]) -> No
     print_table(["KERNEL", "MAPPING", "IMAGE", "STEPS", "STATE", "NODES"], rows)
     for kernel in plan.unmatched:
         where = plan.unmatched_nodes.get(kernel)
-        stderr(f"no mapping: {kernel}" + (f" (nodes: {', '.join(where)})" if where else "")
+        _note(f"no mapping: {kernel}" + (f" (nodes: {', '.join(where)})" if where else "")
                + " — KMM loads nothing there")
     for s in result:
         if s.error:
-            stderr(f"error: {s.kernel}: {s.error}")
+            _note(f"error: {s.kernel}: {s.error}")
 
 
 @module_group.command("render")
@@ -189,7 +189,11 @@ def render_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: s
     else:
         click.echo(text, nl=False)
     for k in plan.unmatched:
-        stderr(f"note: no mapping matches {k}; it is left out")
+        _note(f"note: no mapping matches {k}; it is left out")
+
+
+def _note(text: str) -> None:
+    click.echo(text, err=True)
 
 
 def register(group: click.Group) -> None:
