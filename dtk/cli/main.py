@@ -10,6 +10,7 @@ import click
 
 from dtk import __version__
 from dtk.cli import demo, driver, kernels, kmod, toolkit, vm
+from dtk.cli import module as module_cli
 from dtk.errors import DtkError
 
 
@@ -24,8 +25,8 @@ def cli(verbose: int) -> None:
         logging.getLogger("dtk.run").setLevel(logging.DEBUG)
 
 
-for module in (driver, kernels, toolkit, kmod, vm, demo):
-    module.register(cli)
+for command in (driver, kernels, toolkit, kmod, vm, demo, module_cli):
+    command.register(cli)
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

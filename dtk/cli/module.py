@@ -1,0 +1,200 @@
+"""`dtk module`: read KMM Module manifests; validate, plan and render them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from dtk.cli.common import json_option, print_json, print_table, sources_option
+from dtk.distro.query import query_kernels
+from dtk.distro.select import open_archive
+from dtk.errors import DtkError
+from dtk.kmm import model as m
+from dtk.kmm import plan as planner
+from dtk.kmm import render as renderer
+from dtk.kmm import state as image_state
+from dtk.kmm import validate as validator
+from dtk.kmm.load import load_documents
+from dtk.kmm.nodes import read_nodes
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _manifest_options(func: F) -> F:
+    func = click.option("--module", "module_name", default=None, metavar="NAME",
+                        help="Which Module, when the files hold several.")(func)
+    func = click.option("-n", "--namespace", default=None,
+                        help="Namespace for documents without one (default: 'default'); "
+                             "as with kubectl, a document naming another one is an error.")(func)
+    return click.option("-f", "--filename", "files", multiple=True, required=True,
+                        type=click.Path(path_type=Path),
+                        help="Manifest file or directory of *.yaml/*.yml/*.json "
+                             "(repeatable): the Module and its ConfigMaps and Secrets.")(func)
+
+
+def _kernel_options(func: F) -> F:
+    func = click.option("--nodes", "nodes_file", type=click.Path(path_type=Path, dir_okay=False),
+                        default=None, help="`kubectl get nodes -o json` output: the kernels of "
+                        "the nodes the Module's selector selects.")(func)
+    func = click.option("--kernels", "query", default=None, metavar="QUERY|@FILE",
+                        help="Kernels from the catalog: e.g. 'rt,latest', '6.1', @file.")(func)
+    func = click.option("--kernel", "kernel", multiple=True, metavar="RELEASE",
+                        help="Kernel release as `uname -r` prints it (repeatable).")(func)
+    return sources_option(func)
+
+
+def catalog_kernels(query: str, sources: Path | None) -> list[str]:
+    """The one call into the kernel catalog (it is moving; repoint it here only)."""
+    return query_kernels(query, open_archive(sources).kernels())
+
+
+def _kernels(mod: m.Module, kernel: tuple[str, ...], query: str | None, nodes_file: Path | None,
+             sources: Path | None) -> tuple[list[str], dict[str, tuple[str, ...]]]:
+    nodes = read_nodes(nodes_file, mod.selector or {}) if nodes_file else {}
+    wanted = [*kernel, *(catalog_kernels(query, sources) if query else []), *nodes]
+    if not wanted:
+        raise DtkError("no kernel given" + (" (no node matches the Module's selector)"
+                                            if nodes_file else ""),
+                       hint="pass --kernel RELEASE, --kernels QUERY or --nodes nodes.json")
+    return list(dict.fromkeys(wanted)), nodes
+
+
+def _load(files: tuple[Path, ...], namespace: str | None) -> m.Bundle:
+    bundle = load_documents(files, namespace)
+    validator.check(bundle)
+    return bundle
+
+
+def _plan(files: tuple[Path, ...], namespace: str | None, module_name: str | None,
+          kernels: tuple[tuple[str, ...], str | None, Path | None, Path | None],
+          toolkit: planner.Toolkit = planner.local_toolkit) -> tuple[m.Bundle, planner.Plan]:
+    bundle = _load(files, namespace)
+    mod = bundle.module(module_name)
+    wanted, nodes = _kernels(mod, *kernels)
+    return bundle, planner.plan(mod, wanted, bundle, toolkit=toolkit, nodes=nodes)
+
+
+def _repo_secret(bundle: m.Bundle, plan: planner.Plan) -> m.Secret | None:
+    mod = bundle.module(plan.module)
+    return bundle.secret(mod.namespace, mod.image_repo_secret) if mod.image_repo_secret else None
+
+
+@click.group("module")
+def module_group() -> None:
+    """KMM Modules: validate, plan and render `kmm.sigs.x-k8s.io/v1beta1` manifests."""
+
+
+@module_group.command("validate")
+@_manifest_options
+@json_option
+def validate_cmd(files: tuple[Path, ...], namespace: str | None, module_name: str | None,
+                 as_json: bool) -> None:
+    """Check manifests against KMM's schema and admission webhook (exit 2 on any error)."""
+    bundle = _load(files, namespace)
+    mods = [bundle.module(module_name)] if module_name else list(bundle.modules)
+    if not mods:
+        raise DtkError("no Module among the documents given", hint="pass it with -f")
+    if as_json:
+        print_json([{"module": x.name, "namespace": x.namespace, "valid": True} for x in mods])
+        return
+    for x in mods:
+        mappings = len(x.module_loader.container.kernel_mappings or ()) if x.module_loader else 0
+        click.echo(f"Module {x.namespace}/{x.name}: valid ({mappings} kernelMapping(s), "
+                   f"{len(bundle.configmaps)} ConfigMap(s), {len(bundle.secrets)} Secret(s))")
+
+
+@module_group.command("plan")
+@_manifest_options
+@_kernel_options
+@click.option("--no-state", is_flag=True, help="Do not look the images up (no tools run).")
+@json_option
+def plan_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: str | None,
+             kernel: tuple[str, ...], query: str | None, nodes_file: Path | None,
+             sources: Path | None, no_state: bool, as_json: bool) -> None:
+    """Per kernel: the mapping KMM picks, its image, build and sign, and the image state."""
+    bundle, plan = _plan(files, namespace, module_name, (kernel, query, nodes_file, sources))
+    result: list[image_state.KernelState] = []
+    if not no_state:
+        with image_state.image_lookup(_repo_secret(bundle, plan)) as lookup:
+            result = image_state.states(plan, lookup)
+    if as_json:
+        print_json({**planner.to_json(plan), "states": image_state.to_json(result)})
+    else:
+        _plan_table(plan, result)
+    if any(s.state is None for s in result):
+        raise SystemExit(1)
+
+
+def _plan_table(plan: planner.Plan, result: list[image_state.KernelState]) -> None:
+    by_kernel = {s.kernel: s for s in result}
+    rows = []
+    for kp in plan.kernels:
+        s = by_kernel.get(kp.kernel)
+        state = "-" if s is None else (s.state.value if s.state else "error")
+        steps = "+".join(x for x, on in (("build", kp.build), ("sign", kp.sign)) if on) or "-"
+        rows.append([kp.kernel, f"[{kp.mapping_index}] {kp.matched_by} {kp.pattern}", kp.image,
+                     steps, state, ", ".join(kp.nodes) or "-"])
+    click.echo(f"Module {plan.namespace}/{plan.module}")
+    print_table(["KERNEL", "MAPPING", "IMAGE", "STEPS", "STATE", "NODES"], rows)
+    for kernel in plan.unmatched:
+        where = plan.unmatched_nodes.get(kernel)
+        _note(f"no mapping: {kernel}" + (f" (nodes: {', '.join(where)})" if where else "")
+               + " — KMM loads nothing there")
+    for s in result:
+        if s.error:
+            _note(f"error: {s.kernel}: {s.error}")
+
+
+@module_group.command("render")
+@_manifest_options
+@_kernel_options
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the Module here (default: stdout).")
+@click.option("--in-cluster-build", is_flag=True,
+              help="Keep build and sign; point each kernel's build at its pushed toolkit.")
+@click.option("--toolkit-registry", default=None, metavar="REG",
+              help="Where toolkits were pushed (REG/driver-toolkit:<kernel>), for "
+                   "--in-cluster-build.")
+def render_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: str | None,
+               kernel: tuple[str, ...], query: str | None, nodes_file: Path | None,
+               sources: Path | None, output: Path | None, in_cluster_build: bool,
+               toolkit_registry: str | None) -> None:
+    """Write the Module for the cluster: a literal mapping per kernel.
+
+    By default each image is pinned by digest (name@sha256:…) and build and sign
+    are dropped. Only the Module is written, not its ConfigMaps or Secrets:
+    apply those from your own files.
+    """
+    if in_cluster_build and not toolkit_registry:
+        raise DtkError("--in-cluster-build needs --toolkit-registry REG",
+                       hint="push toolkits with `dtk toolkit push`, then name that registry")
+    kernels = (kernel, query, nodes_file, sources)
+    if in_cluster_build:
+        assert toolkit_registry is not None
+        toolkit = planner.registry_toolkit(toolkit_registry)
+        bundle, plan = _plan(files, namespace, module_name, kernels, toolkit)
+        doc = renderer.render_in_cluster(bundle.module(plan.module), plan, toolkit)
+    else:
+        bundle, plan = _plan(files, namespace, module_name, kernels)
+        with image_state.image_lookup(_repo_secret(bundle, plan), prefer_registry=True) as look:
+            found = {kp.kernel: look(kp.image, kp.registry_tls) for kp in plan.kernels}
+        digests = {k: f.digest for k, f in found.items() if f is not None}
+        doc = renderer.render(bundle.module(plan.module), plan, digests)
+    text = renderer.to_yaml(doc)
+    if output:
+        output.write_text(text)
+    else:
+        click.echo(text, nl=False)
+    for k in plan.unmatched:
+        _note(f"note: no mapping matches {k}; it is left out")
+
+
+def _note(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(module_group)

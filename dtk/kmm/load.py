@@ -1,0 +1,220 @@
+"""Manifests into a `Bundle`, as `kubectl apply -f` takes them, strictly.
+
+Files or directories (a directory means its *.yaml, *.yml and *.json files,
+not recursively, as kubectl without -R), multi-document YAML and `kind: List`.
+Every problem is collected and reported at once as one `DtkError` naming the
+file, the object and the field path; Secret values never appear in it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dtk.errors import DtkError
+from dtk.kmm import model as m
+from dtk.kmm import spec as spec_reader
+from dtk.kmm.reader import Reader, child
+
+_SUFFIXES = (".yaml", ".yml", ".json")
+# ObjectMeta fields kubectl passes through; dtk reads name and namespace only.
+_META = ["name", "namespace", "labels", "annotations", "generateName", "uid",
+         "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
+         "deletionGracePeriodSeconds", "finalizers", "ownerReferences", "managedFields"]
+_MAX_SHOWN = 40  # errors on one screen
+
+
+def load_documents(paths: Sequence[Path], namespace: str | None = None) -> m.Bundle:
+    """Read every -f path; `namespace` is -n (None: documents' own, else 'default')."""
+    r = Reader()
+    objects: list[m.Module | m.ConfigMap | m.Secret] = []
+    for source, doc in _documents(paths):
+        before = len(r.errors)
+        obj = _object(r, doc, source, namespace)
+        _prefix(r, before, str(source))
+        if obj is not None:
+            objects.append(obj)
+    bundle = _bundle(r, objects)
+    check_references(r, bundle)
+    if r.errors:
+        shown = r.errors[:_MAX_SHOWN]
+        more = len(r.errors) - len(shown)
+        text = "\n  ".join(shown) + (f"\n  … and {more} more" if more else "")
+        raise DtkError(f"invalid manifests ({len(r.errors)} problem(s)):\n  {text}",
+                       hint="fix the fields named above; `kubectl apply --dry-run=server` "
+                            "would reject them too")
+    return bundle
+
+
+def _prefix(r: Reader, start: int, where: str) -> None:
+    r.errors[start:] = [f"{where}: {e}" for e in r.errors[start:]]
+
+
+def _files(paths: Sequence[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
+            if not found:
+                raise DtkError(f"directory {path} has no *.yaml, *.yml or *.json file")
+            yield from found
+        elif path.is_file():
+            yield path
+        else:
+            raise DtkError(f"{path}: no such file or directory",
+                           hint="-f takes a manifest file or a directory of them")
+
+
+def _documents(paths: Sequence[Path]) -> Iterator[tuple[m.Source, Any]]:
+    for path in _files(paths):
+        try:
+            docs = list(yaml.safe_load_all(path.read_text()))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise DtkError(f"{path} is not valid YAML or JSON: {_yaml_reason(exc)}") from None
+        for index, doc in enumerate(docs):
+            if doc is None:  # an empty document between '---' separators
+                continue
+            if isinstance(doc, dict) and doc.get("kind") == "List":
+                for n, item in enumerate(doc.get("items") or []):
+                    yield m.Source(str(path), index, n), item
+            else:
+                yield m.Source(str(path), index), doc
+
+
+def _yaml_reason(exc: Exception) -> str:
+    # A YAML error's str() quotes the offending line, which could be a Secret's value.
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+def _object(r: Reader, doc: Any, source: m.Source,
+            namespace: str | None) -> m.Module | m.ConfigMap | m.Secret | None:
+    if not isinstance(doc, dict):
+        r.fail("(document)", "must be an object with apiVersion and kind")
+        return None
+    kind, api = doc.get("kind"), doc.get("apiVersion")
+    expected = {"Module": m.API_VERSION, "ConfigMap": "v1", "Secret": "v1"}
+    if kind not in expected:
+        r.fail("kind", f"{kind!r} is not one dtk module reads (Module, ConfigMap, Secret)")
+        return None
+    if api != expected[kind]:
+        r.fail("apiVersion", f"{kind} must be {expected[kind]}, got {api!r}")
+        return None
+    name, ns = _metadata(r, doc.get("metadata"), namespace)
+    if kind == "Module":
+        return _module(r, doc, source, name, ns)
+    if kind == "ConfigMap":
+        return _configmap(r, doc, source, name, ns)
+    return _secret(r, doc, source, name, ns)
+
+
+def _metadata(r: Reader, value: Any, namespace: str | None) -> tuple[str, str]:
+    body = r.obj(value, "metadata", _META, ["name"])
+    name = r.string(body.get("name"), "metadata.name")
+    own = r.string(body.get("namespace"), "metadata.namespace")
+    if own and namespace and own != namespace:
+        # kubectl refuses this too rather than guessing which one was meant.
+        r.fail("metadata.namespace", f"is {own!r} but -n/--namespace is {namespace!r}")
+    return name, own or namespace or "default"
+
+
+def _module(r: Reader, doc: dict[str, Any], source: m.Source, name: str,
+            ns: str) -> m.Module:
+    r.obj(doc, "", ["apiVersion", "kind", "metadata", "spec", "status"], ["spec"])
+    fields = spec_reader.spec(r, doc.get("spec", {}))
+    return m.Module(name=name, namespace=ns, source=source, raw=doc, **fields)
+
+
+def _configmap(r: Reader, doc: dict[str, Any], source: m.Source, name: str,
+               ns: str) -> m.ConfigMap:
+    r.obj(doc, "", ["apiVersion", "kind", "metadata", "data", "binaryData", "immutable"])
+    r.boolean(doc.get("immutable"), "immutable")
+    r.string_map(doc.get("binaryData"), "binaryData")
+    return m.ConfigMap(name, ns, source, r.string_map(doc.get("data"), "data") or {})
+
+
+def _secret(r: Reader, doc: dict[str, Any], source: m.Source, name: str, ns: str) -> m.Secret:
+    r.obj(doc, "", ["apiVersion", "kind", "metadata", "data", "stringData", "type",
+                    "immutable"])
+    r.boolean(doc.get("immutable"), "immutable")
+    data: dict[str, bytes] = {}
+    for key, text in (r.string_map(doc.get("data"), "data") or {}).items():
+        try:
+            data[key] = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            r.fail(child("data", key), "is not valid base64 (value not shown)")
+    # As the API server does: stringData is merged over data, and wins.
+    for key, text in (r.string_map(doc.get("stringData"), "stringData") or {}).items():
+        data[key] = text.encode()
+    kind = r.string(doc.get("type"), "type") or "Opaque"
+    return m.Secret(name, ns, source, kind, data)
+
+
+def _bundle(r: Reader, objects: list[m.Module | m.ConfigMap | m.Secret]) -> m.Bundle:
+    seen: dict[tuple[str, str, str], m.Source] = {}
+    for obj in objects:
+        key = (type(obj).__name__, obj.namespace, obj.name)
+        if key in seen:
+            r.fail(f"{obj.source}", f"{key[0]} {obj.namespace}/{obj.name} is also defined "
+                   f"in {seen[key]}")
+        seen[key] = obj.source
+    return m.Bundle(
+        modules=tuple(o for o in objects if isinstance(o, m.Module)),
+        configmaps={(o.namespace, o.name): o for o in objects if isinstance(o, m.ConfigMap)},
+        secrets={(o.namespace, o.name): o for o in objects if isinstance(o, m.Secret)},
+    )
+
+
+def check_references(r: Reader, bundle: m.Bundle) -> None:
+    """Every ConfigMap and Secret a Module names must be given, with the key KMM reads."""
+    for mod in bundle.modules:
+        before = len(r.errors)
+        for path, kind, name, key in _references(mod):
+            obj: m.ConfigMap | m.Secret | None = (bundle.configmap(mod.namespace, name)
+                                                  if kind == "ConfigMap"
+                                                  else bundle.secret(mod.namespace, name))
+            if obj is None:
+                r.fail(path, f"{kind} {mod.namespace}/{name} is not among the documents given")
+                continue
+            keys = obj.data.keys()
+            if key and key not in keys:
+                r.fail(path, f"{kind} {mod.namespace}/{name} has no key {key!r} "
+                       f"(keys: {', '.join(sorted(keys)) or 'none'})")
+            if key == ".dockerconfigjson" and isinstance(obj, m.Secret) \
+                    and obj.type != m.DOCKERCONFIGJSON:
+                r.fail(path, f"Secret {mod.namespace}/{name} must be of type "
+                       f"{m.DOCKERCONFIGJSON}, got {obj.type!r}")
+        _prefix(r, before, f"{mod.source} Module {mod.namespace}/{mod.name}")
+
+
+def _references(mod: m.Module) -> Iterator[tuple[str, str, str, str | None]]:
+    """(field path, kind, name, required key) for each reference in the Module."""
+    if mod.image_repo_secret:
+        yield "spec.imageRepoSecret.name", "Secret", mod.image_repo_secret, ".dockerconfigjson"
+    if mod.module_loader is None:
+        return
+    base = "spec.moduleLoader.container"
+    cont = mod.module_loader.container
+    yield from _build_sign_refs(base, cont.build, cont.sign)
+    for n, km in enumerate(cont.kernel_mappings or ()):
+        yield from _build_sign_refs(f"{base}.kernelMappings[{n}]", km.build, km.sign)
+
+
+def _build_sign_refs(path: str, build: m.Build | None,
+                     sign: m.Sign | None) -> Iterator[tuple[str, str, str, str | None]]:
+    if build is not None and build.dockerfile_configmap:
+        yield (f"{path}.build.dockerfileConfigMap.name", "ConfigMap", build.dockerfile_configmap,
+               m.DOCKERFILE_KEY)
+    for n, secret in enumerate(build.secrets if build else ()):
+        if secret:
+            yield f"{path}.build.secrets[{n}].name", "Secret", secret, None
+    if sign is not None:
+        if sign.key_secret:
+            yield f"{path}.sign.keySecret.name", "Secret", sign.key_secret, m.KEY_KEY
+        if sign.cert_secret:
+            yield f"{path}.sign.certSecret.name", "Secret", sign.cert_secret, m.CERT_KEY

@@ -1,0 +1,204 @@
+"""What KMM would do for each kernel: pure, no I/O, no tools.
+
+For every kernel: the first kernelMapping that matches (a literal exactly, a
+regexp as Go's `regexp.MatchString` does: an unanchored RE2 search), the
+image with KMM's variables substituted, the merged build and sign specs and
+the build args KMM injects. Kernels no mapping matches are kept in
+`Plan.unmatched` rather than dropped: on a cluster their nodes get no module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from dtk.errors import DtkError
+from dtk.kernel import kmm_build_args, kmm_variables, normalize, substitute
+from dtk.kmm import model as m
+from dtk.kmm.merge import merged_build, merged_sign
+from dtk.kmm.validate import compile_regexp
+
+DTK_AUTO = "DTK_AUTO"
+Toolkit = Callable[[str], str]
+
+
+def local_toolkit(kernel: str) -> str:
+    """The toolkit `dtk toolkit build` tags for a kernel (tags cannot hold '+')."""
+    return f"localhost/driver-toolkit:{normalize(kernel)}"
+
+
+def registry_toolkit(registry: str) -> Toolkit:
+    """Toolkits pushed under REG, as `render --in-cluster-build` points builds at them."""
+    return lambda kernel: f"{registry.rstrip('/')}/driver-toolkit:{normalize(kernel)}"
+
+
+@dataclass(frozen=True)
+class PlannedBuild:
+    dockerfile_configmap: str
+    dockerfile: str
+    build_args: tuple[m.BuildArg, ...]  # the user's, then KMM's (which win on a name)
+    secrets: tuple[str, ...]
+    base_image_registry_tls: m.TLSOptions
+    selector: Mapping[str, str]  # build pods run here: build.selector or the Module's
+    kaniko_tag: str | None
+
+
+@dataclass(frozen=True)
+class PlannedSign:
+    unsigned_image: str  # with a build, KMM builds to containerImage and signs it in place
+    unsigned_image_registry_tls: m.TLSOptions
+    key_secret: str
+    cert_secret: str
+    files_to_sign: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    kernel: str
+    mapping_index: int
+    matched_by: str  # "literal" or "regexp"
+    pattern: str
+    image: str
+    registry_tls: m.TLSOptions
+    build: PlannedBuild | None
+    sign: PlannedSign | None
+    in_tree_modules_to_remove: tuple[str, ...]
+    nodes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    module: str
+    namespace: str
+    kernels: tuple[KernelPlan, ...]
+    unmatched: tuple[str, ...]
+    unmatched_nodes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def find_mapping(mappings: Sequence[m.KernelMapping],
+                 kernel: str) -> tuple[int, m.KernelMapping] | None:
+    """First match wins, as in KMM's kernel mapper."""
+    for n, km in enumerate(mappings):
+        if km.literal and km.literal == kernel:
+            return n, km
+        if km.regexp and compile_regexp(km.regexp).search(kernel) is not None:
+            return n, km
+    return None
+
+
+def plan(mod: m.Module, kernels: Iterable[str], bundle: m.Bundle, *,
+         toolkit: Toolkit = local_toolkit,
+         nodes: Mapping[str, tuple[str, ...]] | None = None) -> Plan:
+    """The plan for `mod` on `kernels`; `nodes` (kernel -> node names) is informational."""
+    if mod.module_loader is None:
+        raise DtkError(f"Module {mod.namespace}/{mod.name} has no spec.moduleLoader",
+                       hint="a device-plugin-only Module loads no out-of-tree module")
+    cont = mod.module_loader.container
+    planned, unmatched = [], []
+    for kernel in dict.fromkeys(kernels):
+        found = find_mapping(cont.kernel_mappings or (), kernel)
+        if found is None:
+            unmatched.append(kernel)
+            continue
+        kp = _kernel_plan(mod, cont, found, kernel, bundle=bundle, toolkit=toolkit)
+        planned.append(replace(kp, nodes=(nodes or {}).get(kernel, ())))
+    return Plan(mod.name, mod.namespace, tuple(planned), tuple(unmatched),
+                {k: v for k, v in (nodes or {}).items() if k in unmatched})
+
+
+def _kernel_plan(mod: m.Module, cont: m.Container, found: tuple[int, m.KernelMapping],
+                 kernel: str, *, bundle: m.Bundle, toolkit: Toolkit) -> KernelPlan:
+    index, km = found
+    kvars = kmm_variables(kernel)
+    image_vars = {**kvars, "MOD_NAME": mod.name, "MOD_NAMESPACE": mod.namespace}
+    image = substitute(km.container_image or cont.container_image, image_vars)
+    build = merged_build(cont.build, km.build)
+    sign = merged_sign(cont.sign, km.sign)
+    in_tree = (km.in_tree_modules_to_remove
+               or ((km.in_tree_module_to_remove,) if km.in_tree_module_to_remove else None)
+               or cont.in_tree_modules_to_remove
+               or ((cont.in_tree_module_to_remove,) if cont.in_tree_module_to_remove else ()))
+    return KernelPlan(
+        kernel=kernel,
+        mapping_index=index,
+        matched_by="literal" if km.literal else "regexp",
+        pattern=km.literal or km.regexp,
+        image=image,
+        registry_tls=km.registry_tls or cont.registry_tls or m.TLSOptions(),
+        build=_build(mod, build, kernel, bundle, toolkit) if build else None,
+        sign=_sign(sign, image if build else None, kvars) if sign else None,
+        in_tree_modules_to_remove=tuple(in_tree),
+    )
+
+
+def _build(mod: m.Module, build: m.Build, kernel: str, bundle: m.Bundle,
+           toolkit: Toolkit) -> PlannedBuild:
+    cm = bundle.configmap(mod.namespace, build.dockerfile_configmap)
+    if cm is None or m.DOCKERFILE_KEY not in cm.data:  # load checks this; plan() is public
+        raise DtkError(f"ConfigMap {mod.namespace}/{build.dockerfile_configmap} with key "
+                       f"'{m.DOCKERFILE_KEY}' is not among the documents given")
+    dockerfile = cm.data[m.DOCKERFILE_KEY]
+    injected = kmm_build_args(kernel, mod.name, mod.namespace)
+    if DTK_AUTO in dockerfile:
+        injected[DTK_AUTO] = toolkit(kernel)
+    return PlannedBuild(
+        dockerfile_configmap=build.dockerfile_configmap,
+        dockerfile=dockerfile,
+        build_args=override_args(build.build_args, injected),
+        secrets=build.secrets,
+        base_image_registry_tls=build.base_image_registry_tls or m.TLSOptions(),
+        selector=build.selector if build.selector is not None else (mod.selector or {}),
+        kaniko_tag=build.kaniko_tag,
+    )
+
+
+def override_args(user: Sequence[m.BuildArg],
+                  injected: Mapping[str, str]) -> tuple[m.BuildArg, ...]:
+    """KMM's buildargoverrider: its values replace same-named user args in place;
+    names the user did not give are appended."""
+    out = [m.BuildArg(a.name, injected.get(a.name, a.value)) for a in user]
+    given = {a.name for a in user}
+    out += [m.BuildArg(k, v) for k, v in injected.items() if k not in given]
+    return tuple(out)
+
+
+def _sign(sign: m.Sign, built_image: str | None, kvars: Mapping[str, str]) -> PlannedSign:
+    # unsignedImage and filesToSign see the kernel variables only, not MOD_*
+    # (KMM #187); filesToSign gets the normalised kernel, as KMM does.
+    return PlannedSign(
+        unsigned_image=built_image or substitute(sign.unsigned_image, dict(kvars)),
+        unsigned_image_registry_tls=sign.unsigned_image_registry_tls or m.TLSOptions(),
+        key_secret=sign.key_secret,
+        cert_secret=sign.cert_secret,
+        files_to_sign=tuple(substitute(f, dict(kvars)) for f in sign.files_to_sign),
+    )
+
+
+def to_json(p: Plan) -> dict[str, Any]:
+    """The plan as --json prints it (Dockerfile text left out: it is in the ConfigMap)."""
+    def tls(t: m.TLSOptions) -> dict[str, bool]:
+        return {"insecure": t.insecure, "insecureSkipTLSVerify": t.insecure_skip_tls_verify}
+
+    def one(k: KernelPlan) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "kernel": k.kernel, "mapping": k.mapping_index, "matchedBy": k.matched_by,
+            "pattern": k.pattern, "image": k.image, "registryTLS": tls(k.registry_tls),
+            "inTreeModulesToRemove": list(k.in_tree_modules_to_remove), "nodes": list(k.nodes),
+            "build": None, "sign": None}
+        if k.build:
+            out["build"] = {
+                "dockerfileConfigMap": k.build.dockerfile_configmap,
+                "buildArgs": [{"name": a.name, "value": a.value} for a in k.build.build_args],
+                "secrets": list(k.build.secrets), "selector": dict(k.build.selector),
+                "baseImageRegistryTLS": tls(k.build.base_image_registry_tls),
+                "kanikoTag": k.build.kaniko_tag}
+        if k.sign:
+            out["sign"] = {
+                "unsignedImage": k.sign.unsigned_image, "keySecret": k.sign.key_secret,
+                "certSecret": k.sign.cert_secret, "filesToSign": list(k.sign.files_to_sign),
+                "unsignedImageRegistryTLS": tls(k.sign.unsigned_image_registry_tls)}
+        return out
+    return {"module": p.module, "namespace": p.namespace,
+            "kernels": [one(k) for k in p.kernels], "unmatched": list(p.unmatched),
+            "unmatchedNodes": {k: list(v) for k, v in p.unmatched_nodes.items()}}

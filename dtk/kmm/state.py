@@ -1,0 +1,148 @@
+"""Image state per kernel, as KMM's ModuleImagesConfig records it.
+
+`states` is pure: it takes a `Lookup` (image, TLS) -> `Found | None`.
+`image_lookup` is the executor: local container storage first (buildah), then
+the registry (skopeo inspect), with the Module's imageRepoSecret written to a
+0600 temporary authfile that is removed afterwards and never logged.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from dtk import run as runner
+from dtk.engine import buildah
+from dtk.errors import DtkError
+from dtk.kmm import model as m
+from dtk.kmm.plan import KernelPlan, Plan
+
+_NOT_FOUND = ("manifest unknown", "name unknown", "not found", "404")
+
+
+class ImageState(enum.StrEnum):
+    EXISTS = "Exists"
+    NEEDS_BUILDING = "NeedsBuilding"
+    NEEDS_SIGNING = "NeedsSigning"
+
+
+@dataclass(frozen=True)
+class Found:
+    digest: str  # sha256:…
+    where: str  # "local" or "registry"
+
+
+@dataclass(frozen=True)
+class KernelState:
+    kernel: str
+    image: str
+    state: ImageState | None  # None: `error` says why nothing can make the image
+    found: Found | None = None
+    error: str | None = None
+
+
+Lookup = Callable[[str, m.TLSOptions], Found | None]
+
+
+def state_of(kp: KernelPlan, lookup: Lookup) -> KernelState:
+    try:
+        found = lookup(kp.image, kp.registry_tls)
+    except DtkError as exc:
+        return KernelState(kp.kernel, kp.image, None, error=exc.message.splitlines()[0])
+    if found is not None:
+        return KernelState(kp.kernel, kp.image, ImageState.EXISTS, found)
+    if kp.build is not None:  # a build is followed by the sign step when both are set
+        return KernelState(kp.kernel, kp.image, ImageState.NEEDS_BUILDING)
+    if kp.sign is not None:
+        return KernelState(kp.kernel, kp.image, ImageState.NEEDS_SIGNING)
+    return KernelState(kp.kernel, kp.image, None,
+                       error=f"image {kp.image} does not exist and the Module has no build "
+                             "or sign for this kernel")
+
+
+def states(plan: Plan, lookup: Lookup) -> list[KernelState]:
+    return [state_of(kp, lookup) for kp in plan.kernels]
+
+
+def _registry_host(image: str) -> str | None:
+    """The registry an image names, or None for local-only names (no dot, colon, localhost)."""
+    first, sep, _ = image.partition("/")
+    if not sep or first == "localhost" or not ("." in first or ":" in first):
+        return None
+    return first
+
+
+@contextmanager
+def authfile(secret: m.Secret | None) -> Iterator[Path | None]:
+    """The imageRepoSecret's .dockerconfigjson as a 0600 file for --authfile, then removed."""
+    if secret is None:
+        yield None
+        return
+    payload = secret.data.get(".dockerconfigjson")
+    if payload is None:
+        raise DtkError(f"Secret {secret.namespace}/{secret.name} has no .dockerconfigjson key")
+    fd, name = tempfile.mkstemp(prefix="dtk-auth-", suffix=".json")  # mkstemp: mode 0600
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(payload)
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def local_digest(image: str) -> str | None:
+    if not buildah.image_exists(image):
+        return None
+    return str(buildah.inspect(image).get("FromImageDigest") or "") or None
+
+
+def remote_digest(image: str, tls: m.TLSOptions, auth: Path | None) -> str | None:
+    """The manifest digest in the registry, None if the registry says it is not there."""
+    argv = ["skopeo", "inspect", "--no-tags", f"--tls-verify={'true' if tls.verify else 'false'}"]
+    if auth is not None:
+        argv += ["--authfile", str(auth)]
+    result = runner.run([*argv, f"docker://{image}"], check=False, timeout=120)
+    if result.returncode == 0:
+        return str(json.loads(result.stdout)["Digest"])
+    if any(marker in result.stderr.lower() for marker in _NOT_FOUND):
+        return None
+    last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+    raise DtkError(f"cannot inspect {image} in its registry: {last}")
+
+
+@contextmanager
+def image_lookup(secret: m.Secret | None, *, prefer_registry: bool = False) -> Iterator[Lookup]:
+    """A Lookup over local storage and registries; `prefer_registry` asks the registry
+    first (render pins what the cluster will pull, which may differ from a local copy)."""
+    with authfile(secret) as auth:
+        def lookup(image: str, tls: m.TLSOptions) -> Found | None:
+            def remote() -> Found | None:
+                if _registry_host(image) is None:
+                    return None
+                digest = remote_digest(image, tls, auth)
+                return Found(digest, "registry") if digest else None
+
+            def local() -> Found | None:
+                digest = local_digest(image)
+                return Found(digest, "local") if digest else None
+
+            order = (remote, local) if prefer_registry else (local, remote)
+            for step in order:
+                found = step()
+                if found is not None:
+                    return found
+            return None
+        yield lookup
+
+
+def to_json(result: list[KernelState]) -> list[dict[str, object]]:
+    return [{"kernel": s.kernel, "image": s.image,
+             "state": s.state.value if s.state else None,
+             "digest": s.found.digest if s.found else None,
+             "where": s.found.where if s.found else None, "error": s.error} for s in result]

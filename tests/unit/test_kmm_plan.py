@@ -1,0 +1,297 @@
+"""Planning (pure), image state with a fake lookup, rendering, and the plan/render CLI."""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dtk import run as runner
+from dtk.errors import DtkError
+from dtk.kmm import model as m
+from dtk.kmm import state as image_state
+from dtk.kmm.load import load_documents
+from dtk.kmm.nodes import read_nodes
+from dtk.kmm.plan import find_mapping, plan, registry_toolkit
+from dtk.kmm.render import pinned, render, render_in_cluster
+from tests.unit.kmm_support import MANIFESTS, NODES, container, dtk, minimal, write
+
+STD = "6.1.0-56-amd64"
+RT = "6.1.0-56-rt-amd64"
+RHEL_RT = "5.14.0-427.18.1.el9_4.x86_64+rt"
+TRIXIE = "6.12.57+deb13-amd64"
+ARM = "6.1.0-56-arm64"
+REG = "registry.example.com/drivers"
+
+
+@pytest.fixture(scope="module")
+def bundle() -> m.Bundle:
+    return load_documents([MANIFESTS])
+
+
+def _args(build: Any) -> list[tuple[str, str]]:
+    return [(a.name, a.value) for a in build.build_args]
+
+
+def test_mappings_images_and_unmatched(bundle: m.Bundle) -> None:
+    p = plan(bundle.module(None), [STD, RT, RHEL_RT, TRIXIE, ARM, STD], bundle)
+    assert [(k.kernel, k.mapping_index, k.matched_by, k.image) for k in p.kernels] == [
+        (STD, 0, "literal", f"{REG}/kmm-ci:{STD}-literal"),
+        (RT, 1, "regexp", f"{REG}/kmm-ci-rt:{RT}"),
+        # KERNEL_FULL_VERSION is normalised in image names: '+' becomes '_'
+        (RHEL_RT, 2, "regexp", f"{REG}/kmm-ci:5.14.0-427.18.1.el9_4.x86_64_rt"),
+        (TRIXIE, 3, "regexp", f"{REG}/prebuilt:6.12"),
+    ]
+    assert p.unmatched == (ARM,)
+
+
+def test_regexp_is_an_unanchored_re2_search() -> None:
+    mappings = (m.KernelMapping(regexp=r"12\.57"), m.KernelMapping(literal=TRIXIE))
+    assert find_mapping(mappings, TRIXIE) == (0, mappings[0])  # first match wins
+    assert find_mapping((m.KernelMapping(literal="6.12.57"),), TRIXIE) is None  # exact only
+    assert find_mapping((m.KernelMapping(regexp="^12"),), TRIXIE) is None
+
+
+def test_merged_build_and_injected_args(bundle: m.Bundle) -> None:
+    p = plan(bundle.module(None), [STD, RT], bundle)
+    std, rt = p.kernels
+    assert std.build is not None and rt.build is not None
+    # KMM's own args override the user's KERNEL_VERSION=wrong in place; DTK_AUTO only
+    # because the container's Dockerfile mentions it.
+    assert _args(std.build) == [
+        ("KERNEL_VERSION", STD), ("VENDOR", "acme"), ("KERNEL_FULL_VERSION", STD),
+        ("MOD_NAME", "kmm-ci"), ("MOD_NAMESPACE", "drivers"),
+        ("DTK_AUTO", f"localhost/driver-toolkit:{STD}")]
+    assert std.build.dockerfile_configmap == "kmm-ci-dockerfile"
+    assert std.build.secrets == ("git-token",)
+    assert rt.build.dockerfile_configmap == "kmm-ci-dockerfile-rt"  # replaced by the mapping
+    assert _args(rt.build) == [
+        ("KERNEL_VERSION", RT), ("VENDOR", "acme-rt"), ("RT", "1"), ("KERNEL_FULL_VERSION", RT),
+        ("MOD_NAME", "kmm-ci"), ("MOD_NAMESPACE", "drivers")]
+    assert rt.build.secrets == ("git-token", "rt-token")  # appended
+    assert dict(rt.build.selector) == {"feature.node.kubernetes.io/kmm-ci": "true"}
+
+
+def test_raw_kernel_in_build_args_normalised_in_names(bundle: m.Bundle) -> None:
+    (kp,) = plan(bundle.module(None), [RHEL_RT], bundle).kernels
+    assert kp.build is not None and kp.sign is not None
+    assert ("KERNEL_FULL_VERSION", RHEL_RT) in _args(kp.build)
+    assert ("DTK_AUTO", "localhost/driver-toolkit:5.14.0-427.18.1.el9_4.x86_64_rt") in \
+        _args(kp.build)
+    assert kp.sign.files_to_sign == (
+        "/opt/lib/modules/5.14.0-427.18.1.el9_4.x86_64_rt/kmm_ci_a.ko",)
+
+
+def test_merged_sign_tls_and_in_tree(bundle: m.Bundle) -> None:
+    std, rt = plan(bundle.module(None), [STD, RT], bundle).kernels
+    assert rt.sign is not None and std.sign is not None
+    assert rt.sign.files_to_sign == (f"/opt/lib/modules/{RT}/kmm_ci_a.ko",
+                                     f"/opt/lib/modules/{RT}/kmm_ci_b.ko")
+    assert rt.sign.unsigned_image == rt.image  # built, then signed in place
+    assert (rt.sign.key_secret, rt.sign.cert_secret) == ("signing-key", "signing-cert")
+    assert rt.registry_tls == m.TLSOptions(insecure_skip_tls_verify=True)
+    assert std.registry_tls == m.TLSOptions()
+    assert rt.in_tree_modules_to_remove == ("kmm_ci_old",)
+
+
+def test_sign_only_substitutes_kernel_variables_only(tmp_path: Path) -> None:
+    doc = minimal()
+    container(doc)["sign"] = {
+        "keySecret": {"name": "k"}, "certSecret": {"name": "c"},
+        "unsignedImage": "r.example/${MOD_NAME}:${KERNEL_X}.${KERNEL_Y}-$KERNEL_FULL_VERSION",
+        "filesToSign": ["/opt/lib/modules/${KERNEL_FULL_VERSION}/hello.ko"]}
+    secrets = [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": n},
+                "stringData": {key: "x"}} for n, key in (("k", "key"), ("c", "cert"))]
+    b = load_documents([write(tmp_path, doc, *secrets)])
+    (kp,) = plan(b.module(None), [STD], b).kernels
+    assert kp.build is None and kp.sign is not None
+    assert kp.sign.unsigned_image == f"r.example/:6.1-{STD}"  # no MOD_NAME in unsignedImage
+    assert kp.image == f"registry.example.com/hello:{STD}"
+
+
+def test_nodes_filtered_by_selector(bundle: m.Bundle) -> None:
+    mod = bundle.module(None)
+    nodes = read_nodes(NODES, mod.selector or {})
+    assert nodes == {STD: ("worker-a", "worker-c"), RT: ("worker-b",), RHEL_RT: ("rhel-1",),
+                     ARM: ("arm-1",)}  # 'other' (kmm-ci=false) is not selected
+    p = plan(mod, list(nodes), bundle, nodes=nodes)
+    assert p.kernels[0].nodes == ("worker-a", "worker-c")
+    assert dict(p.unmatched_nodes) == {ARM: ("arm-1",)}
+
+
+def _found(digests: dict[str, str]) -> image_state.Lookup:
+    def lookup(image: str, tls: m.TLSOptions) -> image_state.Found | None:
+        del tls
+        if image == "boom":
+            raise DtkError("registry unreachable")
+        return image_state.Found(digests[image], "registry") if image in digests else None
+    return lookup
+
+
+def test_states(bundle: m.Bundle, tmp_path: Path) -> None:
+    p = plan(bundle.module(None), [STD, TRIXIE], bundle)
+    got = image_state.states(p, _found({f"{REG}/kmm-ci:{STD}-literal": "sha256:aa"}))
+    assert [(s.kernel, s.state) for s in got] == [
+        (STD, image_state.ImageState.EXISTS), (TRIXIE, image_state.ImageState.NEEDS_BUILDING)]
+    doc = minimal()
+    b = load_documents([write(tmp_path, doc)])
+    (missing,) = image_state.states(plan(b.module(None), [STD], b), _found({}))
+    assert missing.state is None
+    assert missing.error == (f"image registry.example.com/hello:{STD} does not exist and the "
+                             "Module has no build or sign for this kernel")
+
+
+def test_needs_signing(bundle: m.Bundle) -> None:
+    kp = plan(bundle.module(None), [STD], bundle).kernels[0]
+    signing_only = image_state.state_of(
+        type(kp)(**{**kp.__dict__, "build": None}), _found({}))
+    assert signing_only.state is image_state.ImageState.NEEDS_SIGNING
+    broken = image_state.state_of(type(kp)(**{**kp.__dict__, "image": "boom"}), _found({}))
+    assert (broken.state, broken.error) == (None, "registry unreachable")
+
+
+def test_authfile_is_private_and_removed(bundle: m.Bundle) -> None:
+    secret = bundle.secret("drivers", "registry-auth")
+    with image_state.authfile(secret) as path:
+        assert path is not None
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert json.loads(path.read_text())["auths"]["registry.example.com"]
+    assert not path.exists()
+
+
+def test_remote_digest_argv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    seen: list[list[str]] = []
+
+    def fake_run(argv: list[str], **_: Any) -> runner.Result:
+        seen.append(argv)
+        return runner.Result(tuple(argv), 0, '{"Digest": "sha256:bb"}', "", 0.1)
+    monkeypatch.setattr(runner, "run", fake_run)
+    auth = tmp_path / "auth.json"
+    tls = m.TLSOptions(insecure_skip_tls_verify=True)
+    assert image_state.remote_digest("r.example/a:1", tls, auth) == "sha256:bb"
+    assert seen == [["skopeo", "inspect", "--no-tags", "--tls-verify=false", "--authfile",
+                     str(auth), "docker://r.example/a:1"]]
+    image_state.remote_digest("r.example/a:1", m.TLSOptions(), None)
+    assert seen[1] == ["skopeo", "inspect", "--no-tags", "--tls-verify=true",
+                       "docker://r.example/a:1"]
+
+
+def test_remote_digest_not_found_vs_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    err = {"text": "manifest unknown: manifest unknown"}
+    monkeypatch.setattr(runner, "run", lambda argv, **_: runner.Result(
+        tuple(argv), 1, "", err["text"], 0.1))
+    assert image_state.remote_digest("r.example/a:1", m.TLSOptions(), None) is None
+    err["text"] = "pinging container registry r.example: connection refused"
+    with pytest.raises(DtkError, match=r"cannot inspect r\.example/a:1 in its registry: pinging"):
+        image_state.remote_digest("r.example/a:1", m.TLSOptions(), None)
+
+
+@pytest.mark.parametrize(("image", "expected"), [
+    ("r.example:5000/a/b:1.0", "r.example:5000/a/b@sha256:cc"),
+    ("r.example:5000/a/b", "r.example:5000/a/b@sha256:cc"),
+    ("r.example/b:1@sha256:00", "r.example/b@sha256:cc"),
+])
+def test_pinned(image: str, expected: str) -> None:
+    assert pinned(image, "sha256:cc") == expected
+
+
+def test_render_pins_and_drops_build_and_sign(bundle: m.Bundle) -> None:
+    mod = bundle.module(None)
+    p = plan(mod, [STD, RT], bundle)
+    doc = render(mod, p, {STD: "sha256:aa", RT: "sha256:bb"})
+    cont = doc["spec"]["moduleLoader"]["container"]
+    assert "build" not in cont and "sign" not in cont
+    assert cont["kernelMappings"] == [
+        {"literal": STD, "containerImage": f"{REG}/kmm-ci@sha256:aa"},
+        {"literal": RT, "containerImage": f"{REG}/kmm-ci-rt@sha256:bb",
+         "registryTLS": {"insecureSkipTLSVerify": True}}]
+    assert cont["modprobe"]["modulesLoadingOrder"] == ["kmm_ci_a", "kmm_ci_b"]
+    assert doc["spec"]["tolerations"] == mod.raw["spec"]["tolerations"]
+    assert "build" in mod.raw["spec"]["moduleLoader"]["container"]  # input left alone
+    with pytest.raises(DtkError, match=r"no image for 6\.1\.0-56-rt-amd64") as err:
+        render(mod, p, {STD: "sha256:aa"})
+    assert err.value.hint is not None and "dtk module build" in err.value.hint
+
+
+def test_render_in_cluster_build(bundle: m.Bundle) -> None:
+    mod = bundle.module(None)
+    toolkit = registry_toolkit("127.0.0.1:5000/tk/")
+    doc = render_in_cluster(mod, plan(mod, [RHEL_RT, RT], bundle, toolkit=toolkit), toolkit)
+    cont = doc["spec"]["moduleLoader"]["container"]
+    assert "build" in cont and "sign" in cont
+    rhel, rt = cont["kernelMappings"]
+    assert rhel == {"literal": RHEL_RT,
+                    "containerImage": f"{REG}/kmm-ci:5.14.0-427.18.1.el9_4.x86_64_rt",
+                    "build": {"dockerfileConfigMap": {"name": "kmm-ci-dockerfile"},
+                              "buildArgs": [{"name": "DTK_AUTO", "value":
+                                             "127.0.0.1:5000/tk/driver-toolkit:"
+                                             "5.14.0-427.18.1.el9_4.x86_64_rt"}]}}
+    assert rt["build"] == mod.raw["spec"]["moduleLoader"]["container"]["kernelMappings"][1][
+        "build"]  # its Dockerfile does not use DTK_AUTO
+
+
+@contextmanager
+def _fake_lookup(secret: m.Secret | None, **_: Any) -> Iterator[image_state.Lookup]:
+    assert secret is not None and secret.name == "registry-auth"
+    yield _found({f"{REG}/kmm-ci:{STD}-literal": "sha256:aa"})
+
+
+def test_plan_cli_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(image_state, "image_lookup", _fake_lookup)
+    code, text = dtk(monkeypatch, "module", "plan", "-f", str(MANIFESTS), "--nodes", str(NODES),
+                     "--json")
+    assert code == 0, text
+    data = json.loads(text)
+    assert [(s["kernel"], s["state"], s["digest"]) for s in data["states"]] == [
+        (STD, "Exists", "sha256:aa"), (RT, "NeedsBuilding", None),
+        (RHEL_RT, "NeedsBuilding", None)]
+    assert data["unmatched"] == [ARM]
+    assert data["unmatchedNodes"] == {ARM: ["arm-1"]}
+
+
+def test_plan_cli_table_and_failure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    @contextmanager
+    def nothing(secret: m.Secret | None, **_: Any) -> Iterator[image_state.Lookup]:
+        del secret
+        yield _found({})
+    monkeypatch.setattr(image_state, "image_lookup", nothing)
+    code, text = dtk(monkeypatch, "module", "plan", "-f", str(write(tmp_path, minimal())),
+                     "--kernel", STD, "--kernel", ARM)
+    assert code == 1
+    assert "Traceback" not in text
+    assert f"no mapping: {ARM} — KMM loads nothing there" in text
+    assert f"error: {STD}: image registry.example.com/hello:{STD} does not exist" in text
+
+
+def test_plan_cli_needs_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    code, text = dtk(monkeypatch, "module", "plan", "-f", str(MANIFESTS), "--no-state")
+    assert code == 2
+    assert text.startswith("error: no kernel given")
+
+
+def test_render_cli_writes_yaml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(image_state, "image_lookup", _fake_lookup)
+    out = tmp_path / "out.yaml"
+    code, text = dtk(monkeypatch, "module", "render", "-f", str(MANIFESTS), "--kernel", STD,
+                     "-o", str(out))
+    assert code == 0, text
+    doc = yaml.safe_load(out.read_text())
+    assert doc["kind"] == "Module" and doc["metadata"]["namespace"] == "drivers"
+    assert doc["spec"]["moduleLoader"]["container"]["kernelMappings"] == [
+        {"literal": STD, "containerImage": f"{REG}/kmm-ci@sha256:aa"}]
+    code, text = dtk(monkeypatch, "module", "render", "-f", str(MANIFESTS), "--kernel", RT)
+    assert code == 2
+    assert "run `dtk module build` first" in text
+
+
+def test_render_cli_in_cluster_needs_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    code, text = dtk(monkeypatch, "module", "render", "-f", str(MANIFESTS), "--kernel", STD,
+                     "--in-cluster-build")
+    assert code == 2
+    assert text.startswith("error: --in-cluster-build needs --toolkit-registry REG")

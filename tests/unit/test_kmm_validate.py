@@ -1,0 +1,298 @@
+"""KMM's webhook and CRD rules, one test per rule, through `dtk module validate`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.kmm_support import MANIFESTS, container, dtk, minimal, rejected, write
+
+C = "spec.moduleLoader.container"
+KM0 = f"{C}.kernelMappings[0]"
+
+
+def check(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, doc: dict[str, Any],
+          expected: str) -> str:
+    text = rejected(monkeypatch, write(tmp_path, doc))
+    assert f"Module default/{doc['metadata']['name']} (" in text
+    assert expected in text, text
+    return text
+
+
+def test_the_example_module_is_admitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    code, text = dtk(monkeypatch, "module", "validate", "-f", str(MANIFESTS))
+    assert code == 0, text
+    assert text == ("Module drivers/kmm-ci: valid (4 kernelMapping(s), 2 ConfigMap(s), "
+                    "5 Secret(s))\n")
+
+
+def test_minimal_module_is_admitted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    code, text = dtk(monkeypatch, "module", "validate", "-f", str(write(tmp_path, minimal())))
+    assert (code, text) == (0, "Module default/hello: valid (2 kernelMapping(s), "
+                                "0 ConfigMap(s), 0 Secret(s))\n")
+
+
+def test_name_and_namespace_too_long_when_version_set(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    doc = minimal()
+    doc["metadata"]["name"] = "h" * 35  # + "default" = 42
+    container(doc)["version"] = "v1"
+    text = check(monkeypatch, tmp_path, doc, "metadata.name: name and namespace are 42 "
+                 "characters together; at most 41")
+    assert "Module default/" + "h" * 35 in text
+
+
+def test_long_name_is_fine_without_version(monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    doc = minimal()
+    doc["metadata"]["name"] = "h" * 35
+    code, _ = dtk(monkeypatch, "module", "validate", "-f", str(write(tmp_path, doc)))
+    assert code == 0
+
+
+def test_literal_and_regexp_are_exclusive(monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    doc = minimal()
+    container(doc)["kernelMappings"][0]["regexp"] = ".*"
+    check(monkeypatch, tmp_path, doc, f"{KM0}: literal and regexp are mutually exclusive")
+
+
+def test_literal_or_regexp_is_required(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    doc = minimal()
+    del container(doc)["kernelMappings"][0]["literal"]
+    check(monkeypatch, tmp_path, doc, f"{KM0}: one of literal or regexp is required")
+
+
+@pytest.mark.parametrize(("pattern", "reason"), [
+    (r"(a)\1", r"invalid escape sequence: \1"),
+    (r"6\.1(?=\.0)", "invalid perl operator: (?="),
+])
+def test_regexp_must_compile_with_re2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                      pattern: str, reason: str) -> None:
+    re.compile(pattern)  # Python accepts it: the rule is Go's RE2, not Python's re
+    doc = minimal()
+    container(doc)["kernelMappings"][1]["regexp"] = pattern
+    text = check(monkeypatch, tmp_path, doc, f"{C}.kernelMappings[1].regexp: {pattern!r} "
+                 f"is not a valid Go (RE2) regexp: {reason}")
+    assert "re2.cc" not in text  # RE2's own log line is silenced
+
+
+def test_mapping_image_needs_tag_or_digest(monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    doc = minimal()
+    container(doc)["kernelMappings"][0]["containerImage"] = "registry.example.com/hello"
+    check(monkeypatch, tmp_path, doc, f"{KM0}.containerImage: image "
+          "'registry.example.com/hello' must set a tag or a digest")
+
+
+def test_container_image_needs_tag_or_digest(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    doc = minimal()
+    container(doc)["containerImage"] = "quay.io/acme/hello"
+    check(monkeypatch, tmp_path, doc, f"{C}.containerImage: image 'quay.io/acme/hello'")
+
+
+def test_digest_and_registry_port_pass_as_in_kmm(monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    doc = minimal()
+    container(doc)["kernelMappings"][0]["containerImage"] = "r.example/h@sha256:" + "a" * 64
+    container(doc)["kernelMappings"][1]["containerImage"] = "r.example:5000/hello"
+    code, text = dtk(monkeypatch, "module", "validate", "-f", str(write(tmp_path, doc)))
+    assert code == 0, text
+
+
+def test_container_image_required_without_container_default(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    doc = minimal()
+    del container(doc)["kernelMappings"][0]["containerImage"]
+    check(monkeypatch, tmp_path, doc, f"{KM0}.containerImage: required unless {C}."
+          "containerImage is set")
+
+
+def test_container_default_image_satisfies_mappings(monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    doc = minimal()
+    del container(doc)["kernelMappings"][0]["containerImage"]
+    container(doc)["containerImage"] = "registry.example.com/hello:${KERNEL_FULL_VERSION}"
+    code, _ = dtk(monkeypatch, "module", "validate", "-f", str(write(tmp_path, doc)))
+    assert code == 0
+
+
+def test_kernel_mappings_min_items(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    doc = minimal()
+    container(doc)["kernelMappings"] = []
+    check(monkeypatch, tmp_path, doc, f"{C}.kernelMappings: at least one mapping is required")
+
+
+def test_in_tree_single_and_list_not_mixed_in_container(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    doc = minimal()
+    container(doc).update(inTreeModuleToRemove="a", inTreeModulesToRemove=["b"])
+    check(monkeypatch, tmp_path, doc, f"{C}.inTreeModuleToRemove: cannot be set together")
+
+
+def test_in_tree_single_and_list_not_mixed_in_mapping(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    doc = minimal()
+    container(doc)["kernelMappings"][0].update(inTreeModuleToRemove="a",
+                                                inTreeModulesToRemove=["b"])
+    check(monkeypatch, tmp_path, doc, f"{KM0}.inTreeModuleToRemove: cannot be set together")
+
+
+def test_in_tree_not_mixed_between_mapping_and_container(monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    doc = minimal()
+    container(doc)["inTreeModuleToRemove"] = "a"
+    container(doc)["kernelMappings"][0]["inTreeModulesToRemove"] = ["b"]
+    check(monkeypatch, tmp_path, doc, f"{KM0}: inTreeModuleToRemove and inTreeModulesToRemove "
+          "cannot be mixed between the mapping and the container")
+
+
+def test_raw_args_not_with_module_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    doc = minimal()
+    container(doc)["modprobe"]["rawArgs"] = {"load": ["-v", "hello"], "unload": ["-r", "hello"]}
+    check(monkeypatch, tmp_path, doc, f"{C}.modprobe.rawArgs: cannot be set when moduleName")
+
+
+def test_module_name_optional_only_with_both_raw_args(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    doc = minimal()
+    container(doc)["modprobe"] = {"rawArgs": {"load": ["hello"]}}
+    check(monkeypatch, tmp_path, doc, f"{C}.modprobe.moduleName: required unless both "
+          "rawArgs.load and rawArgs.unload are set")
+
+
+def test_raw_args_alone_are_enough(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    doc = minimal()
+    container(doc)["modprobe"] = {"rawArgs": {"load": ["hello"], "unload": ["-r", "hello"]}}
+    code, text = dtk(monkeypatch, "module", "validate", "-f", str(write(tmp_path, doc)))
+    assert code == 0, text
+
+
+@pytest.mark.parametrize("field", ["load", "unload"])
+def test_args_min_items(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, field: str) -> None:
+    doc = minimal()
+    container(doc)["modprobe"]["args"] = {field: []}
+    check(monkeypatch, tmp_path, doc, f"{C}.modprobe.args.{field}: must have at least one item")
+
+
+def test_loading_order_starts_with_module_name(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    doc = minimal()
+    container(doc)["modprobe"]["modulesLoadingOrder"] = ["dep", "hello"]
+    check(monkeypatch, tmp_path, doc, f"{C}.modprobe.modulesLoadingOrder[0]: must be moduleName "
+          "'hello', got 'dep'")
+
+
+def test_loading_order_needs_two(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    doc = minimal()
+    container(doc)["modprobe"]["modulesLoadingOrder"] = ["hello"]
+    check(monkeypatch, tmp_path, doc, f"{C}.modprobe.modulesLoadingOrder: needs at least two")
+
+
+def test_loading_order_no_duplicates(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    doc = minimal()
+    container(doc)["modprobe"]["modulesLoadingOrder"] = ["hello", "dep", "dep"]
+    check(monkeypatch, tmp_path, doc, f"{C}.modprobe.modulesLoadingOrder[2]: 'dep' is listed "
+          "twice")
+
+
+def _signed(doc: dict[str, Any], files: list[str], **extra: Any) -> dict[str, Any]:
+    container(doc)["sign"] = {"keySecret": {"name": "k"}, "certSecret": {"name": "c"},
+                              "filesToSign": files, **extra}
+    return doc
+
+
+def _sign_secrets() -> list[dict[str, Any]]:
+    return [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": n},
+             "stringData": {key: "x"}} for n, key in (("k", "key"), ("c", "cert"))]
+
+
+def test_files_to_sign_required(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    doc = _signed(minimal(), [], unsignedImage="r.example/u:${KERNEL_FULL_VERSION}")
+    text = rejected(monkeypatch, write(tmp_path, doc, *_sign_secrets()))
+    assert f"{C}.sign.filesToSign: required (at least one path) when sign is set" in text
+    assert text.count("filesToSign") == 1  # reported once, not once per mapping
+
+
+def test_files_to_sign_under_dir_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    doc = _signed(minimal(), ["/opt/lib/modules/${KERNEL_FULL_VERSION}/*.ko", "/usr/lib/x.ko",
+                              "lib/y.ko", "/optional/z.ko"], unsignedImage="r.example/u:1")
+    text = rejected(monkeypatch, write(tmp_path, doc, *_sign_secrets()))
+    assert "filesToSign[0]" not in text
+    for n, bad in ((1, "/usr/lib/x.ko"), (2, "lib/y.ko"), (3, "/optional/z.ko")):
+        assert (f"{C}.sign.filesToSign[{n}]: {bad!r} must be an absolute path or glob under "
+                "dirName /opt") in text
+
+
+def test_unsigned_image_required_without_build(monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    doc = _signed(minimal(), ["/opt/lib/modules/*/hello.ko"])
+    text = rejected(monkeypatch, write(tmp_path, doc, *_sign_secrets()))
+    assert f"{C}.sign.unsignedImage: required when there is no build" in text
+
+
+def test_device_plugin_and_dra_exclusive(monkeypatch: pytest.MonkeyPatch,
+                                         tmp_path: Path) -> None:
+    doc = minimal()
+    doc["spec"]["devicePlugin"] = {"container": {"image": "r.example/dp:1"}}
+    doc["spec"]["dra"] = {"driverName": "gpu.example.com", "container": {"image": "r.example/d:1"}}
+    check(monkeypatch, tmp_path, doc, "spec: devicePlugin and dra are mutually exclusive")
+
+
+def test_selector_required(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    doc = minimal()
+    del doc["spec"]["selector"]
+    check(monkeypatch, tmp_path, doc, "spec.selector: required")
+
+
+def test_dra_host_path_volumes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    doc = minimal()
+    doc["spec"]["dra"] = {"driverName": "gpu.example.com",
+                          "container": {"image": "r.example/d:1"},
+                          "volumes": [{"name": "dev", "hostPath": {"path": "/dev/dri"}},
+                                      {"name": "etc", "hostPath": {"path": "/etc/shadow"}},
+                                      {"name": "trick", "hostPath": {"path": "/devil"}}]}
+    text = check(monkeypatch, tmp_path, doc, "spec.dra.volumes[1].hostPath.path: '/etc/shadow' "
+                 "is not under /dev, /sys, /var, /opt, /run")
+    assert "spec.dra.volumes[2].hostPath.path: '/devil'" in text
+    assert "volumes[0]" not in text
+
+
+@pytest.mark.parametrize(("toleration", "expected"), [
+    ({"operator": "Equal", "value": "x"}, "spec.tolerations[0].operator: must be 'Exists' when "
+     "key is empty"),
+    ({"key": "k", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 5},
+     "spec.tolerations[0].effect: must be 'NoExecute' when tolerationSeconds is set"),
+    ({"key": "k", "operator": "Exists", "value": "v"},
+     "spec.tolerations[0].value: must be empty when operator is 'Exists'"),
+    ({"key": "k", "operator": "In"}, "spec.tolerations[0].operator: 'In': must be 'Equal' or "
+     "'Exists'"),
+    ({"key": "k", "operator": "Exists", "effect": "NoRun"},
+     "spec.tolerations[0].effect: 'NoRun': must be one of NoSchedule, PreferNoSchedule, "
+     "NoExecute"),
+    ({"key": "bad key!", "operator": "Exists"}, "spec.tolerations[0].key: 'bad key!' is not a "
+     "qualified name"),
+    ({"key": "k", "value": "not a label value"}, "spec.tolerations[0].value: 'not a label value' "
+     "is not a valid label value"),
+])
+def test_toleration_rules(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                          toleration: dict[str, Any], expected: str) -> None:
+    doc = minimal()
+    doc["spec"]["tolerations"] = [toleration]
+    check(monkeypatch, tmp_path, doc, expected)
+
+
+def test_every_violation_is_listed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    doc = minimal()
+    del doc["spec"]["selector"]
+    container(doc)["kernelMappings"][0]["regexp"] = "(?=x)"
+    container(doc)["modprobe"]["modulesLoadingOrder"] = ["x"]
+    text = rejected(monkeypatch, write(tmp_path, doc))
+    assert text.splitlines()[0] == "error: KMM would reject 5 field(s):"
+    assert [line.split(": ", 1)[1].split(":", 1)[0] for line in text.splitlines()[1:6]] == [
+        "spec.selector", f"{C}.modprobe.modulesLoadingOrder",
+        f"{C}.modprobe.modulesLoadingOrder[0]", KM0, f"{KM0}.regexp"]
