@@ -4,9 +4,11 @@ Pure: takes a parsed module, K's facts and the image's other modules, and
 returns findings. The rules follow kernel/module/main.c and version.c
 (6.1-6.12):
 
-* signature (module_sig_check): missing or untrusted is refused only when
-  signatures are enforced (MODULE_SIG_FORCE, or lockdown under Secure Boot);
-  otherwise the kernel loads the module and taints itself;
+* signature (module_sig_check, mod_check_sig): unsigned, an unknown key or
+  unsupported crypto is refused only when signatures are enforced
+  (MODULE_SIG_FORCE, module.sig_enforce=1, or lockdown under Secure Boot),
+  otherwise the kernel loads the module and taints itself; a known key whose
+  signature does not verify, or a malformed signature, is refused always;
 * ELF machine (elf_check_arch), and since 6.4 the size of struct module
   (elf_validity_check);
 * vermagic (check_modinfo / same_magic, after module_layout): with modversions (the module has
@@ -62,15 +64,17 @@ class Peer:
 
 class SignatureTrust(enum.StrEnum):
     UNSIGNED = "unsigned"
-    TRUSTED = "trusted"  # verified against a certificate the user gave
+    TRUSTED = "trusted"  # verified against the certificate the user says is enrolled
     BUILTIN = "builtin"  # verified against a key built into the kernel
-    UNTRUSTED = "untrusted"  # signed, but not verifiable with the certificate given
-    UNKNOWN = "unknown"  # signed; no certificate given to check it against
+    REJECTED = "rejected"  # names a key the kernel has (built in or --cert), does not verify
+    UNTRUSTED = "untrusted"  # names a key that is neither built in nor the given certificate
+    UNKNOWN = "unknown"  # names a key that is not built in; no certificate given
 
 
 @dataclass(frozen=True)
 class Policy:
     secure_boot: bool = False  # lockdown enforces signatures (Debian: Secure Boot on)
+    sig_enforce: bool = False  # module.sig_enforce=1 on the kernel command line
 
 
 @dataclass(frozen=True)
@@ -126,31 +130,70 @@ def check_module(module: KernelModule, kernel: KernelFacts, peers: Mapping[str, 
     return Verdict(module.name, module.path, kernel.release, tuple(dict.fromkeys(findings)))
 
 
+def _enforcement(kernel: KernelFacts, policy: Policy) -> str | None:
+    """Why the kernel refuses what module_sig_check() otherwise tolerates, or None."""
+    if kernel.enabled("CONFIG_MODULE_SIG_FORCE"):
+        return "MODULE_SIG_FORCE"
+    if policy.sig_enforce:
+        return "module.sig_enforce=1"
+    if policy.secure_boot and kernel.enabled("CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT"):
+        return "lockdown"
+    return None
+
+
+# module_sig_check()'s names for the three failures it tolerates without enforcement
+# (-ENODATA, -ENOKEY, -ENOPKG); it logs "Loading of <name> is rejected" under enforcement.
+_UNSIGNED, _UNAVAILABLE_KEY, _UNSUPPORTED = \
+    "unsigned module", "module with unavailable key", "module with unsupported crypto"
+
+
 def check_signature(module: KernelModule, kernel: KernelFacts, trust: SignatureTrust,
                     policy: Policy) -> list[Finding]:
-    enforced = kernel.enabled("CONFIG_MODULE_SIG_FORCE") or (
-        policy.secure_boot and kernel.enabled("CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT"))
-    why = "signatures are enforced (MODULE_SIG_FORCE)" \
-        if kernel.enabled("CONFIG_MODULE_SIG_FORCE") else "Secure Boot enforces signatures"
-    sig = module.signature
-    signer = f"signed by '{sig.signer.issuer_cn}' ({sig.hash_algo})" if sig else "unsigned"
-    if trust is SignatureTrust.TRUSTED:
-        return [Finding(Severity.OK, "signature", f"{signer}, verified with the certificate")]
-    if trust is SignatureTrust.BUILTIN:
-        return [Finding(Severity.OK, "signature", f"{signer}, verified with the kernel's "
-                                                  "built-in key")]
-    if trust is SignatureTrust.UNKNOWN:
-        severity = Severity.WARN if enforced else Severity.OK
-        return [Finding(severity, "signature",
-                        f"{signer}; trust not checked (pass --cert with the enrolled key)")]
+    """kernel/module/signing.c module_sig_check() (6.1 and 6.12 alike): only an unsigned
+    module, unsupported crypto and an unknown key are tolerated without enforcement; every
+    other failure, above all a known key whose signature does not verify, is fatal."""
     if not kernel.enabled("CONFIG_MODULE_SIG") and not policy.secure_boot:
         return []
-    problem = "unsigned" if trust is SignatureTrust.UNSIGNED else \
-        f"{signer}, which neither the given certificate nor the kernel's built-in keys verify"
-    if enforced:
-        return [Finding(Severity.REFUSE, "signature", f"{problem}: rejected because {why}")]
-    return [Finding(Severity.TAINT, "signature",
-                    f"{problem}: loads but taints the kernel (E); refused under Secure Boot")]
+    sig, problem = module.signature, module.signature_problem
+    signer = f"signed by '{sig.signer.issuer_cn}' ({sig.hash_algo})" if sig else "unsigned"
+    if problem is not None and problem.fatal:
+        return [Finding(Severity.REFUSE, "signature",
+                        f"{problem.message}: {problem.strerror} (-{problem.errno}); a malformed "
+                        "signature is refused even without enforcement")]
+    if problem is None and trust is SignatureTrust.REJECTED:
+        return [Finding(Severity.REFUSE, "signature",
+                        f"{signer}, a key the kernel has (built in, or the enrolled --cert), but "
+                        "the signature does not match the module's content: Key was rejected "
+                        "by service (-EKEYREJECTED), even without enforcement")]
+    if problem is None and trust in (SignatureTrust.TRUSTED, SignatureTrust.BUILTIN):
+        whose = "the certificate" if trust is SignatureTrust.TRUSTED else \
+            "the kernel's built-in key"
+        return [Finding(Severity.OK, "signature", f"{signer}, verified with {whose}")]
+    return [_tolerated(module, trust, _enforcement(kernel, policy))]
+
+
+def _tolerated(module: KernelModule, trust: SignatureTrust, enforced: str | None) -> Finding:
+    """A failure module_sig_check() tolerates unless signatures are enforced."""
+    sig, problem = module.signature, module.signature_problem
+    signer = f"signed by '{sig.signer.issuer_cn}'" if sig else ""
+    hint = ""
+    if problem is not None:
+        reason, detail = _UNSUPPORTED, problem.message
+    elif trust is SignatureTrust.UNSIGNED or sig is None:
+        reason, detail = _UNSIGNED, "unsigned"
+    elif trust is SignatureTrust.UNTRUSTED:
+        reason, detail = _UNAVAILABLE_KEY, \
+            f"{signer}, a key neither built into the kernel nor the given certificate"
+    else:  # UNKNOWN: maybe an enrolled MOK, which only --cert can tell
+        reason, detail = _UNAVAILABLE_KEY, f"{signer}, a key not built into the kernel"
+        hint = " (if it is an enrolled MOK, pass --cert with the enrolled MOK certificate)"
+    if enforced is None:
+        return Finding(Severity.TAINT, "signature",
+                       f"{detail}: loads but taints the kernel (E){hint}; refused when "
+                       f"signatures are enforced (Loading of {reason} is rejected)")
+    said = "Lockdown: unsigned module loading is restricted" if enforced == "lockdown" \
+        else f"Loading of {reason} is rejected"
+    return Finding(Severity.REFUSE, "signature", f"{detail}: {said} ({enforced}){hint}")
 
 
 def check_machine(module: KernelModule, kernel: KernelFacts) -> list[Finding]:

@@ -36,15 +36,19 @@ class Loaded:
     digest: bytes | None = None  # of the signed content, to verify against other keys later
 
     def trust_on(self, builtin: Sequence[x509.Certificate]) -> SignatureTrust:
-        """Trust on a kernel with these built-in keys (the user's certificate first)."""
+        """Trust on a kernel with these built-in keys (the user's certificate first).
+
+        Like pkcs7_validate_trust_one(): the key is looked up by the signer id; a key the
+        kernel has that does not verify the signature is -EKEYREJECTED, not an unknown key.
+        """
         sig = self.module.signature
-        if sig is None or self.digest is None or self.trust is SignatureTrust.TRUSTED:
+        if sig is None or self.digest is None or \
+                self.trust in (SignatureTrust.TRUSTED, SignatureTrust.REJECTED):
             return self.trust
         for cert in builtin:
-            if sign.verify_digest(sig, self.digest, cert).ok:
-                return SignatureTrust.BUILTIN
             if sign.names_cert(sig.signer, cert):
-                return SignatureTrust.UNTRUSTED  # the kernel's own key, but the bytes changed
+                return SignatureTrust.BUILTIN if sign.verify_digest(sig, self.digest, cert).ok \
+                    else SignatureTrust.REJECTED  # the kernel's own key, but the bytes changed
         return self.trust  # another key: an enrolled MOK, or none the kernel knows
 
 
@@ -58,8 +62,10 @@ def load(data: bytes, path: str, kind: str | None,
         if sig.hash_algo in sign.HASHES else None
     if cert is None or digest is None:
         return Loaded(module, SignatureTrust.UNKNOWN, digest)
+    if not sign.names_cert(sig.signer, cert):
+        return Loaded(module, SignatureTrust.UNTRUSTED, digest)
     ok = sign.verify_digest(sig, digest, cert).ok
-    return Loaded(module, SignatureTrust.TRUSTED if ok else SignatureTrust.UNTRUSTED, digest)
+    return Loaded(module, SignatureTrust.TRUSTED if ok else SignatureTrust.REJECTED, digest)
 
 
 def load_file(path: Path, cert: x509.Certificate | None = None) -> Loaded:
