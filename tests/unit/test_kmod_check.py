@@ -91,6 +91,15 @@ def test_unknown_symbol_and_gpl_only_for_a_proprietary_module() -> None:
     assert "GPL-only" in verdict.refusals[0].message
 
 
+def test_x86_global_offset_table_is_not_an_unknown_symbol() -> None:
+    """simplify_symbols() skips it on x86 (ignore_undef_symbol), on no other machine."""
+    got = dataclasses.replace(MODULE, undefined=(*MODULE.undefined, "_GLOBAL_OFFSET_TABLE_"))
+    assert chk.check_module(got, kernel(), {}).loads
+    arm = dataclasses.replace(got, machine="arm64")
+    assert "Unknown symbol _GLOBAL_OFFSET_TABLE_" in [
+        f.message for f in chk.check_module(arm, kernel(), {}).refusals]
+
+
 def test_namespace_must_be_imported() -> None:
     k = kernel()
     k.symbols["__x86_return_thunk"] = Symbol("__x86_return_thunk", 0x5B8239CA, "vmlinux",
