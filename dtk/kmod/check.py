@@ -329,10 +329,18 @@ def check_duplicate_exports(module: KernelModule, kernel: KernelFacts) -> list[F
     return findings
 
 
+def _modname(name: str) -> str:
+    """modpost writes depends= with file names (`foo-core`); the kernel, modprobe and
+    .modinfo name= spell the module `foo_core` (kmod's modname_normalize)."""
+    return name.replace("-", "_")
+
+
 def check_depends(module: KernelModule, kernel: KernelFacts,
                   peer_modules: frozenset[str]) -> list[Finding]:
-    missing = [d for d in module.depends
-               if d.replace("-", "_") not in kernel.modules and d not in peer_modules]
+    """modprobe must find every dependency: in-tree, in the image, or built into the kernel
+    (modules.builtin, which modprobe treats as already loaded)."""
+    available = kernel.modules | kernel.builtin | {_modname(p) for p in peer_modules}
+    missing = [d for d in module.depends if _modname(d) not in available]
     return [Finding(Severity.REFUSE, "depends",
                     f"depends on {d}, which is neither in-tree for {kernel.release} nor in the "
                     "image (modprobe fails)") for d in missing]
@@ -359,7 +367,7 @@ def check_depmod(module: KernelModule, kernel: KernelFacts,
                     "-d /opt` does not load it (unless the node already has it loaded): link "
                     f"/host/lib/modules/{kernel.release} into the image before depmod")
             for d in module.depends
-            if d.replace("-", "_") in kernel.modules and d.replace("-", "_") not in depmod]
+            if _modname(d) in kernel.modules and _modname(d) not in depmod]
 
 
 _REMEDIES = (

@@ -26,7 +26,7 @@ from dtk.kmod import elf, headers, keyring, rootfs, symvers
 from dtk.kmod.symvers import Symbol
 from dtk.toolkit.plan import TOOLKIT_REPO
 
-_FORMAT = 5  # bump when the cached JSON changes shape
+_FORMAT = 6  # bump when the cached JSON changes shape
 _CONFIG_KEYS = (
     "CONFIG_SMP", "CONFIG_PREEMPT_BUILD", "CONFIG_PREEMPT_RT", "CONFIG_MODULE_UNLOAD",
     "CONFIG_MODVERSIONS", "CONFIG_MODULE_SIG", "CONFIG_MODULE_SIG_FORCE",
@@ -47,6 +47,9 @@ class KernelFacts:
     source: str  # where the facts came from (image name/id or directory)
     module_struct_size: int | None = None  # sizeof(struct module); None without in-tree modules
     builtin_certs: tuple[bytes, ...] = ()  # DER; the kernel's built-in trusted keys
+    # modules.builtin: modules compiled into vmlinux (dashes as underscores); modprobe
+    # treats them as loaded, so a dependency on one is satisfied
+    builtin: frozenset[str] = frozenset()
 
     def enabled(self, option: str) -> bool:
         return self.config.get(option) == "y"
@@ -57,7 +60,7 @@ class KernelFacts:
             "vermagic": self.vermagic, "config": self.config, "source": self.source,
             "module_struct_size": self.module_struct_size,
             "builtin_certs": [c.hex() for c in self.builtin_certs],
-            "modules": sorted(self.modules),
+            "modules": sorted(self.modules), "builtin": sorted(self.builtin),
             # columns, not rows: decoding five flat lists is twice as fast as 25,000 small ones
             "symbols": {
                 "name": list(self.symbols), "crc": [s.crc for s in self.symbols.values()],
@@ -74,6 +77,7 @@ class KernelFacts:
             config=dict(data["config"]), source=data["source"],
             modules=frozenset(data["modules"]), module_struct_size=data["module_struct_size"],
             builtin_certs=tuple(bytes.fromhex(c) for c in data["builtin_certs"]),
+            builtin=frozenset(data["builtin"]),
             symbols=_symbols_from_columns(data["symbols"]))
 
 
@@ -166,7 +170,18 @@ def from_root(root: Path, release: str, source: str) -> KernelFacts:
     names = {symvers.module_name(p.name) for p in module_files}
     names |= {s.module_name for s in table.values() if s.module != "vmlinux"}
     return KernelFacts(release, arch, vermagic, config, table, frozenset(names), source,
-                       struct_size, keyring.builtin_certificates(root, release))
+                       struct_size, keyring.builtin_certificates(root, release),
+                       builtin_modules(root, release))
+
+
+def builtin_modules(root: Path, release: str) -> frozenset[str]:
+    """Names in /lib/modules/K/modules.builtin (one `kernel/…/name.ko` a line), which
+    kmod's modprobe reports as built in instead of loading."""
+    path = rootfs.resolve(root, f"/lib/modules/{release}/modules.builtin")
+    if path is None or not path.is_file():
+        return frozenset()
+    return frozenset(symvers.module_name(line.strip())
+                     for line in path.read_text(errors="replace").splitlines() if line.strip())
 
 
 def _in_tree_modules(root: Path, release: str) -> list[Path]:
@@ -209,8 +224,9 @@ def directory_key(root: Path, release: str) -> str:
     for candidates in (_SYMVERS_CANDIDATES, _CONFIG_CANDIDATES):
         found = _find(root, candidates, release)
         digest.update(found.read_bytes() if found else b"-")
-    dep = rootfs.resolve(root, f"/lib/modules/{release}/modules.dep")
-    digest.update(dep.read_bytes() if dep and dep.is_file() else b"-")
+    for index in ("modules.dep", "modules.builtin"):
+        dep = rootfs.resolve(root, f"/lib/modules/{release}/{index}")
+        digest.update(dep.read_bytes() if dep and dep.is_file() else b"-")
     return "dir-" + digest.hexdigest()[:32]
 
 

@@ -130,6 +130,36 @@ def test_depends_resolve_in_tree_or_in_the_image() -> None:
     assert chk.check_module(needy, kernel(), {}, peer_modules=frozenset({"foo"})).loads
 
 
+def _depending_on(names: str) -> elf.KernelModule:
+    return dataclasses.replace(MODULE, modinfo=(
+        *((k, v) for k, v in MODULE.modinfo if k != "depends"), ("depends", names)))
+
+
+def test_a_dashed_dependency_is_found_among_the_images_modules() -> None:
+    """modpost writes depends=foo-core; the peer module is named foo_core."""
+    needy = _depending_on("foo-core")
+    assert chk.check_module(needy, kernel(), {}, peer_modules=frozenset({"foo_core"})).loads
+
+
+def test_a_dependency_built_into_the_kernel_is_satisfied() -> None:
+    """Real facts: Debian 6.12 cloud builds crc16 into vmlinux, 6.12 standard ships crc16.ko
+    (read from the toolkits' modules.builtin); a module built on standard depends=crc16."""
+    needy = _depending_on("crc16,crc-itu-t")
+    cloud = dataclasses.replace(kernel(), builtin=frozenset({"crc16", "crc_itu_t"}))
+    assert chk.check_module(needy, cloud, {}).loads
+    assert codes(chk.check_module(needy, kernel(), {})) == ["depends", "depends"]
+    # and nothing to ask of the image's modules.dep for a built-in one
+    assert chk.check_module(needy, cloud, {}, depmod=frozenset({"crc7"})).loads
+
+
+def test_builtin_modules_are_read_from_modules_builtin(tmp_path: Path) -> None:
+    index = tmp_path / "lib" / "modules" / "6.12.117+deb12-cloud-amd64"
+    index.mkdir(parents=True)
+    (index / "modules.builtin").write_text("kernel/lib/crc16.ko\nkernel/lib/crc-itu-t.ko\n")
+    assert facts.builtin_modules(tmp_path, "6.12.117+deb12-cloud-amd64") == \
+        {"crc16", "crc_itu_t"}
+
+
 def test_symbols_from_peer_modules_are_resolved_with_their_crcs() -> None:
     user = dataclasses.replace(MODULE, undefined=(*MODULE.undefined, "peer_fn"),
                                versions=(*MODULE.versions, ("peer_fn", 7)))
