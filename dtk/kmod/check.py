@@ -78,6 +78,15 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class DepIndex:
+    """The modules an image's modules.dep.bin resolves, as kmod's modprobe reads it."""
+
+    names: frozenset[str]
+    text_only: bool = False  # modules.dep but no modules.dep.bin: busybox's depmod
+    corrupt: str = ""  # modules.dep.bin that libkmod cannot read
+
+
+@dataclass(frozen=True)
 class Verdict:
     module: str
     path: str
@@ -110,9 +119,11 @@ def same_magic(module_magic: str, kernel_magic: str, has_crcs: bool) -> bool:
 def check_module(module: KernelModule, kernel: KernelFacts, peers: Mapping[str, Peer],
                  *, peer_modules: frozenset[str] = frozenset(),
                  trust: SignatureTrust | None = None, policy: Policy = Policy(),
-                 depmod: frozenset[str] | None = None) -> Verdict:
-    """`depmod`: what the image's modules.dep lists, for a module in a KMM image (None
+                 depmod: DepIndex | frozenset[str] | None = None) -> Verdict:
+    """`depmod`: what the image's modules.dep.bin lists, for a module in a KMM image (None
     for a bare file, which nobody loads through modprobe -d)."""
+    if isinstance(depmod, frozenset):
+        depmod = DepIndex(depmod)
     trust = trust or (SignatureTrust.UNKNOWN if module.signature else SignatureTrust.UNSIGNED)
     # In the order load_module() meets them, so the first refusal is the one dmesg shows.
     findings = [
@@ -352,22 +363,30 @@ def peers_of(modules: list[KernelModule]) -> tuple[dict[str, Peer], frozenset[st
     return exports, frozenset(m.name for m in modules)
 
 
-def check_depmod(module: KernelModule, kernel: KernelFacts,
-                 depmod: frozenset[str]) -> list[Finding]:
-    """What KMM's `modprobe -d /opt` can resolve through the image's modules.dep."""
-    if module.name not in depmod:
+def check_depmod(module: KernelModule, kernel: KernelFacts, depmod: DepIndex) -> list[Finding]:
+    """What KMM's `modprobe -d /opt` can resolve through the image's modules.dep.bin."""
+    where = f"/opt/lib/modules/{kernel.release}"
+    if depmod.text_only or depmod.corrupt:
+        what = f"its modules.dep.bin is unreadable ({depmod.corrupt})" if depmod.corrupt else \
+            "it has a text modules.dep but no modules.dep.bin (busybox's depmod writes only that)"
         return [Finding(Severity.REFUSE, "depmod",
-                        f"the image's modules.dep (missing or stale) does not list {module.name}"
-                        f": `modprobe -d /opt {module.name}` will not find it (run `depmod -b "
-                        f"/opt {kernel.release}` last in the Containerfile)")]
+                        f"kmod's `modprobe -d /opt {module.name}` reads only modules.dep.bin, and "
+                        f"{what}: Module {module.name} not found in directory {where}; run "
+                        f"kmod's depmod (`depmod -b /opt {kernel.release}`), not busybox's")]
+    if module.name not in depmod.names:
+        return [Finding(Severity.REFUSE, "depmod",
+                        f"the image's modules.dep.bin (missing or stale) does not list "
+                        f"{module.name}: `modprobe -d /opt {module.name}` will not find it (Module "
+                        f"{module.name} not found in directory {where}; run `depmod -b /opt "
+                        f"{kernel.release}` last in the Containerfile)")]
     # Refused, as on a fresh node (dtk vmtest shows "Unknown symbol"): it loads only where
     # something else already loaded the dependency.
     return [Finding(Severity.REFUSE, "depmod",
-                    f"in-tree dependency {d} is not in the image's modules.dep, so `modprobe "
+                    f"in-tree dependency {d} is not in the image's modules.dep.bin, so `modprobe "
                     "-d /opt` does not load it (unless the node already has it loaded): link "
                     f"/host/lib/modules/{kernel.release} into the image before depmod")
             for d in module.depends
-            if _modname(d) in kernel.modules and _modname(d) not in depmod]
+            if _modname(d) in kernel.modules and _modname(d) not in depmod.names]
 
 
 _REMEDIES = (
