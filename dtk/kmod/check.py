@@ -383,10 +383,20 @@ def check_depmod(module: KernelModule, kernel: KernelFacts, depmod: DepIndex) ->
     # something else already loaded the dependency.
     return [Finding(Severity.REFUSE, "depmod",
                     f"in-tree dependency {d} is not in the image's modules.dep.bin, so `modprobe "
-                    "-d /opt` does not load it (unless the node already has it loaded): link "
+                    "-d /opt` does not load it (unless the node already has it loaded)"
+                    f"{_unknown_from(module, kernel, _modname(d))}: link "
                     f"/host/lib/modules/{kernel.release} into the image before depmod")
             for d in module.depends
             if _modname(d) in kernel.modules and _modname(d) not in depmod.names]
+
+
+def _unknown_from(module: KernelModule, kernel: KernelFacts, owner: str) -> str:
+    """What the kernel then logs: the first symbol the module takes from `owner`."""
+    for name in module.undefined:
+        sym = kernel.symbols.get(name)
+        if sym is not None and sym.module_name == owner:
+            return f" and the kernel says Unknown symbol {name}"
+    return ""
 
 
 _REMEDIES = (
