@@ -38,7 +38,7 @@ from dtk.kernel import bzimage
 from dtk.kernel.modules_dep import ModulesDep, builtin_names, parse_modules_dep
 from dtk.lock import locked
 from dtk.toolkit import locate
-from dtk.vm import cpio
+from dtk.vm import cpio, reach
 from dtk.vm.cache import vm_cache
 
 ArchiveOpener = Callable[[], DebianArchive]
@@ -73,6 +73,12 @@ class KernelParts:
     @cached_property
     def builtin(self) -> set[str]:
         return builtin_names(_read(self.modules_dir / "modules.builtin"))
+
+    @cached_property
+    def index(self) -> reach.ModuleIndex:
+        return reach.ModuleIndex(self.modules_dep,
+                                 reach.parse_softdeps(_read(self.modules_dir / "modules.softdep")),
+                                 reach.parse_aliases(_read(self.modules_dir / "modules.alias")))
 
 
 def _read(path: Path) -> str:
@@ -178,19 +184,37 @@ def _extract(root: Path, release: str, base: Path) -> None:
             write_atomic(base / "modules" / name, host.read_bytes())
 
 
-def module_set(parts: KernelParts, names: list[str],
+# Bump when what a set holds changes: sets are cached under their inputs.
+_SET_VERSION = "reach-1"
+
+
+def module_set(parts: KernelParts, names: list[str], requests: list[str],
                archive: ArchiveOpener) -> Path | None:
-    """An archive of K's modules `names` and their dependencies at /lib/modules/K,
-    with K's index files; None when no in-tree module is needed."""
-    rel_paths = parts.modules_dep.closure(names)
-    if not rel_paths:
+    """An archive of K's modules at /lib/modules/K, with K's index files: `names`,
+    what the driver's own modules ask for (`requests`: softdeps, crypto-NAME),
+    and everything those reach (see dtk.vm.reach); None when nothing is needed.
+
+    Cached under its inputs, not its paths: which modules are reached is only
+    known after reading their strings, which needs K's files."""
+    wanted = sorted(set(names)), sorted(set(requests))
+    if not any(parts.index.resolve(n) for n in (*wanted[0], *wanted[1])):
         return None
-    target = parts.modules_dir.parent / "sets" / f"{parts_digest(*rel_paths)}.cpio"
+    target = parts.modules_dir.parent / "sets" / \
+        f"{parts_digest(_SET_VERSION, *wanted[0], '--', *wanted[1])}.cpio"
     with locked(parts.modules_dir.parent / "sets.lock"):
         if not target.exists():
             with opened(parts.source, archive) as root:
+                rel_paths = reach.reach(parts.index, [*wanted[0], *wanted[1]],
+                                        lambda rel: _requests_in(root, parts.release, rel))
                 write_atomic(target, _module_archive(root, parts, rel_paths))
     return target
+
+
+def _requests_in(root: Path, release: str, rel: str) -> list[str]:
+    host = rootfs.resolve(root, f"/lib/modules/{release}/{rel}")
+    if host is None or not host.is_file():
+        return []  # _module_archive reports the missing file
+    return reach.requests_of(host.read_bytes(), rel)
 
 
 def _module_archive(root: Path, parts: KernelParts, rel_paths: list[str]) -> bytes:

@@ -161,7 +161,7 @@ def _retarget(contents: ImageContents, built_for: str, release: str) -> ImageCon
     moved = DriverTree(release, [replace(e, path=e.path.replace(old, new, 1))
                                  for e in tree.entries],
                        {n: p.replace(old, new, 1) for n, p in tree.modules.items()},
-                       set(tree.needs))
+                       set(tree.needs), set(tree.requests))
     return ImageContents({release: moved}, {}, contents.firmware)
 
 
@@ -220,7 +220,8 @@ def _one_kernel(run: _Run, release: str, contents: ImageContents | str | None) -
         result.kernel_origin = source.origin
         config = _guest_config(spec, tree, parts, result)
         modules = kernels.module_set(parts, [*config.preload, *config.in_tree_to_remove,
-                                             *tree.in_tree_needs], archive)
+                                             *tree.in_tree_needs], sorted(tree.requests),
+                                     archive)
         initrd = _initrd(run, release, modules, contents, config)
         accel = qemu.choose_accel(spec.accel, parts.boot_image, run.probe_initrd, run.work)
         return _boot(run, parts, initrd, accel, result)
