@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -174,13 +175,16 @@ def _probe_initrd(userland: Path, work: Path) -> Path:
     return path
 
 
+Job = Callable[[_Run, str, "ImageContents | str | None"], "VmResult"]
+
+
 def _run_parallel(run: _Run, jobs: dict[str, ImageContents | str | None],
-                  monitor: Monitor) -> list[VmResult]:
+                  monitor: Monitor, job: Job | None = None) -> list[VmResult]:
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
     monitor.step(f"booting {len(jobs)} kernel(s), {workers} at a time")
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dtk-vm") as pool:
         futures: dict[str, Future[VmResult]] = {
-            release: pool.submit(_one_kernel, run, release, contents)
+            release: pool.submit(_guarded, job or _one_kernel, run, release, contents)
             for release, contents in jobs.items()}
         try:
             for release, future in futures.items():
@@ -193,6 +197,21 @@ def _run_parallel(run: _Run, jobs: dict[str, ImageContents | str | None],
             _cancel_all(run, list(futures.values()))
             raise
     return [futures[release].result() for release in jobs]
+
+
+def _guarded(job: Job, run: _Run, release: str,
+             contents: ImageContents | str | None) -> VmResult:
+    """One kernel's job, whose unexpected exception becomes that kernel's verdict:
+    a bug met on one kernel must not take the other kernels' verdicts with it
+    (future.result() would re-raise it and cancel every VM of the run)."""
+    try:
+        return job(run, release, contents)
+    except Exception as exc:  # reported as this kernel's verdict, never re-raised
+        frame = traceback.extract_tb(exc.__traceback__)[-1:]
+        where = f" at {Path(frame[0].filename).name}:{frame[0].lineno}" if frame else ""
+        return VmResult(release, run.spec.image, Verdict.NOT_RUN,
+                        f"dtk bug: {type(exc).__name__}: {exc}{where}",
+                        notes=["please report this with the command line to dtk"])
 
 
 def _cancel_all(run: _Run, futures: list[Future[VmResult]]) -> None:
