@@ -130,24 +130,33 @@ def _kernel_dir(source: KernelSource) -> Path:
     return vm_cache() / "kernels" / source.key / source.release
 
 
-def ensure_kernel(source: KernelSource, archive: ArchiveOpener) -> KernelParts:
-    """The cached boot image and module indexes of a kernel, extracted once."""
+@contextmanager
+def using_kernel(source: KernelSource, archive: ArchiveOpener) -> Iterator[KernelParts]:
+    """The cached boot image and module indexes of a kernel (extracted once),
+    kept for the block: a shared lock on the entry holds off another run's
+    pruning while this one builds its initramfs and boots from it."""
     base = _kernel_dir(source)
-    done = base / "complete"
-    with locked(base.parent / f"{source.release}.lock"):
-        if not done.exists():
-            with opened(source, archive) as root:
-                _extract(root, source.release, base)
-            done.write_text(source.origin + "\n")
-            _prune_other_keys(source)
-    pvh = (base / "vmlinux").exists()
-    return KernelParts(source, base / ("vmlinux" if pvh else "vmlinuz"), pvh, base / "modules")
+    lock = base.parent / f"{source.release}.lock"
+    while True:
+        with locked(lock):
+            if not (base / "complete").exists():
+                with opened(source, archive) as root:
+                    _extract(root, source.release, base)
+                (base / "complete").write_text(source.origin + "\n")
+                _prune_other_keys(source)
+        with locked(lock, shared=True):
+            # Between the two locks a pruner may have taken the entry: fill it again.
+            if (base / "complete").exists():
+                pvh = (base / "vmlinux").exists()
+                yield KernelParts(source, base / ("vmlinux" if pvh else "vmlinuz"), pvh,
+                                  base / "modules")
+                return
 
 
 def _prune_other_keys(source: KernelSource) -> None:
     """Drop this release's parts cached under other keys (a rebuilt toolkit, or the
     package before a toolkit existed): the same kernel, 70 MB each. One that
-    another dtk is filling right now (its lock is held) is left alone."""
+    another dtk is filling (exclusive lock) or using (shared lock) is left alone."""
     for other in (vm_cache() / "kernels").glob(f"*/{source.release}"):
         if other.parent.name == source.key:
             continue

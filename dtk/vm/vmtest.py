@@ -235,15 +235,15 @@ def _one_kernel(run: _Run, release: str, contents: ImageContents | str | None) -
     tree = contents.trees[release]
     try:
         source = kernels.find_source(release, archive)
-        parts = kernels.ensure_kernel(source, archive)
-        result.kernel_origin = source.origin
-        config = _guest_config(spec, tree, parts, result)
-        modules = kernels.module_set(parts, [*config.preload, *config.in_tree_to_remove,
-                                             *tree.in_tree_needs], sorted(tree.requests),
-                                     archive)
-        initrd = _initrd(run, release, modules, contents, config)
-        accel = qemu.choose_accel(spec.accel, parts.boot_image, run.probe_initrd, run.work)
-        return _boot(run, parts, initrd, accel, result)
+        with kernels.using_kernel(source, archive) as parts:
+            result.kernel_origin = source.origin
+            config = _guest_config(spec, tree, parts, result)
+            modules = kernels.module_set(parts, [*config.preload, *config.in_tree_to_remove,
+                                                 *tree.in_tree_needs], sorted(tree.requests),
+                                         archive)
+            initrd = _initrd(run, release, modules, contents, config)
+            accel = qemu.choose_accel(spec.accel, parts.boot_image, run.probe_initrd, run.work)
+            return _boot(run, parts, initrd, accel, result)
     except DtkError as exc:
         result.reason = exc.message
         return result
