@@ -94,7 +94,16 @@ def _refused(report: Report) -> tuple[Verdict, str]:
         # did not refuse a symbol: an init (the module's or a dependency's) returned it.
         said = ("the kernel logged nothing: an init function returned -ENOENT "
                 "(often a request_module or crypto algorithm lookup that found no module)")
+    if "with unavailable key is rejected" in said:
+        said = _join(said, _UNTRUSTED_KEY)
     return Verdict.REFUSED, _join(said, error) or "modprobe failed without a kernel message"
+
+
+# A VM boots through PVH with no firmware, so its keyrings hold only K's built-in
+# keys: no UEFI db, no MOK (see README, "Proof by booting").
+_UNTRUSTED_KEY = ("the module's signing key is not in this kernel's keyrings (a VM has only "
+                  "the kernel's built-in keys); on a node it must be enrolled as a MOK "
+                  "(mokutil --import CERT, confirmed at the next boot)")
 
 
 def _not_live(report: Report) -> tuple[Verdict, str]:

@@ -132,3 +132,16 @@ def test_a_torn_result_is_a_guest_failure_with_the_console_tail() -> None:
     assert verdict is Verdict.CRASHED  # not NOT_RUN (status 1), not any status at all
     assert "cut off ('@@dtk exit 1')" in reason
     assert "reboot: Power down" in reason
+
+
+def test_an_unknown_key_under_sig_enforce_says_to_enroll_it() -> None:
+    text = ("@@dtk step load 3.3\n@@dtk begin load\nmodprobe: ERROR: could not insert 'x': "
+            "Key was rejected by service\n@@dtk end load\n@@dtk begin dmesg\n[ 3.3] dtk: step "
+            "load\n[ 3.4] Loading of module with unavailable key is rejected\n@@dtk end dmesg\n"
+            "@@dtk exit 10 load\n")
+    verdict, reason = decide(parse_report(text), CLEAN)
+    assert verdict is Verdict.REFUSED
+    assert reason.startswith("Loading of module with unavailable key is rejected — the module's "
+                             "signing key is not in this kernel's keyrings")
+    assert "mokutil --import" in reason
+    assert reason.endswith("could not insert 'x': Key was rejected by service")
