@@ -42,8 +42,13 @@ finish() {
     sync
     exec poweroff -f
 }
+# A step that ran nothing (no module loaded or removed) has nothing new to
+# send: skipping it saves three busybox forks, ~30 ms under TCG. Nothing is
+# lost, as the next capture sends every line not yet sent.
+RAN=1
 step() {
-    kernel_log
+    [ -n "$RAN" ] && kernel_log
+    RAN=
     STEP=$1
     read -r up _ </proc/uptime
     say "step $1 $up"
@@ -56,6 +61,7 @@ tainted() { cat /proc/sys/kernel/tainted; }
 # which no signal ends, so the shell polls and gives up instead of waiting.
 run_limited() {
     name=$1; shift
+    RAN=1
     "$@" >"/tmp/$name.out" 2>&1 &
     pid=$!
     read -r up _ </proc/uptime
