@@ -10,12 +10,13 @@ from pathlib import Path
 
 
 @contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive flock on `path` (created if missing) for the block."""
+def locked(path: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold an flock on `path` (created if missing) for the block: exclusive,
+    or shared (readers of what the exclusive holder writes or deletes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)

@@ -19,7 +19,7 @@ from dtk import rootfs
 from dtk.engine import buildah
 from dtk.errors import DtkError
 from dtk.kernel import modfile
-from dtk.vm import cpio
+from dtk.vm import cpio, reach
 
 
 @dataclass
@@ -30,6 +30,8 @@ class DriverTree:
     entries: list[cpio.Entry] = field(default_factory=list)
     modules: dict[str, str] = field(default_factory=dict)  # kernel name → guest path
     needs: set[str] = field(default_factory=set)  # names from the modules' depends=
+    # What loading them makes modprobe or the kernel ask for (softdeps, crypto-NAME).
+    requests: set[str] = field(default_factory=set)
 
     @property
     def in_tree_needs(self) -> list[str]:
@@ -115,6 +117,7 @@ def _index_modules(tree: DriverTree) -> None:
         if stat.S_ISREG(entry.mode) and modfile.is_module(entry.path):
             tree.modules[modfile.module_name(entry.path)] = entry.path
             tree.needs.update(modfile.peek(entry.data, entry.path).depends)
+            tree.requests.update(reach.requests_of(entry.data, entry.path))
 
 
 def _rebase(entry: cpio.Entry, prefix: str) -> cpio.Entry:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -96,7 +97,6 @@ def render_config(config: GuestConfig) -> str:
         "DTK_FIRMWARE_HOST": config.firmware_host,
         "DTK_CHECK": config.check,
         "DTK_STEP_TIMEOUT": str(config.step_timeout_s),
-        "DTK_KEEP_LOG": "1" if config.keep_log else "",
     }
     return "".join(f"{key}={shlex.quote(value)}\n" for key, value in values.items())
 
@@ -116,20 +116,41 @@ class Report:
     sections: dict[str, str] = field(default_factory=dict)
     exit_code: int | None = None
     exit_step: str = ""
+    torn: str = ""  # a final line cut off or garbled: no exit status can be trusted
 
     @property
     def last_step(self) -> str:
         return self.steps[-1][0] if self.steps else ""
+
+    def kernel_log(self, *steps: str) -> str:
+        """The kernel's lines logged during `steps` (all of it without steps),
+        found by the markers the guest writes to /dev/kmsg (without any, a
+        log cannot be split: all of it)."""
+        text = self.sections.get("dmesg", "")
+        out, inside, marked = [], False, False
+        for line in text.splitlines():
+            marker = _STEP_MARKER.search(line)
+            if marker:
+                inside, marked = marker.group(1) in steps, True
+            elif inside:
+                out.append(line)
+        return "\n".join(out) if steps and marked else text
+
+
+_STEP_MARKER = re.compile(r"^(?:\[[\s\d.]+\]\s*)?dtk: step (\S+)$")
+_EXIT = re.compile(r"(\d+) (\S+)")
 
 
 def parse_report(text: str) -> Report:
     report = Report()
     current: str | None = None
     lines: list[str] = []
-    for line in text.splitlines():
+    complete = text.endswith("\n")
+    all_lines = text.splitlines()
+    for number, line in enumerate(all_lines, 1):
         if current is not None:
             if line == f"@@dtk end {current}":
-                report.sections[current] = "\n".join(lines)
+                _add_section(report, current, lines)
                 current, lines = None, []
             else:
                 lines.append(line)
@@ -146,11 +167,26 @@ def parse_report(text: str) -> Report:
             key, _, value = rest.partition(" ")
             report.facts[key] = value
         elif kind == "exit":
-            code, _, step = rest.partition(" ")
-            report.exit_code, report.exit_step = int(code), step
+            _exit_line(report, rest, whole=complete or number < len(all_lines))
     if current is not None:  # the guest died mid-section: keep what arrived
-        report.sections[current] = "\n".join(lines)
+        _add_section(report, current, lines)
     return report
+
+
+def _add_section(report: Report, name: str, lines: list[str]) -> None:
+    old = report.sections.get(name)
+    report.sections[name] = "\n".join(lines) if old is None else "\n".join([old, *lines])
+
+
+def _exit_line(report: Report, rest: str, *, whole: bool) -> None:
+    """`exit CODE STEP`, newline-terminated. A line cut off by power-off
+    ('@@dtk exit 1' of '@@dtk exit 10 load') would read as another status."""
+    match = _EXIT.fullmatch(rest)
+    if not whole or match is None:
+        report.torn = f"@@dtk exit {rest}"
+        report.exit_code, report.exit_step = None, ""
+        return
+    report.exit_code, report.exit_step = int(match.group(1)), match.group(2)
 
 
 def _float(text: str) -> float:

@@ -38,7 +38,7 @@ from dtk.kernel import bzimage
 from dtk.kernel.modules_dep import ModulesDep, builtin_names, parse_modules_dep
 from dtk.lock import locked
 from dtk.toolkit import locate
-from dtk.vm import cpio
+from dtk.vm import cpio, reach
 from dtk.vm.cache import vm_cache
 
 ArchiveOpener = Callable[[], DebianArchive]
@@ -73,6 +73,12 @@ class KernelParts:
     @cached_property
     def builtin(self) -> set[str]:
         return builtin_names(_read(self.modules_dir / "modules.builtin"))
+
+    @cached_property
+    def index(self) -> reach.ModuleIndex:
+        return reach.ModuleIndex(self.modules_dep,
+                                 reach.parse_softdeps(_read(self.modules_dir / "modules.softdep")),
+                                 reach.parse_aliases(_read(self.modules_dir / "modules.alias")))
 
 
 def _read(path: Path) -> str:
@@ -124,24 +130,33 @@ def _kernel_dir(source: KernelSource) -> Path:
     return vm_cache() / "kernels" / source.key / source.release
 
 
-def ensure_kernel(source: KernelSource, archive: ArchiveOpener) -> KernelParts:
-    """The cached boot image and module indexes of a kernel, extracted once."""
+@contextmanager
+def using_kernel(source: KernelSource, archive: ArchiveOpener) -> Iterator[KernelParts]:
+    """The cached boot image and module indexes of a kernel (extracted once),
+    kept for the block: a shared lock on the entry holds off another run's
+    pruning while this one builds its initramfs and boots from it."""
     base = _kernel_dir(source)
-    done = base / "complete"
-    with locked(base.parent / f"{source.release}.lock"):
-        if not done.exists():
-            with opened(source, archive) as root:
-                _extract(root, source.release, base)
-            done.write_text(source.origin + "\n")
-            _prune_other_keys(source)
-    pvh = (base / "vmlinux").exists()
-    return KernelParts(source, base / ("vmlinux" if pvh else "vmlinuz"), pvh, base / "modules")
+    lock = base.parent / f"{source.release}.lock"
+    while True:
+        with locked(lock):
+            if not (base / "complete").exists():
+                with opened(source, archive) as root:
+                    _extract(root, source.release, base)
+                (base / "complete").write_text(source.origin + "\n")
+                _prune_other_keys(source)
+        with locked(lock, shared=True):
+            # Between the two locks a pruner may have taken the entry: fill it again.
+            if (base / "complete").exists():
+                pvh = (base / "vmlinux").exists()
+                yield KernelParts(source, base / ("vmlinux" if pvh else "vmlinuz"), pvh,
+                                  base / "modules")
+                return
 
 
 def _prune_other_keys(source: KernelSource) -> None:
     """Drop this release's parts cached under other keys (a rebuilt toolkit, or the
     package before a toolkit existed): the same kernel, 70 MB each. One that
-    another dtk is filling right now (its lock is held) is left alone."""
+    another dtk is filling (exclusive lock) or using (shared lock) is left alone."""
     for other in (vm_cache() / "kernels").glob(f"*/{source.release}"):
         if other.parent.name == source.key:
             continue
@@ -178,19 +193,37 @@ def _extract(root: Path, release: str, base: Path) -> None:
             write_atomic(base / "modules" / name, host.read_bytes())
 
 
-def module_set(parts: KernelParts, names: list[str],
+# Bump when what a set holds changes: sets are cached under their inputs.
+_SET_VERSION = "reach-1"
+
+
+def module_set(parts: KernelParts, names: list[str], requests: list[str],
                archive: ArchiveOpener) -> Path | None:
-    """An archive of K's modules `names` and their dependencies at /lib/modules/K,
-    with K's index files; None when no in-tree module is needed."""
-    rel_paths = parts.modules_dep.closure(names)
-    if not rel_paths:
+    """An archive of K's modules at /lib/modules/K, with K's index files: `names`,
+    what the driver's own modules ask for (`requests`: softdeps, crypto-NAME),
+    and everything those reach (see dtk.vm.reach); None when nothing is needed.
+
+    Cached under its inputs, not its paths: which modules are reached is only
+    known after reading their strings, which needs K's files."""
+    wanted = sorted(set(names)), sorted(set(requests))
+    if not any(parts.index.resolve(n) for n in (*wanted[0], *wanted[1])):
         return None
-    target = parts.modules_dir.parent / "sets" / f"{parts_digest(*rel_paths)}.cpio"
+    target = parts.modules_dir.parent / "sets" / \
+        f"{parts_digest(_SET_VERSION, *wanted[0], '--', *wanted[1])}.cpio"
     with locked(parts.modules_dir.parent / "sets.lock"):
         if not target.exists():
             with opened(parts.source, archive) as root:
+                rel_paths = reach.reach(parts.index, [*wanted[0], *wanted[1]],
+                                        lambda rel: _requests_in(root, parts.release, rel))
                 write_atomic(target, _module_archive(root, parts, rel_paths))
     return target
+
+
+def _requests_in(root: Path, release: str, rel: str) -> list[str]:
+    host = rootfs.resolve(root, f"/lib/modules/{release}/{rel}")
+    if host is None or not host.is_file():
+        return []  # _module_archive reports the missing file
+    return reach.requests_of(host.read_bytes(), rel)
 
 
 def _module_archive(root: Path, parts: KernelParts, rel_paths: list[str]) -> bytes:

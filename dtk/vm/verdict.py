@@ -72,7 +72,12 @@ def _join(*parts: str) -> str:
 def decide(report: Report, end: VmEnd) -> tuple[Verdict, str]:
     """The verdict and its reason, from the guest's report and the VM's end."""
     if report.exit_code is None:
-        return _no_exit(report, end)
+        verdict, reason = _no_exit(report, end)
+        if report.torn:
+            reason = _join(f"the guest's result line arrived cut off ({report.torn!r})", reason,
+                           "" if "console:" in reason else
+                           f"console: {_last_line(end.console_tail)}")
+        return verdict, reason
     explain = _BY_EXIT.get(report.exit_code, _setup_failed)
     return explain(report)
 
@@ -82,9 +87,23 @@ def _loaded(report: Report) -> tuple[Verdict, str]:
 
 
 def _refused(report: Report) -> tuple[Verdict, str]:
-    reason = _join(kernel_reason(report.sections.get("dmesg", ""), report.facts.get("module", "")),
-                   modprobe_error(report.sections.get("load", "")))
-    return Verdict.REFUSED, reason or "modprobe failed without a kernel message"
+    said = kernel_reason(report.kernel_log("load"), report.facts.get("module", ""))
+    error = modprobe_error(report.sections.get("load", ""))
+    if not said and "Unknown symbol in module" in error:
+        # kmod's words for ENOENT; with no "Unknown symbol" line the kernel
+        # did not refuse a symbol: an init (the module's or a dependency's) returned it.
+        said = ("the kernel logged nothing: an init function returned -ENOENT "
+                "(often a request_module or crypto algorithm lookup that found no module)")
+    if "with unavailable key is rejected" in said:
+        said = _join(said, _UNTRUSTED_KEY)
+    return Verdict.REFUSED, _join(said, error) or "modprobe failed without a kernel message"
+
+
+# A VM boots through PVH with no firmware, so its keyrings hold only K's built-in
+# keys: no UEFI db, no MOK (see README, "Proof by booting").
+_UNTRUSTED_KEY = ("the module's signing key is not in this kernel's keyrings (a VM has only "
+                  "the kernel's built-in keys); on a node it must be enrolled as a MOK "
+                  "(mokutil --import CERT, confirmed at the next boot)")
 
 
 def _not_live(report: Report) -> tuple[Verdict, str]:
@@ -105,7 +124,7 @@ def _unload_failed(report: Report) -> tuple[Verdict, str]:
 
 
 def _crashed(report: Report) -> tuple[Verdict, str]:
-    oops = _OOPS.search(report.sections.get("dmesg", ""))
+    oops = _OOPS.search(report.kernel_log(report.exit_step)) or _OOPS.search(report.kernel_log())
     return Verdict.CRASHED, _join(f"the kernel oopsed during {report.exit_step}",
                                   oops.group(0).strip() if oops else "")
 

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -161,7 +162,7 @@ def _retarget(contents: ImageContents, built_for: str, release: str) -> ImageCon
     moved = DriverTree(release, [replace(e, path=e.path.replace(old, new, 1))
                                  for e in tree.entries],
                        {n: p.replace(old, new, 1) for n, p in tree.modules.items()},
-                       set(tree.needs))
+                       set(tree.needs), set(tree.requests))
     return ImageContents({release: moved}, {}, contents.firmware)
 
 
@@ -174,13 +175,16 @@ def _probe_initrd(userland: Path, work: Path) -> Path:
     return path
 
 
+Job = Callable[[_Run, str, "ImageContents | str | None"], "VmResult"]
+
+
 def _run_parallel(run: _Run, jobs: dict[str, ImageContents | str | None],
-                  monitor: Monitor) -> list[VmResult]:
+                  monitor: Monitor, job: Job | None = None) -> list[VmResult]:
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
     monitor.step(f"booting {len(jobs)} kernel(s), {workers} at a time")
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dtk-vm") as pool:
         futures: dict[str, Future[VmResult]] = {
-            release: pool.submit(_one_kernel, run, release, contents)
+            release: pool.submit(_guarded, job or _one_kernel, run, release, contents)
             for release, contents in jobs.items()}
         try:
             for release, future in futures.items():
@@ -193,6 +197,21 @@ def _run_parallel(run: _Run, jobs: dict[str, ImageContents | str | None],
             _cancel_all(run, list(futures.values()))
             raise
     return [futures[release].result() for release in jobs]
+
+
+def _guarded(job: Job, run: _Run, release: str,
+             contents: ImageContents | str | None) -> VmResult:
+    """One kernel's job, whose unexpected exception becomes that kernel's verdict:
+    a bug met on one kernel must not take the other kernels' verdicts with it
+    (future.result() would re-raise it and cancel every VM of the run)."""
+    try:
+        return job(run, release, contents)
+    except Exception as exc:  # reported as this kernel's verdict, never re-raised
+        frame = traceback.extract_tb(exc.__traceback__)[-1:]
+        where = f" at {Path(frame[0].filename).name}:{frame[0].lineno}" if frame else ""
+        return VmResult(release, run.spec.image, Verdict.NOT_RUN,
+                        f"dtk bug: {type(exc).__name__}: {exc}{where}",
+                        notes=["please report this with the command line to dtk"])
 
 
 def _cancel_all(run: _Run, futures: list[Future[VmResult]]) -> None:
@@ -216,14 +235,15 @@ def _one_kernel(run: _Run, release: str, contents: ImageContents | str | None) -
     tree = contents.trees[release]
     try:
         source = kernels.find_source(release, archive)
-        parts = kernels.ensure_kernel(source, archive)
-        result.kernel_origin = source.origin
-        config = _guest_config(spec, tree, parts, result)
-        modules = kernels.module_set(parts, [*config.preload, *config.in_tree_to_remove,
-                                             *tree.in_tree_needs], archive)
-        initrd = _initrd(run, release, modules, contents, config)
-        accel = qemu.choose_accel(spec.accel, parts.boot_image, run.probe_initrd, run.work)
-        return _boot(run, parts, initrd, accel, result)
+        with kernels.using_kernel(source, archive) as parts:
+            result.kernel_origin = source.origin
+            config = _guest_config(spec, tree, parts, result)
+            modules = kernels.module_set(parts, [*config.preload, *config.in_tree_to_remove,
+                                                 *tree.in_tree_needs], sorted(tree.requests),
+                                         archive)
+            initrd = _initrd(run, release, modules, contents, config)
+            accel = qemu.choose_accel(spec.accel, parts.boot_image, run.probe_initrd, run.work)
+            return _boot(run, parts, initrd, accel, result)
     except DtkError as exc:
         result.reason = exc.message
         return result

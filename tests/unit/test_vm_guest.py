@@ -87,3 +87,47 @@ def test_a_report_cut_short_keeps_what_arrived() -> None:
     assert report.exit_code is None
     assert report.last_step == "load"
     assert report.sections["load"] == "insmod x.ko"
+
+
+def test_a_torn_exit_line_is_no_exit_status() -> None:
+    """'@@dtk exit 1', cut from '@@dtk exit 10 load' by power-off, once read as
+    status 1 (a setup failure) instead of what the guest said."""
+    for text in ("@@dtk step load 3.0\n@@dtk exit 1",      # cut mid-line, no newline
+                 "@@dtk step load 3.0\n@@dtk exit 1\n",    # cut at the code: no step
+                 "@@dtk step load 3.0\n@@dtk exit 1x load\n"):
+        report = guest.parse_report(text)
+        assert report.exit_code is None, text
+        assert report.torn.startswith("@@dtk exit 1"), text
+    whole = guest.parse_report("@@dtk step load 3.0\n@@dtk exit 10 load\n")
+    assert (whole.exit_code, whole.exit_step, whole.torn) == (10, "load", "")
+
+
+RING = """\
+@@dtk begin dmesg
+[    0.00] Linux version 6.1.0-57-amd64
+[    3.20] dtk: step boot
+@@dtk end dmesg
+@@dtk step node 3.3
+@@dtk begin dmesg
+[    3.30] dtk: step node
+[    3.31] Lockdown: modprobe: unsigned module loading is restricted
+[    3.38] dtk: step load
+[    3.40] apfs: Unknown symbol crc32c (err -2)
+@@dtk end dmesg
+@@dtk exit 10 load
+"""
+
+
+def test_the_ring_buffer_arrives_in_chunks_and_splits_by_step() -> None:
+    report = guest.parse_report(RING)
+    assert report.kernel_log().splitlines()[0] == "[    0.00] Linux version 6.1.0-57-amd64"
+    assert len(report.kernel_log().splitlines()) == 6  # both chunks, in order
+    assert report.kernel_log("load") == "[    3.40] apfs: Unknown symbol crc32c (err -2)"
+    assert "Lockdown" in report.kernel_log("node")
+
+
+def test_init_never_clears_the_ring_buffer_and_closes_the_channel() -> None:
+    script = guest.init_script()
+    assert "dmesg -c" not in script and "dmesg -C" not in script
+    finish = script[script.index("finish() {"):]
+    assert finish.index("exec 3>&-") < finish.index("sync") < finish.index("poweroff")

@@ -104,3 +104,44 @@ def test_kernel_never_reached_init() -> None:
     assert reason == ("the VM stopped before dtk's init ran without a result (qemu exit "
                       "status 1) — "
                       "qemu: could not load kernel")
+
+
+def test_the_load_steps_kernel_words_reach_the_reason() -> None:
+    text = ("@@dtk step load 3.3\n@@dtk begin load\nmodprobe: ERROR: could not insert 'apfs': "
+            "Unknown symbol in module, or unknown parameter (see dmesg)\n@@dtk end load\n"
+            "@@dtk begin dmesg\n[ 1.0] Lockdown: early noise\n[ 3.3] dtk: step load\n"
+            "[ 3.4] apfs: Unknown symbol crc32c (err -2)\n@@dtk end dmesg\n@@dtk exit 10 load\n")
+    verdict, reason = decide(parse_report(text), CLEAN)
+    assert verdict is Verdict.REFUSED
+    assert reason.startswith("apfs: Unknown symbol crc32c (err -2) — could not insert 'apfs'")
+
+
+def test_enoent_without_a_kernel_line_says_an_init_returned_it() -> None:
+    text = ("@@dtk step load 3.3\n@@dtk begin load\nmodprobe: ERROR: could not insert "
+            "'dm_writeboost': Unknown symbol in module, or unknown parameter (see dmesg)\n"
+            "@@dtk end load\n@@dtk begin dmesg\n[ 3.3] dtk: step load\n@@dtk end dmesg\n"
+            "@@dtk exit 10 load\n")
+    verdict, reason = decide(parse_report(text), CLEAN)
+    assert verdict is Verdict.REFUSED
+    assert "init function returned -ENOENT" in reason
+
+
+def test_a_torn_result_is_a_guest_failure_with_the_console_tail() -> None:
+    end = VmEnd(0, "[ 3.9] dm_writeboost: loaded\n[ 4.0] reboot: Power down\n", 60)
+    verdict, reason = decide(parse_report("@@dtk step load 3.3\n@@dtk exit 1"), end)
+    assert verdict is Verdict.CRASHED  # not NOT_RUN (status 1), not any status at all
+    assert "cut off ('@@dtk exit 1')" in reason
+    assert "reboot: Power down" in reason
+
+
+def test_an_unknown_key_under_sig_enforce_says_to_enroll_it() -> None:
+    text = ("@@dtk step load 3.3\n@@dtk begin load\nmodprobe: ERROR: could not insert 'x': "
+            "Key was rejected by service\n@@dtk end load\n@@dtk begin dmesg\n[ 3.3] dtk: step "
+            "load\n[ 3.4] Loading of module with unavailable key is rejected\n@@dtk end dmesg\n"
+            "@@dtk exit 10 load\n")
+    verdict, reason = decide(parse_report(text), CLEAN)
+    assert verdict is Verdict.REFUSED
+    assert reason.startswith("Loading of module with unavailable key is rejected — the module's "
+                             "signing key is not in this kernel's keyrings")
+    assert "mokutil --import" in reason
+    assert reason.endswith("could not insert 'x': Key was rejected by service")
