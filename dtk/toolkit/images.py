@@ -55,7 +55,7 @@ def ensure_toolkit(release: str, rt: str = "auto", *, distro: Distro | None = No
     else:
         with locked(paths.cache_dir() / "locks" / "toolkit-build"):
             if rebuild or not _current(plan):
-                build(plan, monitor)
+                build(plan, monitor, rebuild=rebuild)
     return ToolkitImage(plan.tag, buildah.image_id(plan.tag), plan.release,
                         plan.rt.release if plan.rt else None)
 
@@ -65,14 +65,15 @@ def _current(plan: ToolkitPlan) -> bool:
         == plan.plan_hash
 
 
-def build(plan: ToolkitPlan, monitor: Monitor) -> str:
-    """Build base, tools and kernel images as needed; return the toolkit's image id."""
+def build(plan: ToolkitPlan, monitor: Monitor, *, rebuild: bool = False) -> str:
+    """Build base, tools and kernel images as needed (all three with `rebuild`);
+    return the toolkit's image id."""
     logs = paths.state_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_file = logs / f"toolkit-{plan.release}.log"
     log_file.write_text("")
-    _ensure_base(plan, monitor, log_file)
-    _ensure_tools(plan, monitor, log_file)
+    _ensure_base(plan, monitor, log_file, rebuild)
+    _ensure_tools(plan, monitor, log_file, rebuild)
     monitor.step(f"installing {', '.join(plan.kernels)} into {plan.tag}")
     labels = {"dtk.plan": plan.plan_hash,
               "org.opencontainers.image.created":
@@ -115,8 +116,8 @@ def _gate_message(exc: runner.CommandError) -> str | None:
     return gates[-1].replace("dtk gate: ", "toolkit gate failed: ") if gates else None
 
 
-def _ensure_base(plan: ToolkitPlan, monitor: Monitor, log_file: Path) -> None:
-    if buildah.image_exists(plan.base_tag):
+def _ensure_base(plan: ToolkitPlan, monitor: Monitor, log_file: Path, rebuild: bool) -> None:
+    if not rebuild and buildah.image_exists(plan.base_tag):
         return
     monitor.step(f"creating base root {plan.base_tag}")
     work = paths.cache_dir() / "tmp"
@@ -132,8 +133,8 @@ def _ensure_base(plan: ToolkitPlan, monitor: Monitor, log_file: Path) -> None:
              timeout=_BASE_TIMEOUT_S, context_files={"rootfs.tar": tarball})
 
 
-def _ensure_tools(plan: ToolkitPlan, monitor: Monitor, log_file: Path) -> None:
-    if buildah.image_exists(plan.tools_tag):
+def _ensure_tools(plan: ToolkitPlan, monitor: Monitor, log_file: Path, rebuild: bool) -> None:
+    if not rebuild and buildah.image_exists(plan.tools_tag):
         return
     monitor.step(f"installing {plan.compiler} and the driver-build tools into {plan.tools_tag}")
     _bud(plan, tplan.tools_containerfile(plan), plan.tools_tag, monitor, log_file,
