@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from dtk.driver.containerfile import STAGING_REPO
 from dtk.driver.plan import KIND_LABEL
 from dtk.engine import buildah
+from dtk.errors import DtkError
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,10 @@ def plan_prune(*, everything: bool, older_than_days: float | None = None) -> lis
         if any(n.startswith(STAGING_REPO + "/") for n in names):
             removals.append(Removal(row["id"], names, "leftover staging image"))
             continue
-        labels = buildah.labels(row["id"])
+        try:
+            labels = buildah.labels(row["id"])
+        except DtkError:
+            continue  # removed by another run while we looked
         if labels.get(KIND_LABEL) == "toolkit-extras":
             stale = not any(labels.get("dtk.build.toolkit-digest", "").startswith(i)
                             for i in ids)

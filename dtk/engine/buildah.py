@@ -84,12 +84,30 @@ def diff_ids(name: str) -> list[str]:
     return list(inspect(name)["OCIv1"]["rootfs"]["diff_ids"])
 
 
+_LIST_TRIES = 5
+
+
 def images(reference_filter: str | None = None) -> list[dict[str, Any]]:
-    argv = ["buildah", "images", "--json"]
+    """Images in local storage; `id` is the full 64-hex id, as `inspect` gives it.
+
+    Another dtk (or anyone) may remove an image while buildah lists them, and
+    buildah then fails the whole listing ("image not known"): list again.
+    """
+    argv = ["buildah", "images", "--json", "--no-trunc"]
     if reference_filter:
         argv += ["--filter", f"reference={reference_filter}"]
-    out = runner.run(argv, timeout=_INSPECT_TIMEOUT).stdout.strip()
-    return list(json.loads(out)) if out else []
+    for attempt in range(_LIST_TRIES):
+        result = runner.run(argv, timeout=_INSPECT_TIMEOUT, check=False)
+        if result.returncode == 0:
+            break
+        if "image not known" not in result.stderr or attempt == _LIST_TRIES - 1:
+            raise runner.CommandError(argv, result.returncode, result.stderr,
+                                      "listing images failed")
+    out = result.stdout.strip()
+    rows = list(json.loads(out) or []) if out else []
+    for row in rows:
+        row["id"] = str(row.get("id", "")).removeprefix("sha256:")
+    return rows
 
 
 def remove_image(name: str) -> None:
@@ -184,8 +202,3 @@ def working_container(image: str, *, name: str | None = None) -> Iterator[Contai
 
 def quote(argv: Sequence[str]) -> str:
     return shlex.join(argv)
-
-
-def prune_dangling() -> None:
-    """Remove untagged images (stale intermediate layers of earlier builds)."""
-    runner.run(["buildah", "rmi", "--prune"], check=False, timeout=600)

@@ -75,7 +75,7 @@ def build(plan: ToolkitPlan, monitor: Monitor, *, rebuild: bool = False) -> str:
     _ensure_base(plan, monitor, log_file, rebuild)
     _ensure_tools(plan, monitor, log_file, rebuild)
     monitor.step(f"installing {', '.join(plan.kernels)} into {plan.tag}")
-    labels = {"dtk.plan": plan.plan_hash,
+    labels = {"dtk.plan": plan.plan_hash, tplan.KIND_LABEL: "toolkit",
               "org.opencontainers.image.created":
                   datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
     image = _bud(plan, tplan.kernel_containerfile(plan), plan.tag, monitor, log_file,
@@ -130,7 +130,8 @@ def _ensure_base(plan: ToolkitPlan, monitor: Monitor, log_file: Path, rebuild: b
                       timeout=_BASE_TIMEOUT_S, log_file=log_file, on_line=monitor.detail,
                       what="could not create the base root")
         _bud(plan, tplan.base_containerfile(plan), plan.base_tag, monitor, log_file,
-             timeout=_BASE_TIMEOUT_S, context_files={"rootfs.tar": tarball})
+             labels={tplan.KIND_LABEL: "toolkit-base"}, timeout=_BASE_TIMEOUT_S,
+             context_files={"rootfs.tar": tarball})
 
 
 def _ensure_tools(plan: ToolkitPlan, monitor: Monitor, log_file: Path, rebuild: bool) -> None:
@@ -138,4 +139,5 @@ def _ensure_tools(plan: ToolkitPlan, monitor: Monitor, log_file: Path, rebuild: 
         return
     monitor.step(f"installing {plan.compiler} and the driver-build tools into {plan.tools_tag}")
     _bud(plan, tplan.tools_containerfile(plan), plan.tools_tag, monitor, log_file,
+         labels={tplan.KIND_LABEL: "toolkit-tools"},
          timeout=_TOOLS_TIMEOUT_S)

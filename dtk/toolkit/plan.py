@@ -24,6 +24,8 @@ from dtk.distro import Distro, KernelPackages, OsInfo, Recipe
 from dtk.errors import DtkError
 
 TOOLKIT_REPO = "localhost/driver-toolkit"
+# On every image the toolkit builder makes: what `dtk toolkit prune` may remove.
+KIND_LABEL = "dtk.kind"
 TOOLKIT_BASE_REPO = "localhost/dtk-base"
 TOOLS_REPO = "localhost/dtk-tools"
 RELEASE_JSON = "/etc/driver-toolkit-release.json"
