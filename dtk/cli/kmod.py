@@ -127,13 +127,16 @@ def _cell(verdicts: list[chk.Prediction]) -> str:
               help="Certificate the node trusts (enrolled MOK); checks the signature.")
 @click.option("--secure-boot", is_flag=True,
               help="The node boots with Secure Boot, so lockdown enforces signatures.")
+@click.option("--sig-enforce", is_flag=True,
+              help="The node boots with module.sig_enforce=1 (what dtk vmtest --sig-enforce "
+                   "does).")
 @click.option("--kernel-root", type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="Read kernels from this root (e.g. /) instead of their toolkit images.")
 @click.option("--download/--no-download", default=True, show_default=True,
               help="For a kernel without a toolkit, fetch its headers package (~2 MB).")
 @json_option
 def check_cmd(*, targets: tuple[str, ...], kernels: tuple[str, ...], cert: Path | None,
-               secure_boot: bool, kernel_root: Path | None, download: bool,
+               secure_boot: bool, sig_enforce: bool, kernel_root: Path | None, download: bool,
                as_json: bool) -> None:
     """Predict whether each kernel loads each module, and why not. Exit 1 if any is refused.
 
@@ -143,7 +146,7 @@ def check_cmd(*, targets: tuple[str, ...], kernels: tuple[str, ...], cert: Path 
         kern.parse(release)
     loaded = {t: load_target(t, cert) for t in targets}
     kernel_facts = [_kernel_facts(k, kernel_root, download) for k in kernels]
-    policy = chk.Policy(secure_boot=secure_boot)
+    policy = chk.Policy(secure_boot=secure_boot, sig_enforce=sig_enforce)
     results = {(t, k.release): check_target(loaded[t], k, policy)
                for t in targets for k in kernel_facts}
     refused = any(not v.loads for verdicts in results.values() for v in verdicts)

@@ -20,9 +20,10 @@ from dtk.digest import parts_digest
 from dtk.errors import DtkError
 from dtk.files import write_atomic
 from dtk.kernel import keyring, modfile, symvers
+from dtk.kernel.modules_dep import builtin_names
 from dtk.kernel.symvers import Symbol
 
-_FORMAT = 5  # bump when the cached JSON changes shape
+_FORMAT = 6  # bump when the cached JSON changes shape
 _CONFIG_KEYS = (
     "CONFIG_SMP", "CONFIG_PREEMPT_BUILD", "CONFIG_PREEMPT_RT", "CONFIG_MODULE_UNLOAD",
     "CONFIG_MODVERSIONS", "CONFIG_MODULE_SIG", "CONFIG_MODULE_SIG_FORCE",
@@ -43,6 +44,9 @@ class KernelFacts:
     source: str  # where the facts came from (image name/id or directory)
     module_struct_size: int | None = None  # sizeof(struct module); None without in-tree modules
     builtin_certs: tuple[bytes, ...] = ()  # DER; the kernel's built-in trusted keys
+    # modules.builtin: modules compiled into vmlinux (dashes as underscores); modprobe
+    # treats them as loaded, so a dependency on one is satisfied
+    builtin: frozenset[str] = frozenset()
 
     def enabled(self, option: str) -> bool:
         return self.config.get(option) == "y"
@@ -53,7 +57,7 @@ class KernelFacts:
             "vermagic": self.vermagic, "config": self.config, "source": self.source,
             "module_struct_size": self.module_struct_size,
             "builtin_certs": [c.hex() for c in self.builtin_certs],
-            "modules": sorted(self.modules),
+            "modules": sorted(self.modules), "builtin": sorted(self.builtin),
             # columns, not rows: decoding five flat lists is twice as fast as 25,000 small ones
             "symbols": {
                 "name": list(self.symbols), "crc": [s.crc for s in self.symbols.values()],
@@ -70,6 +74,7 @@ class KernelFacts:
             config=dict(data["config"]), source=data["source"],
             modules=frozenset(data["modules"]), module_struct_size=data["module_struct_size"],
             builtin_certs=tuple(bytes.fromhex(c) for c in data["builtin_certs"]),
+            builtin=frozenset(data["builtin"]),
             symbols=_symbols_from_columns(data["symbols"]))
 
 
@@ -162,7 +167,17 @@ def from_root(root: Path, release: str, source: str) -> KernelFacts:
     names = {modfile.module_name(p.name) for p in module_files}
     names |= {s.module_name for s in table.values() if s.module != "vmlinux"}
     return KernelFacts(release, arch, vermagic, config, table, frozenset(names), source,
-                       struct_size, keyring.builtin_certificates(root, release))
+                       struct_size, keyring.builtin_certificates(root, release),
+                       builtin_modules(root, release))
+
+
+def builtin_modules(root: Path, release: str) -> frozenset[str]:
+    """Names in /lib/modules/K/modules.builtin (one `kernel/…/name.ko` a line), which
+    kmod's modprobe reports as built in instead of loading."""
+    path = rootfs.resolve(root, f"/lib/modules/{release}/modules.builtin")
+    if path is None or not path.is_file():
+        return frozenset()
+    return frozenset(builtin_names(path.read_text(errors="replace")))
 
 
 def _in_tree_modules(root: Path, release: str) -> list[Path]:
@@ -193,7 +208,8 @@ def directory_key(root: Path, release: str) -> str:
     """Cache key for a plain directory: the content of the files facts come from."""
     found = [_find(root, candidates, release)
              for candidates in (_SYMVERS_CANDIDATES, _CONFIG_CANDIDATES)]
-    found.append(rootfs.resolve(root, f"/lib/modules/{release}/modules.dep"))
+    found += [rootfs.resolve(root, f"/lib/modules/{release}/{index}")
+              for index in ("modules.dep", "modules.builtin")]
     contents = [f.read_bytes() if f is not None and f.is_file() else b"-" for f in found]
     return "dir-" + parts_digest(str(_FORMAT), release, *contents, length=32)
 

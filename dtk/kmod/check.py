@@ -4,9 +4,11 @@ Pure: takes a parsed module, K's facts and the image's other modules, and
 returns findings. The rules follow kernel/module/main.c and version.c
 (6.1-6.12):
 
-* signature (module_sig_check): missing or untrusted is refused only when
-  signatures are enforced (MODULE_SIG_FORCE, or lockdown under Secure Boot);
-  otherwise the kernel loads the module and taints itself;
+* signature (module_sig_check, mod_check_sig): unsigned, an unknown key or
+  unsupported crypto is refused only when signatures are enforced
+  (MODULE_SIG_FORCE, module.sig_enforce=1, or lockdown under Secure Boot),
+  otherwise the kernel loads the module and taints itself; a known key whose
+  signature does not verify, or a malformed signature, is refused always;
 * ELF machine (elf_check_arch), and since 6.4 the size of struct module
   (elf_validity_check);
 * vermagic (check_modinfo / same_magic, after module_layout): with modversions (the module has
@@ -62,15 +64,26 @@ class Peer:
 
 class SignatureTrust(enum.StrEnum):
     UNSIGNED = "unsigned"
-    TRUSTED = "trusted"  # verified against a certificate the user gave
+    TRUSTED = "trusted"  # verified against the certificate the user says is enrolled
     BUILTIN = "builtin"  # verified against a key built into the kernel
-    UNTRUSTED = "untrusted"  # signed, but not verifiable with the certificate given
-    UNKNOWN = "unknown"  # signed; no certificate given to check it against
+    REJECTED = "rejected"  # names a key the kernel has (built in or --cert), does not verify
+    UNTRUSTED = "untrusted"  # names a key that is neither built in nor the given certificate
+    UNKNOWN = "unknown"  # names a key that is not built in; no certificate given
 
 
 @dataclass(frozen=True)
 class Policy:
     secure_boot: bool = False  # lockdown enforces signatures (Debian: Secure Boot on)
+    sig_enforce: bool = False  # module.sig_enforce=1 on the kernel command line
+
+
+@dataclass(frozen=True)
+class DepIndex:
+    """The modules an image's modules.dep.bin resolves, as kmod's modprobe reads it."""
+
+    names: frozenset[str]
+    text_only: bool = False  # modules.dep but no modules.dep.bin: busybox's depmod
+    corrupt: str = ""  # modules.dep.bin that libkmod cannot read
 
 
 @dataclass(frozen=True)
@@ -106,9 +119,11 @@ def same_magic(module_magic: str, kernel_magic: str, has_crcs: bool) -> bool:
 def check_module(module: KernelModule, kernel: KernelFacts, peers: Mapping[str, Peer],
                  *, peer_modules: frozenset[str] = frozenset(),
                  trust: SignatureTrust | None = None, policy: Policy = Policy(),
-                 depmod: frozenset[str] | None = None) -> Prediction:
-    """`depmod`: what the image's modules.dep lists, for a module in a KMM image (None
+                 depmod: DepIndex | frozenset[str] | None = None) -> Prediction:
+    """`depmod`: what the image's modules.dep.bin lists, for a module in a KMM image (None
     for a bare file, which nobody loads through modprobe -d)."""
+    if isinstance(depmod, frozenset):
+        depmod = DepIndex(depmod)
     trust = trust or (SignatureTrust.UNKNOWN if module.signature else SignatureTrust.UNSIGNED)
     # In the order load_module() meets them, so the first refusal is the one dmesg shows.
     findings = [
@@ -117,7 +132,7 @@ def check_module(module: KernelModule, kernel: KernelFacts, peers: Mapping[str, 
         *check_struct_module(module, kernel),
         *check_symbols(module, kernel, {}, names=["module_layout"]),
         *check_vermagic(module, kernel),
-        *check_symbols(module, kernel, peers, names=list(module.undefined)),
+        *check_symbols(module, kernel, peers, names=resolved_names(module)),
         *check_duplicate_exports(module, kernel),
         *check_depends(module, kernel, peer_modules),
         *([] if depmod is None else check_depmod(module, kernel, depmod)),
@@ -126,31 +141,84 @@ def check_module(module: KernelModule, kernel: KernelFacts, peers: Mapping[str, 
     return Prediction(module.name, module.path, kernel.release, tuple(dict.fromkeys(findings)))
 
 
+def _enforcement(kernel: KernelFacts, policy: Policy) -> str | None:
+    """Why the kernel refuses what module_sig_check() otherwise tolerates, or None."""
+    if kernel.enabled("CONFIG_MODULE_SIG_FORCE"):
+        return "MODULE_SIG_FORCE"
+    if policy.sig_enforce:
+        return "module.sig_enforce=1"
+    if policy.secure_boot and kernel.enabled("CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT"):
+        return "lockdown"
+    return None
+
+
+# module_sig_check()'s names for the three failures it tolerates without enforcement
+# (-ENODATA, -ENOKEY, -ENOPKG); it logs "Loading of <name> is rejected" under enforcement.
+_UNSIGNED, _UNAVAILABLE_KEY, _UNSUPPORTED = \
+    "unsigned module", "module with unavailable key", "module with unsupported crypto"
+
+
+# simplify_symbols() leaves an undefined symbol unresolved without error when it is weak or
+# when ignore_undef_symbol() says so: on x86 (EM_386, EM_X86_64) that is
+# _GLOBAL_OFFSET_TABLE_, which GNU as before 2.37 emits unreferenced (kernel/module/main.c,
+# 6.1 and 6.12 alike).
+_IGNORED_UNDEFINED = {"x86_64": frozenset({"_GLOBAL_OFFSET_TABLE_"}),
+                      "i386": frozenset({"_GLOBAL_OFFSET_TABLE_"})}
+
+
+def resolved_names(module: KernelModule) -> list[str]:
+    """The undefined symbols the kernel must resolve for the module to load."""
+    ignored = _IGNORED_UNDEFINED.get(module.machine, frozenset())
+    return [n for n in module.undefined if n not in ignored]
+
+
 def check_signature(module: KernelModule, kernel: KernelFacts, trust: SignatureTrust,
                     policy: Policy) -> list[Finding]:
-    enforced = kernel.enabled("CONFIG_MODULE_SIG_FORCE") or (
-        policy.secure_boot and kernel.enabled("CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT"))
-    why = "signatures are enforced (MODULE_SIG_FORCE)" \
-        if kernel.enabled("CONFIG_MODULE_SIG_FORCE") else "Secure Boot enforces signatures"
-    sig = module.signature
-    signer = f"signed by '{sig.signer.issuer_cn}' ({sig.hash_algo})" if sig else "unsigned"
-    if trust is SignatureTrust.TRUSTED:
-        return [Finding(Severity.OK, "signature", f"{signer}, verified with the certificate")]
-    if trust is SignatureTrust.BUILTIN:
-        return [Finding(Severity.OK, "signature", f"{signer}, verified with the kernel's "
-                                                  "built-in key")]
-    if trust is SignatureTrust.UNKNOWN:
-        severity = Severity.WARN if enforced else Severity.OK
-        return [Finding(severity, "signature",
-                        f"{signer}; trust not checked (pass --cert with the enrolled key)")]
+    """kernel/module/signing.c module_sig_check() (6.1 and 6.12 alike): only an unsigned
+    module, unsupported crypto and an unknown key are tolerated without enforcement; every
+    other failure, above all a known key whose signature does not verify, is fatal."""
     if not kernel.enabled("CONFIG_MODULE_SIG") and not policy.secure_boot:
         return []
-    problem = "unsigned" if trust is SignatureTrust.UNSIGNED else \
-        f"{signer}, which neither the given certificate nor the kernel's built-in keys verify"
-    if enforced:
-        return [Finding(Severity.REFUSE, "signature", f"{problem}: rejected because {why}")]
-    return [Finding(Severity.TAINT, "signature",
-                    f"{problem}: loads but taints the kernel (E); refused under Secure Boot")]
+    sig, problem = module.signature, module.signature_problem
+    signer = f"signed by '{sig.signer.issuer_cn}' ({sig.hash_algo})" if sig else "unsigned"
+    if problem is not None and problem.fatal:
+        return [Finding(Severity.REFUSE, "signature",
+                        f"{problem.message}: {problem.strerror} (-{problem.errno}); a malformed "
+                        "signature is refused even without enforcement")]
+    if problem is None and trust is SignatureTrust.REJECTED:
+        return [Finding(Severity.REFUSE, "signature",
+                        f"{signer}, a key the kernel has (built in, or the enrolled --cert), but "
+                        "the signature does not match the module's content: Key was rejected "
+                        "by service (-EKEYREJECTED), even without enforcement")]
+    if problem is None and trust in (SignatureTrust.TRUSTED, SignatureTrust.BUILTIN):
+        whose = "the certificate" if trust is SignatureTrust.TRUSTED else \
+            "the kernel's built-in key"
+        return [Finding(Severity.OK, "signature", f"{signer}, verified with {whose}")]
+    return [_tolerated(module, trust, _enforcement(kernel, policy))]
+
+
+def _tolerated(module: KernelModule, trust: SignatureTrust, enforced: str | None) -> Finding:
+    """A failure module_sig_check() tolerates unless signatures are enforced."""
+    sig, problem = module.signature, module.signature_problem
+    signer = f"signed by '{sig.signer.issuer_cn}'" if sig else ""
+    hint = ""
+    if problem is not None:
+        reason, detail = _UNSUPPORTED, problem.message
+    elif trust is SignatureTrust.UNSIGNED or sig is None:
+        reason, detail = _UNSIGNED, "unsigned"
+    elif trust is SignatureTrust.UNTRUSTED:
+        reason, detail = _UNAVAILABLE_KEY, \
+            f"{signer}, a key neither built into the kernel nor the given certificate"
+    else:  # UNKNOWN: maybe an enrolled MOK, which only --cert can tell
+        reason, detail = _UNAVAILABLE_KEY, f"{signer}, a key not built into the kernel"
+        hint = " (if it is an enrolled MOK, pass --cert with the enrolled MOK certificate)"
+    if enforced is None:
+        return Finding(Severity.TAINT, "signature",
+                       f"{detail}: loads but taints the kernel (E){hint}; refused when "
+                       f"signatures are enforced (Loading of {reason} is rejected)")
+    said = "Lockdown: unsigned module loading is restricted" if enforced == "lockdown" \
+        else f"Loading of {reason} is rejected"
+    return Finding(Severity.REFUSE, "signature", f"{detail}: {said} ({enforced}){hint}")
 
 
 def check_machine(module: KernelModule, kernel: KernelFacts) -> list[Finding]:
@@ -272,10 +340,18 @@ def check_duplicate_exports(module: KernelModule, kernel: KernelFacts) -> list[F
     return findings
 
 
+def _modname(name: str) -> str:
+    """modpost writes depends= with file names (`foo-core`); the kernel, modprobe and
+    .modinfo name= spell the module `foo_core` (kmod's modname_normalize)."""
+    return name.replace("-", "_")
+
+
 def check_depends(module: KernelModule, kernel: KernelFacts,
                   peer_modules: frozenset[str]) -> list[Finding]:
-    missing = [d for d in module.depends
-               if d.replace("-", "_") not in kernel.modules and d not in peer_modules]
+    """modprobe must find every dependency: in-tree, in the image, or built into the kernel
+    (modules.builtin, which modprobe treats as already loaded)."""
+    available = kernel.modules | kernel.builtin | {_modname(p) for p in peer_modules}
+    missing = [d for d in module.depends if _modname(d) not in available]
     return [Finding(Severity.REFUSE, "depends",
                     f"depends on {d}, which is neither in-tree for {kernel.release} nor in the "
                     "image (modprobe fails)") for d in missing]
@@ -287,22 +363,40 @@ def peers_of(modules: list[KernelModule]) -> tuple[dict[str, Peer], frozenset[st
     return exports, frozenset(m.name for m in modules)
 
 
-def check_depmod(module: KernelModule, kernel: KernelFacts,
-                 depmod: frozenset[str]) -> list[Finding]:
-    """What KMM's `modprobe -d /opt` can resolve through the image's modules.dep."""
-    if module.name not in depmod:
+def check_depmod(module: KernelModule, kernel: KernelFacts, depmod: DepIndex) -> list[Finding]:
+    """What KMM's `modprobe -d /opt` can resolve through the image's modules.dep.bin."""
+    where = f"/opt/lib/modules/{kernel.release}"
+    if depmod.text_only or depmod.corrupt:
+        what = f"its modules.dep.bin is unreadable ({depmod.corrupt})" if depmod.corrupt else \
+            "it has a text modules.dep but no modules.dep.bin (busybox's depmod writes only that)"
         return [Finding(Severity.REFUSE, "depmod",
-                        f"the image's modules.dep (missing or stale) does not list {module.name}"
-                        f": `modprobe -d /opt {module.name}` will not find it (run `depmod -b "
-                        f"/opt {kernel.release}` last in the Containerfile)")]
+                        f"kmod's `modprobe -d /opt {module.name}` reads only modules.dep.bin, and "
+                        f"{what}: Module {module.name} not found in directory {where}; run "
+                        f"kmod's depmod (`depmod -b /opt {kernel.release}`), not busybox's")]
+    if module.name not in depmod.names:
+        return [Finding(Severity.REFUSE, "depmod",
+                        f"the image's modules.dep.bin (missing or stale) does not list "
+                        f"{module.name}: `modprobe -d /opt {module.name}` will not find it (Module "
+                        f"{module.name} not found in directory {where}; run `depmod -b /opt "
+                        f"{kernel.release}` last in the Containerfile)")]
     # Refused, as on a fresh node (dtk vmtest shows "Unknown symbol"): it loads only where
     # something else already loaded the dependency.
     return [Finding(Severity.REFUSE, "depmod",
-                    f"in-tree dependency {d} is not in the image's modules.dep, so `modprobe "
-                    "-d /opt` does not load it (unless the node already has it loaded): link "
+                    f"in-tree dependency {d} is not in the image's modules.dep.bin, so `modprobe "
+                    "-d /opt` does not load it (unless the node already has it loaded)"
+                    f"{_unknown_from(module, kernel, _modname(d))}: link "
                     f"/host/lib/modules/{kernel.release} into the image before depmod")
             for d in module.depends
-            if d.replace("-", "_") in kernel.modules and d.replace("-", "_") not in depmod]
+            if _modname(d) in kernel.modules and _modname(d) not in depmod.names]
+
+
+def _unknown_from(module: KernelModule, kernel: KernelFacts, owner: str) -> str:
+    """What the kernel then logs: the first symbol the module takes from `owner`."""
+    for name in module.undefined:
+        sym = kernel.symbols.get(name)
+        if sym is not None and sym.module_name == owner:
+            return f" and the kernel says Unknown symbol {name}"
+    return ""
 
 
 _REMEDIES = (

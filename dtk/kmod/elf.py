@@ -15,6 +15,7 @@ linked module looks the same.)
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
 from dataclasses import dataclass, field
@@ -56,6 +57,9 @@ class KernelModule:
     weak_undefined: tuple[str, ...]
     signature: sigmod.ModuleSignature | None
     compression: str | None = None
+    # A signature the kernel cannot use (mod_check_sig, PKCS#7 parse): the module is still
+    # read, so that check can report the kernel's refusal instead of failing itself.
+    signature_problem: sigmod.SignatureProblem | None = None
     this_module_size: int | None = None  # .gnu.linkonce.this_module: sizeof(struct module)
     _index: dict[str, list[str]] = field(init=False, compare=False, repr=False)
 
@@ -119,6 +123,9 @@ class KernelModule:
             "undefined": list(self.undefined),
             "weak_undefined": list(self.weak_undefined),
             "signature": None if sig is None else signature_json(sig),
+            "signature_problem": None if self.signature_problem is None else {
+                "errno": self.signature_problem.errno,
+                "message": self.signature_problem.message},
         }
 
 
@@ -145,14 +152,15 @@ def parse_module(data: bytes, path: str = "<bytes>",
                  compression: str | None = None) -> KernelModule:
     """Parse a module's bytes; any malformation becomes a ModuleError."""
     try:
-        body, sig = sigmod.split(data)
-        return _parse_elf(body, path, sig, compression)
-    except sigmod.SignatureError as exc:
-        raise ModuleError(f"{path}: {exc}") from None
+        appended = sigmod.read(data)
+        module = _parse_elf(appended.content, path, appended.signature, compression)
     except (ELFError, ConstructError, struct.error, ValueError, IndexError, KeyError,
             OverflowError, UnicodeDecodeError, AttributeError, TypeError) as exc:
         raise ModuleError(f"{path}: not a valid kernel module ({type(exc).__name__}: {exc})",
                           hint="the file is truncated or corrupt; rebuild it") from None
+    if appended.problem is None:
+        return module
+    return dataclasses.replace(module, signature_problem=appended.problem)
 
 
 def _parse_elf(body: bytes, path: str, sig: sigmod.ModuleSignature | None,

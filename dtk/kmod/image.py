@@ -17,9 +17,9 @@ from dtk import kernel as kern
 from dtk import rootfs
 from dtk.engine import buildah
 from dtk.errors import DtkError
-from dtk.kernel import modfile
+from dtk.kernel import depindex, modfile
 from dtk.kmod import elf, sign
-from dtk.kmod.check import SignatureTrust
+from dtk.kmod.check import DepIndex, SignatureTrust
 
 MODULES_DIR = "/opt/lib/modules"  # KMM's default dirName + lib/modules
 
@@ -33,15 +33,19 @@ class Loaded:
     digest: bytes | None = None  # of the signed content, to verify against other keys later
 
     def trust_on(self, builtin: Sequence[x509.Certificate]) -> SignatureTrust:
-        """Trust on a kernel with these built-in keys (the user's certificate first)."""
+        """Trust on a kernel with these built-in keys (the user's certificate first).
+
+        Like pkcs7_validate_trust_one(): the key is looked up by the signer id; a key the
+        kernel has that does not verify the signature is -EKEYREJECTED, not an unknown key.
+        """
         sig = self.module.signature
-        if sig is None or self.digest is None or self.trust is SignatureTrust.TRUSTED:
+        if sig is None or self.digest is None or \
+                self.trust in (SignatureTrust.TRUSTED, SignatureTrust.REJECTED):
             return self.trust
         for cert in builtin:
-            if sign.verify_digest(sig, self.digest, cert).ok:
-                return SignatureTrust.BUILTIN
             if sign.names_cert(sig.signer, cert):
-                return SignatureTrust.UNTRUSTED  # the kernel's own key, but the bytes changed
+                return SignatureTrust.BUILTIN if sign.verify_digest(sig, self.digest, cert).ok \
+                    else SignatureTrust.REJECTED  # the kernel's own key, but the bytes changed
         return self.trust  # another key: an enrolled MOK, or none the kernel knows
 
 
@@ -55,8 +59,10 @@ def load(data: bytes, path: str, kind: str | None,
         if sig.hash_algo in sign.HASHES else None
     if cert is None or digest is None:
         return Loaded(module, SignatureTrust.UNKNOWN, digest)
+    if not sign.names_cert(sig.signer, cert):
+        return Loaded(module, SignatureTrust.UNTRUSTED, digest)
     ok = sign.verify_digest(sig, digest, cert).ok
-    return Loaded(module, SignatureTrust.TRUSTED if ok else SignatureTrust.UNTRUSTED, digest)
+    return Loaded(module, SignatureTrust.TRUSTED if ok else SignatureTrust.REJECTED, digest)
 
 
 def load_file(path: Path, cert: x509.Certificate | None = None) -> Loaded:
@@ -79,26 +85,35 @@ def modules_from_root(root: Path, base: str = MODULES_DIR,
     return found
 
 
-def depmod_names(root: Path, base: str, kernel_dir: str) -> frozenset[str]:
-    """Modules that `modprobe -d` can find: those modules.dep lists (empty if it is missing).
+def depmod_index(root: Path, base: str, kernel_dir: str) -> DepIndex:
+    """What `modprobe -d` can find: the modules modules.dep.bin lists.
 
-    KMM's worker runs `modprobe -d /opt NAME`; modprobe finds NAME and its
-    dependencies only through the image's modules.dep, written by depmod.
+    KMM's worker runs kmod's `modprobe -d /opt NAME`, which finds NAME and its
+    dependencies only through the image's modules.dep.bin (libkmod never reads
+    the text modules.dep); so the names come from the .bin, and a text-only
+    image (busybox's depmod) resolves nothing.
     """
-    dep = rootfs.resolve(root, f"{base}/{kernel_dir}/modules.dep")
-    if dep is None or not dep.is_file():
-        return frozenset()
-    names: set[str] = set()
-    for line in dep.read_text(errors="replace").splitlines():
-        target, _, deps = line.partition(":")
-        names.update(modfile.module_name(p) for p in [target, *deps.split()] if p.strip())
-    return frozenset(names)
+    top = f"{base}/{kernel_dir}"
+    binary = rootfs.resolve(root, f"{top}/modules.dep.bin")
+    if binary is None or not binary.is_file():
+        text = rootfs.resolve(root, f"{top}/modules.dep")
+        return DepIndex(frozenset(), text_only=text is not None and text.is_file())
+    try:
+        index = depindex.read_index(binary.read_bytes())
+    except depindex.DepIndexError as exc:
+        return DepIndex(frozenset(), corrupt=str(exc))
+    names: set[str] = set(index)
+    for values in index.values():
+        for line in values:
+            _target, _, deps = line.partition(":")
+            names.update(modfile.module_name(p) for p in deps.split())
+    return DepIndex(frozenset(names))
 
 
 @dataclass(frozen=True)
 class ImageModules:
     modules: dict[str, list[Loaded]]  # per kernel directory
-    depmod: dict[str, frozenset[str]]  # per kernel directory: what modules.dep lists
+    depmod: dict[str, DepIndex]  # per kernel directory: what modules.dep.bin lists
 
 
 def read_image_index(image: str, base: str = MODULES_DIR,
@@ -106,7 +121,7 @@ def read_image_index(image: str, base: str = MODULES_DIR,
     buildah.inspect(image)  # a clear error when it does not exist
     with buildah.working_container(image) as ctr, ctr.mounted() as root:
         found = modules_from_root(root, base, cert)
-        depmod = {k: depmod_names(root, base, k) for k in found}
+        depmod = {k: depmod_index(root, base, k) for k in found}
     if not found:
         raise DtkError(f"{image} has no kernel modules under {base}/<kernel>/",
                        hint="KMM images keep modules in /opt/lib/modules/<kernel>/")

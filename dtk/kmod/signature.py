@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from dtk.kmod import der
 
 MAGIC = b"~Module signature appended~\n"
-_TRAILER = struct.Struct(">BBBBB3xI")
+_TRAILER = struct.Struct(">BBBBB3sI")  # __pad[3] is read: the kernel checks it
 ID_PKCS7 = 2
 _ID_TYPES = {0: "PGP", 1: "X509", 2: "PKCS#7"}
 
@@ -75,32 +75,104 @@ class ModuleSignature:
     signature: bytes  # the raw signature value inside the SignerInfo
     pkcs7: bytes
     signed_length: int  # bytes of the module covered by the signature
+    has_authattrs: bool = False  # sign-file never writes signed attributes
+    data_type: str = OID_DATA  # the encapsulated content type
+
+
+@dataclass(frozen=True)
+class SignatureProblem:
+    """Why the kernel's mod_verify_sig() fails before it looks for a key.
+
+    `errno` decides whether the failure is fatal (module_sig_check): ENOPKG
+    (unsupported crypto) is tolerated without enforcement like an unsigned
+    module; EBADMSG (a malformed signature) refuses the module always.
+    """
+
+    errno: str
+    message: str  # the kernel's pr_err() wording, or dtk's where the kernel logs nothing
+
+    @property
+    def fatal(self) -> bool:
+        return self.errno != "ENOPKG"
+
+    @property
+    def strerror(self) -> str:
+        """What modprobe prints for the error (`could not insert 'x': …`)."""
+        return _STRERROR[self.errno]
+
+
+_STRERROR = {"EBADMSG": "Bad message", "ENOPKG": "Package not installed",
+             "EKEYREJECTED": "Key was rejected by service"}
+
+
+@dataclass(frozen=True)
+class Appended:
+    """A module's bytes split as mod_verify_sig() splits them."""
+
+    content: bytes
+    signature: ModuleSignature | None
+    problem: SignatureProblem | None = None  # signature marker present, but unusable
+
+
+def mod_check_sig(data: bytes) -> SignatureProblem | None:
+    """kernel/module_signature.c mod_check_sig() on `data` without its magic, plus
+    mod_verify_sig()'s length test before it."""
+    if len(data) <= _TRAILER.size:
+        return SignatureProblem(
+            "EBADMSG", "signature marker present but struct module_signature is cut off")
+    algo, hash_, id_type, signer_len, key_id_len, pad, sig_len = \
+        _TRAILER.unpack_from(data, len(data) - _TRAILER.size)
+    if sig_len >= len(data) - _TRAILER.size:  # no message from the kernel for this one
+        return SignatureProblem("EBADMSG", f"signature length {sig_len} does not fit in the "
+                                           "module")
+    if id_type != ID_PKCS7:
+        return SignatureProblem("ENOPKG", "module: not signed with expected PKCS#7 message "
+                                          f"(id type {_ID_TYPES.get(id_type, id_type)})")
+    if algo or hash_ or signer_len or key_id_len or pad != b"\0\0\0":
+        return SignatureProblem(
+            "EBADMSG", "module: PKCS#7 signature info has unexpected non-zero params "
+                       f"(algo {algo}, hash {hash_}, signer_len {signer_len}, key_id_len "
+                       f"{key_id_len}, __pad {pad.hex()})")
+    return None
+
+
+def read(data: bytes) -> Appended:
+    """Split off the signature, mirroring mod_verify_sig() (kernel/module/signing.c,
+    the same in 6.1 and 6.12)."""
+    if not data.endswith(MAGIC):
+        return Appended(data, None)
+    end = len(data) - len(MAGIC)
+    problem = mod_check_sig(data[:end])
+    if problem is not None:
+        return Appended(data, None, problem)
+    (sig_len,) = struct.unpack_from(">I", data, end - 4)
+    start = end - _TRAILER.size - sig_len
+    try:
+        sig = parse_pkcs7(data[start: end - _TRAILER.size], start)
+    except SignatureError as exc:  # pkcs7_parse_message(): the ASN.1 decoder says -EBADMSG
+        return Appended(data[:start], None, SignatureProblem("EBADMSG", str(exc)))
+    # pkcs7_verify() (crypto/asymmetric_keys/pkcs7_verify.c) refuses these for modules with
+    # -EKEYREJECTED before it looks for the key: fatal, like a bad signature.
+    if sig.data_type != OID_DATA:
+        return Appended(data[:start], sig, SignatureProblem(
+            "EKEYREJECTED", "Invalid module sig (not pkcs7-data)"))
+    if sig.has_authattrs:
+        return Appended(data[:start], sig, SignatureProblem(
+            "EKEYREJECTED", "Invalid module sig (has authattrs)"))
+    return Appended(data[:start], sig)
 
 
 def split(data: bytes) -> tuple[bytes, ModuleSignature | None]:
-    """The module's own bytes and its signature, if one is appended."""
-    if not data.endswith(MAGIC):
-        return data, None
-    end = len(data) - len(MAGIC)
-    if end < _TRAILER.size:
-        raise SignatureError("signature magic present but the module_signature struct is cut off")
-    fields = _TRAILER.unpack_from(data, end - _TRAILER.size)
-    algo, hash_, id_type, signer_len, key_id_len, sig_len = fields
-    start = end - _TRAILER.size - sig_len
-    if start < 0:
-        raise SignatureError(f"signature length {sig_len} is larger than the file")
-    if id_type != ID_PKCS7:
-        raise SignatureError(f"signature id type {_ID_TYPES.get(id_type, id_type)} is not "
-                             "PKCS#7, the only type the kernel accepts")
-    if algo or hash_ or signer_len or key_id_len:
-        raise SignatureError("PKCS#7 module_signature must have algo/hash/signer/key fields zero")
-    blob = data[start: end - _TRAILER.size]
-    return data[:start], parse_pkcs7(blob, start)
+    """The module's own bytes and its signature, if one is appended (malformed: an error)."""
+    appended = read(data)
+    if appended.problem is not None and appended.signature is None:  # cannot even split it
+        raise SignatureError(appended.problem.message)
+    return appended.content, appended.signature
 
 
 def trailer(pkcs7: bytes) -> bytes:
     """What follows the module when `pkcs7` is appended to it."""
-    return pkcs7 + _TRAILER.pack(0, 0, ID_PKCS7, 0, 0, len(pkcs7)) + MAGIC
+    return pkcs7 + _TRAILER.pack(0, 0, ID_PKCS7, 0, 0, b"\0\0\0", len(pkcs7)) + MAGIC
 
 
 def parse_pkcs7(blob: bytes, signed_length: int) -> ModuleSignature:
@@ -123,14 +195,17 @@ def _parse_pkcs7(blob: bytes, signed_length: int) -> ModuleSignature:
     signer = _signer_id(info[1])
     hash_oid = der.decode_oid(info[2].children()[0].value)
     rest = info[3:]
-    if rest and rest[0].tag == 0xA0:  # signed attributes: sign-file never writes them
+    authattrs = bool(rest) and rest[0].tag == 0xA0
+    if authattrs:
         rest = rest[1:]
+    encap = signed_data[2].children()  # version, digestAlgorithms, encapContentInfo
     sig_oid = der.decode_oid(rest[0].children()[0].value)
     signature = der.expect(rest[1], der.OCTET_STRING, "signature").value
     return ModuleSignature(
         id_type="PKCS#7", hash_algo=_HASH_BY_OID.get(hash_oid, hash_oid),
         sig_algo=_SIG_ALGO_BY_OID.get(sig_oid, sig_oid), signer=signer,
-        signature=signature, pkcs7=blob, signed_length=signed_length)
+        signature=signature, pkcs7=blob, signed_length=signed_length,
+        has_authattrs=authattrs, data_type=der.decode_oid(encap[0].value))
 
 
 def _signer_id(sid: der.Tlv) -> SignerId:

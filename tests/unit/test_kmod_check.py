@@ -10,7 +10,8 @@ import pytest
 from dtk.kernel import facts, symvers
 from dtk.kernel.symvers import Symbol
 from dtk.kmod import check as chk
-from dtk.kmod import elf
+from dtk.kmod import elf, image, keygen, sign
+from dtk.kmod import signature as sigmod
 
 CRC7 = Path(__file__).parent.parent / "data" / "kmod" / "crc7-6.1.0-56-amd64.ko"
 MODULE = elf.read_module(CRC7)
@@ -91,6 +92,15 @@ def test_unknown_symbol_and_gpl_only_for_a_proprietary_module() -> None:
     assert "GPL-only" in verdict.refusals[0].message
 
 
+def test_x86_global_offset_table_is_not_an_unknown_symbol() -> None:
+    """simplify_symbols() skips it on x86 (ignore_undef_symbol), on no other machine."""
+    got = dataclasses.replace(MODULE, undefined=(*MODULE.undefined, "_GLOBAL_OFFSET_TABLE_"))
+    assert chk.check_module(got, kernel(), {}).loads
+    arm = dataclasses.replace(got, machine="arm64")
+    assert "Unknown symbol _GLOBAL_OFFSET_TABLE_" in [
+        f.message for f in chk.check_module(arm, kernel(), {}).refusals]
+
+
 def test_namespace_must_be_imported() -> None:
     k = kernel()
     k.symbols["__x86_return_thunk"] = Symbol("__x86_return_thunk", 0x5B8239CA, "vmlinux",
@@ -105,7 +115,9 @@ def test_namespace_must_be_imported() -> None:
 
 def test_no_versions_is_a_forced_load() -> None:
     bare = dataclasses.replace(MODULE, versions=())
-    assert codes(chk.check_module(bare, kernel(), {}), chk.Severity.TAINT) == ["no-versions"]
+    # trusted signer: the only taint left is the forced load's
+    assert codes(chk.check_module(bare, kernel(), {}, trust=chk.SignatureTrust.BUILTIN),
+                 chk.Severity.TAINT) == ["no-versions"]
     strict = {k: v for k, v in STD_CONFIG.items() if k != "CONFIG_MODULE_FORCE_LOAD"}
     # without CRCs the whole vermagic is compared, which still matches here
     assert codes(chk.check_module(bare, kernel(config=strict), {})) == ["no-versions"]
@@ -117,6 +129,36 @@ def test_depends_resolve_in_tree_or_in_the_image() -> None:
     assert needy.depends == ["usbcore", "foo"]
     assert codes(chk.check_module(needy, kernel(), {})) == ["depends"]
     assert chk.check_module(needy, kernel(), {}, peer_modules=frozenset({"foo"})).loads
+
+
+def _depending_on(names: str) -> elf.KernelModule:
+    return dataclasses.replace(MODULE, modinfo=(
+        *((k, v) for k, v in MODULE.modinfo if k != "depends"), ("depends", names)))
+
+
+def test_a_dashed_dependency_is_found_among_the_images_modules() -> None:
+    """modpost writes depends=foo-core; the peer module is named foo_core."""
+    needy = _depending_on("foo-core")
+    assert chk.check_module(needy, kernel(), {}, peer_modules=frozenset({"foo_core"})).loads
+
+
+def test_a_dependency_built_into_the_kernel_is_satisfied() -> None:
+    """Real facts: Debian 6.12 cloud builds crc16 into vmlinux, 6.12 standard ships crc16.ko
+    (read from the toolkits' modules.builtin); a module built on standard depends=crc16."""
+    needy = _depending_on("crc16,crc-itu-t")
+    cloud = dataclasses.replace(kernel(), builtin=frozenset({"crc16", "crc_itu_t"}))
+    assert chk.check_module(needy, cloud, {}).loads
+    assert codes(chk.check_module(needy, kernel(), {})) == ["depends", "depends"]
+    # and nothing to ask of the image's modules.dep for a built-in one
+    assert chk.check_module(needy, cloud, {}, depmod=frozenset({"crc7"})).loads
+
+
+def test_builtin_modules_are_read_from_modules_builtin(tmp_path: Path) -> None:
+    index = tmp_path / "lib" / "modules" / "6.12.117+deb12-cloud-amd64"
+    index.mkdir(parents=True)
+    (index / "modules.builtin").write_text("kernel/lib/crc16.ko\nkernel/lib/crc-itu-t.ko\n")
+    assert facts.builtin_modules(tmp_path, "6.12.117+deb12-cloud-amd64") == \
+        {"crc16", "crc_itu_t"}
 
 
 def test_symbols_from_peer_modules_are_resolved_with_their_crcs() -> None:
@@ -135,19 +177,113 @@ def test_exporting_a_kernel_symbol_is_refused() -> None:
     assert codes(chk.check_module(MODULE, k, {})) == ["duplicate-export"]
 
 
-@pytest.mark.parametrize(("trust", "secure_boot", "expected"), [
-    (chk.SignatureTrust.UNSIGNED, False, chk.Severity.TAINT),
-    (chk.SignatureTrust.UNSIGNED, True, chk.Severity.REFUSE),
-    (chk.SignatureTrust.UNTRUSTED, True, chk.Severity.REFUSE),
-    (chk.SignatureTrust.UNTRUSTED, False, chk.Severity.TAINT),
-    (chk.SignatureTrust.TRUSTED, True, chk.Severity.OK),
-    (chk.SignatureTrust.UNKNOWN, True, chk.Severity.WARN),
+_NONE, _SB, _ENFORCE = chk.Policy(), chk.Policy(secure_boot=True), chk.Policy(sig_enforce=True)
+
+
+@pytest.mark.parametrize(("trust", "policy", "expected"), [
+    (chk.SignatureTrust.UNSIGNED, _NONE, chk.Severity.TAINT),
+    (chk.SignatureTrust.UNSIGNED, _SB, chk.Severity.REFUSE),
+    (chk.SignatureTrust.UNSIGNED, _ENFORCE, chk.Severity.REFUSE),
+    (chk.SignatureTrust.UNTRUSTED, _SB, chk.Severity.REFUSE),
+    (chk.SignatureTrust.UNTRUSTED, _NONE, chk.Severity.TAINT),
+    (chk.SignatureTrust.TRUSTED, _SB, chk.Severity.OK),
+    (chk.SignatureTrust.BUILTIN, _ENFORCE, chk.Severity.OK),
+    # a signer dtk cannot place: the kernel does not have it unless it is an enrolled MOK
+    (chk.SignatureTrust.UNKNOWN, _SB, chk.Severity.REFUSE),
+    (chk.SignatureTrust.UNKNOWN, _ENFORCE, chk.Severity.REFUSE),
+    (chk.SignatureTrust.UNKNOWN, _NONE, chk.Severity.TAINT),
+    # a key the kernel has, content changed: -EKEYREJECTED is fatal, enforced or not
+    (chk.SignatureTrust.REJECTED, _NONE, chk.Severity.REFUSE),
+    (chk.SignatureTrust.REJECTED, _SB, chk.Severity.REFUSE),
 ])
-def test_signature_policy(trust: chk.SignatureTrust, secure_boot: bool,
+def test_signature_policy(trust: chk.SignatureTrust, policy: chk.Policy,
                           expected: chk.Severity) -> None:
-    verdict = chk.check_module(MODULE, kernel(), {}, trust=trust,
-                               policy=chk.Policy(secure_boot=secure_boot))
+    verdict = chk.check_module(MODULE, kernel(), {}, trust=trust, policy=policy)
     assert [f.severity for f in verdict.findings if f.code == "signature"] == [expected]
+
+
+@pytest.fixture(scope="module")
+def mok(tmp_path_factory: pytest.TempPathFactory) -> sign.Signer:
+    keys = keygen.keygen(tmp_path_factory.mktemp("mok"), "an enrolled MOK")
+    return sign.make_signer(keys.key, keys.cert_pem)
+
+
+def _signature(verdict: chk.Prediction) -> chk.Finding:
+    [finding] = [f for f in verdict.findings if f.code == "signature"]
+    return finding
+
+
+def test_a_known_key_with_changed_content_is_refused_without_enforcement(
+        mok: sign.Signer) -> None:
+    """module_sig_check(): -EKEYREJECTED is not one of the tolerated errors."""
+    signed, _ = sign.sign_bytes(CRC7.read_bytes(), mok)
+    tampered = signed.replace(b"CRC7 calculations", b"CRC7 calculationz")
+    for trust in (image.load(tampered, "crc7.ko", None, mok.cert).trust,  # the --cert
+                  image.load(tampered, "crc7.ko", None, None).trust_on([mok.cert])):  # built in
+        assert trust is chk.SignatureTrust.REJECTED
+        finding = _signature(chk.check_module(MODULE, kernel(), {}, trust=trust))
+        assert finding.severity is chk.Severity.REFUSE
+        assert "Key was rejected by service" in finding.message
+    assert image.load(signed, "crc7.ko", None, mok.cert).trust is chk.SignatureTrust.TRUSTED
+
+
+def test_an_unknown_key_taints_and_is_rejected_only_under_enforcement(
+        mok: sign.Signer, tmp_path: Path) -> None:
+    other = keygen.keygen(tmp_path / "other", "someone else")
+    signed, _ = sign.sign_bytes(CRC7.read_bytes(), mok)
+    item = image.load(signed, "crc7.ko", None, sign.load_cert(other.cert_pem))
+    assert item.trust_on([]) is chk.SignatureTrust.UNTRUSTED
+    lax = _signature(chk.check_module(item.module, kernel(), {}, trust=item.trust))
+    assert lax.severity is chk.Severity.TAINT
+    strict = _signature(chk.check_module(item.module, kernel(), {}, trust=item.trust,
+                                         policy=_ENFORCE))
+    assert strict.severity is chk.Severity.REFUSE
+    assert "Loading of module with unavailable key is rejected" in strict.message
+
+
+def test_secure_boot_with_a_signer_dtk_cannot_verify_asks_for_the_cert(
+        mok: sign.Signer) -> None:
+    signed, _ = sign.sign_bytes(CRC7.read_bytes(), mok)
+    item = image.load(signed, "crc7.ko", None, None)
+    assert item.trust_on([]) is chk.SignatureTrust.UNKNOWN
+    verdict = chk.check_module(item.module, kernel(), {}, trust=item.trust, policy=_SB)
+    assert not verdict.loads
+    assert "pass --cert with the enrolled MOK certificate" in verdict.refusals[0].message
+
+
+# struct module_signature, the 12 bytes before the magic: algo, hash, id_type, signer_len,
+# key_id_len, __pad[3], sig_len (big-endian)
+_TRAILER_AT = -len(sigmod.MAGIC) - 12
+
+
+@pytest.mark.parametrize(("offset", "what"), [
+    (0, "algo"), (1, "hash"), (3, "signer_len"), (4, "key_id_len"),
+    (5, "__pad"), (6, "__pad"), (7, "__pad"),
+])
+def test_non_zero_module_signature_fields_are_refused_like_mod_check_sig(
+        offset: int, what: str) -> None:
+    data = bytearray(CRC7.read_bytes())
+    data[len(data) + _TRAILER_AT + offset] = 1
+    module = elf.parse_module(bytes(data), "crc7.ko")
+    assert module.signature_problem is not None
+    assert module.signature_problem.errno == "EBADMSG"
+    verdict = chk.check_module(module, kernel(), {})  # no enforcement: fatal anyway
+    assert codes(verdict) == ["signature"]
+    message = verdict.refusals[0].message
+    assert "PKCS#7 signature info has unexpected non-zero params" in message
+    assert "Bad message" in message and what in message
+
+
+def test_a_non_pkcs7_signature_is_unsupported_crypto_not_fatal() -> None:
+    data = bytearray(CRC7.read_bytes())
+    data[len(data) + _TRAILER_AT + 2] = 1  # id_type X509
+    module = elf.parse_module(bytes(data), "crc7.ko")
+    assert module.signature_problem is not None
+    assert module.signature_problem.errno == "ENOPKG"
+    assert _signature(chk.check_module(module, kernel(), {})).severity is chk.Severity.TAINT
+    refused = chk.check_module(module, kernel(), {}, policy=_ENFORCE)
+    assert "Loading of module with unsupported crypto is rejected" in \
+        refused.refusals[0].message
 
 
 def test_sig_force_enforces_without_secure_boot() -> None:

@@ -93,19 +93,23 @@ def test_wrong_architecture_is_reported_not_hidden() -> None:
     assert elf.parse_module(bytes(body)).machine == "arm64"
 
 
-def test_corrupt_signature_trailer_is_a_clear_error() -> None:
+def test_corrupt_signature_trailer_is_the_kernels_bad_message() -> None:
+    """mod_verify_sig() fails such a module with -EBADMSG: read it, and say so."""
     data = bytearray(CRC7_BYTES)
     struct.pack_into(">I", data, len(data) - 28 - 4, 10**8)  # sig_len larger than the file
-    with pytest.raises(modfile.ModuleError, match="signature length"):
-        elf.parse_module(bytes(data))
+    problem = elf.parse_module(bytes(data)).signature_problem
+    assert problem is not None and problem.errno == "EBADMSG"
+    assert "signature length" in problem.message
     data = bytearray(CRC7_BYTES)
     data[len(data) - 28 - 12 - 100] ^= 0xFF  # inside the PKCS#7 (the RSA value: still DER)
     assert elf.parse_module(bytes(data)).signature is not None
     data = bytearray(CRC7_BYTES)
     sig_len = struct.unpack_from(">I", data, len(data) - 28 - 4)[0]
     data[len(data) - 28 - 12 - sig_len] = 0x31  # the outer SEQUENCE tag
-    with pytest.raises(modfile.ModuleError, match="PKCS#7"):
-        elf.parse_module(bytes(data))
+    problem = elf.parse_module(bytes(data)).signature_problem
+    assert problem is not None and problem.errno == "EBADMSG" and "PKCS#7" in problem.message
+    with pytest.raises(sigmod.SignatureError, match="PKCS#7"):
+        sigmod.split(bytes(data))  # signing refuses to strip what it cannot read
 
 
 def test_corrupt_xz_is_a_clear_error(tmp_path: Path) -> None:
