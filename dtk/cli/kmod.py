@@ -239,15 +239,25 @@ def verify_cmd(target: str, cert_path: Path, as_json: bool) -> None:
 
 @click.command("keygen")
 @click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
-              default=Path(), show_default=True, help="Where to write the key and cert.")
+              default=None, help="Where to write the key and cert (default: dtk's state "
+                                 "directory, ~/.local/state/dtk/keys, mode 0700).")
 @click.option("--cn", "common_name", default="dtk module signing key", show_default=True,
               help="Common name (what modinfo shows as signer).")
 @click.option("--bits", default=2048, show_default=True, type=click.IntRange(2048, 4096))
 @click.option("--days", default=3650, show_default=True, type=click.IntRange(1, 36500))
-@click.option("--force", is_flag=True, help="Overwrite existing files.")
-def keygen_cmd(directory: Path, common_name: str, bits: int, days: int, force: bool) -> None:
+@click.option("--force", is_flag=True,
+              help="Overwrite existing files, or write inside a git work tree.")
+@json_option
+def keygen_cmd(*, directory: Path | None, common_name: str, bits: int, days: int, force: bool,
+               as_json: bool) -> None:
     """Make a module-signing key and a certificate fit for MOK enrolment."""
-    files = keygen.keygen(directory, common_name, bits=bits, days=days, force=force)
+    files = keygen.keygen(directory or keygen.default_dir(), common_name, bits=bits,
+                          days=days, force=force)
+    if as_json:
+        print_json({"key": str(files.key), "cert_pem": str(files.cert_pem),
+                    "cert_der": str(files.cert_der),
+                    "enrol": f"mokutil --import {files.cert_der}"})
+        return
     click.echo(f"private key:  {files.key}  (mode 0600; keep it out of images and git)")
     click.echo(f"certificate:  {files.cert_pem}  and  {files.cert_der}")
     click.echo("enrol it on each Secure Boot node, then reboot and confirm in MokManager:")
