@@ -56,7 +56,7 @@ def assert_one_screen(text: str) -> None:
 @pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
 @settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(junk=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1,
+@given(junk=st.text(alphabet=st.characters(codec="utf-8"), min_size=1,
                     max_size=12).filter(lambda s: not s.startswith("-")))
 def test_unknown_options_are_usage_errors(capsys: pytest.CaptureFixture[str],
                                           path: tuple[str, ...], command: click.Command,
