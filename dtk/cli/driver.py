@@ -172,8 +172,8 @@ def _report(outcomes: list[Outcome], log_dir: Path, wall: float) -> None:
         detail = detail if len(detail) <= 90 else detail[:89] + "…"
         state = o.status.value + (" (cached)" if o.cached else "") + (" +pushed" if o.pushed
                                                                          else "")
-        rows.append([o.module, o.kernel, state, f"{o.seconds:.1f}s", detail])
-    print_table(["MODULE", "KERNEL", "STATUS", "TIME", "MODULES / REASON"], rows)
+        rows.append([o.module, o.kernel, state, f"{o.seconds:.1f}", detail])
+    print_table(["MODULE", "KERNEL", "STATUS", "SECONDS", "MODULES / REASON"], rows)
     for o in outcomes:
         for note in o.notes:
             stderr(f"note: {o.module} for {o.kernel}: {note}")

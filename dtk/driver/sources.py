@@ -90,6 +90,9 @@ class PackageFetcher(Protocol):
 
 def containerfile_source(containerfile: Path, context: Path | None,
                          name: str | None) -> ContainerfileSource:
+    if containerfile.is_dir():
+        raise DtkError(f"-f {containerfile} is a directory",
+                       hint=f"pass the Containerfile itself, e.g. -f {containerfile}/Containerfile")
     if not containerfile.is_file():
         raise DtkError(f"Containerfile {containerfile} does not exist",
                        hint="pass -f PATH to a KMM-style Containerfile")

@@ -97,8 +97,10 @@ def standard_sibling(release: str) -> str | None:
     if parsed is None or parsed.flavour is not Flavour.RT:
         return None
     if parsed.family is Family.DEBIAN:
-        return release.replace("-rt-", "-")
-    return release.removesuffix("+rt")
+        head, sep, tail = release.rpartition("-rt-")
+        return f"{head}-{tail}" if sep else None
+    # The older RHEL RT form (…rt14.296.el9_2…) is a kernel of its own: no sibling.
+    return release.removesuffix("+rt") if release.endswith("+rt") else None
 
 
 def _debian_variant(release: str) -> str:
