@@ -190,6 +190,15 @@ class DebianCatalog:
     def base_packages(self) -> tuple[str, ...]:
         return BASE_PACKAGES
 
+    def installed_bytes(self, packages: Sequence[PinnedPackage]) -> int:
+        """What the packages take once installed (the index's Installed-Size), 0 if unknown."""
+        total = 0
+        for pkg in packages:
+            stanza = next((s for s in self.pool.get(pkg.name, ()) if s["Version"] == pkg.version),
+                          None)
+            total += int(stanza.get("Installed-Size", "0") or 0) * 1024 if stanza else 0
+        return total
+
     def package_versions(self, names: Sequence[str]) -> tuple[str, ...]:
         """'name=version' of the newest of each; '' for a name the archive lacks."""
         return tuple(f"{n}={self.pool[n][0]['Version']}" if n in self.pool else f"{n}="

@@ -50,17 +50,18 @@ def ensure_toolkit(release: str, rt: str = "auto", *, distro: Distro | None = No
     plan = tplan.plan_toolkit(distro, release, rt)
     # Checked before the lock too, so a current toolkit never waits behind another
     # kernel's build; checked again under it, since that build may be this one.
-    if not rebuild and _current(plan):
+    if not rebuild and is_current(plan):
         monitor.step(f"toolkit {plan.tag} is up to date")
     else:
         with locked(paths.cache_dir() / "locks" / "toolkit-build"):
-            if rebuild or not _current(plan):
+            if rebuild or not is_current(plan):
                 build(plan, monitor, rebuild=rebuild)
     return ToolkitImage(plan.tag, buildah.image_id(plan.tag), plan.release,
                         plan.rt.release if plan.rt else None)
 
 
-def _current(plan: ToolkitPlan) -> bool:
+def is_current(plan: ToolkitPlan) -> bool:
+    """The plan's toolkit is in local storage, built from exactly these inputs."""
     return buildah.image_exists(plan.tag) and buildah.labels(plan.tag).get("dtk.plan") \
         == plan.plan_hash
 

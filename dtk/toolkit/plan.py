@@ -111,8 +111,16 @@ class ToolkitPlan:
 
 
 def plan_toolkit(distro: Distro, release: str, rt: str = "auto") -> ToolkitPlan:
-    """Resolve a kernel (and its RT sibling) to exact packages; fail before any work."""
+    """Resolve a kernel (and its RT sibling) to exact packages; fail before any work.
+
+    An RT kernel whose standard sibling the archive has is planned as that
+    sibling's toolkit (which carries both), unless `rt` is 'none': one image
+    serves both kernels, whichever of them the user named.
+    """
     parsed = kern.parse(release)
+    sibling = kern.standard_sibling(release)
+    if rt == "auto" and sibling and sibling in {e.release for e in distro.kernels()}:
+        return plan_toolkit(distro, sibling, release)
     kpkgs = distro.kernel_packages(release)
     rt_pkgs = _plan_rt(distro, parsed, kpkgs, rt)
     if rt_pkgs and rt_pkgs.compiler_package != kpkgs.compiler_package:

@@ -38,9 +38,17 @@ def test_auto_rt_sibling_and_tags(distro: DebianCatalog) -> None:
 
 def test_rt_none_and_rt_kernel_itself(distro: DebianCatalog) -> None:
     assert tplan.plan_toolkit(distro, "6.1.0-56-amd64", "none").rt_release == ""
-    rt = tplan.plan_toolkit(distro, "6.1.0-56-rt-amd64")
+    rt = tplan.plan_toolkit(distro, "6.1.0-56-rt-amd64", "none")
     assert rt.kernels == ("6.1.0-56-rt-amd64",)
     assert rt.rt_release == "6.1.0-56-rt-amd64"
+
+
+def test_an_rt_kernel_gets_its_standard_siblings_toolkit(distro: DebianCatalog) -> None:
+    """Asked for the RT kernel, dtk plans the toolkit that carries it: the standard
+    sibling's (the same image `dtk build` and `dtk vmtest` use for it)."""
+    rt = tplan.plan_toolkit(distro, "6.1.0-56-rt-amd64")
+    assert rt.kernels == ("6.1.0-56-amd64", "6.1.0-56-rt-amd64")
+    assert rt.tag == "localhost/driver-toolkit:6.1.0-56-amd64"
 
 
 def test_rt_from_another_source_version_is_refused(distro: DebianCatalog) -> None:
