@@ -69,7 +69,8 @@ def list_cmd(as_json: bool) -> None:
         print_json(rows)
         return
     print_table(["IMAGE", "KERNEL", "RT KERNEL", "SIZE", "CREATED"],
-                [[r["name"], r["kernel"], r["rt_kernel"] or "-", r["size"], r["created"]]
+                [[r["name"], r["kernel"], r["rt_kernel"] or "-", human_size(r["size"]),
+                  r["created"][:19].replace("T", " ")]
                  for r in rows])
 
 

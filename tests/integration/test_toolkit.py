@@ -8,6 +8,7 @@ layers; a module must compile inside for each kernel with the right vermagic.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import subprocess
 import sys
@@ -184,3 +185,21 @@ def test_prune_removes_only_what_dtk_made(tmp_path: Path) -> None:
     finally:
         for image in (ours, theirs):
             buildah.remove_image(image)
+
+
+def test_list_and_inspect_json_share_names_and_types(toolkit_61: ToolkitImage) -> None:
+    """Scripts read sizes as bytes, full image ids, ISO-8601 times, and the same field
+    names from `toolkit list` and `toolkit inspect`."""
+    listed = json.loads(subprocess.run([sys.executable, "-m", "dtk", "toolkit", "list",
+                                        "--json"], capture_output=True, text=True,
+                                       timeout=300, check=True).stdout)
+    row = next(r for r in listed if r["name"] == toolkit_61.name)
+    inspected = json.loads(subprocess.run([sys.executable, "-m", "dtk", "toolkit", "inspect",
+                                           toolkit_61.name, "--json"], capture_output=True,
+                                          text=True, timeout=300, check=True).stdout)
+    for key, value in row.items():
+        assert type(inspected[key]) is type(value), key
+    assert row["image_id"] == inspected["image_id"] == toolkit_61.image_id
+    assert len(row["image_id"]) == 64 and isinstance(row["size"], int) and row["size"] > 10**9
+    for created in (row["created"], inspected["created"]):
+        assert datetime.datetime.fromisoformat(created.replace("Z", "+00:00")[:26] + "+00:00")
