@@ -120,7 +120,8 @@ def _needs_base(sources: list[src.Source]) -> bool:
 @click.option("--mod-namespace", default="default", show_default=True, help="MOD_NAMESPACE.")
 @click.option("--push", is_flag=True, help="Push each built image to its registry.")
 @click.option("--tls-verify/--no-tls-verify", default=None,
-              help="TLS for --push (default: off for loopback registries only).")
+              help="Verify the registry's TLS certificate (default: yes, except for a "
+                   "loopback registry).")
 @click.option("-j", "--jobs", type=click.IntRange(1), default=None,
               help="Cells built at once (default: number of cores).")
 @click.option("--dry-run", is_flag=True,

@@ -96,7 +96,8 @@ def inspect_cmd(image: str, as_json: bool) -> None:
 @click.argument("image")
 @click.argument("dest")
 @click.option("--tls-verify/--no-tls-verify", default=None,
-              help="Verify the registry's TLS (default: on, except for loopback registries).")
+              help="Verify the registry's TLS certificate (default: yes, except for a "
+                   "loopback registry).")
 def push_cmd(image: str, dest: str, tls_verify: bool | None) -> None:
     """Push a toolkit image to a registry (DEST like registry:5000/ns/driver-toolkit:TAG)."""
     buildah.inspect(image)  # a clear error if it does not exist
