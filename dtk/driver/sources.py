@@ -157,7 +157,7 @@ def package_depends(control_depends: str) -> tuple[str, ...]:
 def fetch_dkms_package(name: str, fetcher: PackageFetcher) -> tuple[list[Path], tuple[str, ...]]:
     """Download a Debian `*-dkms` package and unpack it: its DKMS trees and its Depends."""
     base = paths.cache_dir() / "dkms"
-    with locked(base / "lock"):
+    with locked(base / "lock", "dkms package cache"):
         deb = _recent_download(base, name) or _download(base, name, fetcher)
         root = base / "src" / deb.stem
         if not (root / ".complete").exists():

@@ -53,7 +53,7 @@ def ensure_toolkit(release: str, rt: str = "auto", *, distro: Distro | None = No
     if not rebuild and is_current(plan):
         monitor.step(f"toolkit {plan.tag} is up to date")
     else:
-        with locked(paths.cache_dir() / "locks" / "toolkit-build"):
+        with locked(paths.cache_dir() / "locks" / "toolkit-build", "toolkit-build"):
             if rebuild or not is_current(plan):
                 build(plan, monitor, rebuild=rebuild)
     return ToolkitImage(plan.tag, buildah.image_id(plan.tag), plan.release,
