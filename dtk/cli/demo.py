@@ -18,8 +18,8 @@ def print_report(report: DemoReport) -> None:
                     [[role, name, human_size(size)] for role, name, size in report.images])
     if report.checks:
         click.echo("")
-        print_table(["CHECK (static)", "KERNEL", "PREDICTION", "WHY"],
-                    [[img, k, "loads" if ok else "refused", why or "-"]
+        print_table(["CHECK (static)", "KERNEL", "VERDICT (predicted)", "WHY"],
+                    [[img, k, "loaded" if ok else "refused", why or "-"]
                      for img, k, ok, why in report.checks])
     boots = [*report.boots, *([report.negative] if report.negative else [])]
     if boots:

@@ -13,7 +13,15 @@ from pathlib import Path
 import click
 
 from dtk import paths
-from dtk.cli.common import json_option, monitor, print_json, print_table, sources_option, stderr
+from dtk.cli.common import (
+    human_size,
+    json_option,
+    monitor,
+    print_json,
+    print_table,
+    sources_option,
+    stderr,
+)
 from dtk.distro import find_kernel
 from dtk.distro.debian import DebianArchive
 from dtk.distro.query import query_kernels
@@ -23,14 +31,15 @@ from dtk.driver import sources as src
 from dtk.driver.base import ensure_base
 from dtk.driver.dkms import evaluate_confs
 from dtk.driver.extras import resolve_extras
-from dtk.driver.matrix import RunOptions, failed, resolve_toolkits, run_matrix
-from dtk.driver.naming import DEFAULT_TEMPLATE
+from dtk.driver.matrix import RunOptions, failed, resolve_toolkits, run_matrix, toolkit_target
+from dtk.driver.naming import DEFAULT_TEMPLATE, image_name, module_slug
 from dtk.driver.outcome import Outcome, Status
 from dtk.driver.plan import BuildOptions, ImageRef, plan_matrix
 from dtk.driver.prune import plan_prune, prune
 from dtk.errors import DtkError
 from dtk.progress import Monitor
-from dtk.toolkit.images import ToolkitImage, ensure_toolkit
+from dtk.toolkit import plan as tplan
+from dtk.toolkit.images import ToolkitImage, ensure_toolkit, is_current
 
 
 def parse_build_args(pairs: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -111,9 +120,13 @@ def _needs_base(sources: list[src.Source]) -> bool:
 @click.option("--mod-namespace", default="default", show_default=True, help="MOD_NAMESPACE.")
 @click.option("--push", is_flag=True, help="Push each built image to its registry.")
 @click.option("--tls-verify/--no-tls-verify", default=None,
-              help="TLS for --push (default: off for loopback registries only).")
+              help="Verify the registry's TLS certificate (default: yes, except for a "
+                   "loopback registry).")
 @click.option("-j", "--jobs", type=click.IntRange(1), default=None,
               help="Cells built at once (default: number of cores).")
+@click.option("--dry-run", is_flag=True,
+              help="Show the cells and the toolkits that would be built (with their size); "
+                   "build nothing.")
 @sources_option
 @json_option
 @click.pass_context
@@ -121,7 +134,7 @@ def build_cmd(ctx: click.Context, *, files: tuple[Path, ...], context: Path | No
               dkms: tuple[str, ...], kernel: tuple[str, ...], query: str | None,
               build_args: tuple[str, ...], template: str, mod_name: str | None,
               mod_namespace: str, push: bool, tls_verify: bool | None, jobs: int | None,
-              sources: Path | None, as_json: bool) -> None:
+              dry_run: bool, sources: Path | None, as_json: bool) -> None:
     """Build driver containers: every module for every kernel, in parallel."""
     if ctx.invoked_subcommand:
         return
@@ -131,10 +144,17 @@ def build_cmd(ctx: click.Context, *, files: tuple[Path, ...], context: Path | No
                        hint="e.g. --image "
                             "127.0.0.1:5000/drivers/${MOD_NAME}:${KERNEL_FULL_VERSION}")
     options = BuildOptions(template, mod_namespace, mod_name, parse_build_args(build_args), push)
+    found = _containerfile_sources(files, context, dkms, mod_name)  # before any network
     archive = open_archive(sources)
     kernels = _kernel_list(kernel, query, archive)
-    found = _containerfile_sources(files, context, dkms, mod_name)
     mon = monitor(as_json)
+    missing = _missing_toolkits(kernels, archive)
+    if dry_run:
+        _print_dry_run(found, dkms, kernels, missing=missing, options=options, as_json=as_json)
+        return
+    for tag, held, size in missing:  # up to 1.8 GB each: never a surprise
+        mon.step(f"toolkit {tag} for {held} is missing: building it"
+                 + (f" (about {human_size(size)} of kernel packages)" if size else ""))
     toolkits = _toolkits(kernels, archive, mon)
     if dkms:
         found += src.resolve_dkms(dkms, archive.index, *_evaluator(toolkits))
@@ -157,6 +177,40 @@ def build_cmd(ctx: click.Context, *, files: tuple[Path, ...], context: Path | No
         raise SystemExit(1)
 
 
+def _missing_toolkits(kernels: list[str], archive: DebianArchive
+                      ) -> list[tuple[str, str, int]]:
+    """(tag, kernels it holds, bytes of kernel packages) of each toolkit the run builds."""
+    known = _known(archive)
+    targets = dict.fromkeys(toolkit_target(k, known) for k in kernels if known(k) is None)
+    missing = []
+    for target in targets:
+        plan = tplan.plan_toolkit(archive, target)
+        if not is_current(plan):
+            packages = [p for k in (plan.kernel, plan.rt) if k for p in k.packages]
+            missing.append((plan.tag, ", ".join(plan.kernels), archive.installed_bytes(packages)))
+    return missing
+
+
+def _print_dry_run(found: list[src.Source], dkms: tuple[str, ...], kernels: list[str], *,
+                   missing: list[tuple[str, str, int]], options: BuildOptions,
+                   as_json: bool) -> None:
+    names = [s.name for s in found] + [module_slug(Path(d).name or d) for d in dkms]
+    cells = [{"module": n, "kernel": k,
+              "image": image_name(options.image_template, k, options.mod_name or n,
+                                  options.mod_namespace)} for n in names for k in kernels]
+    toolkits = [{"toolkit": t, "kernels": h, "package_bytes": b} for t, h, b in missing]
+    if as_json:
+        print_json({"dry_run": True, "cells": cells, "toolkits_to_build": toolkits})
+        return
+    print_table(["MODULE", "KERNEL", "IMAGE"], [[c["module"], c["kernel"], c["image"]]
+                                                for c in cells])
+    for tag, held, size in missing:
+        click.echo(f"would build toolkit {tag} for {held}"
+                   + (f" (about {human_size(size)} of kernel packages)" if size else ""))
+    click.echo(f"dry run: {len(cells)} cell(s), {len(missing)} toolkit(s) to build; "
+               "nothing was built")
+
+
 def _toolkits(kernels: list[str], archive: DebianArchive,
               mon: Monitor) -> dict[str, ImageRef | str]:
     def ensure(release: str) -> ToolkitImage:
@@ -172,8 +226,8 @@ def _report(outcomes: list[Outcome], log_dir: Path, wall: float) -> None:
         detail = detail if len(detail) <= 90 else detail[:89] + "…"
         state = o.status.value + (" (cached)" if o.cached else "") + (" +pushed" if o.pushed
                                                                          else "")
-        rows.append([o.module, o.kernel, state, f"{o.seconds:.1f}s", detail])
-    print_table(["MODULE", "KERNEL", "STATUS", "TIME", "MODULES / REASON"], rows)
+        rows.append([o.module, o.kernel, state, f"{o.seconds:.1f}", detail])
+    print_table(["MODULE", "KERNEL", "STATUS", "SECONDS", "MODULES / REASON"], rows)
     for o in outcomes:
         for note in o.notes:
             stderr(f"note: {o.module} for {o.kernel}: {note}")

@@ -23,8 +23,16 @@ def _is_file(target: str) -> bool:
     return Path(target).is_file() or modfile.is_module(target)
 
 
+def _not_a_directory(target: str) -> None:
+    if Path(target).is_dir():
+        raise DtkError(f"{target} is a directory, not a module file or an image",
+                       hint="give a .ko file (or .ko.xz/.zst/.gz) or an image name; for a "
+                            "directory of modules, list the files")
+
+
 def load_target(target: str, cert_path: Path | None = None) -> image.ImageModules | Loaded:
     """A module file, or an image's modules grouped by kernel directory."""
+    _not_a_directory(target)
     cert = sign.load_cert(cert_path) if cert_path else None
     if _is_file(target):
         return image.load_file(Path(target), cert)
@@ -39,10 +47,8 @@ def _groups(loaded: image.ImageModules | Loaded) -> dict[str, list[Loaded]]:
 
 def _describe(mod: elf.KernelModule, symbols: bool) -> None:
     click.echo(f"{mod.path}")
-    for key in ("name", "vermagic", "license", "version", "srcversion", "depends", "import_ns",
-                "description"):
-        for value in mod.field_values(key):
-            click.echo(f"  {key + ':':12} {value}")
+    for key, value in mod.modinfo:  # every field, in file order, as modinfo prints them
+        click.echo(f"  {key + ':':12} {value}")
     click.echo(f"  {'machine:':12} {mod.machine}" +
                (f" ({mod.compression}-compressed)" if mod.compression else ""))
     click.echo(f"  {'imports:':12} {len(mod.versions)} with CRCs, {len(mod.undefined)} undefined")
@@ -65,19 +71,20 @@ def _describe(mod: elf.KernelModule, symbols: bool) -> None:
 
 
 @click.command("inspect")
-@click.argument("target")
+@click.argument("targets", nargs=-1, required=True)
 @click.option("--symbols", is_flag=True, help="List every imported and exported symbol.")
 @json_option
-def inspect_cmd(target: str, symbols: bool, as_json: bool) -> None:
-    """Show what a module file (.ko, .ko.xz, …) or every module in an image contains."""
-    groups = _groups(load_target(target))
+def inspect_cmd(targets: tuple[str, ...], symbols: bool, as_json: bool) -> None:
+    """Show what module files (.ko, .ko.xz, …) or every module in images contain."""
+    found = [(t, _groups(load_target(t))) for t in targets]
     if as_json:
-        print_json([{"kernel_dir": k or None, **item.module.to_json()}
-                    for k, items in groups.items() for item in items])
+        print_json([{"target": t, "kernel_dir": k or None, **item.module.to_json()}
+                    for t, groups in found for k, items in groups.items() for item in items])
         return
-    for items in groups.values():
-        for item in items:
-            _describe(item.module, symbols)
+    for _target, groups in found:
+        for items in groups.values():
+            for item in items:
+                _describe(item.module, symbols)
 
 
 # --- check --------------------------------------------------------------------------
@@ -93,8 +100,7 @@ _SHOWN_PER_CODE = 5  # a module built for another ABI fails hundreds of CRCs; --
 
 
 def _print_verdict(verdict: chk.Prediction) -> None:
-    status = "loads" if verdict.loads else "REFUSED"
-    click.echo(f"{verdict.path} on {verdict.kernel}: {status}")
+    click.echo(f"{verdict.path} on {verdict.kernel}: {verdict.verdict.value} (predicted)")
     shown: collections.Counter[str] = collections.Counter()
     for finding in verdict.findings:
         if finding.severity is chk.Severity.OK and not verdict.loads:
@@ -114,9 +120,9 @@ def _cell(verdicts: list[chk.Prediction]) -> str:
     refused = [v for v in verdicts if not v.loads]
     if not refused:
         tainted = any(f.severity is chk.Severity.TAINT for v in verdicts for f in v.findings)
-        return "ok (taint)" if tainted else "ok"
+        return "loaded (taints)" if tainted else "loaded"
     codes = sorted({f.code for v in refused for f in v.refusals})
-    return "REFUSED: " + ",".join(codes)
+    return "refused: " + ",".join(codes)
 
 
 @click.command("check")
@@ -199,6 +205,9 @@ def sign_cmd(*, module: Path | None, unsigned_image: str | None, key_path: Path,
                             "6.1.0-56-amd64 --output IMG:signed --files-to-sign "
                             "'/opt/lib/modules/$KERNEL_FULL_VERSION/*.ko' --key key.pem "
                             "--cert cert.pem")
+    if module is not None and output is not None and Path(output).is_dir():
+        raise DtkError(f"-o {output} is a directory", hint="give the signed module's file "
+                                                           f"name, e.g. -o {output}/{module.name}")
     signer = sign.make_signer(key_path, cert_path, hash_algo, use_key_id)  # fail early
     if module is not None:
         replaced = sign.sign_file(module, signer, Path(output) if output else None)
@@ -220,9 +229,11 @@ def sign_cmd(*, module: Path | None, unsigned_image: str | None, key_path: Path,
 @json_option
 def verify_cmd(target: str, cert_path: Path, as_json: bool) -> None:
     """Check module signatures against a certificate. Exit 1 if any does not verify."""
+    _not_a_directory(target)
     cert = sign.load_cert(cert_path)
     rows = []
     if _is_file(target):
+        elf.read_module(Path(target))  # a corrupt module says so, as inspect and check do
         rows.append((target, sign.verify_file(Path(target), cert)))
     else:
         for items in image.read_modules(target, cert=cert).values():
@@ -239,15 +250,25 @@ def verify_cmd(target: str, cert_path: Path, as_json: bool) -> None:
 
 @click.command("keygen")
 @click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
-              default=Path(), show_default=True, help="Where to write the key and cert.")
+              default=None, help="Where to write the key and cert (default: dtk's state "
+                                 "directory, ~/.local/state/dtk/keys, mode 0700).")
 @click.option("--cn", "common_name", default="dtk module signing key", show_default=True,
               help="Common name (what modinfo shows as signer).")
 @click.option("--bits", default=2048, show_default=True, type=click.IntRange(2048, 4096))
 @click.option("--days", default=3650, show_default=True, type=click.IntRange(1, 36500))
-@click.option("--force", is_flag=True, help="Overwrite existing files.")
-def keygen_cmd(directory: Path, common_name: str, bits: int, days: int, force: bool) -> None:
+@click.option("--force", is_flag=True,
+              help="Overwrite existing files, or write inside a git work tree.")
+@json_option
+def keygen_cmd(*, directory: Path | None, common_name: str, bits: int, days: int, force: bool,
+               as_json: bool) -> None:
     """Make a module-signing key and a certificate fit for MOK enrolment."""
-    files = keygen.keygen(directory, common_name, bits=bits, days=days, force=force)
+    files = keygen.keygen(directory or keygen.default_dir(), common_name, bits=bits,
+                          days=days, force=force)
+    if as_json:
+        print_json({"key": str(files.key), "cert_pem": str(files.cert_pem),
+                    "cert_der": str(files.cert_der),
+                    "enrol": f"mokutil --import {files.cert_der}"})
+        return
     click.echo(f"private key:  {files.key}  (mode 0600; keep it out of images and git)")
     click.echo(f"certificate:  {files.cert_pem}  and  {files.cert_der}")
     click.echo("enrol it on each Secure Boot node, then reboot and confirm in MokManager:")

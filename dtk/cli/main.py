@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import sys
+import time
+import traceback
 
 import click
 
-from dtk import __version__
+from dtk import __version__, paths
 from dtk.cli import demo, driver, kernels, kmod, toolkit, vm
 from dtk.cli import module as module_cli
 from dtk.errors import DtkError
@@ -36,23 +40,66 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _wants_json(argv: list[str]) -> bool:
+    return "--json" in argv
+
+
+def _error_json(message: str, hint: str | None, kind: str) -> str:
+    return json.dumps({"error": {"kind": kind, "message": message, "hint": hint}}, indent=2)
+
+
+def _report_bug(exc: BaseException, argv: list[str]) -> str:
+    """One screen for an exception dtk did not expect: it is a bug, and says where
+    the traceback went (a file, not the terminal) and how to learn more."""
+    crash_dir = paths.state_dir() / "crashes"
+    crash_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    log = crash_dir / f"{stamp}-{os.getpid()}.log"
+    log.write_text("dtk " + " ".join(argv) + "\n\n" + "".join(
+        traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    return (f"error: dtk hit a bug: {type(exc).__name__}: {exc}\n"
+            f"hint: this is dtk's fault, not yours; the traceback is in {log}. Rerun with "
+            "-v to see every command dtk runs, and report it with that file.")
+
+
+def run_cli(argv: list[str]) -> int:
+    """Run the command line; return the exit status. Errors never show a traceback:
+    a user's mistake gets one screen with the fix (exit 2), a bug one screen saying so."""
+    try:
+        cli.main(argv, prog_name="dtk", standalone_mode=False)
+    except BaseException as exc:
+        return _exit_status(exc, argv)
+    return 0
+
+
+def _exit_status(exc: BaseException, argv: list[str]) -> int:
+    as_json = _wants_json(argv)
+    if isinstance(exc, DtkError):
+        click.echo(_error_json(exc.message, exc.hint, "input") if as_json else exc.render(),
+                   err=not as_json)
+        return 2
+    if isinstance(exc, click.exceptions.Exit):
+        return exc.exit_code
+    if isinstance(exc, click.ClickException):
+        if as_json:
+            click.echo(_error_json(exc.format_message(), None, "usage"))
+        else:
+            exc.show()
+        return exc.exit_code
+    if isinstance(exc, (KeyboardInterrupt, click.exceptions.Abort)):
+        click.echo("interrupted", err=True)
+        return 130
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    if not isinstance(exc, Exception):
+        raise exc  # GeneratorExit and the like are not errors to report
+    text = _report_bug(exc, argv)
+    click.echo(_error_json(text, None, "bug") if as_json else text, err=not as_json)
+    return 70  # EX_SOFTWARE: an internal error
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _exit_on_signal)
     signal.signal(signal.SIGHUP, _exit_on_signal)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        cli(standalone_mode=False)
-    except DtkError as exc:
-        click.echo(exc.render(), err=True)
-        sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+    sys.exit(run_cli(sys.argv[1:]))

@@ -12,6 +12,7 @@ from dtk.distro.select import open_archive
 from dtk.engine import buildah, skopeo
 from dtk.toolkit import plan as tplan
 from dtk.toolkit.images import ensure_toolkit
+from dtk.toolkit.prune import plan_prune, prune
 from dtk.toolkit.query import inspect_toolkit, list_toolkits
 
 _RT_HELP = "RT sibling to include: auto (same source's rt kernel), none, or a release."
@@ -68,7 +69,8 @@ def list_cmd(as_json: bool) -> None:
         print_json(rows)
         return
     print_table(["IMAGE", "KERNEL", "RT KERNEL", "SIZE", "CREATED"],
-                [[r["name"], r["kernel"], r["rt_kernel"] or "-", r["size"], r["created"]]
+                [[r["name"], r["kernel"], r["rt_kernel"] or "-", human_size(r["size"]),
+                  r["created"][:19].replace("T", " ")]
                  for r in rows])
 
 
@@ -94,7 +96,8 @@ def inspect_cmd(image: str, as_json: bool) -> None:
 @click.argument("image")
 @click.argument("dest")
 @click.option("--tls-verify/--no-tls-verify", default=None,
-              help="Verify the registry's TLS (default: on, except for loopback registries).")
+              help="Verify the registry's TLS certificate (default: yes, except for a "
+                   "loopback registry).")
 def push_cmd(image: str, dest: str, tls_verify: bool | None) -> None:
     """Push a toolkit image to a registry (DEST like registry:5000/ns/driver-toolkit:TAG)."""
     buildah.inspect(image)  # a clear error if it does not exist
@@ -115,18 +118,29 @@ def rm_cmd(images: tuple[str, ...]) -> None:
 @toolkit.command("prune")
 @sources_option
 @click.option("--dry-run", is_flag=True, help="Only say what would be removed.")
-def prune_cmd(sources: Path | None, dry_run: bool) -> None:
-    """Remove toolkits whose kernel is no longer in the archive, and unused layers."""
-    available = {e.release for e in open_archive(sources).kernels()}
-    stale = [r for r in list_toolkits() if r["kernel"] not in available]
-    for row in stale:
-        click.echo(("would remove " if dry_run else "removing ") + row["name"])
-        if not dry_run:
-            buildah.remove_image(row["name"])
+@json_option
+def prune_cmd(sources: Path | None, dry_run: bool, as_json: bool) -> None:
+    """Remove toolkits whose kernel left the archive, superseded base and tools layers,
+    and untagged toolkit images. Nothing dtk did not make is touched."""
+    archive = open_archive(sources)
+    kernels = archive.kernels()
+    current: set[str] = set()
+    if kernels:
+        plan = tplan.plan_toolkit(archive, kernels[0].release, "none")
+        current = {plan.base_tag, plan.tools_tag}
+    removals = plan_prune({e.release for e in kernels}, current)
     if not dry_run:
-        buildah.prune_dangling()
-    if not stale:
-        click.echo("no stale toolkit")
+        prune(removals)
+    if as_json:
+        print_json({"dry_run": dry_run, "removed": [r.to_json() for r in removals]})
+        return
+    if not removals:
+        click.echo("nothing to prune")
+        return
+    print_table(["IMAGE", "NAMES", "SIZE", "WHY"],
+                [[r.image_id[:12], ", ".join(r.names) or "<none>", human_size(r.size), r.why]
+                 for r in removals])
+    click.echo(("would remove" if dry_run else "removed") + f" {len(removals)} image(s)")
 
 
 def register(group: click.Group) -> None:

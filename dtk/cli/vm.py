@@ -25,12 +25,21 @@ def print_results(results: list[VmResult]) -> None:
             click.echo(f"log: {r.kernel}: {r.log}")
 
 
+def _check_params(values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        key, sep, _ = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"'{value}' is not KEY=VALUE (e.g. greeting=hello)")
+    return values
+
+
 @click.command("vmtest")
 @click.argument("image")
 @click.option("--kernel", "-k", "kernels", multiple=True, required=True, metavar="K",
               help="Kernel release to boot (repeatable; booted in parallel).")
 @click.option("--module", default="", help="KMM moduleName (default: the image's only module).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              callback=lambda _c, _p, v: _check_params(v),
               help="Module parameter (KMM parameters; repeatable).")
 @click.option("--modprobe-arg", "load_args", multiple=True, metavar="ARG",
               help="KMM args.load for modprobe (default: -v).")

@@ -68,7 +68,7 @@ class AptIndex:
     def update(self, *, max_age_s: float = _FRESH_S) -> None:
         """Fetch indexes unless they are younger than `max_age_s`."""
         stamp = self.root / "updated"
-        with locked(self.root / "lock"):
+        with locked(self.root / "lock", "package index"):
             if stamp.exists() and time.time() - stamp.stat().st_mtime < max_age_s:
                 return
             self._prepare()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import cached_property
 
 from dtk import kernel as kern
@@ -34,10 +34,23 @@ _META = re.compile(r"^linux-image-(?!\d+\.\d+\.\d+)[a-z0-9.-]+$")
 _SOURCE = re.compile(r"^(?P<name>\S+)(?:\s+\((?P<version>[^)]+)\))?$")
 
 
+# What a minimal root (mmdebstrap --variant=minbase) is made of and what its
+# security updates land in: the toolkit's base layer is keyed by their versions,
+# so that an update of any of them rebuilds it.
+BASE_PACKAGES = (
+    "base-files", "libc6", "libc-bin", "dpkg", "apt", "libapt-pkg6.0", "bash", "coreutils",
+    "tar", "gzip", "perl-base", "gpgv", "debian-archive-keyring", "libssl3", "zlib1g",
+    "libgnutls30", "libsystemd0", "libudev1", "util-linux", "login",
+)
+_COMPILER = re.compile(r"^gcc-\d+$")
+
+
 def wanted(name: str) -> bool:
-    """Package names the kernel planning needs from an index."""
+    """Package names toolkit planning needs from an index: the kernel's, and those
+    whose versions key the base and tools layers."""
     return name.startswith(("linux-image-", "linux-headers-", "linux-kbuild-",
-                            "linux-compiler-")) or name == "linux-libc-dev"
+                            "linux-compiler-")) or name == "linux-libc-dev" \
+        or name in TOOLS or name in BASE_PACKAGES or bool(_COMPILER.match(name))
 
 
 def make_pool(stanzas: Iterable[Stanza]) -> Pool:
@@ -173,6 +186,23 @@ class DebianCatalog:
 
     def tool_packages(self) -> tuple[str, ...]:
         return TOOLS
+
+    def base_packages(self) -> tuple[str, ...]:
+        return BASE_PACKAGES
+
+    def installed_bytes(self, packages: Sequence[PinnedPackage]) -> int:
+        """What the packages take once installed (the index's Installed-Size), 0 if unknown."""
+        total = 0
+        for pkg in packages:
+            stanza = next((s for s in self.pool.get(pkg.name, ()) if s["Version"] == pkg.version),
+                          None)
+            total += int(stanza.get("Installed-Size", "0") or 0) * 1024 if stanza else 0
+        return total
+
+    def package_versions(self, names: Sequence[str]) -> tuple[str, ...]:
+        """'name=version' of the newest of each; '' for a name the archive lacks."""
+        return tuple(f"{n}={self.pool[n][0]['Version']}" if n in self.pool else f"{n}="
+                     for n in names)
 
     def sources_text(self) -> str:
         return self._sources

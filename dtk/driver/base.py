@@ -34,7 +34,7 @@ def ensure_base(index: AptIndex, arch: str) -> ImageRef:
     """The base image for the archive's newest busybox-static, built if missing."""
     version = _newest_version(index, arch)
     tag = f"{KMOD_BASE_REPO}:{normalize(version)}"
-    with locked(paths.cache_dir() / "locks" / "driver-base"):
+    with locked(paths.cache_dir() / "locks" / "driver-base", "driver base image"):
         if not buildah.image_exists(tag):
             _build(index, version, tag)
     return ImageRef(tag, buildah.image_id(tag))

@@ -9,6 +9,7 @@ then committed under its final name.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,9 +23,22 @@ from dtk.engine import buildah
 STAGING_REPO = "localhost/dtk-staging"
 
 
+def staging_name(module: str, input_hash: str, pid: int | None = None) -> str:
+    """Where a cell's image waits for its layout check. The builder's pid is in the name,
+    so that a prune running meanwhile leaves a live build's image alone."""
+    return f"{STAGING_REPO}/{pid or os.getpid()}-{module}:{input_hash.removeprefix('sha256:')[:20]}"
+
+
+def staging_owner(name: str) -> int | None:
+    """The pid that made a staging image, or None for a name that is not one."""
+    rest = name.removeprefix(STAGING_REPO + "/")
+    head = rest.split("-", 1)[0]
+    return int(head) if rest != name and head.isdigit() else None
+
+
 def build_cell(cell: Cell, source: ContainerfileSource, log: Path,
                on_line: Callable[[str], None] | None = None) -> Built:
-    staging = f"{STAGING_REPO}/{cell.module}:{cell.input_hash.removeprefix('sha256:')[:20]}"
+    staging = staging_name(cell.module, cell.input_hash)
     spec = buildah.BuildSpec(containerfile=source.containerfile, context=source.context,
                              tag=staging, build_args=dict(cell.build_args),
                              labels=cell.labels())

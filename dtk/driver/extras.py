@@ -56,7 +56,7 @@ def containerfile(toolkit: ImageRef, packages: Sequence[str]) -> str:
 def ensure_extras(toolkit: ImageRef, packages: tuple[str, ...], log: Path) -> ImageRef:
     key = inputs_digest({"toolkit": toolkit.image_id, "packages": list(packages)})
     tag = f"{EXTRAS_REPO}:{key.removeprefix('sha256:')[:16]}"
-    with locked(paths.cache_dir() / "locks" / "toolkit-extras"):
+    with locked(paths.cache_dir() / "locks" / "toolkit-extras", "toolkit-extras"):
         if not buildah.image_exists(tag):
             with tempfile.TemporaryDirectory(prefix="dtk-extras-") as tmp:
                 file = Path(tmp) / "Containerfile"

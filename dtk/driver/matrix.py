@@ -49,15 +49,11 @@ class RunOptions:
     tls_verify: bool | None = None
 
 
-def standard_sibling(release: str) -> str | None:
-    """The standard kernel an RT kernel is built alongside (its toolkit holds both)."""
-    parsed = kern.try_parse(release)
-    if parsed is None or parsed.flavour is not kern.Flavour.RT:
-        return None
-    if parsed.family is kern.Family.DEBIAN:
-        head, sep, tail = release.rpartition("-rt-")
-        return f"{head}-{tail}" if sep else None
-    return release.removesuffix("+rt") if release.endswith("+rt") else None
+def toolkit_target(release: str, known: Callable[[str], str | None]) -> str:
+    """The kernel whose toolkit builds for `release`: an RT kernel whose standard
+    sibling the archive has shares that sibling's toolkit, so one image serves both."""
+    sibling = kern.standard_sibling(release)
+    return sibling if sibling and known(sibling) is None else release
 
 
 def resolve_toolkits(kernels: Sequence[str], known: Callable[[str], str | None],
@@ -73,10 +69,8 @@ def resolve_toolkits(kernels: Sequence[str], known: Callable[[str], str | None],
         if problem:
             result[release] = problem
             continue
-        sibling = standard_sibling(release)
-        target = sibling if sibling and known(sibling) is None else release
         try:
-            toolkit = ensure(target)
+            toolkit = ensure(toolkit_target(release, known))
         except DtkError as exc:
             result[release] = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
             continue

@@ -9,12 +9,14 @@ always removed. Toolkits are not touched here: `dtk toolkit prune` owns them.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
-from dtk.driver.containerfile import STAGING_REPO
+from dtk.driver.containerfile import STAGING_REPO, staging_owner
 from dtk.driver.plan import KIND_LABEL
 from dtk.engine import buildah
+from dtk.errors import DtkError
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,15 @@ def plan_prune(*, everything: bool, older_than_days: float | None = None) -> lis
     ids = {row["id"] for row in rows}
     for row in rows:
         names = tuple(row.get("names") or ())
-        if any(n.startswith(STAGING_REPO + "/") for n in names):
-            removals.append(Removal(row["id"], names, "leftover staging image"))
+        owners = [staging_owner(n) for n in names if n.startswith(STAGING_REPO + "/")]
+        if owners:
+            if not any(_alive(pid) for pid in owners):  # a live build is still using it
+                removals.append(Removal(row["id"], names, "leftover staging image"))
             continue
-        labels = buildah.labels(row["id"])
+        try:
+            labels = buildah.labels(row["id"])
+        except DtkError:
+            continue  # removed by another run while we looked
         if labels.get(KIND_LABEL) == "toolkit-extras":
             stale = not any(labels.get("dtk.build.toolkit-digest", "").startswith(i)
                             for i in ids)
@@ -54,6 +61,18 @@ def plan_prune(*, everything: bool, older_than_days: float | None = None) -> lis
         elif everything or older_than_days is not None:
             removals.append(Removal(row["id"], names, f"driver image, {age_days:.1f} days old"))
     return removals
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False  # named before owners were recorded: nobody can be using it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def prune(removals: list[Removal]) -> None:

@@ -90,6 +90,9 @@ class PackageFetcher(Protocol):
 
 def containerfile_source(containerfile: Path, context: Path | None,
                          name: str | None) -> ContainerfileSource:
+    if containerfile.is_dir():
+        raise DtkError(f"-f {containerfile} is a directory",
+                       hint=f"pass the Containerfile itself, e.g. -f {containerfile}/Containerfile")
     if not containerfile.is_file():
         raise DtkError(f"Containerfile {containerfile} does not exist",
                        hint="pass -f PATH to a KMM-style Containerfile")
@@ -154,7 +157,7 @@ def package_depends(control_depends: str) -> tuple[str, ...]:
 def fetch_dkms_package(name: str, fetcher: PackageFetcher) -> tuple[list[Path], tuple[str, ...]]:
     """Download a Debian `*-dkms` package and unpack it: its DKMS trees and its Depends."""
     base = paths.cache_dir() / "dkms"
-    with locked(base / "lock"):
+    with locked(base / "lock", "dkms package cache"):
         deb = _recent_download(base, name) or _download(base, name, fetcher)
         root = base / "src" / deb.stem
         if not (root / ".complete").exists():

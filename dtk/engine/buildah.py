@@ -22,6 +22,15 @@ ISOLATION = "chroot"
 _INSPECT_TIMEOUT = 60
 
 
+def ref(name: str) -> str:
+    """An image (or container) name from a user, safe to pass as an argument: one that
+    starts with '-' would be read as an option. Callers also end options with '--'."""
+    if not name or name.startswith("-") or any(c.isspace() for c in name):
+        raise DtkError(f"'{name}' is not an image name",
+                       hint="image names look like registry/repo:tag or localhost/name:tag")
+    return name
+
+
 @dataclass(frozen=True)
 class BuildSpec:
     """One `buildah bud` invocation."""
@@ -41,7 +50,7 @@ def bud(spec: BuildSpec, *, log_file: Path | None = None,
     """Build and tag an image; return its id. Nothing is tagged if any step fails."""
     argv = ["buildah", "bud", "--isolation", ISOLATION, "--force-rm", "--rm",
             f"--layers={'true' if spec.layers else 'false'}",
-            "-f", str(spec.containerfile), "-t", spec.tag]
+            "-f", str(spec.containerfile), "-t", ref(spec.tag)]
     for key, value in spec.build_args.items():
         argv += ["--build-arg", f"{key}={value}"]
     for key, value in spec.labels.items():
@@ -56,12 +65,12 @@ def bud(spec: BuildSpec, *, log_file: Path | None = None,
 
 def image_exists(name: str) -> bool:
     result = runner.run(["buildah", "inspect", "--type", "image", "--format", "{{.FromImageID}}",
-                         name], check=False, timeout=_INSPECT_TIMEOUT)
+                         "--", ref(name)], check=False, timeout=_INSPECT_TIMEOUT)
     return result.returncode == 0
 
 
 def inspect(name: str) -> dict[str, Any]:
-    result = runner.run(["buildah", "inspect", "--type", "image", name], check=False,
+    result = runner.run(["buildah", "inspect", "--type", "image", "--", ref(name)], check=False,
                         timeout=_INSPECT_TIMEOUT)
     if result.returncode != 0:
         raise DtkError(f"image {name} does not exist in local container storage",
@@ -84,20 +93,38 @@ def diff_ids(name: str) -> list[str]:
     return list(inspect(name)["OCIv1"]["rootfs"]["diff_ids"])
 
 
+_LIST_TRIES = 5
+
+
 def images(reference_filter: str | None = None) -> list[dict[str, Any]]:
-    argv = ["buildah", "images", "--json"]
+    """Images in local storage; `id` is the full 64-hex id, as `inspect` gives it.
+
+    Another dtk (or anyone) may remove an image while buildah lists them, and
+    buildah then fails the whole listing ("image not known"): list again.
+    """
+    argv = ["buildah", "images", "--json", "--no-trunc"]
     if reference_filter:
         argv += ["--filter", f"reference={reference_filter}"]
-    out = runner.run(argv, timeout=_INSPECT_TIMEOUT).stdout.strip()
-    return list(json.loads(out)) if out else []
+    for attempt in range(_LIST_TRIES):
+        result = runner.run(argv, timeout=_INSPECT_TIMEOUT, check=False)
+        if result.returncode == 0:
+            break
+        if "image not known" not in result.stderr or attempt == _LIST_TRIES - 1:
+            raise runner.CommandError(argv, result.returncode, result.stderr,
+                                      "listing images failed")
+    out = result.stdout.strip()
+    rows = list(json.loads(out) or []) if out else []
+    for row in rows:
+        row["id"] = str(row.get("id", "")).removeprefix("sha256:")
+    return rows
 
 
 def remove_image(name: str) -> None:
-    runner.run(["buildah", "rmi", name], check=False, timeout=_INSPECT_TIMEOUT)
+    runner.run(["buildah", "rmi", "--", ref(name)], check=False, timeout=_INSPECT_TIMEOUT)
 
 
 def tag(image: str, *names: str) -> None:
-    runner.run(["buildah", "tag", image, *names], timeout=_INSPECT_TIMEOUT)
+    runner.run(["buildah", "tag", "--", ref(image), *map(ref, names)], timeout=_INSPECT_TIMEOUT)
 
 
 def image_size(name: str) -> int:
@@ -161,7 +188,7 @@ class Container:
 
     def commit(self, name: str) -> str:
         """Commit to `name`; only called once the container's content is complete."""
-        out = runner.run(["buildah", "commit", "--rm=false", "-q", self.id, name],
+        out = runner.run(["buildah", "commit", "--rm=false", "-q", "--", self.id, ref(name)],
                          timeout=1800).stdout.strip()
         return out.splitlines()[-1] if out else image_id(name)
 
@@ -174,7 +201,7 @@ def working_container(image: str, *, name: str | None = None) -> Iterator[Contai
         argv += ["--name", name]
     if image == "scratch":
         argv = ["buildah", "from"] + (["--name", name] if name else [])
-    cid = runner.run([*argv, image], timeout=600,
+    cid = runner.run([*argv, "--", ref(image)], timeout=600,
                      what=f"cannot start a container from {image}").stdout.strip().splitlines()[-1]
     try:
         yield Container(cid)
@@ -184,8 +211,3 @@ def working_container(image: str, *, name: str | None = None) -> Iterator[Contai
 
 def quote(argv: Sequence[str]) -> str:
     return shlex.join(argv)
-
-
-def prune_dangling() -> None:
-    """Remove untagged images (stale intermediate layers of earlier builds)."""
-    runner.run(["buildah", "rmi", "--prune"], check=False, timeout=600)

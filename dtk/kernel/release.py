@@ -97,8 +97,10 @@ def standard_sibling(release: str) -> str | None:
     if parsed is None or parsed.flavour is not Flavour.RT:
         return None
     if parsed.family is Family.DEBIAN:
-        return release.replace("-rt-", "-")
-    return release.removesuffix("+rt")
+        head, sep, tail = release.rpartition("-rt-")
+        return f"{head}-{tail}" if sep else None
+    # The older RHEL RT form (…rt14.296.el9_2…) is a kernel of its own: no sibling.
+    return release.removesuffix("+rt") if release.endswith("+rt") else None
 
 
 def _debian_variant(release: str) -> str:
@@ -134,16 +136,39 @@ def try_parse(release: str) -> KernelRelease | None:
     return None
 
 
+_LINE = re.compile(r"^\d+\.\d+$")
+
+
 def parse(release: str) -> KernelRelease:
     """Parse a kernel release or raise a DtkError that shows the accepted forms."""
     parsed = try_parse(release.strip())
     if parsed is None:
-        raise DtkError(
-            f"'{release}' is not a kernel release dtk understands",
-            hint="give it exactly as `uname -r` prints it, e.g. 6.1.0-56-amd64, "
-                 "6.12.117+deb12-rt-amd64 or 5.14.0-427.18.1.el9_4.x86_64+rt",
-        )
+        raise DtkError(f"'{release}' is not a kernel release dtk understands",
+                       hint=_parse_hint(release.strip()))
     return parsed
+
+
+def _parse_hint(text: str) -> str:
+    """What the user probably meant: the release behind a tag dtk printed (tags cannot
+    hold '+'), or a kernel line given where one release is wanted."""
+    if _LINE.match(text):
+        return (f"{text} is a kernel line, not a release: use --kernels {text} for its "
+                f"kernels (or --kernels {text},latest for the newest)")
+    untagged = _untag(text)
+    if untagged is not None:
+        return f"did you mean {untagged}? (that is the release; {text} is its image tag)"
+    return ("give it exactly as `uname -r` prints it, e.g. 6.1.0-56-amd64, "
+            "6.12.117+deb12-rt-amd64 or 5.14.0-427.18.1.el9_4.x86_64+rt")
+
+
+def _untag(text: str) -> str | None:
+    """The release whose normalised (tag) form is `text`, when that is unambiguous."""
+    for candidate in (re.sub(r"_deb(\d+)", r"+deb\1", text),
+                      re.sub(r"\.(x86_64|aarch64|ppc64le|s390x)_(rt|64k|debug)$",
+                             r".\1+\2", text)):
+        if candidate != text and try_parse(candidate) is not None:
+            return candidate
+    return None
 
 
 def kmm_variables(release: str) -> dict[str, str]:

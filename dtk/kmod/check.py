@@ -34,6 +34,7 @@ from typing import Any
 from dtk import kernel as kern
 from dtk.kernel.facts import KernelFacts
 from dtk.kernel.modfile import module_name
+from dtk.kernel.verdict import Verdict
 from dtk.kmod.elf import Export, KernelModule
 
 
@@ -102,10 +103,15 @@ class Prediction:
     def refusals(self) -> list[Finding]:
         return [f for f in self.findings if f.severity is Severity.REFUSE]
 
+    @property
+    def verdict(self) -> Verdict:
+        """In the words `dtk vmtest` uses for what it sees, so the two compare cell by cell."""
+        return Verdict.LOADED if self.loads else Verdict.REFUSED
+
     def to_json(self) -> dict[str, Any]:
         return {"module": self.module, "path": self.path, "kernel": self.kernel,
-                "loads": self.loads, "findings": [f.to_json() for f in self.findings],
-                **self.extra}
+                "verdict": self.verdict.value, "loads": self.loads,
+                "findings": [f.to_json() for f in self.findings], **self.extra}
 
 
 def same_magic(module_magic: str, kernel_magic: str, has_crcs: bool) -> bool:

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from dtk import paths
 from dtk.errors import DtkError
 
 
@@ -51,15 +52,36 @@ def make_certificate(key: rsa.RSAPrivateKey, common_name: str, days: int) -> x50
     )
 
 
+def default_dir() -> Path:
+    """Where keys go unless the user says otherwise: dtk's state directory (0700),
+    not the current directory, which is often a build context or a git work tree."""
+    return paths.state_dir() / "keys"
+
+
+def git_work_tree(directory: Path) -> Path | None:
+    """The git work tree `directory` is in, if any (a key there is one `git add .` from
+    being published)."""
+    for parent in [directory.resolve(), *directory.resolve().parents]:
+        if (parent / ".git").exists():
+            return parent
+    return None
+
+
 def keygen(directory: Path, common_name: str, *, bits: int = 2048, days: int = 3650,
            force: bool = False) -> KeyFiles:
     files = KeyFiles(directory / "signing_key.pem", directory / "signing_cert.pem",
                      directory / "signing_cert.der")
+    tree = git_work_tree(directory)
+    if tree is not None and not force:
+        raise DtkError(f"{directory} is inside the git work tree {tree}: a private key "
+                       "there is easily committed or copied into an image",
+                       hint="leave out --dir (dtk keeps keys in its state directory), or "
+                            "pass --force if you mean it")
     existing = [p for p in (files.key, files.cert_pem, files.cert_der) if p.exists()]
     if existing and not force:
         raise DtkError(f"{existing[0]} already exists",
                        hint="pass --force to replace it (an enrolled key stops matching)")
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     cert = make_certificate(key, common_name, days)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -50,31 +50,33 @@ def ensure_toolkit(release: str, rt: str = "auto", *, distro: Distro | None = No
     plan = tplan.plan_toolkit(distro, release, rt)
     # Checked before the lock too, so a current toolkit never waits behind another
     # kernel's build; checked again under it, since that build may be this one.
-    if not rebuild and _current(plan):
+    if not rebuild and is_current(plan):
         monitor.step(f"toolkit {plan.tag} is up to date")
     else:
-        with locked(paths.cache_dir() / "locks" / "toolkit-build"):
-            if rebuild or not _current(plan):
-                build(plan, monitor)
+        with locked(paths.cache_dir() / "locks" / "toolkit-build", "toolkit-build"):
+            if rebuild or not is_current(plan):
+                build(plan, monitor, rebuild=rebuild)
     return ToolkitImage(plan.tag, buildah.image_id(plan.tag), plan.release,
                         plan.rt.release if plan.rt else None)
 
 
-def _current(plan: ToolkitPlan) -> bool:
+def is_current(plan: ToolkitPlan) -> bool:
+    """The plan's toolkit is in local storage, built from exactly these inputs."""
     return buildah.image_exists(plan.tag) and buildah.labels(plan.tag).get("dtk.plan") \
         == plan.plan_hash
 
 
-def build(plan: ToolkitPlan, monitor: Monitor) -> str:
-    """Build base, tools and kernel images as needed; return the toolkit's image id."""
+def build(plan: ToolkitPlan, monitor: Monitor, *, rebuild: bool = False) -> str:
+    """Build base, tools and kernel images as needed (all three with `rebuild`);
+    return the toolkit's image id."""
     logs = paths.state_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_file = logs / f"toolkit-{plan.release}.log"
     log_file.write_text("")
-    _ensure_base(plan, monitor, log_file)
-    _ensure_tools(plan, monitor, log_file)
+    _ensure_base(plan, monitor, log_file, rebuild)
+    _ensure_tools(plan, monitor, log_file, rebuild)
     monitor.step(f"installing {', '.join(plan.kernels)} into {plan.tag}")
-    labels = {"dtk.plan": plan.plan_hash,
+    labels = {"dtk.plan": plan.plan_hash, tplan.KIND_LABEL: "toolkit",
               "org.opencontainers.image.created":
                   datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
     image = _bud(plan, tplan.kernel_containerfile(plan), plan.tag, monitor, log_file,
@@ -115,8 +117,8 @@ def _gate_message(exc: runner.CommandError) -> str | None:
     return gates[-1].replace("dtk gate: ", "toolkit gate failed: ") if gates else None
 
 
-def _ensure_base(plan: ToolkitPlan, monitor: Monitor, log_file: Path) -> None:
-    if buildah.image_exists(plan.base_tag):
+def _ensure_base(plan: ToolkitPlan, monitor: Monitor, log_file: Path, rebuild: bool) -> None:
+    if not rebuild and buildah.image_exists(plan.base_tag):
         return
     monitor.step(f"creating base root {plan.base_tag}")
     work = paths.cache_dir() / "tmp"
@@ -129,12 +131,14 @@ def _ensure_base(plan: ToolkitPlan, monitor: Monitor, log_file: Path) -> None:
                       timeout=_BASE_TIMEOUT_S, log_file=log_file, on_line=monitor.detail,
                       what="could not create the base root")
         _bud(plan, tplan.base_containerfile(plan), plan.base_tag, monitor, log_file,
-             timeout=_BASE_TIMEOUT_S, context_files={"rootfs.tar": tarball})
+             labels={tplan.KIND_LABEL: "toolkit-base"}, timeout=_BASE_TIMEOUT_S,
+             context_files={"rootfs.tar": tarball})
 
 
-def _ensure_tools(plan: ToolkitPlan, monitor: Monitor, log_file: Path) -> None:
-    if buildah.image_exists(plan.tools_tag):
+def _ensure_tools(plan: ToolkitPlan, monitor: Monitor, log_file: Path, rebuild: bool) -> None:
+    if not rebuild and buildah.image_exists(plan.tools_tag):
         return
     monitor.step(f"installing {plan.compiler} and the driver-build tools into {plan.tools_tag}")
     _bud(plan, tplan.tools_containerfile(plan), plan.tools_tag, monitor, log_file,
+         labels={tplan.KIND_LABEL: "toolkit-tools"},
          timeout=_TOOLS_TIMEOUT_S)

@@ -24,6 +24,8 @@ from dtk.distro import Distro, KernelPackages, OsInfo, Recipe
 from dtk.errors import DtkError
 
 TOOLKIT_REPO = "localhost/driver-toolkit"
+# On every image the toolkit builder makes: what `dtk toolkit prune` may remove.
+KIND_LABEL = "dtk.kind"
 TOOLKIT_BASE_REPO = "localhost/dtk-base"
 TOOLS_REPO = "localhost/dtk-tools"
 RELEASE_JSON = "/etc/driver-toolkit-release.json"
@@ -46,6 +48,10 @@ class ToolkitPlan:
     tools: tuple[str, ...]
     archive_uri: str
     recipe: Recipe
+    # 'name=version' as the archive has them now: the base and tools layers are keyed
+    # by them, so an update (a new gcc, a libc security fix) rebuilds those layers.
+    base_versions: tuple[str, ...] = ()
+    tool_versions: tuple[str, ...] = ()
 
     @property
     def release(self) -> str:
@@ -65,7 +71,8 @@ class ToolkitPlan:
 
     @property
     def base_hash(self) -> str:
-        return parts_digest("base", self.os.codename, self.os.arch, self.sources_text)[:12]
+        return parts_digest("base", self.os.codename, self.os.arch, self.sources_text,
+                            *self.base_versions)[:12]
 
     @property
     def base_tag(self) -> str:
@@ -104,8 +111,16 @@ class ToolkitPlan:
 
 
 def plan_toolkit(distro: Distro, release: str, rt: str = "auto") -> ToolkitPlan:
-    """Resolve a kernel (and its RT sibling) to exact packages; fail before any work."""
+    """Resolve a kernel (and its RT sibling) to exact packages; fail before any work.
+
+    An RT kernel whose standard sibling the archive has is planned as that
+    sibling's toolkit (which carries both), unless `rt` is 'none': one image
+    serves both kernels, whichever of them the user named.
+    """
     parsed = kern.parse(release)
+    sibling = kern.standard_sibling(release)
+    if rt == "auto" and sibling and sibling in {e.release for e in distro.kernels()}:
+        return plan_toolkit(distro, sibling, release)
     kpkgs = distro.kernel_packages(release)
     rt_pkgs = _plan_rt(distro, parsed, kpkgs, rt)
     if rt_pkgs and rt_pkgs.compiler_package != kpkgs.compiler_package:
@@ -117,7 +132,8 @@ def plan_toolkit(distro: Distro, release: str, rt: str = "auto") -> ToolkitPlan:
             if line.startswith("URIs:")]
     return ToolkitPlan(distro.os, distro.sources_text(), kpkgs, rt_pkgs,
                        kpkgs.compiler_package, tools, uris[0].split()[0] if uris else "",
-                       distro.recipe)
+                       distro.recipe, distro.package_versions(distro.base_packages()),
+                       distro.package_versions(tools))
 
 
 def _plan_rt(distro: Distro, parsed: kern.KernelRelease, kpkgs: KernelPackages,
@@ -147,6 +163,7 @@ def base_containerfile(plan: ToolkitPlan) -> str:
     return (
         f"# dtk base for {plan.os.id} {plan.os.codename} ({plan.os.arch})\n"
         f"# rootfs.tar is made by: {plan.recipe.base_note(plan.os)}\n"
+        f"# keyed by (a new version rebuilds it): {' '.join(plan.base_versions)}\n"
         "FROM scratch\n"
         "ADD rootfs.tar /\n"
         'CMD ["/bin/bash"]\n'
@@ -158,6 +175,7 @@ def tools_containerfile(plan: ToolkitPlan) -> str:
     return (
         f"# dtk tools layer: compiler and tools shared by every {plan.os.codename} toolkit.\n"
         f"# {APT_ARCHIVES} and {APT_LISTS} are host cache volumes, not layers.\n"
+        f"# resolved now (they key this layer): {' '.join(plan.tool_versions)}\n"
         f"FROM {plan.base_tag}\n"
         f"RUN {plan.recipe.install(plan.tools)}"
         + (f" \\\n    && {after}\n" if after else "\n")

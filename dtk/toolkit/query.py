@@ -15,29 +15,38 @@ from dtk.toolkit import plan as tplan
 class ToolkitInfo:
     name: str
     image_id: str
+    created: str  # ISO 8601
     release: dict[str, str]
     labels: dict[str, str]
     packages: list[tuple[str, str, str]]
-    size: int
+    size: int  # bytes
     layers: list[str]
 
     def to_json(self) -> dict[str, Any]:
+        # The fields `toolkit list` has keep its names, so one parser reads both.
         return {
-            "name": self.name, "image_id": self.image_id, "release": self.release,
-            "labels": self.labels, "size": self.size, "layers": self.layers,
+            "name": self.name, "image_id": self.image_id, "created": self.created,
+            "size": self.size, "kernel": self.labels.get("kernel-version", ""),
+            "rt_kernel": self.labels.get("kernel-rt-version", ""), "release": self.release,
+            "labels": self.labels, "layers": self.layers,
             "packages": [{"name": n, "version": v, "arch": a} for n, v, a in self.packages],
         }
 
 
 def list_toolkits() -> list[dict[str, Any]]:
-    """Toolkit images in local storage, newest first."""
+    """Toolkit images in local storage, newest first: full ids, sizes in bytes, ISO times."""
     rows = []
     for image in buildah.images(f"{tplan.TOOLKIT_REPO}:*"):
         for name in image.get("names") or []:
-            labels = buildah.labels(name)
+            try:
+                labels = buildah.labels(name)
+            except DtkError:
+                continue  # removed while we looked
             rows.append({
-                "name": name, "image_id": image["id"], "created": image.get("createdatraw"),
-                "size": image.get("size"), "kernel": labels.get("kernel-version", ""),
+                "name": name, "image_id": image["id"],
+                "created": str(image.get("createdatraw", "")),
+                "size": buildah.parse_size(str(image.get("size", "0"))),
+                "kernel": labels.get("kernel-version", ""),
                 "rt_kernel": labels.get("kernel-rt-version", ""),
             })
     return sorted(rows, key=lambda r: str(r["created"]), reverse=True)
@@ -53,6 +62,7 @@ def inspect_toolkit(name: str) -> ToolkitInfo:
         release = json.loads((root / tplan.RELEASE_JSON.lstrip("/")).read_text())
         rows = (root / tplan.PACKAGE_LIST.lstrip("/")).read_text().splitlines()
     packages = [tuple(r.split("\t")) for r in rows if r.count("\t") == 2]
-    return ToolkitInfo(name, str(data["FromImageID"]), release, labels,
+    return ToolkitInfo(name, str(data["FromImageID"]), str(data.get("OCIv1", {}).get(
+        "created", "")), release, labels,
                        [(p[0], p[1], p[2]) for p in packages], buildah.image_size(name),
                        list(data["OCIv1"]["rootfs"]["diff_ids"]))

@@ -117,7 +117,10 @@ def vmtest(spec: VmTestSpec, monitor: Monitor | None = None) -> list[VmResult]:
         kern.parse(release)
     runner.run([qemu.QEMU, "--version"], timeout=30)  # fail early if qemu is missing
     archive = cache(open_archive)
+    for release in spec.kernels:  # an unknown kernel is an input error, before any boot
+        kernels.find_source(release, archive)
     contents = _read_images(spec, monitor)
+    _check_inputs(spec, contents)
     monitor.step("preparing the guest userland (busybox-static, kmod)")
     userland = tools.ensure_tools(archive())
     with tempfile.TemporaryDirectory(prefix="dtk-vmtest-") as tmp:
@@ -149,6 +152,30 @@ def _read_images(spec: VmTestSpec, monitor: Monitor) -> dict[str, ImageContents 
             else:
                 out[release] = contents
     return out
+
+
+def _check_inputs(spec: VmTestSpec, contents: dict[str, ImageContents | str]) -> None:
+    """Everything a user can get wrong about the image, said before anything boots:
+    an image that does not exist, no modules for a kernel, a module it does not have."""
+    problems: list[str] = []
+    for release, found in contents.items():
+        if isinstance(found, str):
+            problems.append(f"{release}: {found}")
+            continue
+        tree = found.trees.get(release)
+        if tree is None:
+            problems.append(f"{release}: {found.missing.get(release, 'no modules')}")
+            continue
+        wanted = spec.guest.module or (spec.guest.loading_order or ("",))[0]
+        if wanted and wanted.replace("-", "_") not in tree.modules:
+            problems.append(f"{release}: the image has no module {wanted} (it has "
+                            f"{', '.join(sorted(tree.modules))})")
+        elif not wanted:
+            _only_module(tree)
+    if problems:
+        raise DtkError("nothing to load:\n  " + "\n  ".join(dict.fromkeys(problems)),
+                       hint="check the image name and --module (KMM's moduleName); "
+                            "'dtk inspect IMAGE' lists what an image holds")
 
 
 def _retarget(contents: ImageContents, built_for: str, release: str) -> ImageContents:

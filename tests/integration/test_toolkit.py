@@ -8,8 +8,11 @@ layers; a module must compile inside for each kernel with the right vermagic.
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -144,3 +147,59 @@ def test_push_to_a_loopback_registry(registry: str, toolkit_612: ToolkitImage) -
     assert remote["Digest"] == digest
     assert remote["Labels"]["kernel-version"] == toolkit_612.kernel
     assert remote["Labels"]["kernel-rt-version"] == toolkit_612.rt_kernel
+
+
+def _untagged_image(labels: dict[str, str]) -> str:
+    """An image committed under a name, then superseded (so left untagged), as a rebuild
+    leaves one; returns its id."""
+    name = f"localhost/dtk-test-prune-{uuid.uuid4().hex[:8]}:x"
+    with buildah.working_container("scratch") as ctr:
+        for key, value in labels.items():
+            ctr.config("--label", f"{key}={value}")
+        first = ctr.commit(name)
+    with buildah.working_container("scratch") as ctr:
+        ctr.config("--label", "dtk-test=superseding")
+        ctr.commit(name)
+    buildah.remove_image(name)
+    return first
+
+
+def test_prune_removes_only_what_dtk_made(tmp_path: Path) -> None:
+    """`dtk toolkit prune` takes untagged toolkit images and leaves the user's own untagged
+    images (their build caches) alone: `buildah rmi --prune` took both."""
+    ours = _untagged_image({tplan.KIND_LABEL: "toolkit"})
+    theirs = _untagged_image({"maintainer": "someone else"})
+    try:
+        dry = subprocess.run([sys.executable, "-m", "dtk", "toolkit", "prune", "--dry-run",
+                              "--json"], capture_output=True, text=True, timeout=600,
+                             check=True)
+        listed = {r["image_id"]: r for r in json.loads(dry.stdout)["removed"]}
+        assert ours in listed and listed[ours]["why"].startswith("untagged toolkit image")
+        assert theirs not in listed
+        assert isinstance(listed[ours]["size"], int)
+        assert buildah.image_exists(ours)  # a dry run removes nothing
+        subprocess.run([sys.executable, "-m", "dtk", "toolkit", "prune"], capture_output=True,
+                       text=True, timeout=600, check=True)
+        assert not buildah.image_exists(ours)
+        assert buildah.image_exists(theirs)
+    finally:
+        for image in (ours, theirs):
+            buildah.remove_image(image)
+
+
+def test_list_and_inspect_json_share_names_and_types(toolkit_61: ToolkitImage) -> None:
+    """Scripts read sizes as bytes, full image ids, ISO-8601 times, and the same field
+    names from `toolkit list` and `toolkit inspect`."""
+    listed = json.loads(subprocess.run([sys.executable, "-m", "dtk", "toolkit", "list",
+                                        "--json"], capture_output=True, text=True,
+                                       timeout=300, check=True).stdout)
+    row = next(r for r in listed if r["name"] == toolkit_61.name)
+    inspected = json.loads(subprocess.run([sys.executable, "-m", "dtk", "toolkit", "inspect",
+                                           toolkit_61.name, "--json"], capture_output=True,
+                                          text=True, timeout=300, check=True).stdout)
+    for key, value in row.items():
+        assert type(inspected[key]) is type(value), key
+    assert row["image_id"] == inspected["image_id"] == toolkit_61.image_id
+    assert len(row["image_id"]) == 64 and isinstance(row["size"], int) and row["size"] > 10**9
+    for created in (row["created"], inspected["created"]):
+        assert datetime.datetime.fromisoformat(created.replace("Z", "+00:00")[:26] + "+00:00")

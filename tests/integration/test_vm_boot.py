@@ -295,23 +295,37 @@ def test_cli_image_without_modules_for_the_kernel(images: Images, kernel_61: str
     image = images.template("misbehave").replace("${KERNEL_FULL_VERSION}", kernel_61)
     proc = dtk("vmtest", image, "--kernel", kernel_612, "--module", "dtk_oops", "--json",
                env=env, timeout=300)
-    assert proc.returncode == 1, proc.stderr
-    (result,) = json.loads(proc.stdout)
-    assert result["verdict"] == "not-run"
-    assert result["reason"] == (f"the image has no /opt/lib/modules/{kernel_612} "
-                                f"(it has modules for: {kernel_61})")
+    assert proc.returncode == 2, proc.stderr  # an input error, said before anything boots
+    error = json.loads(proc.stdout)["error"]
+    assert error["message"] == (f"nothing to load:\n  {kernel_612}: the image has no "
+                                f"/opt/lib/modules/{kernel_612} (it has modules for: "
+                                f"{kernel_61})")
+    assert "booting" not in proc.stderr
+    proc = dtk("vmtest", image, "--kernel", kernel_61, "--module", "nosuch", env=env)
+    assert proc.returncode == 2
+    assert "the image has no module nosuch (it has dtk_hang, dtk_oops, dtk_panic)" \
+        in proc.stderr and "booting" not in proc.stderr
     listing = subprocess.run(["buildah", "containers", "--json"], capture_output=True,
                              text=True, check=True).stdout
     # With no containers at all (a fresh machine), buildah prints "null".
     assert not [c for c in json.loads(listing) or [] if c.get("imagename") == image]
 
 
-def test_cli_unknown_kernel_and_missing_image(tmp_path: Path, images: Images) -> None:
+def test_cli_unknown_kernel_and_missing_image(tmp_path: Path, images: Images,
+                                              kernel_61: str) -> None:
     env = dict(os.environ, DTK_STATE_DIR=str(tmp_path))
     proc = dtk("vmtest", images.template("example"), "--kernel", "6.1.0-99-amd64",
                env=env, timeout=300)
-    assert proc.returncode == 1
-    assert "not-run" in proc.stdout and "image" in proc.stdout
+    assert proc.returncode == 2
+    assert "kernel 6.1.0-99-amd64 is not in the configured archive" in proc.stderr
+    assert "booting" not in proc.stderr
+    proc = dtk("vmtest", "localhost/no-such-image:1", "--kernel", kernel_61, env=env)
+    assert proc.returncode == 2
+    assert "image localhost/no-such-image:1 is not in local container storage" in proc.stderr
+    proc = dtk("vmtest", images.template("example"), "--kernel", kernel_61,
+               "--param", "greeting", env=env)
+    assert proc.returncode == 2
+    assert "'greeting' is not KEY=VALUE" in proc.stderr and "booting" not in proc.stderr
     proc = dtk("vmtest", "localhost/no-such-image:1", "--kernel", "not-a-release", env=env)
     assert proc.returncode == 2
     assert "is not a kernel release dtk understands" in proc.stderr

@@ -9,7 +9,7 @@ import pytest
 
 from dtk.digest import inputs_digest, tree_digest
 from dtk.driver.extras import missing
-from dtk.driver.matrix import resolve_toolkits, standard_sibling
+from dtk.driver.matrix import resolve_toolkits
 from dtk.driver.naming import DEFAULT_TEMPLATE, image_name, module_slug
 from dtk.driver.plan import (
     HASH_LABEL,
@@ -28,6 +28,7 @@ from dtk.driver.sources import (
     package_depends,
 )
 from dtk.errors import DtkError
+from dtk.kernel import standard_sibling
 
 K = "6.1.0-56-amd64"
 KRT = "6.1.0-56-rt-amd64"
@@ -177,6 +178,7 @@ def test_standard_sibling() -> None:
     assert standard_sibling("6.12.117+deb12-rt-amd64") == K612
     assert standard_sibling("5.14.0-427.18.1.el9_4.x86_64+rt") == "5.14.0-427.18.1.el9_4.x86_64"
     assert standard_sibling(K) is None
+    assert standard_sibling("5.14.0-284.11.1.rt14.296.el9_2.x86_64") is None
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,25 @@ def test_parse(release: str, family: str, xyz: tuple[int, int, int], flavour: st
         family, xyz, flavour, arch, abi)
 
 
-@pytest.mark.parametrize("bad", ["", "6.1", "linux", "6.18.44-fc-v657", "6.1.0-56-amd64 x",
+@pytest.mark.parametrize("bad", ["", "linux", "6.18.44-fc-v657", "6.1.0-56-amd64 x",
                                  "5.14.0-427.el9.sparc"])
 def test_parse_rejects(bad: str) -> None:
     assert kern.try_parse(bad) is None
     with pytest.raises(DtkError, match="not a kernel release") as info:
         kern.parse(bad)
     assert "uname -r" in (info.value.hint or "")
+
+
+@pytest.mark.parametrize(("given", "hint"), [
+    ("6.1", "6.1 is a kernel line, not a release: use --kernels 6.1"),
+    ("6.12.117_deb12-amd64", "did you mean 6.12.117+deb12-amd64?"),
+    ("6.12.117_deb12-rt-amd64", "did you mean 6.12.117+deb12-rt-amd64?"),
+    ("5.14.0-427.18.1.el9_4.x86_64_rt", "did you mean 5.14.0-427.18.1.el9_4.x86_64+rt?"),
+])
+def test_parse_suggests_what_the_user_meant(given: str, hint: str) -> None:
+    with pytest.raises(DtkError, match="not a kernel release") as info:
+        kern.parse(given)
+    assert hint in (info.value.hint or "")
 
 
 @pytest.mark.parametrize(

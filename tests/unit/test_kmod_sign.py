@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from dtk.cli.main import cli
 from dtk.errors import DtkError
 from dtk.kernel import keyring, modfile
 from dtk.kmod import der, elf, image, keygen, sign
@@ -152,3 +155,26 @@ def test_builtin_keys_are_found_in_a_blob_and_decide_trust(keys: keygen.KeyFiles
     bad = image.load(bytes(tampered), "m.ko", None, None)
     # the kernel's key, changed bytes: -EKEYREJECTED, not an unknown key
     assert bad.trust_on([cert]) is SignatureTrust.REJECTED
+
+
+def test_keygen_defaults_to_a_private_state_directory(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DTK_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["keygen", "--json"])
+    assert result.exit_code == 0, result.output
+    made = json.loads(result.output)
+    key = Path(made["key"])
+    assert key.parent == tmp_path / "state" / "keys"
+    assert key.parent.stat().st_mode & 0o777 == 0o700
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert not list(tmp_path.glob("*.pem"))  # nothing landed in the current directory
+
+
+def test_keygen_refuses_a_git_work_tree_unless_forced(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    target = tmp_path / "driver" / "keys"
+    with pytest.raises(DtkError, match="inside the git work tree"):
+        keygen.keygen(target, "in a repo")
+    assert not target.exists()
+    assert keygen.keygen(target, "in a repo", force=True).key.is_file()

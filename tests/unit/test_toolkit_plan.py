@@ -38,9 +38,17 @@ def test_auto_rt_sibling_and_tags(distro: DebianCatalog) -> None:
 
 def test_rt_none_and_rt_kernel_itself(distro: DebianCatalog) -> None:
     assert tplan.plan_toolkit(distro, "6.1.0-56-amd64", "none").rt_release == ""
-    rt = tplan.plan_toolkit(distro, "6.1.0-56-rt-amd64")
+    rt = tplan.plan_toolkit(distro, "6.1.0-56-rt-amd64", "none")
     assert rt.kernels == ("6.1.0-56-rt-amd64",)
     assert rt.rt_release == "6.1.0-56-rt-amd64"
+
+
+def test_an_rt_kernel_gets_its_standard_siblings_toolkit(distro: DebianCatalog) -> None:
+    """Asked for the RT kernel, dtk plans the toolkit that carries it: the standard
+    sibling's (the same image `dtk build` and `dtk vmtest` use for it)."""
+    rt = tplan.plan_toolkit(distro, "6.1.0-56-rt-amd64")
+    assert rt.kernels == ("6.1.0-56-amd64", "6.1.0-56-rt-amd64")
+    assert rt.tag == "localhost/driver-toolkit:6.1.0-56-amd64"
 
 
 def test_rt_from_another_source_version_is_refused(distro: DebianCatalog) -> None:
@@ -90,3 +98,27 @@ def test_tools_include_the_kernels_compiler(distro: DebianCatalog) -> None:
     for package in ("gcc-12", "dwarves", "kmod", "libelf-dev", "abigail-tools", "mokutil"):
         assert f" {package} " in tools
     assert "dpkg-divert --local --rename --add /usr/sbin/update-initramfs" in tools
+
+
+def with_package(pool_text: str, name: str, version: str) -> DebianCatalog:
+    extra = f"Package: {name}\nVersion: {version}\nArchitecture: amd64\n\n"
+    pool = make_pool(iter_stanzas(pool_text.rstrip("\n") + "\n\n" + extra, lambda _n: True))
+    return DebianCatalog(pool, OsInfo("debian", "12", "bookworm", "amd64"), SOURCES)
+
+
+def test_base_and_tools_layers_are_keyed_by_resolved_versions() -> None:
+    """A new gcc rebuilds the tools layer (and so every toolkit); a libc security update
+    rebuilds the base; an unrelated package changes nothing."""
+    text = DATA.read_text()
+    release = "6.1.0-56-amd64"
+    plans = {key: tplan.plan_toolkit(with_package(text, name, version), release)
+             for key, (name, version) in {
+                 "gcc-a": ("gcc-12", "12.2.0-14"), "gcc-b": ("gcc-12", "12.2.0-14+deb12u1"),
+                 "libc": ("libc6", "2.36-9+deb12u10"), "other": ("hello", "2.10-3")}.items()}
+    assert "gcc-12=12.2.0-14+deb12u1" in tplan.tools_containerfile(plans["gcc-b"])
+    assert plans["gcc-a"].tools_tag != plans["gcc-b"].tools_tag
+    assert plans["gcc-a"].plan_hash != plans["gcc-b"].plan_hash
+    assert plans["gcc-a"].base_tag == plans["gcc-b"].base_tag
+    assert plans["libc"].base_tag != plans["other"].base_tag
+    assert "libc6=2.36-9+deb12u10" in tplan.base_containerfile(plans["libc"])
+    assert plans["other"].base_tag == plans["gcc-a"].base_tag

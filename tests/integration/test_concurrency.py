@@ -1,0 +1,98 @@
+"""Two dtk runs at once must both work: a build, prunes, a vmtest and a check started
+together on shared kernels all finish with correct results.
+
+`dtk build prune` runs over and over while the build has staging images in flight
+(it used to remove them), `buildah images` is listed while images vanish (it used
+to fail the listing), and the VM and the check read the same toolkit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dtk.driver.containerfile import staging_name
+from dtk.engine import buildah
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "dtk-example" / "Containerfile"
+
+
+def dtk(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dtk", *args], capture_output=True, text=True,
+                          timeout=1200, check=False, env=dict(os.environ, DTK_STATE_DIR=str(state)))
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    tag = f"dtk-test-conc-{uuid.uuid4().hex[:8]}"
+    yield tag
+    for row in buildah.images():
+        for name in row.get("names") or ():
+            if tag in name:
+                buildah.remove_image(name)
+
+
+@pytest.mark.usefixtures("toolkit_61")
+def test_build_prune_vmtest_and_check_at_once(tmp_path: Path, prefix: str, kernel_61: str,
+                                              kernel_61_rt: str) -> None:
+    ready = f"localhost/{prefix}/ready/${{MOD_NAME}}:${{KERNEL_FULL_VERSION}}"
+    first = dtk("build", "-f", str(EXAMPLE), "--kernel", kernel_61, "--image", ready,
+                "--json", state=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    image = json.loads(first.stdout)["outcomes"][0]["image"]
+    fresh = f"localhost/{prefix}/fresh/${{MOD_NAME}}:${{KERNEL_FULL_VERSION}}"
+    jobs = {
+        "build": ("build", "-f", str(EXAMPLE), "--kernel", kernel_61, "--kernel", kernel_61_rt,
+                  "--image", fresh, "--json"),
+        "vmtest": ("vmtest", image, "--kernel", kernel_61, "--json"),
+        "check": ("check", image, "--kernel", kernel_61, "--json"),
+    }
+    results: dict[str, subprocess.CompletedProcess[str]] = {}
+    prunes: list[subprocess.CompletedProcess[str]] = []
+    threads = [threading.Thread(target=lambda n=n, a=a: results.__setitem__(
+        n, dtk(*a, state=tmp_path / n))) for n, a in jobs.items()]
+    for thread in threads:
+        thread.start()
+    while threads[0].is_alive():  # prune over and over for as long as the build runs
+        prunes.append(dtk("build", "prune", "--json", state=tmp_path / "prune"))
+    for thread in threads:
+        thread.join()
+    assert prunes and all(p.returncode == 0 for p in prunes), [p.stderr for p in prunes]
+    build = results["build"]
+    assert build.returncode == 0, build.stderr[-3000:]
+    assert {o["status"] for o in json.loads(build.stdout)["outcomes"]} == {"built"}
+    vm = results["vmtest"]
+    assert vm.returncode == 0, vm.stdout + vm.stderr[-2000:]
+    assert [r["verdict"] for r in json.loads(vm.stdout)] == ["loaded"]
+    check = results["check"]
+    assert check.returncode == 0, check.stderr
+    assert [v["verdict"] for v in json.loads(check.stdout)] == ["loaded"]
+    for result in (build, vm, check, *prunes):
+        assert "Traceback" not in result.stderr
+
+
+def test_prune_leaves_a_live_builds_staging_image_alone(tmp_path: Path, prefix: str) -> None:
+    """A staging image exists between a cell's build and its layout check; a prune at that
+    moment used to remove it and fail the build. Now only a dead builder's goes."""
+    with buildah.working_container("scratch") as ctr:
+        live = ctr.commit(staging_name(f"{prefix}-live", "sha256:" + "1" * 64))
+    with buildah.working_container("scratch") as ctr:
+        gone = ctr.commit(staging_name(f"{prefix}-gone", "sha256:" + "2" * 64, pid=2**22 + 1))
+    try:
+        result = dtk("build", "prune", "--json", state=tmp_path)
+        assert result.returncode == 0, result.stderr
+        removed = {r["id"] for r in json.loads(result.stdout)}
+        assert gone in removed and live not in removed
+        assert buildah.image_exists(live) and not buildah.image_exists(gone)
+    finally:
+        buildah.remove_image(live)
