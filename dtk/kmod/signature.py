@@ -63,6 +63,8 @@ class SignerId:
         if self.skid is not None:
             return self.skid
         assert self.serial is not None
+        if self.serial < 0:  # DER allows it (a crafted or broken signature); bytes as stored
+            return self.serial.to_bytes((self.serial.bit_length() + 8) // 8, "big", signed=True)
         return self.serial.to_bytes(max(1, (self.serial.bit_length() + 7) // 8), "big")
 
 
