@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dtk import run as runner
+from dtk.engine import buildah
 from dtk.errors import DtkError
 
 _RETRIES = 3
@@ -120,3 +121,18 @@ def pull(image: str, *, tls_verify: bool = True, authfile: Path | None = None) -
                            ) from None
         raise
     return name
+
+
+def ensure_local(image: str, *, tls_verify: bool = True, authfile: Path | None = None) -> bool:
+    """Make a registry-only image usable from local storage; True if it was pulled.
+
+    An image already in local storage is used as it is (as `buildah from
+    --pull-never` would); a name without a registry must be local."""
+    if buildah.image_exists(image):
+        return False
+    first, sep, _ = image.partition("/")
+    if not sep or first == "localhost" or not ("." in first or ":" in first):
+        raise DtkError(f"image {image} does not exist in local container storage",
+                       hint="build it first, or name it with its registry to pull it")
+    pull(image, tls_verify=tls_verify, authfile=authfile)
+    return True
