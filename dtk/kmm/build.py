@@ -278,7 +278,8 @@ def _sign(run: _Run, kp: KernelPlan, *, built: bool) -> str:
         pulled = True
     try:
         signer = signer_from(run.bundle, run.mod, kp.sign)
-        signed = sign_image(unsigned, kp.image, list(kp.sign.files_to_sign), kp.kernel,
+        signed = sign_image(unsigned, kp.image, list(kp.sign.files_to_sign_templates
+                                                     or kp.sign.files_to_sign), kp.kernel,
                             signer=signer, labels=labels_for(run.mod))
     finally:
         if pulled and unsigned != kp.image:
