@@ -130,9 +130,16 @@ def ensure_local(image: str, *, tls_verify: bool = True, authfile: Path | None =
     --pull-never` would); a name without a registry must be local."""
     if buildah.image_exists(image):
         return False
-    first, sep, _ = image.partition("/")
-    if not sep or first == "localhost" or not ("." in first or ":" in first):
+    if registry_of(image) is None:
         raise DtkError(f"image {image} does not exist in local container storage",
                        hint="build it first, or name it with its registry to pull it")
     pull(image, tls_verify=tls_verify, authfile=authfile)
     return True
+
+
+def registry_of(image: str) -> str | None:
+    """The registry an image names, or None for local-only names (no dot, colon, localhost)."""
+    first, sep, _ = image.partition("/")
+    if not sep or first == "localhost" or not ("." in first or ":" in first):
+        return None
+    return first

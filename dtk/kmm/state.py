@@ -68,10 +68,7 @@ def states(plan: Plan, lookup: Lookup) -> list[KernelState]:
 
 def registry_host(image: str) -> str | None:
     """The registry an image names, or None for local-only names (no dot, colon, localhost)."""
-    first, sep, _ = image.partition("/")
-    if not sep or first == "localhost" or not ("." in first or ":" in first):
-        return None
-    return first
+    return skopeo.registry_of(image)
 
 
 @contextmanager

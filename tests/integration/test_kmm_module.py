@@ -309,3 +309,29 @@ def test_plan_reports_an_image_nothing_can_make(tmp_path: Path, kernel_61: str) 
     assert code == 1 and "Traceback" not in text
     assert f"error: {kernel_61}: image localhost/kmmt-none/x:{kernel_61} does not exist" in text
     assert "no mapping: 6.1.0-1-arm64 — KMM loads nothing there" in text
+
+
+def test_check_sign_and_vmtest_pull_registry_only_images(built: Built, kernel_61: str) -> None:
+    image = built.images[kernel_61]
+    reg = ("--no-tls-verify", "--authfile", str(built.auth))
+    signed = f"localhost/kmmt-resigned/x:{kernel_61}"
+    try:
+        buildah.remove_image(image)
+        code, text = _run("check", image, "--kernel", kernel_61, *reg)
+        assert code == 0, text
+        assert "kmm_ci_a.ko on " in text and "loads" in text
+        buildah.remove_image(image)
+        code, text = _run("sign", "--unsigned-image", image, "--kernel", kernel_61,
+                          "--files-to-sign", "/opt/lib/modules/$KERNEL_FULL_VERSION/*.ko",
+                          "--key", str(built.keys.key), "--cert", str(built.keys.cert_pem),
+                          "-o", signed, *reg)
+        assert code == 0, text
+        assert "2 module(s) signed" in text
+        buildah.remove_image(image)
+        code, text = _run("vmtest", image, "--kernel", kernel_61, "--module", "kmm_ci_a", *reg)
+        assert code == 0, text
+        code, text = _run("check", image.rsplit(":", 1)[0] + ":nope", "--kernel", kernel_61,
+                          "--no-tls-verify")  # no credentials: the registry refuses
+        assert code == 2 and "refused the credentials" in text, text
+    finally:
+        _cleanup(signed)
