@@ -225,7 +225,15 @@ def build_secrets(bundle: m.Bundle, mod: m.Module, names: tuple[str, ...]
 
 
 def _finish(run: _Run, kp: KernelPlan, outcome: Outcome | None) -> KernelResult:
-    """Sign and push what the matrix built (or sign-only kernels); never raises."""
+    """Sign and push what the matrix built (or sign-only kernels); never raises.
+    Its time: the cell's build, then signing and pushing."""
+    began = time.monotonic()
+    result = _sign_and_push(run, kp, outcome)
+    return replace(result, seconds=(outcome.seconds if outcome else 0.0)
+                   + time.monotonic() - began)
+
+
+def _sign_and_push(run: _Run, kp: KernelPlan, outcome: Outcome | None) -> KernelResult:
     result = KernelResult(kp.kernel, kp.image, "built")
     if outcome is not None:
         result = replace(result, image_id=outcome.image_id, log=outcome.log,
