@@ -10,11 +10,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # buildah/skopeo build and move images; podman+runc run driver containers;
 # mmdebstrap makes base roots; qemu boots kernels; docker-registry is the
-# loopback registry the tests push to; busybox-static, kmod and cpio make
+# loopback registry the tests push to (apache2-utils' htpasswd makes its
+# users for the authenticated one); busybox-static, kmod and cpio make
 # VM initramfs images; shellcheck lints the shell under dtk/data.
 SYSTEM_PACKAGES := buildah skopeo podman runc uidmap fuse-overlayfs mmdebstrap \
 	qemu-system-x86 docker-registry busybox-static kmod cpio xz-utils zstd \
-	openssl gpgv python3-venv ca-certificates shellcheck
+	openssl gpgv python3-venv ca-certificates shellcheck apache2-utils
 
 .PHONY: all deps system-deps python-deps demo test lint typecheck unit integration bench clean
 

@@ -170,12 +170,16 @@ def run(argv: Sequence[str], *, check: bool = True, timeout: float | None = None
 def stream(argv: Sequence[str], *, check: bool = True, timeout: float | None = None,
            env: Mapping[str, str] | None = None, cwd: Path | None = None,
            log_file: Path | None = None, on_line: Callable[[str], None] | None = None,
-           what: str | None = None, hint: str | None = None) -> Result:
+           what: str | None = None, hint: str | None = None,
+           mask: Sequence[str] = ()) -> Result:
     """Run a long command with stdout+stderr merged, line by line.
 
     Each line goes to `log_file` (the full log a user reads after a failure)
     and to `on_line` (progress display); only the tail is kept in memory.
+    Values in `mask` (build secrets) are replaced by *** in all three, before
+    any of them sees the line, even when the command itself prints them.
     """
+    hide = masker(mask) if mask else None
     argv = [str(a) for a in argv]
     _check_tool(argv)
     log.debug("stream: %s", shlex.join(argv))
@@ -193,7 +197,8 @@ def stream(argv: Sequence[str], *, check: bool = True, timeout: float | None = N
         if sink:
             sink.write(f"$ {shlex.join(argv)}\n")
         assert proc.stdout is not None
-        for line in proc.stdout:
+        for raw in proc.stdout:
+            line = hide(raw) if hide else raw
             tail.append(line.rstrip("\n"))
             if sink:
                 sink.write(line)
@@ -218,6 +223,24 @@ def stream(argv: Sequence[str], *, check: bool = True, timeout: float | None = N
     if check and proc.returncode != 0:
         raise CommandError(argv, proc.returncode, text, what, hint)
     return result
+
+
+MASK = "***"
+_MIN_MASKED = 3  # shorter fragments would blank ordinary words
+
+
+def masker(secrets: Sequence[str]) -> Callable[[str], str]:
+    """Replace every secret value, and each line of a multi-line one, by ***
+    (as CI systems mask secrets in job logs)."""
+    parts = {s for value in secrets for s in (value, *value.splitlines())
+             if len(s.strip()) >= _MIN_MASKED}
+    ordered = sorted(parts, key=len, reverse=True)  # whole values before their lines
+
+    def mask(line: str) -> str:
+        for part in ordered:
+            line = line.replace(part, MASK)
+        return line
+    return mask
 
 
 def _start_watchdog(proc: subprocess.Popen[str], timeout: float | None,

@@ -56,3 +56,14 @@ def human_size(n: int) -> str:
 
 def stderr(text: str) -> None:
     print(text, file=sys.stderr)
+
+
+def registry_options(func: F) -> F:
+    """For images that live only in a registry: pulled into local storage first."""
+    func = click.option("--authfile", type=click.Path(path_type=Path, dir_okay=False,
+                                                      exists=True), default=None,
+                        help="Registry credentials (containers-auth.json / docker config) "
+                             "for pulling an image that is not in local storage.")(func)
+    return click.option("--tls-verify/--no-tls-verify", "tls_verify", default=True,
+                        show_default=True,
+                        help="Verify the registry's TLS when pulling (KMM's registryTLS).")(func)

@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from dtk import kernel as kern
-from dtk.cli.common import json_option, print_json, print_table
+from dtk.cli.common import json_option, print_json, print_table, registry_options
+from dtk.engine import skopeo
 from dtk.errors import DtkError
 from dtk.kernel import facts, modfile
 from dtk.kmod import check as chk
@@ -30,12 +31,15 @@ def _not_a_directory(target: str) -> None:
                             "directory of modules, list the files")
 
 
-def load_target(target: str, cert_path: Path | None = None) -> image.ImageModules | Loaded:
-    """A module file, or an image's modules grouped by kernel directory."""
+def load_target(target: str, cert_path: Path | None = None, *, tls_verify: bool = True,
+                authfile: Path | None = None) -> image.ImageModules | Loaded:
+    """A module file, or an image's modules grouped by kernel directory (an image only
+    in a registry is pulled into local storage first)."""
     _not_a_directory(target)
     cert = sign.load_cert(cert_path) if cert_path else None
     if _is_file(target):
         return image.load_file(Path(target), cert)
+    skopeo.ensure_local(target, tls_verify=tls_verify, authfile=authfile)
     return image.read_image_index(target, cert=cert)
 
 
@@ -140,17 +144,19 @@ def _cell(verdicts: list[chk.Prediction]) -> str:
               help="Read kernels from this root (e.g. /) instead of their toolkit images.")
 @click.option("--download/--no-download", default=True, show_default=True,
               help="For a kernel without a toolkit, fetch its headers package (~2 MB).")
+@registry_options
 @json_option
 def check_cmd(*, targets: tuple[str, ...], kernels: tuple[str, ...], cert: Path | None,
                secure_boot: bool, sig_enforce: bool, kernel_root: Path | None, download: bool,
-               as_json: bool) -> None:
+               tls_verify: bool, authfile: Path | None, as_json: bool) -> None:
     """Predict whether each kernel loads each module, and why not. Exit 1 if any is refused.
 
     TARGETS are module files or images; several targets or kernels print a matrix.
     """
     for release in kernels:
         kern.parse(release)
-    loaded = {t: load_target(t, cert) for t in targets}
+    loaded = {t: load_target(t, cert, tls_verify=tls_verify, authfile=authfile)
+              for t in targets}
     kernel_facts = [_kernel_facts(k, kernel_root, download) for k in kernels]
     policy = chk.Policy(secure_boot=secure_boot, sig_enforce=sig_enforce)
     results = {(t, k.release): check_target(loaded[t], k, policy)
@@ -191,9 +197,11 @@ def check_cmd(*, targets: tuple[str, ...], kernels: tuple[str, ...], cert: Path 
 @click.option("--kernel", help="Image: kernel release for $KERNEL_FULL_VERSION in the globs.")
 @click.option("--files-to-sign", "patterns", multiple=True, metavar="GLOB",
               help="Image: KMM filesToSign entry (repeatable); each must match a module.")
+@registry_options
 def sign_cmd(*, module: Path | None, unsigned_image: str | None, key_path: Path,
              cert_path: Path, hash_algo: str, use_key_id: bool, output: str | None,
-             kernel: str | None, patterns: tuple[str, ...]) -> None:
+             kernel: str | None, patterns: tuple[str, ...], tls_verify: bool,
+             authfile: Path | None) -> None:
     """Sign MODULE (.ko, .ko.xz, …) like the kernel's sign-file, or every module of
     --unsigned-image matching --files-to-sign into a new image, like KMM's sign."""
     if (module is None) == (unsigned_image is None):
@@ -216,6 +224,7 @@ def sign_cmd(*, module: Path | None, unsigned_image: str | None, key_path: Path,
         return
     assert unsigned_image is not None and output is not None and kernel is not None
     kern.parse(kernel)
+    skopeo.ensure_local(unsigned_image, tls_verify=tls_verify, authfile=authfile)
     result = image.sign_image(unsigned_image, output, list(patterns), kernel, signer=signer,
                               on_file=lambda p: click.echo(f"signed {p}"))
     click.echo(f"{result.name} ({result.image_id[:12]}): {len(result.files)} module(s) signed")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from dtk.cli.common import json_option, monitor, print_json, print_table
+from dtk.cli.common import json_option, monitor, print_json, print_table, registry_options
+from dtk.engine import skopeo
 from dtk.vm.guest import GuestConfig
 from dtk.vm.qemu import ACCELS
-from dtk.vm.vmtest import VmResult, VmTestSpec, vmtest
+from dtk.vm.vmtest import VmResult, VmTestSpec, image_for, vmtest
 
 
 def print_results(results: list[VmResult]) -> None:
@@ -68,13 +71,15 @@ def _check_params(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--keep-log", is_flag=True, help="Keep console logs and the boot kernel log.")
 @click.option("--accel", type=click.Choice(ACCELS), default="auto", show_default=True,
               help="auto uses KVM only if a probe boot under KVM succeeds.")
+@registry_options
 @json_option
 def vmtest_cmd(*, image: str, kernels: tuple[str, ...], module: str, params: tuple[str, ...],
                load_args: tuple[str, ...], loading_order: tuple[str, ...],
                remove: tuple[str, ...], preload_in_tree: bool, firmware_path: str,
                firmware_host_path: str, dir_name: str, built_for: str, check_cmd: str,
                sig_enforce: bool, memory: int, cpus: int, append: str, timeout: float,
-               keep_log: bool, accel: str, as_json: bool) -> None:
+               keep_log: bool, accel: str, tls_verify: bool, authfile: Path | None,
+               as_json: bool) -> None:
     """Boot each kernel K under qemu and load IMAGE's module as KMM's worker does.
 
     IMAGE may contain KMM variables, e.g. 'localhost/dtk-driver/m:${KERNEL_FULL_VERSION}',
@@ -89,6 +94,10 @@ def vmtest_cmd(*, image: str, kernels: tuple[str, ...], module: str, params: tup
                       firmware_path=firmware_path, preload_in_tree=preload_in_tree,
                       memory_mb=memory, cpus=cpus, append=append, sig_enforce=sig_enforce,
                       timeout_s=timeout, keep_log=keep_log, accel=accel)
+    for release in kernels:  # images only in a registry are pulled first
+        name = image_for(image, built_for or release)
+        if skopeo.registry_of(name) is not None:
+            skopeo.ensure_local(name, tls_verify=tls_verify, authfile=authfile)
     results = vmtest(spec, monitor(as_json))
     if as_json:
         print_json([r.to_json() for r in results])

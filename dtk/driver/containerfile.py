@@ -10,13 +10,15 @@ then committed under its final name.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from dtk import run as runner
 from dtk.driver.dkms import Built
 from dtk.driver.outcome import CellFailedError, find_modules, module_versions
-from dtk.driver.plan import Cell
+from dtk.driver.plan import BuildSecret, Cell
 from dtk.driver.sources import ContainerfileSource
 from dtk.engine import buildah
 
@@ -36,18 +38,39 @@ def staging_owner(name: str) -> int | None:
     return int(head) if rest != name and head.isdigit() else None
 
 
+@contextmanager
+def secret_volumes(secrets: Sequence[BuildSecret]) -> Iterator[list[str]]:
+    """Each Secret as a directory of 0600 files, mounted read-only at
+    /run/secrets/<name> for RUN steps (KMM's layout: /run/secrets/<name>/<key>).
+    `buildah bud -v` mounts never enter a layer; the files are removed afterwards."""
+    if not secrets:
+        yield []
+        return
+    with tempfile.TemporaryDirectory(prefix="dtk-secrets-") as tmp:
+        volumes = []
+        for secret in secrets:
+            directory = Path(tmp) / secret.name
+            directory.mkdir(mode=0o700)
+            for key, value in secret.files:
+                fd = os.open(directory / key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    out.write(value)
+            volumes.append(f"{directory}:/run/secrets/{secret.name}:ro")
+        yield volumes
+
+
 def build_cell(cell: Cell, source: ContainerfileSource, log: Path,
-               on_line: Callable[[str], None] | None = None) -> Built:
+               on_line: Callable[[str], None] | None = None,
+               authfile: Path | None = None) -> Built:
     staging = staging_name(cell.module, cell.input_hash)
-    spec = buildah.BuildSpec(containerfile=source.containerfile, context=source.context,
-                             tag=staging, build_args=dict(cell.build_args),
-                             labels=cell.labels())
     try:
-        try:
-            buildah.bud(spec, log_file=log, on_line=on_line)
-        except runner.CommandError as exc:
-            raise CellFailedError(f"the Containerfile failed to build for {cell.kernel}",
-                                  exc.tail) from None
+        with secret_volumes(cell.secrets) as volumes:
+            spec = buildah.BuildSpec(
+                containerfile=source.containerfile, context=source.context, tag=staging,
+                build_args=dict(cell.build_args), labels=cell.labels(), volumes=volumes,
+                tls_verify=cell.pull_tls_verify, authfile=authfile,
+                mask=[v for s in cell.secrets for v in s.values()])
+            _bud(spec, cell, log, on_line)
         with buildah.working_container(staging) as ctr:
             with ctr.mounted() as root:
                 versions = module_versions(find_modules(root, cell.kernel))
@@ -56,3 +79,12 @@ def build_cell(cell: Cell, source: ContainerfileSource, log: Path,
     finally:
         buildah.remove_image(staging)
     return Built(image_id, versions)
+
+
+def _bud(spec: buildah.BuildSpec, cell: Cell, log: Path,
+         on_line: Callable[[str], None] | None) -> None:
+    try:
+        buildah.bud(spec, log_file=log, on_line=on_line)
+    except runner.CommandError as exc:
+        raise CellFailedError(f"the Containerfile failed to build for {cell.kernel}",
+                              exc.tail) from None

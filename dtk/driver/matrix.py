@@ -47,6 +47,7 @@ class RunOptions:
     jobs: int
     log_dir: Path
     tls_verify: bool | None = None
+    authfile: Path | None = None  # registry credentials for pulls and pushes
 
 
 def toolkit_target(release: str, known: Callable[[str], str | None]) -> str:
@@ -134,7 +135,8 @@ def run_cell(cell: Cell, options: RunOptions,
             sink.write(f"# FAILED before any work: {cell.error}\n")
         return replace(base, reason=cell.error)
     try:
-        outcome = _cached(cell, base) or _build(cell, base, log_file, on_line)
+        outcome = (None if cell.force else _cached(cell, base)) \
+            or _build(cell, base, log_file, on_line, options.authfile)
         if outcome.status is Status.BUILT and cell.push:
             outcome = _push(cell, outcome, options)
     except CellFailedError as exc:
@@ -165,14 +167,14 @@ def _cached(cell: Cell, base: Outcome) -> Outcome | None:
 
 
 def _build(cell: Cell, base: Outcome, log_file: Path,
-           on_line: Callable[[str], None] | None) -> Outcome:
+           on_line: Callable[[str], None] | None, authfile: Path | None = None) -> Outcome:
     source = cell.source
     if isinstance(source, DkmsGroup):
         result = dkms.build_cell(cell, source, log_file, on_line)
         notes = source.notes
     else:
         assert isinstance(source, ContainerfileSource)
-        result = containerfile.build_cell(cell, source, log_file, on_line)
+        result = containerfile.build_cell(cell, source, log_file, on_line, authfile)
         notes = ()
     if isinstance(result, dkms.Excluded):
         return replace(base, status=Status.EXCLUDED, reason=result.reason)
@@ -183,7 +185,8 @@ def _build(cell: Cell, base: Outcome, log_file: Path,
 def _push(cell: Cell, outcome: Outcome, options: RunOptions) -> Outcome:
     """Push with retries; an image is reported pushed only with the registry's digest."""
     try:
-        digest = skopeo.push(cell.image, cell.image, tls_verify=options.tls_verify)
+        digest = skopeo.push(cell.image, cell.image, tls_verify=options.tls_verify,
+                             authfile=options.authfile)
     except DtkError as exc:
         return replace(outcome, status=Status.FAILED,
                        reason=f"built, but pushing failed: {exc.message.splitlines()[0]}",

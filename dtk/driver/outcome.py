@@ -10,7 +10,7 @@ from typing import Any
 
 from dtk import rootfs
 from dtk.errors import DtkError
-from dtk.kernel import modfile
+from dtk.kernel import modfile, modindex
 
 TAIL_LINES = 15
 # KMM's worker runs `/bin/sh -c "mkdir -p …; cp -R …"`, its pull check runs
@@ -81,17 +81,43 @@ def find_modules(root: Path, kernel: str) -> list[tuple[str, Path]]:
                if modfile.is_module(inner)]
     if not modules:
         raise DtkError(f"the image has no .ko file under {base}")
-    dep = rootfs.resolve(root, f"{base}/modules.dep")
-    if dep is None or not dep.is_file():
-        raise DtkError(f"the image has no {base}/modules.dep",
-                       hint=f"run 'depmod -b /opt {kernel}' in the Containerfile")
+    check_index(root, base, kernel, [inner for inner, _ in modules])
     missing = [tool for tool in REQUIRED_TOOLS
                if not any(rootfs.resolve(root, f"/{d}/{tool}") for d in _BIN_DIRS)]
     if missing:
         raise DtkError("the image lacks " + ", ".join(missing) + ", which KMM's worker runs",
-                       hint="base the final stage on ${DTK_BASE} (busybox, 2 MB) or any "
+                       hint="base the final stage on ${DTK_BASE} (busybox and kmod) or any "
                             "image with a shell, coreutils and kmod")
     return modules
+
+
+def check_index(root: Path, base: str, kernel: str, modules: list[str]) -> None:
+    """What kmod's `modprobe -d /opt NAME` reads: `modules.dep.bin`, listing every module.
+
+    The text modules.dep is not enough: kmod ignores it (busybox's depmod writes
+    only that), and a depmod that indexed another kernel (`uname -r` of the build
+    host) leaves this kernel's directory without an index."""
+    fix = (f"run kmod's depmod for this kernel in the final stage: 'depmod -b /opt {kernel}' "
+           "(DTK_BASE's depmod is kmod's, and without a version indexes the only kernel "
+           "under /opt/lib/modules)")
+    index = rootfs.resolve(root, f"{base}/modules.dep.bin")
+    if index is None or not index.is_file():
+        plain = rootfs.resolve(root, f"{base}/modules.dep")
+        why = (" (only the text modules.dep, which busybox's depmod writes and kmod ignores)"
+               if plain is not None and plain.is_file() else "")
+        raise DtkError(f"the image has no {base}/modules.dep.bin{why}: KMM's worker "
+                       f"(kmod's modprobe -d /opt) would say 'Module not found'", hint=fix)
+    try:
+        listed = modindex.dep_entries(index.read_bytes())
+    except DtkError as exc:
+        raise DtkError(f"{base}/modules.dep.bin: {exc.message}", hint=fix) from None
+    prefix = base + "/"
+    paths = {p if p.startswith("/") else prefix + p for p in listed.values()}
+    missing = [m for m in modules if m not in paths]
+    if missing:
+        names = ", ".join(modfile.module_name(m) for m in missing)
+        raise DtkError(f"{base}/modules.dep.bin does not list {names}: kmod's modprobe -d "
+                       "/opt would not find it", hint=fix)
 
 
 def module_versions(modules: list[tuple[str, Path]]) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ carries the same hash is a cache hit and nothing is compiled.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dtk import kernel as kern
 from dtk.digest import inputs_digest, parts_digest
@@ -35,12 +35,36 @@ class ImageRef:
 
 
 @dataclass(frozen=True)
+class BuildSecret:
+    """A build secret: RUN steps see file /run/secrets/<name>/<key> for each key (as KMM
+    mounts a Secret). Its values never reach a layer, a log, a label or a repr."""
+
+    name: str
+    files: tuple[tuple[str, bytes], ...] = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"BuildSecret(name={self.name!r}, keys={[k for k, _ in self.files]})"
+
+    def values(self) -> list[str]:
+        return [v.decode(errors="replace") for _, v in self.files]
+
+
+def secrets_digest(secrets: Sequence[BuildSecret]) -> str:
+    """What the cache key holds of the secrets: a digest, never the values."""
+    return parts_digest(*(part for s in secrets for k, v in s.files for part in (s.name, k, v)))
+
+
+@dataclass(frozen=True)
 class BuildOptions:
     image_template: str
     mod_namespace: str = "default"
     mod_name: str | None = None  # overrides each source's own name (one source only)
     build_args: tuple[tuple[str, str], ...] = ()
     push: bool = False
+    secrets: tuple[BuildSecret, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()  # extra labels, part of the cache key
+    pull_tls_verify: bool = True  # for FROM images in a registry
+    force: bool = False  # build even when an image with the same inputs exists
 
 
 @dataclass(frozen=True)
@@ -56,6 +80,10 @@ class Cell:
     input_hash: str
     error: str | None = None  # known before any work: unknown kernel, unreadable source
     push: bool = False
+    secrets: tuple[BuildSecret, ...] = ()
+    extra_labels: tuple[tuple[str, str], ...] = ()
+    pull_tls_verify: bool = True
+    force: bool = False
 
     @property
     def module(self) -> str:
@@ -69,7 +97,8 @@ class Cell:
         """Labels every driver image gets; module names/versions are added when known."""
         out = {KIND_LABEL: "driver", HASH_LABEL: self.input_hash,
                LABEL_PREFIX + "kernel": self.kernel,
-               LABEL_PREFIX + "source-digest": source_digest(self.source)}
+               LABEL_PREFIX + "source-digest": source_digest(self.source),
+               **dict(self.extra_labels)}
         if self.toolkit:
             out[LABEL_PREFIX + "toolkit"] = self.toolkit.name
             out[LABEL_PREFIX + "toolkit-digest"] = self.toolkit.image_id
@@ -103,13 +132,17 @@ def build_args_for(source: ContainerfileSource | DkmsGroup, release: str, mod_na
 
 
 def cell_hash(source: Source, release: str, args: Mapping[str, str],
-              toolkit: ImageRef | None, base: ImageRef | None) -> str:
+              toolkit: ImageRef | None, base: ImageRef | None, *,
+              options: BuildOptions | None = None) -> str:
     inputs: dict[str, object] = {
         "recipe": RECIPE, "kernel": release, "source": source_digest(source),
         "kind": type(source).__name__, "args": dict(sorted(args.items())),
         "toolkit": toolkit.image_id if toolkit else None,
         "base": base.image_id if base else None,
     }
+    if options is not None and (options.secrets or options.labels):
+        inputs["secrets"] = secrets_digest(options.secrets)
+        inputs["labels"] = dict(options.labels)
     if isinstance(source, DkmsGroup):
         # The evaluation script and dkms's recipe are part of how the image is made.
         inputs["dkms-eval"] = parts_digest(dkmsconf.eval_script())
@@ -148,13 +181,15 @@ def _plan_cell(source: Source, release: str, mod_name: str, *,
     elif toolkit is None:
         error = error or f"no toolkit for kernel {release}"
     if isinstance(source, BrokenSource) or toolkit is None:
-        return Cell(source, release, image, toolkit, base, (), "", error, options.push)
+        return Cell(source, release, image, toolkit, base, (), "", error, options.push,
+                    options.secrets, options.labels, options.pull_tls_verify, options.force)
     uses_base = isinstance(source, DkmsGroup) or "DTK_BASE" in source.text
     cell_base = base if uses_base else None
     args = build_args_for(source, release, mod_name, options, toolkit=toolkit, base=cell_base)
-    digest = cell_hash(source, release, args, toolkit, cell_base)
+    digest = cell_hash(source, release, args, toolkit, cell_base, options=options)
     return Cell(source, release, image, toolkit, cell_base, tuple(sorted(args.items())),
-                digest, None, options.push)
+                digest, None, options.push, options.secrets, options.labels,
+                options.pull_tls_verify, options.force)
 
 
 def _check_unique(cells: Sequence[Cell]) -> None:

@@ -40,9 +40,12 @@ class BuildSpec:
     tag: str
     build_args: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
-    volumes: Sequence[str] = ()  # "host:container[:opts]"
+    volumes: Sequence[str] = ()  # "host:container[:opts]": RUN steps only, never a layer
     layers: bool = False
     timeout: float = 3600
+    tls_verify: bool = True  # for pulling FROM images (KMM's baseImageRegistryTLS)
+    authfile: Path | None = None  # registry credentials for those pulls
+    mask: Sequence[str] = field(default=(), repr=False)  # secret values kept out of output
 
 
 def bud(spec: BuildSpec, *, log_file: Path | None = None,
@@ -57,9 +60,13 @@ def bud(spec: BuildSpec, *, log_file: Path | None = None,
         argv += ["--label", f"{key}={value}"]
     for volume in spec.volumes:
         argv += ["-v", volume]
+    if not spec.tls_verify:
+        argv.append("--tls-verify=false")
+    if spec.authfile is not None:
+        argv += ["--authfile", str(spec.authfile)]
     argv.append(str(spec.context))
     runner.stream(argv, timeout=spec.timeout, log_file=log_file, on_line=on_line,
-                  what=f"building {spec.tag} failed")
+                  what=f"building {spec.tag} failed", mask=spec.mask)
     return image_id(spec.tag)
 
 

@@ -11,9 +11,14 @@ This package owns:
   merged build/sign specs and the build args KMM injects (pure, no I/O);
 * `state`    — whether each planned image exists, as ModuleImagesConfig records it
   (the only part that runs tools: buildah and skopeo through `dtk.engine`);
-* `render`   — the Module rewritten for the cluster with digest-pinned images.
+* `render`   — the Module rewritten for the cluster with digest-pinned images;
+* `build`    — the executing half: every image the plan needs, built on the
+  driver matrix, signed from the Module's Secrets, pushed with its imageRepoSecret;
+* `vmtest`   — each kernel booted, its image loaded as the Module's modprobe says;
+* `preflight`— KMM's PreflightValidation for a next kernel, plus check and boot.
 
-It may import `dtk.kernel`, `dtk.errors`, `dtk.engine` and `dtk.run` only: not
-`dtk.build`, `dtk.vm` or `dtk.kmod` internals, so that the build and preflight
-work can call it without import cycles.
+`dtk.kmm` is a workflow: it may import the features (`dtk.driver`, `dtk.kmod`,
+`dtk.vm`), `dtk.toolkit`, `dtk.distro`, `dtk.engine`, `dtk.kernel` and the
+base; no feature imports it. The pure modules (load, validate, plan, render,
+`vmtest.guest_config`) run no tool.
 """

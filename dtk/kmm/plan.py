@@ -51,6 +51,9 @@ class PlannedSign:
     key_secret: str
     cert_secret: str
     files_to_sign: tuple[str, ...]
+    # As written, for signing: KMM substitutes the normalised kernel (`+` → `_`)
+    # but images lay modules out under the raw one, so `dtk module build` tries both.
+    files_to_sign_templates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,7 @@ def _sign(sign: m.Sign, built_image: str | None, kvars: Mapping[str, str]) -> Pl
         key_secret=sign.key_secret,
         cert_secret=sign.cert_secret,
         files_to_sign=tuple(substitute(f, dict(kvars)) for f in sign.files_to_sign),
+        files_to_sign_templates=tuple(sign.files_to_sign),
     )
 
 

@@ -9,7 +9,6 @@ the registry (skopeo inspect), with the Module's imageRepoSecret written to a
 from __future__ import annotations
 
 import enum
-import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -17,13 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtk import run as runner
-from dtk.engine import buildah
+from dtk.engine import buildah, skopeo
 from dtk.errors import DtkError
 from dtk.kmm import model as m
 from dtk.kmm.plan import KernelPlan, Plan
-
-_NOT_FOUND = ("manifest unknown", "name unknown", "not found", "404")
 
 
 class ImageState(enum.StrEnum):
@@ -70,12 +66,9 @@ def states(plan: Plan, lookup: Lookup) -> list[KernelState]:
     return [state_of(kp, lookup) for kp in plan.kernels]
 
 
-def _registry_host(image: str) -> str | None:
+def registry_host(image: str) -> str | None:
     """The registry an image names, or None for local-only names (no dot, colon, localhost)."""
-    first, sep, _ = image.partition("/")
-    if not sep or first == "localhost" or not ("." in first or ":" in first):
-        return None
-    return first
+    return skopeo.registry_of(image)
 
 
 @contextmanager
@@ -104,16 +97,7 @@ def local_digest(image: str) -> str | None:
 
 def remote_digest(image: str, tls: m.TLSOptions, auth: Path | None) -> str | None:
     """The manifest digest in the registry, None if the registry says it is not there."""
-    argv = ["skopeo", "inspect", "--no-tags", f"--tls-verify={'true' if tls.verify else 'false'}"]
-    if auth is not None:
-        argv += ["--authfile", str(auth)]
-    result = runner.run([*argv, f"docker://{image}"], check=False, timeout=120)
-    if result.returncode == 0:
-        return str(json.loads(result.stdout)["Digest"])
-    if any(marker in result.stderr.lower() for marker in _NOT_FOUND):
-        return None
-    last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-    raise DtkError(f"cannot inspect {image} in its registry: {last}")
+    return skopeo.remote_digest(image, tls_verify=tls.verify, authfile=auth)
 
 
 @contextmanager
@@ -123,7 +107,7 @@ def image_lookup(secret: m.Secret | None, *, prefer_registry: bool = False) -> I
     with authfile(secret) as auth:
         def lookup(image: str, tls: m.TLSOptions) -> Found | None:
             def remote() -> Found | None:
-                if _registry_host(image) is None:
+                if registry_host(image) is None:
                     return None
                 digest = remote_digest(image, tls, auth)
                 return Found(digest, "registry") if digest else None

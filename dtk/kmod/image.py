@@ -174,7 +174,8 @@ class SignedImage:
 
 
 def sign_image(unsigned: str, output: str, patterns: list[str], release: str, *,
-               signer: sign.Signer, on_file: Callable[[str], None] | None = None) -> SignedImage:
+               signer: sign.Signer, on_file: Callable[[str], None] | None = None,
+               labels: dict[str, str] | None = None) -> SignedImage:
     """KMM's sign step: a new image whose matching modules carry a signature.
 
     Signing happens on the host in this process, on the container's mounted
@@ -190,5 +191,7 @@ def sign_image(unsigned: str, output: str, patterns: list[str], release: str, *,
                 sign.sign_file(host, signer)
                 if on_file:
                     on_file(inner)
+        for key, value in (labels or {}).items():
+            ctr.config("--label", f"{key}={value}")
         image_id = ctr.commit(output)
     return SignedImage(output, image_id, tuple(inner for inner, _ in files))

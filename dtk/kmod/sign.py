@@ -50,13 +50,18 @@ def load_key(path: Path) -> SigningKey:
         data = path.read_bytes()
     except OSError as exc:
         raise DtkError(f"cannot read the signing key {path}: {exc.strerror}") from None
+    return parse_key(data, str(path))
+
+
+def parse_key(data: bytes, where: str) -> SigningKey:
+    """A private key from PEM bytes; `where` names it in errors (never its bytes)."""
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise DtkError(f"{path} is not an unencrypted PEM private key",
+        raise DtkError(f"{where} is not an unencrypted PEM private key",
                        hint="sign-file takes the same: openssl pkey -in KEY -out key.pem") from None
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise DtkError(f"{path}: only RSA and ECDSA keys sign kernel modules")
+        raise DtkError(f"{where}: only RSA and ECDSA keys sign kernel modules")
     return key
 
 
@@ -65,24 +70,37 @@ def load_cert(path: Path) -> x509.Certificate:
         data = path.read_bytes()
     except OSError as exc:
         raise DtkError(f"cannot read the certificate {path}: {exc.strerror}") from None
+    return parse_cert(data, str(path))
+
+
+def parse_cert(data: bytes, where: str) -> x509.Certificate:
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
             return x509.load_pem_x509_certificate(data)
         return x509.load_der_x509_certificate(data)
     except ValueError:
-        raise DtkError(f"{path} is not an X.509 certificate (PEM or DER)") from None
+        raise DtkError(f"{where} is not an X.509 certificate (PEM or DER)") from None
 
 
 def make_signer(key_path: Path, cert_path: Path, hash_algo: str = "sha256",
                 use_key_id: bool = False) -> Signer:
     if hash_algo not in HASHES:
         raise DtkError(f"unsupported hash '{hash_algo}'", hint=f"use one of {sorted(HASHES)}")
-    key, cert = load_key(key_path), load_cert(cert_path)
+    return signer_for(load_key(key_path), load_cert(cert_path), hash_algo, use_key_id,
+                      f"{key_path} is not the private key of {cert_path}")
+
+
+def signer_for(key: SigningKey, cert: x509.Certificate, hash_algo: str = "sha256",
+               use_key_id: bool = False, mismatch: str = "the key does not match the "
+               "certificate") -> Signer:
+    """A Signer from keys already in memory (KMM's key and cert Secrets)."""
+    if hash_algo not in HASHES:
+        raise DtkError(f"unsupported hash '{hash_algo}'", hint=f"use one of {sorted(HASHES)}")
     if key.public_key().public_bytes(serialization.Encoding.DER,
                                      serialization.PublicFormat.SubjectPublicKeyInfo) != \
             cert.public_key().public_bytes(serialization.Encoding.DER,
                                            serialization.PublicFormat.SubjectPublicKeyInfo):
-        raise DtkError(f"{key_path} is not the private key of {cert_path}")
+        raise DtkError(mismatch)
     return Signer(key, cert, hash_algo, use_key_id)
 
 

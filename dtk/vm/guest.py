@@ -67,6 +67,8 @@ class GuestConfig:
     preload: tuple[str, ...] = ()  # in-tree modules loaded before the worker runs
     firmware_src: str = ""  # where the image's firmware lands in the guest
     firmware_host: str = "/var/lib/firmware"  # KMM midstream's default
+    raw_load: tuple[str, ...] = ()  # rawArgs.load: `modprobe RAW…`, everything else ignored
+    raw_unload: tuple[str, ...] = ()  # rawArgs.unload
     check: str = ""
     step_timeout_s: int = 20
     keep_log: bool = False
@@ -77,9 +79,13 @@ class GuestConfig:
         return self.module.replace("-", "_")
 
     def load_argv(self) -> list[str]:
+        if self.raw_load:
+            return list(self.raw_load)
         return [*self.load_args, "-d", self.dir_name, self.module, *self.parameters]
 
     def unload_argv(self) -> list[str]:
+        if self.raw_unload:
+            return list(self.raw_unload)
         names = list(self.loading_order) or [self.module]
         return [*self.unload_args, "-d", self.dir_name, *names]
 

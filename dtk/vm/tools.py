@@ -3,9 +3,9 @@
 Why kmod and not busybox's modprobe: KMM's worker runs `modprobe -d DIR` and
 relies on `softdep` lines for modulesLoadingOrder; busybox 1.35's modprobe
 has neither (`modprobe --help` lists -alrqvsDb only). kmod is dynamically
-linked, so it is copied with the libraries its ELF headers name (DT_NEEDED,
-followed recursively) and its program interpreter, read with pyelftools —
-nothing from the archive is executed on the host.
+linked, so it is copied with the libraries its ELF headers name
+(`dtk.distro.userland`, shared with driver images' base) — nothing from the
+archive is executed on the host.
 
 The result is one cpio archive, cached under a hash of the exact package
 versions and their archive checksums.
@@ -16,19 +16,13 @@ from __future__ import annotations
 import io
 import json
 import tempfile
-from pathlib import Path, PurePosixPath
-from typing import Any, cast
+from pathlib import Path
 
-from elftools.elf.dynamic import DynamicSection
-from elftools.elf.elffile import ELFFile
-from elftools.elf.segments import InterpSegment
-
-from dtk import rootfs
 from dtk.digest import parts_digest
 from dtk.distro import debfile
 from dtk.distro.aptindex import Stanza
-from dtk.distro.debian import DebianArchive, make_pool
-from dtk.distro.debver import parse_depends
+from dtk.distro.debian import DebianArchive
+from dtk.distro.userland import elf_closure, find_binary, resolve_closure
 from dtk.errors import DtkError
 from dtk.files import write_atomic
 from dtk.lock import locked
@@ -38,37 +32,7 @@ from dtk.vm.guest import KMOD_DIR
 
 ROOT_PACKAGES = ("busybox-static", "kmod")
 ROOT_PACKAGES_KEY = "dtk-vm-tools-2 " + " ".join(ROOT_PACKAGES)
-_LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "lib", "usr/lib")
 _KMOD_TOOLS = ("modprobe", "insmod", "rmmod", "lsmod", "modinfo", "depmod")
-
-
-def package_closure(stanzas: dict[str, Stanza], roots: tuple[str, ...]) -> list[Stanza]:
-    """Stanzas of `roots` and of everything they depend on (first satisfiable
-    alternative; virtual names without a real package are skipped). Pure."""
-    chosen: dict[str, Stanza] = {}
-    todo = list(roots)
-    while todo:
-        name = todo.pop()
-        if name in chosen or name not in stanzas:
-            continue
-        stanza = stanzas[name]
-        chosen[name] = stanza
-        for group in _depends(stanza):
-            real = next((name for name in group if name in stanzas), None)
-            if real:
-                todo.append(real)
-    return sorted(chosen.values(), key=lambda s: s["Package"])
-
-
-def _newest_stanzas(archive: DebianArchive, names: set[str]) -> dict[str, Stanza]:
-    pool = make_pool(s for s in archive.index.stanzas(lambda n: n in names)
-                     if s.get("Architecture") in (archive.os.arch, "all"))
-    return {name: versions[0] for name, versions in pool.items()}
-
-
-def _depends(stanza: Stanza) -> list[list[str]]:
-    field = ", ".join(f for f in (stanza.get("Pre-Depends"), stanza.get("Depends")) if f)
-    return [[rel.name for rel in group] for group in parse_depends(field)]
 
 
 def resolve_packages(archive: DebianArchive) -> list[Stanza]:
@@ -101,19 +65,7 @@ def _resolved_path(archive: DebianArchive) -> Path | None:
 
 
 def _resolve(archive: DebianArchive) -> list[Stanza]:
-    known: dict[str, Stanza] = {}
-    wanted = set(ROOT_PACKAGES)
-    while True:  # one index scan per level of the dependency tree
-        known.update(_newest_stanzas(archive, wanted - known.keys()))
-        more = {name for s in known.values() for group in _depends(s) for name in group}
-        if more <= wanted:
-            break
-        wanted |= more
-    missing = [n for n in ROOT_PACKAGES if n not in known]
-    if missing:
-        raise DtkError(f"the archive has no {', '.join(missing)} package",
-                       hint="dtk's VM needs busybox-static and kmod from the configured sources")
-    return package_closure(known, ROOT_PACKAGES)
+    return resolve_closure(archive.index, archive.os.arch, ROOT_PACKAGES)
 
 
 def tools_key(stanzas: list[Stanza]) -> str:
@@ -142,8 +94,7 @@ def ensure_tools(archive: DebianArchive) -> Path:
 def userland_entries(root: Path) -> list[cpio.Entry]:
     """busybox, kmod and its tool links, and the libraries kmod needs."""
     busybox = root / "bin/busybox"
-    kmod = next((root / d / "kmod" for d in ("bin", "usr/bin", "sbin", "usr/sbin")
-                 if (root / d / "kmod").is_file()), None)
+    kmod = find_binary(root, "kmod")
     if not busybox.is_file() or kmod is None:
         raise DtkError("busybox-static or kmod did not unpack as expected",
                        hint="dtk expects /bin/busybox and a kmod binary in those packages")
@@ -155,53 +106,3 @@ def userland_entries(root: Path) -> list[cpio.Entry]:
         entries.append(cpio.file(guest_path, host_path.read_bytes(), 0o755))
     entries.append(cpio.chardev("/dev/console", 5, 1))
     return entries
-
-
-def elf_closure(root: Path, executable: Path) -> dict[str, Path]:
-    """Guest path → host file for the interpreter and every library `executable`
-    needs, following DT_NEEDED through the libraries themselves."""
-    found: dict[str, Path] = {}
-    todo = [executable]
-    while todo:
-        interp, needed = _elf_deps(todo.pop())
-        if interp and interp not in found:
-            found[interp] = _inside(root, interp)
-        for soname in needed:
-            if any(PurePosixPath(p).name == soname for p in found):
-                continue
-            guest, host = _find_library(root, soname)
-            found[guest] = host
-            todo.append(host)
-    return found
-
-
-def _elf_deps(path: Path) -> tuple[str | None, list[str]]:
-    with path.open("rb") as f:
-        elf = ELFFile(f)
-        interp = None
-        for segment in elf.iter_segments():
-            if isinstance(segment, InterpSegment):
-                interp = str(segment.get_interp_name())
-        # pyelftools sets `needed` on DT_NEEDED tags only, hence the cast.
-        needed = [str(cast(Any, tag).needed) for section in elf.iter_sections()
-                  if isinstance(section, DynamicSection)
-                  for tag in section.iter_tags() if tag.entry.d_tag == "DT_NEEDED"]
-    return interp, needed
-
-
-def _find_library(root: Path, soname: str) -> tuple[str, Path]:
-    for directory in _LIB_DIRS:
-        candidate = root / directory / soname
-        if candidate.exists() or candidate.is_symlink():
-            return f"/{directory}/{soname}", _inside(root, f"/{directory}/{soname}")
-    raise DtkError(f"library {soname}, needed by kmod, is in none of the unpacked packages",
-                   hint="the archive's kmod dependencies changed; report this to dtk")
-
-
-def _inside(root: Path, guest_path: str) -> Path:
-    """`guest_path` within the unpacked packages, its links resolved as the guest
-    would resolve them (through dtk.rootfs: never out of `root`)."""
-    host = rootfs.resolve(root, guest_path)
-    if host is None or not host.is_file():
-        raise DtkError(f"{guest_path} is not a file in the unpacked packages")
-    return host

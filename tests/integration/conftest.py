@@ -8,11 +8,16 @@ live catalog, not hard-coded, because the archive moves on.
 
 from __future__ import annotations
 
+import base64
+import json
+import secrets
 import socket
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -100,6 +105,67 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                     raise RuntimeError("docker-registry did not start") from None
                 time.sleep(0.2)
         yield address
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@dataclass(frozen=True)
+class AuthRegistry:
+    """A loopback registry that wants a user and password (htpasswd, bcrypt)."""
+
+    address: str  # HOST:PORT
+    user: str
+    password: str
+
+    def dockerconfigjson(self, password: str | None = None) -> str:
+        """`.dockerconfigjson` for this registry, as a kubernetes.io/dockerconfigjson
+        Secret holds it (another password: credentials the registry refuses)."""
+        token = base64.b64encode(f"{self.user}:{password or self.password}".encode()).decode()
+        return json.dumps({"auths": {self.address: {"auth": token}}})
+
+
+def _serve(config: Path, address: str, auth: tuple[str, str] | None = None
+           ) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        request = urllib.request.Request(f"http://{address}/v2/")
+        if auth:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=2):  # noqa: S310 (loopback http)
+                return proc
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.terminate()
+                raise RuntimeError("docker-registry did not start") from None
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthRegistry]:
+    """Debian's docker-registry on a loopback port with htpasswd authentication."""
+    root = tmp_path_factory.mktemp("auth-registry")
+    user, password = "dtk", secrets.token_hex(12)
+    htpasswd = subprocess.run(["htpasswd", "-Bbn", user, password], check=True,
+                              capture_output=True, text=True).stdout
+    (root / "htpasswd").write_text(htpasswd)
+    port = free_port()
+    config = root / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"auth:\n  htpasswd:\n    realm: dtk-test\n    path: {root / 'htpasswd'}\n"
+        "log:\n  level: error\n"
+    )
+    address = f"127.0.0.1:{port}"
+    proc = _serve(config, address, (user, password))
+    try:
+        yield AuthRegistry(address, user, password)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

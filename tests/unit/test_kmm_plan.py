@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from dtk import run as runner
 from dtk.errors import DtkError
 from dtk.kmm import model as m
 from dtk.kmm import state as image_state
@@ -165,33 +161,6 @@ def test_authfile_is_private_and_removed(bundle: m.Bundle) -> None:
     assert not path.exists()
 
 
-def test_remote_digest_argv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    seen: list[list[str]] = []
-
-    def fake_run(argv: list[str], **_: Any) -> runner.Result:
-        seen.append(argv)
-        return runner.Result(tuple(argv), 0, '{"Digest": "sha256:bb"}', "", 0.1)
-    monkeypatch.setattr(runner, "run", fake_run)
-    auth = tmp_path / "auth.json"
-    tls = m.TLSOptions(insecure_skip_tls_verify=True)
-    assert image_state.remote_digest("r.example/a:1", tls, auth) == "sha256:bb"
-    assert seen == [["skopeo", "inspect", "--no-tags", "--tls-verify=false", "--authfile",
-                     str(auth), "docker://r.example/a:1"]]
-    image_state.remote_digest("r.example/a:1", m.TLSOptions(), None)
-    assert seen[1] == ["skopeo", "inspect", "--no-tags", "--tls-verify=true",
-                       "docker://r.example/a:1"]
-
-
-def test_remote_digest_not_found_vs_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    err = {"text": "manifest unknown: manifest unknown"}
-    monkeypatch.setattr(runner, "run", lambda argv, **_: runner.Result(
-        tuple(argv), 1, "", err["text"], 0.1))
-    assert image_state.remote_digest("r.example/a:1", m.TLSOptions(), None) is None
-    err["text"] = "pinging container registry r.example: connection refused"
-    with pytest.raises(DtkError, match=r"cannot inspect r\.example/a:1 in its registry: pinging"):
-        image_state.remote_digest("r.example/a:1", m.TLSOptions(), None)
-
-
 @pytest.mark.parametrize(("image", "expected"), [
     ("r.example:5000/a/b:1.0", "r.example:5000/a/b@sha256:cc"),
     ("r.example:5000/a/b", "r.example:5000/a/b@sha256:cc"),
@@ -236,58 +205,10 @@ def test_render_in_cluster_build(bundle: m.Bundle) -> None:
         "build"]  # its Dockerfile does not use DTK_AUTO
 
 
-@contextmanager
-def _fake_lookup(secret: m.Secret | None, **_: Any) -> Iterator[image_state.Lookup]:
-    assert secret is not None and secret.name == "registry-auth"
-    yield _found({f"{REG}/kmm-ci:{STD}-literal": "sha256:aa"})
-
-
-def test_plan_cli_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(image_state, "image_lookup", _fake_lookup)
-    code, text = dtk(monkeypatch, "module", "plan", "-f", str(MANIFESTS), "--nodes", str(NODES),
-                     "--json")
-    assert code == 0, text
-    data = json.loads(text)
-    assert [(s["kernel"], s["state"], s["digest"]) for s in data["states"]] == [
-        (STD, "Exists", "sha256:aa"), (RT, "NeedsBuilding", None),
-        (RHEL_RT, "NeedsBuilding", None)]
-    assert data["unmatched"] == [ARM]
-    assert data["unmatchedNodes"] == {ARM: ["arm-1"]}
-
-
-def test_plan_cli_table_and_failure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    @contextmanager
-    def nothing(secret: m.Secret | None, **_: Any) -> Iterator[image_state.Lookup]:
-        del secret
-        yield _found({})
-    monkeypatch.setattr(image_state, "image_lookup", nothing)
-    code, text = dtk(monkeypatch, "module", "plan", "-f", str(write(tmp_path, minimal())),
-                     "--kernel", STD, "--kernel", ARM)
-    assert code == 1
-    assert "Traceback" not in text
-    assert f"no mapping: {ARM} — KMM loads nothing there" in text
-    assert f"error: {STD}: image registry.example.com/hello:{STD} does not exist" in text
-
-
 def test_plan_cli_needs_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
     code, text = dtk(monkeypatch, "module", "plan", "-f", str(MANIFESTS), "--no-state")
     assert code == 2
     assert text.startswith("error: no kernel given")
-
-
-def test_render_cli_writes_yaml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(image_state, "image_lookup", _fake_lookup)
-    out = tmp_path / "out.yaml"
-    code, text = dtk(monkeypatch, "module", "render", "-f", str(MANIFESTS), "--kernel", STD,
-                     "-o", str(out))
-    assert code == 0, text
-    doc = yaml.safe_load(out.read_text())
-    assert doc["kind"] == "Module" and doc["metadata"]["namespace"] == "drivers"
-    assert doc["spec"]["moduleLoader"]["container"]["kernelMappings"] == [
-        {"literal": STD, "containerImage": f"{REG}/kmm-ci@sha256:aa"}]
-    code, text = dtk(monkeypatch, "module", "render", "-f", str(MANIFESTS), "--kernel", RT)
-    assert code == 2
-    assert "run `dtk module build` first" in text
 
 
 def test_render_cli_in_cluster_needs_registry(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,10 +1,10 @@
-"""The guest userland: package closure (pure) and ELF library closure."""
+"""The userland driver images and guests ship: package closure (pure) and ELF library closure."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dtk.vm.tools import elf_closure, package_closure
+from dtk.distro.userland import elf_closure, package_closure
 
 
 def stanza(name: str, depends: str = "", pre: str = "") -> dict[str, str]:

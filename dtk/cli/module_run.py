@@ -1,0 +1,165 @@
+"""`dtk module build | preflight | vmtest`: the executing half of `dtk module`."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+
+import click
+import yaml
+
+from dtk import kernel as kern
+from dtk import paths
+from dtk.cli.common import json_option, monitor, print_json, print_table, stderr
+from dtk.cli.module import _kernel_options, _load, _manifest_options, _note, _plan, module_group
+from dtk.cli.vm import print_results
+from dtk.distro.select import open_archive
+from dtk.errors import DtkError
+from dtk.kmm.build import BuildRequest, KernelResult, build_module
+from dtk.kmm.preflight import PreflightRequest, preflight, validation_object
+from dtk.kmm.vmtest import DEFAULT_FIRMWARE_HOST, VmOptions, module_vmtest
+
+
+def log_dir(kind: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return paths.state_dir() / kind / f"{stamp}-{os.getpid()}"
+
+
+@module_group.command("build")
+@_manifest_options
+@_kernel_options
+@click.option("--push", is_flag=True, help="Push each image to its registry (KMM's cluster "
+              "pulls from there), with the imageRepoSecret's credentials.")
+@click.option("--rebuild", is_flag=True, help="Build and sign even images that exist.")
+@click.option("-j", "--jobs", type=click.IntRange(1), default=None,
+              help="Images built at once (default: number of cores).")
+@json_option
+def build_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: str | None,
+              kernel: tuple[str, ...], query: str | None, nodes_file: Path | None,
+              sources: Path | None, push: bool, rebuild: bool, jobs: int | None,
+              as_json: bool) -> None:
+    """Build and sign every image the plan needs, as KMM's build and sign would.
+
+    Images that exist (locally or in the registry) are kept unless
+    imageRebuildTriggerGeneration changed or --rebuild is given.
+    """
+    started = time.monotonic()
+    bundle, plan = _plan(files, namespace, module_name, (kernel, query, nodes_file, sources))
+    request = BuildRequest(log_dir("module-build"), push=push, rebuild=rebuild,
+                           jobs=jobs or os.cpu_count() or 1)
+    request.log_dir.mkdir(parents=True, exist_ok=True)
+    results = build_module(bundle, plan, request, monitor(as_json),
+                           cache(lambda: open_archive(sources)))
+    wall = time.monotonic() - started
+    if as_json:
+        print_json({"module": plan.module, "namespace": plan.namespace,
+                    "results": [r.to_json() for r in results], "unmatched": list(plan.unmatched),
+                    "log_dir": str(request.log_dir), "wall_seconds": round(wall, 1)})
+    else:
+        _report(results, wall)
+    for k in plan.unmatched:
+        _note(f"note: no mapping matches {k}; KMM loads nothing there")
+    if any(r.failed for r in results):
+        raise SystemExit(1)
+
+
+def _report(results: list[KernelResult], wall: float) -> None:
+    rows = [[r.kernel, r.image, r.action + (" (cached)" if r.cached else ""),
+             r.pushed[:19] + "…" if r.pushed else "-", f"{r.seconds:.1f}s",
+             r.reason.splitlines()[0] if r.reason else "-"] for r in results]
+    print_table(["KERNEL", "IMAGE", "ACTION", "PUSHED", "TIME", "REASON"], rows)
+    for r in results:
+        if r.failed:
+            stderr(f"\n{r.kernel} failed: {r.reason}")
+            for line in r.tail:
+                stderr(f"    {line}")
+            if r.log:
+                stderr(f"  full log: {r.log}")
+    made = sum(r.action != "exists" and not r.failed for r in results)
+    click.echo(f"\n{made} made, {sum(r.action == 'exists' for r in results)} existed, "
+               f"{sum(r.failed for r in results)} failed in {wall:.1f}s")
+
+
+@module_group.command("preflight")
+@click.option("-f", "--filename", "files", multiple=True, required=True,
+              type=click.Path(path_type=Path), help="Manifests: every Module given is checked.")
+@click.option("-n", "--namespace", default=None, help="Namespace for documents without one.")
+@click.option("--kernel", required=True, metavar="NEXT",
+              help="The kernel the cluster will be upgraded to (spec.kernelVersion).")
+@click.option("--push-built-image", is_flag=True, help="Push images built or signed "
+              "during preflight (spec.pushBuiltImage).")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write a PreflightValidation (v1beta2) with this status here.")
+@click.option("--timeout", default=60.0, show_default=True, help="Hard limit per VM, seconds.")
+@json_option
+def preflight_cmd(*, files: tuple[Path, ...], namespace: str | None, kernel: str,
+                  push_built_image: bool, output: Path | None, timeout: float,
+                  as_json: bool) -> None:
+    """KMM's PreflightValidation for NEXT, plus `dtk check` and a VM boot of NEXT.
+
+    Exit 1 if any Module fails.
+    """
+    kern.parse(kernel)
+    bundle = _load(files, namespace)
+    if not bundle.modules:
+        raise DtkError("no Module among the documents given", hint="pass it with -f")
+    build = BuildRequest(log_dir("module-preflight"), push=push_built_image,
+                         jobs=os.cpu_count() or 1)
+    build.log_dir.mkdir(parents=True, exist_ok=True)
+    request = PreflightRequest(kernel, build, VmOptions(timeout_s=timeout))
+    statuses = preflight(bundle, list(bundle.modules), request, monitor(as_json),
+                         cache(lambda: open_archive(None)))
+    doc = validation_object(statuses, kernel, push_built_image)
+    if output:
+        output.write_text(yaml.safe_dump(doc, sort_keys=False))
+    if as_json:
+        print_json({"kernel": kernel, "modules": [s.to_json() for s in statuses],
+                    "preflightValidation": doc})
+    else:
+        print_table(["MODULE", "STATUS", "STAGE", "IMAGE", "CHECK", "BOOT", "REASON"],
+                    [[f"{s.namespace}/{s.name}", s.verification_status, s.verification_stage,
+                      s.image_action or "-",
+                      ("loads" if s.check and all(c.endswith(": loads") for c in s.check)
+                       else ("REFUSED" if s.check else "-")),
+                      s.boot.split(":")[0] or "-", s.status_reason] for s in statuses])
+    if any(s.verification_status != "Success" for s in statuses):
+        raise SystemExit(1)
+
+
+@module_group.command("vmtest")
+@_manifest_options
+@_kernel_options
+@click.option("--firmware-host-path", default=DEFAULT_FIRMWARE_HOST, show_default=True,
+              help="Where the worker copies firmwarePath's files on the node.")
+@click.option("--check", "check_cmd", default="", metavar="CMD",
+              help="Shell command run in the guest while the module is loaded.")
+@click.option("--sig-enforce", is_flag=True, help="Boot with module.sig_enforce=1.")
+@click.option("--timeout", default=60.0, show_default=True, help="Hard limit per VM, seconds.")
+@click.option("--keep-log", is_flag=True, help="Keep console logs.")
+@json_option
+def vmtest_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: str | None,
+               kernel: tuple[str, ...], query: str | None, nodes_file: Path | None,
+               sources: Path | None, firmware_host_path: str, check_cmd: str,
+               sig_enforce: bool, timeout: float, keep_log: bool, as_json: bool) -> None:
+    """Boot each kernel and load its image exactly as the Module's modprobe spec says,
+    then unload it as KMM's worker would. Exit 0 only if every kernel loaded it."""
+    bundle, plan = _plan(files, namespace, module_name, (kernel, query, nodes_file, sources))
+    options = VmOptions(firmware_host=firmware_host_path, check=check_cmd, timeout_s=timeout,
+                        sig_enforce=sig_enforce, keep_log=keep_log)
+    results = module_vmtest(bundle, plan, options, monitor(as_json))
+    if as_json:
+        print_json([r.to_json() for r in results])
+    else:
+        print_results(results)
+    for k in plan.unmatched:
+        _note(f"note: no mapping matches {k}; KMM loads nothing there")
+    if not all(r.verdict.ok for r in results):
+        raise SystemExit(1)
+
+
+def register(group: click.Group) -> None:
+    """The commands are on `dtk module` already (module_group); nothing more to add."""
+    del group

@@ -1,0 +1,76 @@
+"""`dtk module vmtest`: boot each kernel and load its image exactly as the Module says.
+
+The Module's modprobe spec becomes the guest worker's configuration —
+moduleName, parameters, args.load/unload, rawArgs, dirName, firmwarePath (to
+the configured host path), modulesLoadingOrder, the kernel's
+inTreeModulesToRemove — and the guest unloads as KMM's worker does. Images
+that live only in a registry are pulled first (registryTLS, imageRepoSecret).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dtk.engine import skopeo
+from dtk.errors import DtkError
+from dtk.kernel.verdict import Verdict
+from dtk.kmm import model as m
+from dtk.kmm.plan import KernelPlan, Plan
+from dtk.kmm.state import authfile
+from dtk.progress import Monitor
+from dtk.vm.guest import GuestConfig
+from dtk.vm.vmtest import VmResult, VmTestSpec, vmtest
+
+DEFAULT_FIRMWARE_HOST = "/var/lib/firmware"  # KMM midstream's worker default
+
+
+@dataclass(frozen=True)
+class VmOptions:
+    firmware_host: str = DEFAULT_FIRMWARE_HOST
+    check: str = ""
+    timeout_s: float = 60.0
+    sig_enforce: bool = False
+    keep_log: bool = False
+
+
+def guest_config(mod: m.Module, kp: KernelPlan, options: VmOptions) -> GuestConfig:
+    """KMM's worker configuration for one kernel, as the guest runs it. Pure."""
+    assert mod.module_loader is not None
+    probe = mod.module_loader.container.modprobe
+    args, raw = probe.args, probe.raw_args
+    return GuestConfig(
+        module=probe.module_name or (probe.modules_loading_order or ("",))[0],
+        dir_name=probe.dir_name, parameters=probe.parameters,
+        load_args=(args.load if args and args.load else ("-v",)),
+        unload_args=(args.unload if args and args.unload else ("-rv",)),
+        raw_load=(raw.load or ()) if raw else (), raw_unload=(raw.unload or ()) if raw else (),
+        loading_order=probe.modules_loading_order or (),
+        in_tree_to_remove=kp.in_tree_modules_to_remove,
+        firmware_host=options.firmware_host, check=options.check)
+
+
+def vm_spec(mod: m.Module, kp: KernelPlan, options: VmOptions) -> VmTestSpec:
+    assert mod.module_loader is not None
+    probe = mod.module_loader.container.modprobe
+    return VmTestSpec(image=kp.image, kernels=(kp.kernel,), guest=guest_config(mod, kp, options),
+                      firmware_path=probe.firmware_path, timeout_s=options.timeout_s,
+                      sig_enforce=options.sig_enforce, keep_log=options.keep_log)
+
+
+def module_vmtest(bundle: m.Bundle, plan: Plan, options: VmOptions,
+                  monitor: Monitor) -> list[VmResult]:
+    """One verdict per planned kernel; a missing image is `not-run`, never an exception."""
+    mod = bundle.module(plan.module)
+    secret = bundle.secret(mod.namespace, mod.image_repo_secret) \
+        if mod.image_repo_secret else None
+    results = []
+    with authfile(secret) as auth:
+        for kp in plan.kernels:
+            try:
+                skopeo.ensure_local(kp.image, tls_verify=kp.registry_tls.verify, authfile=auth)
+            except DtkError as exc:
+                results.append(VmResult(kp.kernel, kp.image, Verdict.NOT_RUN,
+                                        exc.message.splitlines()[0]))
+                continue
+            results += vmtest(vm_spec(mod, kp, options), monitor)
+    return results

@@ -1,0 +1,75 @@
+"""The pure parts of `dtk module build | vmtest | preflight`: masking, generations,
+the worker configuration from a Module, the PreflightValidation object, secret reprs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from dtk.driver.plan import BuildSecret, secrets_digest
+from dtk.kmm import model as m
+from dtk.kmm.build import GENERATION_LABEL, current, labels_for
+from dtk.kmm.load import load_documents
+from dtk.kmm.plan import plan
+from dtk.kmm.preflight import ModuleStatus, validation_object
+from dtk.kmm.vmtest import VmOptions, guest_config
+from dtk.run import masker
+from tests.unit.kmm_support import MANIFESTS
+
+STD = "6.1.0-56-amd64"
+
+
+def test_masker_hides_values_and_their_lines() -> None:
+    hide = masker(["t0ken-value", "-----BEGIN KEY-----\nc2VjcmV0LWxpbmU=\n-----END KEY-----"])
+    assert hide("token is: t0ken-value!") == "token is: ***!"
+    assert hide("c2VjcmV0LWxpbmU=") == "***"
+    assert hide("nothing here") == "nothing here"
+    assert masker(["ab"])("a cab") == "a cab"  # too short to mask without blanking words
+
+
+def test_build_secret_repr_and_digest_hide_values() -> None:
+    secret = BuildSecret("tok", (("token", b"hunter2-secret"),))
+    assert "hunter2" not in repr(secret) and "token" in repr(secret)
+    digest = secrets_digest([secret])
+    assert "hunter2" not in digest
+    assert digest != secrets_digest([BuildSecret("tok", (("token", b"other"),))])
+
+
+def test_generation_label_decides_reuse() -> None:
+    bundle = load_documents([MANIFESTS])
+    mod = bundle.module(None)
+    assert current(mod, {}) and labels_for(mod) == {"dtk.kmm.module": "drivers/kmm-ci"}
+    bumped = replace(mod, image_rebuild_trigger_generation=3)
+    assert labels_for(bumped)[GENERATION_LABEL] == "3"
+    assert not current(bumped, {GENERATION_LABEL: "2"}) and not current(bumped, {})
+    assert current(bumped, {GENERATION_LABEL: "3"})
+
+
+def test_guest_config_follows_the_modprobe_spec() -> None:
+    bundle = load_documents([MANIFESTS])
+    mod = bundle.module(None)
+    kp = plan(mod, [STD], bundle).kernels[0]
+    config = guest_config(mod, kp, VmOptions(firmware_host="/lib/firmware"))
+    assert config.load_argv() == ["-v", "-d", "/opt", "kmm_ci_a", "debug=1"]
+    assert config.unload_argv() == ["-rv", "-d", "/opt", "kmm_ci_a", "kmm_ci_b"]
+    assert config.loading_order == ("kmm_ci_a", "kmm_ci_b")
+    assert config.in_tree_to_remove == ("kmm_ci_old",)
+    assert config.firmware_host == "/lib/firmware"
+    assert mod.module_loader is not None
+    probe = mod.module_loader.container.modprobe
+    raw = replace(probe, raw_args=m.ModprobeArgs(load=("-v", "x"), unload=("-r", "x")))
+    container = replace(mod.module_loader.container, modprobe=raw)
+    mod2 = replace(mod, module_loader=replace(mod.module_loader, container=container))
+    config = guest_config(mod2, kp, VmOptions())
+    assert (config.load_argv(), config.unload_argv()) == (["-v", "x"], ["-r", "x"])
+
+
+def test_validation_object_has_kmm_v1beta2_shape() -> None:
+    status = ModuleStatus("m", "ns", "Failure", "Image", "no kernelMapping matches", "T")
+    doc = validation_object([status], "6.12.117+deb12-amd64", push_built_image=True)
+    assert doc["apiVersion"] == "kmm.sigs.x-k8s.io/v1beta2"
+    assert doc["metadata"]["name"] == "preflight-6.12.117-deb12-amd64"
+    assert doc["spec"] == {"kernelVersion": "6.12.117+deb12-amd64", "pushBuiltImage": True}
+    assert doc["status"]["modules"] == [{
+        "name": "m", "namespace": "ns", "verificationStatus": "Failure",
+        "statusReason": "no kernelMapping matches", "verificationStage": "Image",
+        "lastTransitionTime": "T"}]
