@@ -50,7 +50,7 @@ lint: python-deps system-deps
 typecheck: python-deps
 	$(BIN)/mypy
 
-unit: python-deps
+unit: python-deps system-deps
 	$(BIN)/pytest tests/unit
 
 integration: deps
