@@ -51,7 +51,7 @@ lint: python-deps system-deps
 typecheck: python-deps
 	$(BIN)/mypy
 
-unit: python-deps
+unit: python-deps system-deps
 	$(BIN)/pytest tests/unit
 
 integration: deps

@@ -198,10 +198,11 @@ def check_cmd(*, targets: tuple[str, ...], kernels: tuple[str, ...], cert: Path 
 @click.option("--files-to-sign", "patterns", multiple=True, metavar="GLOB",
               help="Image: KMM filesToSign entry (repeatable); each must match a module.")
 @registry_options
+@json_option
 def sign_cmd(*, module: Path | None, unsigned_image: str | None, key_path: Path,
              cert_path: Path, hash_algo: str, use_key_id: bool, output: str | None,
              kernel: str | None, patterns: tuple[str, ...], tls_verify: bool,
-             authfile: Path | None) -> None:
+             authfile: Path | None, as_json: bool) -> None:
     """Sign MODULE (.ko, .ko.xz, …) like the kernel's sign-file, or every module of
     --unsigned-image matching --files-to-sign into a new image, like KMM's sign."""
     if (module is None) == (unsigned_image is None):
@@ -219,6 +220,10 @@ def sign_cmd(*, module: Path | None, unsigned_image: str | None, key_path: Path,
     signer = sign.make_signer(key_path, cert_path, hash_algo, use_key_id)  # fail early
     if module is not None:
         replaced = sign.sign_file(module, signer, Path(output) if output else None)
+        if as_json:
+            print_json({"signed": str(output or module), "hash": hash_algo,
+                        "replaced_signature": replaced})
+            return
         note = " (replaced its previous signature)" if replaced else ""
         click.echo(f"signed {output or module} with {hash_algo}{note}")
         return
@@ -226,7 +231,11 @@ def sign_cmd(*, module: Path | None, unsigned_image: str | None, key_path: Path,
     kern.parse(kernel)
     skopeo.ensure_local(unsigned_image, tls_verify=tls_verify, authfile=authfile)
     result = image.sign_image(unsigned_image, output, list(patterns), kernel, signer=signer,
-                              on_file=lambda p: click.echo(f"signed {p}"))
+                              on_file=None if as_json else lambda p: click.echo(f"signed {p}"))
+    if as_json:
+        print_json({"image": result.name, "image_id": result.image_id, "hash": hash_algo,
+                    "files": list(result.files)})
+        return
     click.echo(f"{result.name} ({result.image_id[:12]}): {len(result.files)} module(s) signed")
 
 

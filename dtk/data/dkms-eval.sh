@@ -38,14 +38,9 @@ for __dtk_s in ${#BUILT_MODULE_NAME[@]} ${#BUILT_MODULE_LOCATION[@]} \
   ((__dtk_s > __dtk_n)) && __dtk_n=$__dtk_s
 done
 for ((i = 0; i < __dtk_n; i++)); do
-  b=${BUILT_MODULE_NAME[$i]}; d=${DEST_MODULE_NAME[$i]}; loc=${BUILT_MODULE_LOCATION[$i]}
+  b=${BUILT_MODULE_NAME[$i]}; d=${DEST_MODULE_NAME[$i]}
   [[ ! $b ]] && ((${#DEST_MODULE_LOCATION[@]} == 1)) && b=$PACKAGE_NAME
   [[ ! $d ]] && d=$b
-  [[ $loc && ${loc:(-1)} != / ]] && loc="$loc/"
-  case ${STRIP[$i]} in [nN]*) s=no ;; [yY]*) s=yes ;; *) s=${STRIP[0]:-yes} ;; esac
-  [[ $s == [nN]* ]] && s=no
-  [[ $s == [yY]* ]] && s=yes
-  __dtk_emit module "$i" "$b"$'\t'"$loc"$'\t'"$d"$'\t'"${DEST_MODULE_LOCATION[$i]}"$'\t'"$s"
   [[ ! $b ]] && __dtk_emit error 0 "dkms.conf: Error! No 'BUILT_MODULE_NAME' directive specified for record #$i."
   case $b in *.o|*.ko) __dtk_emit error 0 "dkms.conf: Error! 'BUILT_MODULE_NAME' directive ends in '.o' or '.ko' in record #$i." ;; esac
   case $d in *.o|*.ko) __dtk_emit error 0 "dkms.conf: Error! 'DEST_MODULE_NAME' directive ends in '.o' or '.ko' in record #$i." ;; esac
@@ -58,18 +53,6 @@ done
 ((${#DEST_MODULE_LOCATION[@]} == 0)) && __dtk_emit error 0 "dkms.conf: Error! No 'DEST_MODULE_LOCATION' directive specified."
 [[ $PACKAGE_NAME ]] || __dtk_emit error 0 "dkms.conf: Error! No 'PACKAGE_NAME' directive specified."
 [[ $PACKAGE_VERSION ]] || __dtk_emit error 0 "dkms.conf: Error! No 'PACKAGE_VERSION' directive specified."
-
-# The make command for this kernel (MAKE_MATCH) and its patches (PATCH_MATCH).
-make_command=
-[[ ${MAKE_MATCH[0]} ]] || make_command=${MAKE[0]}
-for ((i = 0; i < ${#MAKE[@]}; i++)); do
-  [[ ${MAKE[$i]} && ${MAKE_MATCH[$i]} && $kernelver =~ ${MAKE_MATCH[$i]} ]] && make_command=${MAKE[$i]}
-done
-[[ $make_command ]] || make_command="make -C $kernel_source_dir M=$dkms_tree/$module/$module_version/build"
-__dtk_emit make_command 0 "$make_command"
-for ((i = 0; i < ${#PATCH[@]}; i++)); do
-  [[ ${PATCH[$i]} && (! ${PATCH_MATCH[$i]} || $kernelver =~ ${PATCH_MATCH[$i]}) ]] && __dtk_emit patch "$i" "${PATCH[$i]}"
-done
 
 # BUILD_EXCLUSIVE_*: each reason a kernel is left out, in dkms's terms.
 K=$BUILD_EXCLUSIVE_KERNEL

@@ -3,8 +3,7 @@
 dkms.conf is a bash fragment, so it is sourced by bash — never parsed with a
 regex — with the variables dkms sets (`kernelver`, `arch`, `kernel_source_dir`,
 `dkms_tree`, `source_tree`, …). The derived decisions dkms makes from it
-(make command per MAKE_MATCH, patches per PATCH_MATCH, BUILD_EXCLUSIVE_*,
-record validation, default module names) are made in the same bash process,
+(BUILD_EXCLUSIVE_*, record validation with dkms's defaults) are made in the same bash process,
 so regular expressions have bash's `=~` semantics exactly as in dkms's
 `read_conf`. It runs only inside a kernel's toolkit (for planning, with no
 network; per kernel, where `.config` is real): a dkms.conf is someone else's
@@ -32,39 +31,20 @@ def eval_script() -> str:
 
 
 @dataclass(frozen=True)
-class DkmsModule:
-    """One BUILT_MODULE_NAME record, with dkms's defaults applied."""
-
-    built_name: str
-    built_location: str
-    dest_name: str
-    dest_location: str
-    strip: bool
-
-
-@dataclass(frozen=True)
 class DkmsConf:
-    """A dkms.conf as dkms sees it for one kernel and architecture."""
+    """What dtk decides from a dkms.conf for one kernel and architecture: its name and
+    version, what it builds with (BUILD_DEPENDS), whether BUILD_EXCLUSIVE leaves this
+    kernel out, and dkms's own errors. dkms itself applies the rest when it builds."""
 
     package_name: str
     package_version: str
-    modules: tuple[DkmsModule, ...]
-    make_command: str
-    clean: str
-    patches: tuple[str, ...]
-    pre_build: str
-    post_build: str
     build_depends: tuple[str, ...]
     exclusions: tuple[str, ...]
     errors: tuple[str, ...]
-    variables: tuple[tuple[str, tuple[str, ...]], ...]
 
     @property
     def excluded(self) -> bool:
         return bool(self.exclusions)
-
-    def value(self, name: str) -> tuple[str, ...]:
-        return dict(self.variables).get(name, ())
 
 
 def parse_records(data: bytes) -> DkmsConf:
@@ -86,18 +66,10 @@ def parse_records(data: bytes) -> DkmsConf:
     def one(name: str) -> str:
         return next(iter(many(name)), "")
 
-    modules = tuple(DkmsModule(b, loc, d, dest, s == "yes")
-                    for b, loc, d, dest, s in (m.split("\t") for m in many("module")))
     errors = list(many("error"))
     if one("sourced") not in ("", "0") and errors:
         errors.insert(0, f"dkms.conf: sourcing it with bash failed (status {one('sourced')})")
-    upper = {k: many(k) for k in arrays if k.isupper()}
     return DkmsConf(
         package_name=one("PACKAGE_NAME"), package_version=one("PACKAGE_VERSION"),
-        modules=modules, make_command=one("make_command"),
-        clean=one("CLEAN") or "make clean", patches=many("patch"),
-        pre_build=one("PRE_BUILD"), post_build=one("POST_BUILD"),
         build_depends=tuple(" ".join(many("BUILD_DEPENDS")).split()),
-        exclusions=many("exclude"), errors=tuple(errors),
-        variables=tuple(sorted(upper.items())),
-    )
+        exclusions=many("exclude"), errors=tuple(errors))

@@ -10,7 +10,7 @@ from typing import Any
 
 from dtk import rootfs
 from dtk.errors import DtkError
-from dtk.kernel import modfile, modindex
+from dtk.kernel import depindex, modfile
 
 TAIL_LINES = 15
 # KMM's worker runs `/bin/sh -c "mkdir -p …; cp -R …"`, its pull check runs
@@ -108,9 +108,9 @@ def check_index(root: Path, base: str, kernel: str, modules: list[str]) -> None:
         raise DtkError(f"the image has no {base}/modules.dep.bin{why}: KMM's worker "
                        f"(kmod's modprobe -d /opt) would say 'Module not found'", hint=fix)
     try:
-        listed = modindex.dep_entries(index.read_bytes())
-    except DtkError as exc:
-        raise DtkError(f"{base}/modules.dep.bin: {exc.message}", hint=fix) from None
+        listed = depindex.dep_entries(index.read_bytes())
+    except depindex.DepIndexError as exc:
+        raise DtkError(f"{base}/modules.dep.bin: {exc}", hint=fix) from None
     prefix = base + "/"
     paths = {p if p.startswith("/") else prefix + p for p in listed.values()}
     missing = [m for m in modules if m not in paths]

@@ -40,16 +40,17 @@ def read_index(data: bytes) -> dict[str, list[str]]:
         raise DepIndexError(f"index version {version >> 16}, libkmod reads {_MAJOR}")
     out: dict[str, list[str]] = {}
     stack = [(root, "")]
-    visited = 0
+    seen: set[int] = set()
     while stack:
         offset, key = stack.pop()
-        visited += 1
-        if visited > _MAX_NODES:
-            raise DepIndexError("too many nodes (a loop?)")
+        if offset & _OFFSET_MASK in seen or len(seen) > _MAX_NODES:
+            raise DepIndexError("the index links a node twice (truncated or corrupt)")
+        seen.add(offset & _OFFSET_MASK)
         try:
             key, children, values = _node(data, offset, key)
-        except (struct.error, ValueError) as exc:
-            raise DepIndexError(f"corrupt node at 0x{offset & _OFFSET_MASK:x}: {exc}") from None
+        except (struct.error, ValueError, IndexError) as exc:
+            raise DepIndexError(f"truncated or corrupt node at 0x{offset & _OFFSET_MASK:x}: "
+                                f"{exc}") from None
         if values:
             out[key] = values
         stack.extend(reversed(children))
@@ -86,3 +87,9 @@ def _node(data: bytes, offset: int, key: str) -> tuple[str, list[tuple[int, str]
 def _cstring(data: bytes, pos: int) -> tuple[str, int]:
     end = data.index(b"\0", pos)
     return data[pos:end].decode("utf-8", "replace"), end + 1
+
+
+def dep_entries(data: bytes) -> dict[str, str]:
+    """modules.dep.bin: module name → its path relative to the kernel directory."""
+    return {name: values[0].partition(":")[0] for name, values in read_index(data).items()
+            if values}

@@ -25,7 +25,7 @@ from dtk import run as runner
 from dtk.driver.containerfile import STAGING_REPO
 from dtk.driver.prune import plan_prune
 from dtk.engine import buildah
-from dtk.kernel.modindex import dep_entries
+from dtk.kernel.depindex import dep_entries
 from dtk.toolkit.images import ToolkitImage
 
 pytestmark = pytest.mark.integration

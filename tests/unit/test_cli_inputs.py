@@ -86,3 +86,14 @@ def test_a_kernel_line_or_tag_where_a_release_belongs(capsys: pytest.CaptureFixt
     assert code == 2 and "use --kernels 6.1" in text
     code, text = run(capsys, "check", str(CRC7), "--kernel", "6.12.117_deb12-amd64")
     assert code == 2 and "did you mean 6.12.117+deb12-amd64?" in text
+
+
+def test_sign_reports_in_json(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                              keys: keygen.KeyFiles) -> None:
+    module = tmp_path / "crc7.ko"
+    shutil.copy(CRC7, module)
+    code, text = run(capsys, "sign", str(module), "--key", str(keys.key), "--cert",
+                     str(keys.cert_pem), "--json")
+    assert code == 0
+    assert json.loads(text) == {"signed": str(module), "hash": "sha256",
+                                "replaced_signature": True}  # Debian had signed it
