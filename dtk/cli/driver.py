@@ -6,7 +6,6 @@ import functools
 import os
 import re
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from dtk.cli.common import (
     sources_option,
     stderr,
 )
-from dtk.distro import find_kernel
+from dtk.distro import catalog_problems
 from dtk.distro.debian import DebianArchive
 from dtk.distro.query import query_kernels
 from dtk.distro.select import open_archive
@@ -59,18 +58,6 @@ def _kernel_list(kernel: tuple[str, ...], query: str | None,
         raise DtkError("no kernel given", hint="pass --kernel RELEASE (repeatable) or "
                        "--kernels QUERY, e.g. --kernels 6.1,latest")
     return list(dict.fromkeys(wanted))
-
-
-def _known(archive: DebianArchive) -> Callable[[str], str | None]:
-    catalog = archive.kernels()
-
-    def known(release: str) -> str | None:
-        try:
-            find_kernel(catalog, release)
-        except DtkError as exc:
-            return exc.message + (f" ({exc.hint})" if exc.hint else "")
-        return None
-    return known
 
 
 def _containerfile_sources(files: tuple[Path, ...], context: Path | None,
@@ -180,7 +167,7 @@ def build_cmd(ctx: click.Context, *, files: tuple[Path, ...], context: Path | No
 def _missing_toolkits(kernels: list[str], archive: DebianArchive
                       ) -> list[tuple[str, str, int]]:
     """(tag, kernels it holds, bytes of kernel packages) of each toolkit the run builds."""
-    known = _known(archive)
+    known = catalog_problems(archive.kernels())
     targets = dict.fromkeys(toolkit_target(k, known) for k in kernels if known(k) is None)
     missing = []
     for target in targets:
@@ -216,7 +203,7 @@ def _toolkits(kernels: list[str], archive: DebianArchive,
     def ensure(release: str) -> ToolkitImage:
         mon.step(f"toolkit for {release}")
         return ensure_toolkit(release, "auto", distro=archive, monitor=mon)
-    return resolve_toolkits(kernels, _known(archive), ensure)
+    return resolve_toolkits(kernels, catalog_problems(archive.kernels()), ensure)
 
 
 def _report(outcomes: list[Outcome], log_dir: Path, wall: float) -> None:

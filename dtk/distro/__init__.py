@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -127,6 +127,18 @@ def find_kernel(entries: list[KernelEntry], release: str) -> KernelEntry:
         if entry.release == release:
             return entry
     raise unknown_kernel(entries, release)
+
+
+def catalog_problems(entries: list[KernelEntry]) -> Callable[[str], str | None]:
+    """A question to ask of each kernel: what is wrong with it for this catalog (its
+    unknown-kernel message and hint), or None when the archive has it."""
+    def problem(release: str) -> str | None:
+        try:
+            find_kernel(entries, release)
+        except DtkError as exc:
+            return exc.message + (f" ({exc.hint})" if exc.hint else "")
+        return None
+    return problem
 
 
 def unknown_kernel(entries: list[KernelEntry], release: str) -> DtkError:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dtk.distro import find_kernel
+from dtk.distro import catalog_problems
 from dtk.distro.debian import DebianArchive
 from dtk.driver.base import ensure_base
 from dtk.driver.matrix import RunOptions, resolve_toolkits, run_matrix
@@ -160,18 +160,6 @@ def _push(run: _Run, kp: KernelPlan) -> str:
                        authfile=run.auth)
 
 
-def _known(archive: DebianArchive) -> Callable[[str], str | None]:
-    catalog = archive.kernels()
-
-    def known(release: str) -> str | None:
-        try:
-            find_kernel(catalog, release)
-        except DtkError as exc:
-            return exc.message
-        return None
-    return known
-
-
 def _build_all(run: _Run, kps: list[KernelPlan]) -> dict[str, Outcome]:
     """One matrix for every kernel that needs a build: toolkits first, cells in parallel."""
     if not kps:
@@ -181,7 +169,8 @@ def _build_all(run: _Run, kps: list[KernelPlan]) -> dict[str, Outcome]:
     def ensure(release: str) -> ToolkitImage:
         run.monitor.step(f"toolkit for {release}")
         return ensure_toolkit(release, "auto", distro=archive, monitor=run.monitor)
-    toolkits = resolve_toolkits([kp.kernel for kp in kps], _known(archive), ensure)
+    toolkits = resolve_toolkits([kp.kernel for kp in kps], catalog_problems(archive.kernels()),
+                                ensure)
     needs_base = any(kp.build is not None and "DTK_BASE" in kp.build.dockerfile for kp in kps)
     base = ensure_base(archive.index, archive.os.arch) if needs_base else None
     cells: list[Cell] = []
