@@ -8,6 +8,7 @@ everywhere: what makes a rebuild with unchanged inputs a cache hit.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import stat
@@ -24,6 +25,16 @@ def parts_digest(*parts: str | bytes, length: int = 64) -> str:
         h.update(part.encode() if isinstance(part, str) else part)
         h.update(b"\0")
     return h.hexdigest()[:length]
+
+
+def keyed_digest(key: bytes, *parts: str | bytes) -> str:
+    """HMAC-SHA256 over `parts`: for secrets, whose plain digest a guess could confirm
+    (a short token's sha256 is a dictionary away); `key` never leaves the host."""
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for part in parts:
+        mac.update(part.encode() if isinstance(part, str) else part)
+        mac.update(b"\0")
+    return "hmac-sha256:" + mac.hexdigest()
 
 
 def file_digest(path: Path) -> str:

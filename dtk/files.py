@@ -13,6 +13,24 @@ import tempfile
 from pathlib import Path
 
 
+def host_key(path: Path) -> bytes:
+    """32 random bytes kept in `path` (0600, made on first use): a key that never leaves
+    this machine, for digests of secrets."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = os.urandom(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()  # another run made it first
+    with os.fdopen(fd, "wb") as out:
+        out.write(key)
+    return key
+
+
 def write_atomic(target: Path, data: bytes, mode: int | None = None) -> None:
     """Replace `target` with `data`. `mode`: the new file's permissions; by default an
     existing target's are kept (a signed module stays executable if it was), else 0644."""

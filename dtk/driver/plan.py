@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dtk import kernel as kern
-from dtk.digest import inputs_digest, parts_digest
+from dtk.digest import inputs_digest, keyed_digest, parts_digest
 from dtk.driver import dkmscell, dkmsconf
 from dtk.driver.naming import image_name
 from dtk.driver.sources import BrokenSource, ContainerfileSource, DkmsGroup, Source
@@ -49,9 +49,11 @@ class BuildSecret:
         return [v.decode(errors="replace") for _, v in self.files]
 
 
-def secrets_digest(secrets: Sequence[BuildSecret]) -> str:
-    """What the cache key holds of the secrets: a digest, never the values."""
-    return parts_digest(*(part for s in secrets for k, v in s.files for part in (s.name, k, v)))
+def secrets_digest(secrets: Sequence[BuildSecret], key: bytes) -> str:
+    """What the cache key holds of the secrets: a keyed digest (see `dtk.digest.keyed_digest`),
+    never the values and nothing a guess could be checked against."""
+    return keyed_digest(key, *(part for s in secrets for k, v in s.files
+                               for part in (s.name, k, v)))
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class BuildOptions:
     build_args: tuple[tuple[str, str], ...] = ()
     push: bool = False
     secrets: tuple[BuildSecret, ...] = ()
+    secrets_key: bytes = field(default=b"", repr=False)  # the host's key for their digest
     labels: tuple[tuple[str, str], ...] = ()  # extra labels, part of the cache key
     pull_tls_verify: bool = True  # for FROM images in a registry
     force: bool = False  # build even when an image with the same inputs exists
@@ -141,7 +144,7 @@ def cell_hash(source: Source, release: str, args: Mapping[str, str],
         "base": base.image_id if base else None,
     }
     if options is not None and (options.secrets or options.labels):
-        inputs["secrets"] = secrets_digest(options.secrets)
+        inputs["secrets"] = secrets_digest(options.secrets, options.secrets_key)
         inputs["labels"] = dict(options.labels)
     if isinstance(source, DkmsGroup):
         # The evaluation script and dkms's recipe are part of how the image is made.

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from dtk import paths
 from dtk.distro import catalog_problems
 from dtk.distro.debian import DebianArchive
 from dtk.driver.base import ensure_base
@@ -27,6 +28,7 @@ from dtk.driver.plan import BuildOptions, BuildSecret, Cell, Matrix, plan_matrix
 from dtk.driver.sources import containerfile_source
 from dtk.engine import buildah, skopeo
 from dtk.errors import DtkError
+from dtk.files import host_key
 from dtk.kernel import normalize
 from dtk.kmm import model as m
 from dtk.kmm.plan import DTK_AUTO, KernelPlan, Plan
@@ -182,6 +184,7 @@ def _build_all(run: _Run, kps: list[KernelPlan]) -> dict[str, Outcome]:
             build_args=tuple((a.name, a.value) for a in kp.build.build_args
                              if a.name != DTK_AUTO),  # dtk's resolved toolkit goes in
             secrets=build_secrets(run.bundle, run.mod, kp.build.secrets),
+            secrets_key=host_key(paths.cache_dir() / "keys" / "secrets-digest.key"),
             labels=tuple(sorted(labels_for(run.mod).items())),
             pull_tls_verify=kp.build.base_image_registry_tls.verify,
             force=run.request.rebuild)

@@ -3,6 +3,7 @@ the worker configuration from a Module, the PreflightValidation object, secret r
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 
 from dtk.driver.plan import BuildSecret, secrets_digest
@@ -29,9 +30,12 @@ def test_masker_hides_values_and_their_lines() -> None:
 def test_build_secret_repr_and_digest_hide_values() -> None:
     secret = BuildSecret("tok", (("token", b"hunter2-secret"),))
     assert "hunter2" not in repr(secret) and "token" in repr(secret)
-    digest = secrets_digest([secret])
+    digest = secrets_digest([secret], b"host key")
     assert "hunter2" not in digest
-    assert digest != secrets_digest([BuildSecret("tok", (("token", b"other"),))])
+    assert digest != secrets_digest([BuildSecret("tok", (("token", b"other"),))], b"host key")
+    # Keyed: the plain sha256 of a guess does not confirm it, and another host differs.
+    assert hashlib.sha256(b"hunter2-secret").hexdigest() not in digest
+    assert digest != secrets_digest([secret], b"another host")
 
 
 def test_generation_label_decides_reuse() -> None:
