@@ -237,6 +237,8 @@ def _no_exit(report: Report, end: VmEnd) -> tuple[Verdict, str]:
 
 def _loaded_note(report: Report) -> str:
     taint = int(report.facts.get("taint", "0") or 0)
+    # In a many-module boot, only what this module added is its own.
+    taint &= ~int(report.facts.get("taint-before", "0") or 0)
     notes = []
     if taint & (1 << 13):  # TAINT_UNSIGNED_MODULE ('E')
         notes.append("kernel tainted: module signature missing or not trusted")
