@@ -154,6 +154,7 @@ class CellResult:
                 "built_for": self.cell.built_for, "check": self.check.value,
                 "boot": self.boot.value, "green": self.green, "cached": self.cached,
                 "problem": self.problem, "reasons": self.reasons(),
+                "disagreements": len(self.disagreements),
                 "modules": [m.to_json() for m in self.modules]}
 
 
