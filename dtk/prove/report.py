@@ -41,7 +41,8 @@ def render_text(result: ProveResult, *, colour: bool = False) -> str:
     widths = [max([len(k), *(len(texts.get((r, k), "-")) for r in result.rows)])
               for k in result.kernels]
     lines = ["  ".join(["MODULE".ljust(first),
-                        *(k.ljust(w) for k, w in zip(result.kernels, widths, strict=True))])]
+                        *(k.ljust(w) for k, w in zip(result.kernels, widths, strict=True))
+                        ]).rstrip()]
     for row in result.rows:
         parts = [row.ljust(first)]
         for kernel, width in zip(result.kernels, widths, strict=True):
