@@ -15,7 +15,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # VM initramfs images; shellcheck lints the shell under dtk/data.
 SYSTEM_PACKAGES := buildah skopeo podman runc uidmap fuse-overlayfs mmdebstrap \
 	qemu-system-x86 docker-registry busybox-static kmod cpio xz-utils zstd \
-	openssl gpgv python3-venv ca-certificates shellcheck apache2-utils
+	openssl gpgv python3-venv ca-certificates shellcheck apache2-utils chromium
 
 .PHONY: all deps system-deps python-deps demo test lint typecheck unit integration bench clean
 

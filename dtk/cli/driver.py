@@ -6,8 +6,11 @@ import functools
 import os
 import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -87,71 +90,122 @@ def _needs_base(sources: list[src.Source]) -> bool:
                for s in sources)
 
 
-@click.group("build", invoke_without_command=True)
-@click.option("-f", "--file", "files", multiple=True, type=click.Path(path_type=Path),
-              help="KMM-style Containerfile (repeatable); DTK_AUTO, KERNEL_FULL_VERSION, "
-                   "MOD_NAME… are injected as build args.")
-@click.option("--context", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Build context (default: the Containerfile's directory).")
-@click.option("--dkms", multiple=True, metavar="SRC",
-              help="DKMS source tree (with dkms.conf) or a Debian *-dkms package (repeatable).")
-@click.option("--kernel", "kernel", multiple=True, metavar="RELEASE",
-              help="Kernel release as `uname -r` prints it (repeatable).")
-@click.option("--kernels", "query", default=None, metavar="QUERY|@FILE",
-              help="Kernels from the catalog: e.g. 'rt,latest', '6.1,standard', or @file.")
-@click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE",
-              help="Extra build arg; KMM's own names win on conflict, as in KMM.")
-@click.option("--image", "template", default=DEFAULT_TEMPLATE, show_default=True,
-              help="Image name template with KMM's variables.")
-@click.option("--mod-name", default=None, help="MOD_NAME (default: the source's name).")
-@click.option("--mod-namespace", default="default", show_default=True, help="MOD_NAMESPACE.")
-@click.option("--push", is_flag=True, help="Push each built image to its registry.")
-@click.option("--tls-verify/--no-tls-verify", default=None,
-              help="Verify the registry's TLS certificate (default: yes, except for a "
-                   "loopback registry).")
-@click.option("-j", "--jobs", type=click.IntRange(1), default=None,
-              help="Cells built at once (default: number of cores).")
-@click.option("--dry-run", is_flag=True,
-              help="Show the cells and the toolkits that would be built (with their size); "
-                   "build nothing.")
-@sources_option
-@json_option
-@click.pass_context
-def build_cmd(ctx: click.Context, *, files: tuple[Path, ...], context: Path | None,
-              dkms: tuple[str, ...], kernel: tuple[str, ...], query: str | None,
-              build_args: tuple[str, ...], template: str, mod_name: str | None,
-              mod_namespace: str, push: bool, tls_verify: bool | None, jobs: int | None,
-              dry_run: bool, sources: Path | None, as_json: bool) -> None:
-    """Build driver containers: every module for every kernel, in parallel."""
-    if ctx.invoked_subcommand:
-        return
-    started = time.monotonic()
-    if push and template.startswith("localhost/"):
-        raise DtkError("--push needs a registry in --image",
-                       hint="e.g. --image "
-                            "127.0.0.1:5000/drivers/${MOD_NAME}:${KERNEL_FULL_VERSION}")
-    options = BuildOptions(template, mod_namespace, mod_name, parse_build_args(build_args), push)
-    found = _containerfile_sources(files, context, dkms, mod_name)  # before any network
-    archive = open_archive(sources)
-    kernels = _kernel_list(kernel, query, archive)
-    mon = monitor(as_json)
-    missing = _missing_toolkits(kernels, archive)
-    if dry_run:
-        _print_dry_run(found, dkms, kernels, missing=missing, options=options, as_json=as_json)
-        return
-    for tag, held, size in missing:  # up to 1.8 GB each: never a surprise
+_BUILD_INPUTS = (
+    click.option("-f", "--file", "files", multiple=True, type=click.Path(path_type=Path),
+                 help="KMM-style Containerfile (repeatable); DTK_AUTO, KERNEL_FULL_VERSION, "
+                      "MOD_NAME… are injected as build args."),
+    click.option("--context", type=click.Path(path_type=Path, file_okay=False), default=None,
+                 help="Build context (default: the Containerfile's directory)."),
+    click.option("--dkms", multiple=True, metavar="SRC",
+                 help="DKMS source tree (with dkms.conf) or a Debian *-dkms package "
+                      "(repeatable)."),
+    click.option("--kernel", "kernel", multiple=True, metavar="RELEASE",
+                 help="Kernel release as `uname -r` prints it (repeatable)."),
+    click.option("--kernels", "query", default=None, metavar="QUERY|@FILE",
+                 help="Kernels from the catalog: e.g. 'rt,latest', '6.1,standard', or @file."),
+    click.option("--build-arg", "build_args", multiple=True, metavar="KEY=VALUE",
+                 help="Extra build arg; KMM's own names win on conflict, as in KMM."),
+    click.option("--image", "template", default=DEFAULT_TEMPLATE, show_default=True,
+                 help="Image name template with KMM's variables."),
+    click.option("--mod-name", default=None, help="MOD_NAME (default: the source's name)."),
+    click.option("--mod-namespace", default="default", show_default=True,
+                 help="MOD_NAMESPACE."),
+    click.option("-j", "--jobs", type=click.IntRange(1), default=None,
+                 help="Cells built at once (default: number of cores)."),
+    sources_option,
+)
+
+
+def build_input_options(func: Callable[..., None]) -> Callable[..., None]:
+    """What to build for which kernels: the options `dtk build` and `dtk prove` share."""
+    for option in reversed(_BUILD_INPUTS):
+        func = option(func)
+    return func
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """The values of build_input_options (and, for dtk build, what to push)."""
+
+    files: tuple[Path, ...]
+    context: Path | None
+    dkms: tuple[str, ...]
+    kernel: tuple[str, ...]
+    query: str | None
+    build_args: tuple[str, ...]
+    template: str
+    mod_name: str | None
+    mod_namespace: str
+    jobs: int | None
+    sources: Path | None
+    push: bool = False
+    tls_verify: bool | None = None
+
+    @property
+    def options(self) -> BuildOptions:
+        return BuildOptions(self.template, self.mod_namespace, self.mod_name,
+                            parse_build_args(self.build_args), self.push)
+
+    def archive_and_kernels(self) -> tuple[DebianArchive, list[str]]:
+        archive = open_archive(self.sources)
+        return archive, _kernel_list(self.kernel, self.query, archive)
+
+
+def run_build(request: BuildRequest, found: list[src.Source], archive: DebianArchive,
+              kernels: list[str], mon: Monitor) -> tuple[list[Outcome], Path]:
+    """Toolkits, DKMS sources, the base, the matrix: every cell built (or a cache hit)."""
+    for tag, held, size in _missing_toolkits(kernels, archive):  # up to 1.8 GB each
         mon.step(f"toolkit {tag} for {held} is missing: building it"
                  + (f" (about {human_size(size)} of kernel packages)" if size else ""))
     toolkits = _toolkits(kernels, archive, mon)
-    if dkms:
-        found += src.resolve_dkms(dkms, archive.index, *_evaluator(toolkits))
+    if request.dkms:
+        found = found + src.resolve_dkms(request.dkms, archive.index, *_evaluator(toolkits))
     base = ensure_base(archive.index, archive.os.arch) if _needs_base(found) else None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     log_dir = paths.state_dir() / "build" / f"{stamp}-{os.getpid()}"
     extras = resolve_extras(found, toolkits, log_dir, mon)
-    matrix = plan_matrix(found, kernels, toolkits, base, options, extras=extras)
-    outcomes = run_matrix(matrix, RunOptions(jobs or os.cpu_count() or 1, log_dir, tls_verify),
-                          mon)
+    matrix = plan_matrix(found, kernels, toolkits, base, request.options, extras=extras)
+    jobs = request.jobs or os.cpu_count() or 1
+    return run_matrix(matrix, RunOptions(jobs, log_dir, request.tls_verify), mon), log_dir
+
+
+def sources_of(request: BuildRequest) -> list[src.Source]:
+    """The Containerfile sources (DKMS ones are resolved with a toolkit, later)."""
+    return _containerfile_sources(request.files, request.context, request.dkms,
+                                  request.mod_name)
+
+
+@click.group("build", invoke_without_command=True)
+@build_input_options
+@click.option("--push", is_flag=True, help="Push each built image to its registry.")
+@click.option("--tls-verify/--no-tls-verify", default=None,
+              help="Verify the registry's TLS certificate (default: yes, except for a "
+                   "loopback registry).")
+@click.option("--dry-run", is_flag=True,
+              help="Show the cells and the toolkits that would be built (with their size); "
+                   "build nothing.")
+@json_option
+@click.pass_context
+def build_cmd(ctx: click.Context, /, *, dry_run: bool, as_json: bool, **values: Any) -> None:
+    """Build driver containers: every module for every kernel, in parallel."""
+    if ctx.invoked_subcommand:
+        return
+    started = time.monotonic()
+    request = BuildRequest(**values)
+    if request.push and request.template.startswith("localhost/"):
+        raise DtkError("--push needs a registry in --image",
+                       hint="e.g. --image "
+                            "127.0.0.1:5000/drivers/${MOD_NAME}:${KERNEL_FULL_VERSION}")
+    options = request.options
+    found = sources_of(request)  # before any network
+    archive, kernels = request.archive_and_kernels()
+    mon = monitor(as_json)
+    if dry_run:
+        _print_dry_run(found, request.dkms, kernels,
+                       missing=_missing_toolkits(kernels, archive), options=options,
+                       as_json=as_json)
+        return
+    outcomes, log_dir = run_build(request, found, archive, kernels, mon)
     wall = time.monotonic() - started
     if as_json:
         print_json({"outcomes": [o.to_json() for o in outcomes], "log_dir": str(log_dir),

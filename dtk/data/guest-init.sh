@@ -1,5 +1,7 @@
 #!/bin/busybox sh
 # shellcheck shell=sh
+# prove_module sets its own arguments (set -- modprobe's argv), takes none:
+# shellcheck disable=SC2119,SC2120
 # dtk VM init: KMM's worker load sequence; results go to /dev/ttyS1.
 /bin/busybox mkdir -p /proc /sys /dev /tmp /run /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
@@ -93,10 +95,11 @@ crash_check() {
 
 STEP=setup
 [ -r /dtk/config ] || finish 40
+DTK_UNITS=
 # shellcheck source=/dev/null
 . /dtk/config
 say "kv release $(uname -r)"
-say "kv module $DTK_MODULE"
+[ -z "$DTK_UNITS" ] && say "kv module $DTK_MODULE"
 step boot
 mkdir -p /host/lib && ln -s /lib/modules /host/lib/modules
 
@@ -122,39 +125,65 @@ if [ -n "$DTK_FIRMWARE_SRC" ]; then
     cp -R "$DTK_FIRMWARE_SRC"/. "$DTK_FIRMWARE_HOST"/
 fi
 
-step load
-eval "set -- $DTK_LOAD_ARGV"
-run_limited load $MODPROBE "$@"
-rc=$?
-section load /tmp/load.out
-crash_check
-[ $rc -ne 0 ] && finish 10
-
-step verify
-live=no
-[ -d "/sys/module/$DTK_MODULE" ] && grep -q "^$DTK_MODULE .* Live " /proc/modules && live=yes
-say "kv live $live"
-say "kv taint $(tainted)"
-grep "^$DTK_MODULE " /proc/modules >/tmp/proc-modules.out
-section proc-modules /tmp/proc-modules.out
-[ $live != yes ] && finish 11
-
-check_rc=0
-if [ -n "$DTK_CHECK" ]; then
-    step check
-    run_limited check sh -c "$DTK_CHECK"
-    check_rc=$?
-    section check /tmp/check.out
-    say "kv check-status $check_rc"
+# prove_module: load $DTK_MODULE as the worker does, verify it is live, run the
+# check, unload it; returns the worker's exit status. A crash or a hung step
+# ends the boot (finish), whatever module comes next.
+prove_module() {
+    step load
+    eval "set -- $DTK_LOAD_ARGV"
+    run_limited load $MODPROBE "$@"
+    rc=$?
+    section load /tmp/load.out
     crash_check
-fi
+    [ $rc -ne 0 ] && return 10
 
-step unload
-eval "set -- $DTK_UNLOAD_ARGV"
-run_limited unload $MODPROBE "$@"
-unload_rc=$?
-section unload /tmp/unload.out
-crash_check
-[ $check_rc -ne 0 ] && finish 12
-[ $unload_rc -ne 0 ] || [ -d "/sys/module/$DTK_MODULE" ] && finish 13
+    step verify
+    live=no
+    [ -d "/sys/module/$DTK_MODULE" ] && grep -q "^$DTK_MODULE .* Live " /proc/modules && live=yes
+    say "kv live $live"
+    say "kv taint $(tainted)"
+    grep "^$DTK_MODULE " /proc/modules >/tmp/proc-modules.out
+    section proc-modules /tmp/proc-modules.out
+    [ $live != yes ] && return 11
+
+    check_rc=0
+    if [ -n "$DTK_CHECK" ]; then
+        step check
+        run_limited check sh -c "$DTK_CHECK"
+        check_rc=$?
+        section check /tmp/check.out
+        say "kv check-status $check_rc"
+        crash_check
+    fi
+
+    step unload
+    eval "set -- $DTK_UNLOAD_ARGV"
+    run_limited unload $MODPROBE "$@"
+    unload_rc=$?
+    section unload /tmp/unload.out
+    crash_check
+    [ $check_rc -ne 0 ] && return 12
+    [ $unload_rc -ne 0 ] || [ -d "/sys/module/$DTK_MODULE" ] && return 13
+    return 0
+}
+
+# One module (dtk vmtest), or many one after another (dtk prove): each begins
+# with "module NAME" and ends with "done STATUS STEP"; the boot's own exit
+# line follows the last. Each module's kernel lines are sent before its "done".
+if [ -z "$DTK_UNITS" ]; then
+    prove_module
+    finish $?
+fi
+for unit in $DTK_UNITS; do
+    eval "DTK_MODULE=\$DTK_MODULE_$unit DTK_CHECK=\$DTK_CHECK_$unit"
+    eval "DTK_LOAD_ARGV=\$DTK_LOAD_ARGV_$unit DTK_UNLOAD_ARGV=\$DTK_UNLOAD_ARGV_$unit"
+    eval "say \"module \$DTK_NAME_$unit\""
+    say "kv module $DTK_MODULE"
+    say "kv taint-before $(tainted)"
+    prove_module
+    code=$?
+    kernel_log
+    say "done $code $STEP"
+done
+STEP=end
 finish 0

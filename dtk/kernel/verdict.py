@@ -12,7 +12,10 @@ import enum
 
 class Verdict(enum.StrEnum):
     LOADED = "loaded"  # loaded, live, checked, unloaded
-    REFUSED = "refused"  # the kernel (or modprobe) would not load it
+    REFUSED = "refused"  # the kernel's loader (or modprobe) would not load it
+    # The loader accepted it and ran its init, which returned an error: the module
+    # fits the kernel, but (typically) the hardware it drives is absent (-ENODEV).
+    INIT_FAILED = "init-failed"
     CHECK_FAILED = "check-failed"  # loaded, but the user's check command failed
     UNLOAD_FAILED = "unload-failed"
     CRASHED = "crashed"  # oops, panic, or the kernel never reached the worker
@@ -22,3 +25,8 @@ class Verdict(enum.StrEnum):
     @property
     def ok(self) -> bool:
         return self is Verdict.LOADED
+
+    @property
+    def compatible(self) -> bool:
+        """The kernel accepted the module: it loaded, or only its init failed."""
+        return self in (Verdict.LOADED, Verdict.INIT_FAILED)

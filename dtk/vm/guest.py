@@ -10,6 +10,13 @@ port (/dev/ttyS1, a file on the host) in a line protocol:
     @@dtk begin NAME / @@dtk end NAME   a captured text section
     @@dtk exit CODE STEP             the worker's exit status, last line
 
+Many modules in one boot (`dtk prove`): each module's lines are framed by
+
+    @@dtk module NAME                a module begins (NAME: the host's name for it)
+    @@dtk done CODE STEP             its worker exit status; the next module follows
+
+and a crash or a hung step ends the boot with `exit` inside that module's frame.
+
 The host derives the verdict from the exit status, or from its absence (the
 kernel died, or the VM ran out of time); the console is only kept as a log.
 Pure: no I/O.
@@ -21,6 +28,7 @@ import enum
 import itertools
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dtk import scripts
@@ -107,6 +115,30 @@ def render_config(config: GuestConfig) -> str:
     return "".join(f"{key}={shlex.quote(value)}\n" for key, value in values.items())
 
 
+@dataclass(frozen=True)
+class Unit:
+    """One module of a many-module boot: `name` is how its result comes back."""
+
+    name: str
+    config: GuestConfig
+
+
+def render_units(units: Sequence[Unit], step_timeout_s: int) -> str:
+    """The shell fragment for a boot that loads `units` one after another (each
+    unit's own dirName, check, load and unload arguments)."""
+    values = {"DTK_UNITS": " ".join(str(i) for i in range(1, len(units) + 1)),
+              "DTK_STEP_TIMEOUT": str(step_timeout_s)}
+    for index, unit in enumerate(units, 1):
+        if not re.fullmatch(r"[A-Za-z0-9._@+-]+", unit.name):
+            raise ValueError(f"unit name {unit.name!r} is not one word")
+        values |= {f"DTK_NAME_{index}": unit.name,
+                   f"DTK_MODULE_{index}": unit.config.kernel_name,
+                   f"DTK_LOAD_ARGV_{index}": shlex.join(unit.config.load_argv()),
+                   f"DTK_UNLOAD_ARGV_{index}": shlex.join(unit.config.unload_argv()),
+                   f"DTK_CHECK_{index}": unit.config.check}
+    return "".join(f"{key}={shlex.quote(value)}\n" for key, value in values.items())
+
+
 def render_softdeps(order: tuple[str, ...]) -> str:
     """KMM's modulesLoadingOrder [a, b, c] → `softdep a pre: b`, `softdep b pre: c`:
     loading a loads c, then b, then a."""
@@ -172,11 +204,38 @@ def parse_report(text: str) -> Report:
         elif kind == "kv":
             key, _, value = rest.partition(" ")
             report.facts[key] = value
-        elif kind == "exit":
+        elif kind in ("exit", "done"):
             _exit_line(report, rest, whole=complete or number < len(all_lines))
     if current is not None:  # the guest died mid-section: keep what arrived
         _add_section(report, current, lines)
     return report
+
+
+@dataclass
+class Frames:
+    """A many-module boot's report: what came before the first module, and each
+    module's own frame (whose exit is its `done`, or the boot's end inside it)."""
+
+    preamble: Report
+    modules: list[tuple[str, Report]]
+
+
+def split_report(text: str) -> Frames:
+    preamble: list[str] = []
+    frames: list[tuple[str, list[str]]] = []
+    current: list[str] | None = None
+    for line in text.splitlines(keepends=True):
+        if line.startswith("@@dtk module "):
+            current = []
+            frames.append((line[len("@@dtk module "):].strip(), current))
+        elif current is not None:
+            current.append(line)
+            if line.startswith("@@dtk done "):
+                current = None  # what follows (the boot's own exit) is no module's
+        else:
+            preamble.append(line)
+    return Frames(parse_report("".join(preamble)),
+                  [(name, parse_report("".join(lines))) for name, lines in frames])
 
 
 def _add_section(report: Report, name: str, lines: list[str]) -> None:

@@ -21,14 +21,14 @@ class VmEnd:
 
 
 # Kernel messages that explain a refusal, most specific first. Each is matched
-# against the kernel log of the load step.
+# against the kernel log of the load step. All come from load_module(), before
+# the module's init runs.
 _KERNEL_REASONS = (
     r"disagrees about version of symbol \S+",
     r"no symbol version for \S+",
     r"version magic '[^']*' should be '[^']*'",
     r"Loading of [\w ]+ is rejected",
     r"Unknown symbol \S+ \(err -?\d+\)",
-    r"module verification failed: .*",
     r"Lockdown: .*",
     r"module PLT section\(s\) missing",
     r"section size must match the kernel's built struct module size.*",
@@ -36,7 +36,26 @@ _KERNEL_REASONS = (
     r"module is from the staging directory.*",
     r"exports duplicate symbol \S+.*",
     r"\S+ Unknown parameter .*|unknown parameter '[^']*' ignored",
+    r"`[^']*' invalid for parameter `[^']*'",
 )
+# What the kernel says while it lets a load go on: taint notices, never a refusal
+# (an unsigned module logs "module verification failed" and still loads).
+_NOTICES = re.compile(r"module verification failed: |loading out-of-tree module taints|"
+                      r"module license '[^']*' taints|Disabling lock debugging due to|"
+                      r"^dtk: step ")
+# kmod's words (strerror, or its own for ENOEXEC/ENOENT) for the errors that
+# load_module() itself returns, sometimes without a kernel line: a refusal.
+_LOADER_ERRORS = ("Invalid module format", "Exec format error", "Key was rejected by service",
+                  "Required key not available", "Key has expired", "Bad message",
+                  "Operation not permitted", "File exists")
+_ERRNO_NAMES = {"No such device": "ENODEV", "No such device or address": "ENXIO",
+                "Input/output error": "EIO", "Device or resource busy": "EBUSY",
+                "Cannot allocate memory": "ENOMEM", "Invalid argument": "EINVAL",
+                "Operation not supported": "EOPNOTSUPP", "Timer expired": "ETIME",
+                "Connection timed out": "ETIMEDOUT", "Resource temporarily unavailable":
+                "EAGAIN", "Function not implemented": "ENOSYS"}
+_ABSENT_HARDWARE = ("ENODEV", "ENXIO")
+_COULD_NOT_INSERT = re.compile(r"could not insert '([^']*)': (.*)$")
 _MODPROBE_ERROR = re.compile(r"^(?:modprobe: )?(?:ERROR|FATAL): (.*)$", re.M)
 _PANIC = re.compile(r"Kernel panic - not syncing: .*")
 _OOPS = re.compile(r"(?:BUG: .*|general protection fault.*|Oops: .*|kernel BUG at .*)")
@@ -44,8 +63,10 @@ _OOPS = re.compile(r"(?:BUG: .*|general protection fault.*|Oops: .*|kernel BUG a
 
 def kernel_reason(log: str, module: str = "") -> str:
     """The line of `log` that says why a module was refused: a known message
-    first, else the first line naming the module, else ''."""
+    first, else the first line naming the module, else ''. Taint notices are
+    never a reason."""
     lines = [_strip_timestamp(line).strip() for line in log.splitlines()]
+    lines = [line for line in lines if line and not _NOTICES.search(line)]
     for pattern in _KERNEL_REASONS:
         for line in lines:
             if re.search(pattern, line):
@@ -54,6 +75,29 @@ def kernel_reason(log: str, module: str = "") -> str:
         named = re.compile(rf"\b{re.escape(module)}\b")
         return next((line for line in lines if named.search(line)), "")
     return ""
+
+
+def refusal_line(log: str) -> str:
+    """The kernel's own line refusing a module in `log` (load_module's words), or ''."""
+    return kernel_reason(log)
+
+
+def is_loader_refusal(kernel_log: str, modprobe_output: str) -> bool:
+    """Whether a failed modprobe was refused by the kernel's loader (load_module)
+    rather than accepted and failed by the module's own init (do_init_module).
+
+    The loader logs why it refuses, or returns an error only it returns (bad
+    format, key); an init's error comes back with no loader line. kmod says
+    ENOENT as "Unknown symbol in module": without an "Unknown symbol" line it is
+    an init (the module's or a dependency's) that returned -ENOENT.
+    """
+    if refusal_line(kernel_log):
+        return True
+    error = modprobe_error(modprobe_output)
+    found = _COULD_NOT_INSERT.search(error)
+    if found is None:
+        return True  # not kmod's "could not insert": nothing says init ran
+    return any(found.group(2).startswith(e) for e in _LOADER_ERRORS)
 
 
 def _strip_timestamp(line: str) -> str:
@@ -87,16 +131,40 @@ def _loaded(report: Report) -> tuple[Verdict, str]:
 
 
 def _refused(report: Report) -> tuple[Verdict, str]:
-    said = kernel_reason(report.kernel_log("load"), report.facts.get("module", ""))
-    error = modprobe_error(report.sections.get("load", ""))
-    if not said and "Unknown symbol in module" in error:
-        # kmod's words for ENOENT; with no "Unknown symbol" line the kernel
-        # did not refuse a symbol: an init (the module's or a dependency's) returned it.
-        said = ("the kernel logged nothing: an init function returned -ENOENT "
-                "(often a request_module or crypto algorithm lookup that found no module)")
+    log, output = report.kernel_log("load"), report.sections.get("load", "")
+    error = modprobe_error(output)
+    if not is_loader_refusal(log, output):
+        return Verdict.INIT_FAILED, init_failure(log, error, report.facts.get("module", ""))
+    said = kernel_reason(log, report.facts.get("module", ""))
     if "with unavailable key is rejected" in said:
         said = _join(said, _UNTRUSTED_KEY)
     return Verdict.REFUSED, _join(said, error) or "modprobe failed without a kernel message"
+
+
+def init_failure(log: str, error: str, module: str) -> str:
+    """Why an init failed: its errno, what that usually means, and the module's words."""
+    found = _COULD_NOT_INSERT.search(error)
+    failed, text = (found.group(1), found.group(2).strip()) if found else (module, error)
+    if text.startswith("Unknown symbol in module"):
+        name = "ENOENT"
+        meaning = ("often a request_module or crypto algorithm lookup that found no module")
+    else:
+        name = _ERRNO_NAMES.get(text, "")
+        meaning = ("compatible; the hardware it drives is absent"
+                   if name in _ABSENT_HARDWARE else "")
+    errno = f"-{name}" if name else f"an error ({text})"
+    which = "its init" if failed.replace("-", "_") == module else f"the init of {failed}"
+    words = _module_words(log, failed) if failed else ""
+    return _join(f"the loader accepted it; {which} returned {errno}", meaning,
+                 f"kernel: {words}" if words else "")
+
+
+def _module_words(log: str, module: str) -> str:
+    """The last line the module (or the kernel about its init) logged, if any."""
+    named = re.compile(rf"\b{re.escape(module.replace('-', '_'))}\b|suspiciously returned")
+    lines = [_strip_timestamp(line).strip() for line in log.splitlines()]
+    said = [line for line in lines if named.search(line) and not _NOTICES.search(line)]
+    return said[-1] if said else ""
 
 
 # A VM boots through PVH with no firmware, so its keyrings hold only K's built-in
@@ -169,6 +237,8 @@ def _no_exit(report: Report, end: VmEnd) -> tuple[Verdict, str]:
 
 def _loaded_note(report: Report) -> str:
     taint = int(report.facts.get("taint", "0") or 0)
+    # In a many-module boot, only what this module added is its own.
+    taint &= ~int(report.facts.get("taint-before", "0") or 0)
     notes = []
     if taint & (1 << 13):  # TAINT_UNSIGNED_MODULE ('E')
         notes.append("kernel tainted: module signature missing or not trusted")

@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("distro", "engine"),
     ("toolkit",),
     ("driver", "kmod", "vm"),
-    ("demo", "kmm"),
+    ("demo", "kmm", "prove"),
     ("cli",),
     ("__main__",),
 )

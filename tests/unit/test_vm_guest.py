@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from dtk.vm import guest
 from dtk.vm.guest import GuestConfig
 
@@ -131,3 +133,37 @@ def test_init_never_clears_the_ring_buffer_and_closes_the_channel() -> None:
     assert "dmesg -c" not in script and "dmesg -C" not in script
     finish = script[script.index("finish() {"):]
     assert finish.index("exec 3>&-") < finish.index("sync") < finish.index("poweroff")
+
+
+def test_many_modules_render_one_unit_each() -> None:
+    units = [guest.Unit("acpi-call", guest.GuestConfig("acpi_call", dir_name="/opt/acpi-call")),
+             guest.Unit("oops", guest.GuestConfig("dtk-oops", dir_name="/opt/oops",
+                                                  check="cat /proc/x"))]
+    text = guest.render_units(units, 12)
+    assert "DTK_UNITS='1 2'\n" in text and "DTK_STEP_TIMEOUT=12\n" in text
+    assert "DTK_NAME_2=oops\n" in text and "DTK_MODULE_2=dtk_oops\n" in text
+    assert "DTK_LOAD_ARGV_1='-v -d /opt/acpi-call acpi_call'\n" in text
+    assert "DTK_CHECK_2='cat /proc/x'\n" in text
+    with pytest.raises(ValueError, match="one word"):
+        guest.render_units([guest.Unit("a b", guest.GuestConfig("x"))], 5)
+
+
+def test_a_many_module_report_splits_into_frames() -> None:
+    text = ("@@dtk kv release K\n@@dtk step boot 1.0\n"
+            "@@dtk module a\n@@dtk kv module a\n@@dtk step load 1.1\n@@dtk begin dmesg\n"
+            "[ 1.1] dtk: step load\n[ 1.2] a: hello\n@@dtk end dmesg\n@@dtk done 0 unload\n"
+            "@@dtk module b\n@@dtk step load 1.5\n@@dtk begin load\nmodprobe: ERROR: could "
+            "not insert 'b': No such device\n@@dtk end load\n@@dtk done 10 load\n"
+            "@@dtk module c\n@@dtk step load 2.0\n@@dtk exit 20 load\n")
+    frames = guest.split_report(text)
+    assert frames.preamble.facts == {"release": "K"} and frames.preamble.exit_code is None
+    assert [name for name, _ in frames.modules] == ["a", "b", "c"]
+    (_, a), (_, b), (_, c) = frames.modules
+    assert (a.exit_code, a.exit_step, a.kernel_log("load")) == (0, "unload", "[ 1.2] a: hello")
+    assert (b.exit_code, c.exit_code) == (10, 20)
+    assert "No such device" in b.sections["load"] and "load" not in a.sections
+
+
+def test_the_boots_own_exit_is_no_modules() -> None:
+    frames = guest.split_report("@@dtk module a\n@@dtk done 11 verify\n@@dtk exit 0 end\n")
+    assert frames.modules[0][1].exit_code == 11 and frames.preamble.exit_code == 0

@@ -122,8 +122,48 @@ def test_enoent_without_a_kernel_line_says_an_init_returned_it() -> None:
             "@@dtk end load\n@@dtk begin dmesg\n[ 3.3] dtk: step load\n@@dtk end dmesg\n"
             "@@dtk exit 10 load\n")
     verdict, reason = decide(parse_report(text), CLEAN)
-    assert verdict is Verdict.REFUSED
-    assert "init function returned -ENOENT" in reason
+    assert verdict is Verdict.INIT_FAILED
+    assert "returned -ENOENT" in reason and "request_module" in reason
+
+
+def _failed_load(error: str, *kernel: str) -> str:
+    lines = "".join(f"[ 3.4] {line}\n" for line in kernel)
+    return (f"@@dtk kv module tp_smapi\n@@dtk step load 3.3\n@@dtk begin load\n"
+            f"insmod /opt/lib/modules/K/updates/dkms/thinkpad_ec.ko\nmodprobe: ERROR: "
+            f"could not insert '{error}\n@@dtk end load\n@@dtk begin dmesg\n"
+            f"[ 3.3] dtk: step load\n{lines}@@dtk end dmesg\n@@dtk exit 10 load\n")
+
+
+def test_an_init_that_finds_no_device_is_init_failed_not_refused() -> None:
+    """A hardware driver in a VM: the loader took it (tainting the kernel, which
+    logs first), then its init returned -ENODEV. The taint notice is no reason."""
+    text = _failed_load("tp_smapi': No such device",
+                        "thinkpad_ec: module verification failed: signature and/or "
+                        "required key missing - tainting kernel",
+                        "tp_smapi: tp_smapi module not loaded: not a ThinkPad")
+    verdict, reason = decide(parse_report(text), CLEAN)
+    assert verdict is Verdict.INIT_FAILED
+    assert reason == ("the loader accepted it; its init returned -ENODEV — compatible; the "
+                      "hardware it drives is absent — kernel: tp_smapi: tp_smapi module not "
+                      "loaded: not a ThinkPad")
+
+
+def test_a_dependencys_init_failure_names_the_dependency() -> None:
+    verdict, reason = decide(parse_report(_failed_load("thinkpad_ec': No such device")), CLEAN)
+    assert verdict is Verdict.INIT_FAILED
+    assert reason.startswith("the loader accepted it; the init of thinkpad_ec returned -ENODEV")
+
+
+@pytest.mark.parametrize(("error", "kernel"), [
+    ("x': Invalid module format", ""),  # ENOEXEC: load_module only
+    ("x': Key was rejected by service", ""),
+    ("x': No such device", "x: disagrees about version of symbol module_layout"),
+    ("x': Unknown symbol in module, or unknown parameter (see dmesg)",
+     "x: Unknown symbol video_ioctl2 (err -2)"),
+])
+def test_the_loaders_refusals_stay_refused(error: str, kernel: str) -> None:
+    text = _failed_load(error, *([kernel] if kernel else []))
+    assert decide(parse_report(text), CLEAN)[0] is Verdict.REFUSED
 
 
 def test_a_torn_result_is_a_guest_failure_with_the_console_tail() -> None:

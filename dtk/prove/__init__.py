@@ -1,0 +1,1 @@
+"""`dtk prove`: which modules work on which kernels — built, predicted and proven."""
