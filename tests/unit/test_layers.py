@@ -104,3 +104,20 @@ def test_the_rule_catches_a_feature_importing_a_feature() -> None:
         "dtk.kmod.probe:4 imports dtk.cli, a higher layer",
     ]
     assert violations("dtk.kernel.probe", "from dtk import kernel as kern\n") == []
+
+
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 60
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_modules_and_functions_stay_small(path: Path) -> None:
+    """A reader takes a module in at one sitting and a function at a glance."""
+    source = path.read_text()
+    assert len(source.splitlines()) <= MAX_MODULE_LINES
+    long = [f"{node.name}: {node.end_lineno - node.lineno + 1} lines"
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.end_lineno is not None
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    assert long == []
