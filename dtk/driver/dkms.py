@@ -87,11 +87,14 @@ def build_cell(cell: Cell, group: DkmsGroup, log: Path,
             copy = out / "src" / f"{pkg.name}-{pkg.version}"
             shutil.copytree(pkg.tree, copy, symlinks=True)
             volumes.append(f"{copy}:/usr/src/{pkg.name}-{pkg.version}")
+        # Offline: chroot isolation shares the host's network, and a DKMS build needs
+        # none (sources are local; a package's Depends are in the toolkit-extras layer),
+        # so someone else's dkms.conf or Makefile cannot reach services on this host.
         with buildah.working_container(cell.toolkit.name) as ctr:
             result = ctr.run(["bash", f"{OUT}/cell.sh", OUT, cell.kernel,
                               *(f"{p.name}/{p.version}" for p in group.packages)],
                              volumes=volumes, log_file=log, on_line=on_line, timeout=3600,
-                             check=False)
+                             check=False, offline=True)
         excluded = _check_confs(group, out)
         if result.returncode == EXCLUDED_STATUS:
             return Excluded("dkms: the dkms.conf includes a BUILD_EXCLUSIVE directive which "

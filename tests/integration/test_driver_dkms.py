@@ -219,7 +219,8 @@ def test_changed_inputs_rebuild_and_prune_finds_the_old_image(tmp_path: Path, pr
 @pytest.mark.usefixtures("toolkit_61")
 def test_dkms_conf_never_runs_on_the_host(tmp_path: Path, prefix: str, kernel_61: str) -> None:
     """A dkms.conf is someone else's bash: sourcing it must neither write host files nor
-    reach the network. This one tries both while dtk plans and while it builds."""
+    reach services on the host's network (chroot isolation shares it). This one tries
+    both, while dtk plans and while dkms builds."""
     tree = hello_variant(tmp_path, "dtkhello")
     marker = tmp_path / "written-by-dkms-conf"
     listener = socket.socket()
@@ -238,7 +239,7 @@ def test_dkms_conf_never_runs_on_the_host(tmp_path: Path, prefix: str, kernel_61
         assert by_cell(result)[("dtkhello", kernel_61)]["status"] == "built"
         assert not marker.exists()
         with pytest.raises(TimeoutError):
-            listener.accept()  # planning's evaluation had no network to reach it with
+            listener.accept()  # neither planning nor the build had a network to reach it
     finally:
         listener.close()
 
