@@ -9,7 +9,10 @@ that live only in a registry are pulled first (registryTLS, imageRepoSecret).
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from dtk.engine import skopeo
 from dtk.errors import DtkError
@@ -59,18 +62,24 @@ def vm_spec(mod: m.Module, kp: KernelPlan, options: VmOptions) -> VmTestSpec:
 
 def module_vmtest(bundle: m.Bundle, plan: Plan, options: VmOptions,
                   monitor: Monitor) -> list[VmResult]:
-    """One verdict per planned kernel; a missing image is `not-run`, never an exception."""
+    """One verdict per planned kernel, kernels booted in parallel (one per core); an
+    image that is missing or has nothing to load is `not-run`, never an exception."""
     mod = bundle.module(plan.module)
     secret = bundle.secret(mod.namespace, mod.image_repo_secret) \
         if mod.image_repo_secret else None
-    results = []
-    with authfile(secret) as auth:
-        for kp in plan.kernels:
-            try:
-                skopeo.ensure_local(kp.image, tls_verify=kp.registry_tls.verify, authfile=auth)
-            except DtkError as exc:
-                results.append(VmResult(kp.kernel, kp.image, Verdict.NOT_RUN,
-                                        exc.message.splitlines()[0]))
-                continue
-            results += vmtest(vm_spec(mod, kp, options), monitor)
-    return results
+    with authfile(secret) as auth, ThreadPoolExecutor(
+            max_workers=max(1, min(len(plan.kernels), os.cpu_count() or 1)),
+            thread_name_prefix="dtk-kmm-vm") as pool:
+        futures = [pool.submit(_one_kernel, mod, kp, options, auth, monitor)
+                   for kp in plan.kernels]
+        return [r for future in futures for r in future.result()]
+
+
+def _one_kernel(mod: m.Module, kp: KernelPlan, options: VmOptions, auth: Path | None,
+                monitor: Monitor) -> list[VmResult]:
+    try:
+        skopeo.ensure_local(kp.image, tls_verify=kp.registry_tls.verify, authfile=auth)
+        return vmtest(vm_spec(mod, kp, options), monitor)
+    except DtkError as exc:
+        why = " ".join(line.strip() for line in exc.message.splitlines())
+        return [VmResult(kp.kernel, kp.image, Verdict.NOT_RUN, why)]
