@@ -265,13 +265,8 @@ def _initrd(private: Path, shared: _Shared, modules: Path | None,
         tree = shared.trees[release, item.name]
         assert isinstance(tree, DriverTree)
         entries += tree.entries
-    path = private / "initrd.cpio"
-    with path.open("wb") as out:
-        out.write(shared.userland.read_bytes())
-        if modules:
-            out.write(modules.read_bytes())
-        cpio.write(out, entries)
-    return path
+    return cpio.write_initrd(private / "initrd.cpio",
+                             [shared.userland, *([modules] if modules else [])], entries)
 
 
 def _keep_logs(private: Path, results: list[ModuleResult], run: KernelRun) -> None:

@@ -12,8 +12,9 @@ entries first, because the kernel's unpacker does not create them.
 from __future__ import annotations
 
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 _TRAILER = "TRAILER!!!"
@@ -84,3 +85,14 @@ def _write_name(out: BinaryIO, ino: int, entry: Entry, name: bytes) -> None:
     head = _header(ino, entry, name) + name + b"\0"
     out.write(head + _pad(len(head)))
     out.write(entry.data + _pad(len(entry.data)))
+
+
+def write_initrd(path: Path, archives: Sequence[Path], entries: list[Entry]) -> Path:
+    """An initramfs: ready-made archives (userland, in-tree modules) then `entries`,
+    concatenated; the kernel unpacks them in order, later files over earlier ones."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as out:
+        for archive in archives:
+            out.write(archive.read_bytes())
+        write(out, entries)
+    return path

@@ -320,14 +320,8 @@ def _initrd(run: _Run, release: str, modules: Path | None, contents: ImageConten
     if len(config.loading_order) > 1:
         entries.append(cpio.file(guest.SOFTDEP_PATH,
                                  guest.render_softdeps(config.loading_order).encode()))
-    path = run.work / release / "initrd.cpio"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as out:
-        out.write(run.userland.read_bytes())
-        if modules:
-            out.write(modules.read_bytes())
-        cpio.write(out, entries)
-    return path
+    return cpio.write_initrd(run.work / release / "initrd.cpio",
+                             [run.userland, *([modules] if modules else [])], entries)
 
 
 def _log_dir(image: str, release: str) -> Path:

@@ -79,31 +79,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _registry_config(root: Path, port: int, extra: str = "") -> Path:
+    config = root / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n" + extra + "log:\n  level: error\n")
+    return config
+
+
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real OCI registry (Debian's docker-registry) on a loopback port: 'HOST:PORT'."""
     root = tmp_path_factory.mktemp("registry")
     port = free_port()
-    config = root / "config.yml"
-    config.write_text(
-        "version: 0.1\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-        "log:\n  level: error\n"
-    )
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"127.0.0.1:{port}"
+    proc = _serve(_registry_config(root, port), address)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://{address}/v2/", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("docker-registry did not start") from None
-                time.sleep(0.2)
         yield address
     finally:
         proc.terminate()
@@ -154,14 +146,8 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthRegi
                               capture_output=True, text=True).stdout
     (root / "htpasswd").write_text(htpasswd)
     port = free_port()
-    config = root / "config.yml"
-    config.write_text(
-        "version: 0.1\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-        f"auth:\n  htpasswd:\n    realm: dtk-test\n    path: {root / 'htpasswd'}\n"
-        "log:\n  level: error\n"
-    )
+    config = _registry_config(root, port, "auth:\n  htpasswd:\n    realm: dtk-test\n"
+                                          f"    path: {root / 'htpasswd'}\n")
     address = f"127.0.0.1:{port}"
     proc = _serve(config, address, (user, password))
     try:
