@@ -201,13 +201,44 @@ def _boot_all(shared: _Shared, run: KernelRun, pending: list[BatchModule],
         modules = kernels.module_set(parts, needs, requests, archive)
         run.accel = qemu.choose_accel(shared.spec.accel, parts.boot_image,
                                       shared.probe_initrd, shared.work)
-        while pending:
-            run.boots += 1
-            results = _boot_once(shared, parts, modules, pending, run)
-            run.modules += results
-            monitor.step(f"{run.kernel}: boot {run.boots}: " + ", ".join(
-                f"{r.name} {r.verdict.value}" for r in results))
-            pending = pending[len(results):]
+        fixed = shared.userland.stat().st_size + (modules.stat().st_size if modules else 0)
+        budget = initrd_budget(shared.spec.memory_mb) - fixed
+        for chunk in size_chunks(pending, [_tree_bytes(t) for t in trees], budget):
+            left = chunk
+            while left:  # a crash or hang ends a boot: the rest go on in a fresh one
+                run.boots += 1
+                results = _boot_once(shared, parts, modules, left, run)
+                run.modules += results
+                monitor.step(f"{run.kernel}: boot {run.boots}: " + ", ".join(
+                    f"{r.name} {r.verdict.value}" for r in results))
+                left = left[len(results):]
+
+
+def initrd_budget(memory_mb: int) -> int:
+    """Bytes of initramfs a guest of `memory_mb` can take: the archive and its unpacked
+    files both sit in RAM while the kernel boots (and qemu refuses an initrd near the
+    guest's memory: 'initrd is too large'), so a quarter of it, leaving the rest to
+    the kernel and the modules it loads."""
+    return memory_mb * (1 << 20) // 4
+
+
+def size_chunks(items: list[BatchModule], sizes: list[int],
+                budget: int) -> list[list[BatchModule]]:
+    """`items` in order, cut into runs whose sizes add up to at most `budget` (an item
+    larger than the budget alone): each run is one boot's initramfs. Pure."""
+    chunks: list[list[BatchModule]] = []
+    used = budget + 1
+    for item, size in zip(items, sizes, strict=True):
+        if used + size > budget:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(item)
+        used += size
+    return chunks
+
+
+def _tree_bytes(tree: DriverTree | str) -> int:
+    return sum(len(e.data) + 512 for e in tree.entries) if isinstance(tree, DriverTree) else 0
 
 
 def _boot_once(shared: _Shared, parts: kernels.KernelParts, modules: Path | None,
@@ -235,11 +266,12 @@ def _boot_once(shared: _Shared, parts: kernels.KernelParts, modules: Path | None
         results.append(ModuleResult(item.name, run.kernel, item.module, verdict, reason,
                                     run.boots, _module_seconds(report.steps, up),
                                     report.sections))
-    if not results:  # the boot never reached the first module: that is its verdict
-        verdict, reason = decide(frames.preamble, end)
-        verdict = Verdict.NOT_RUN if verdict is Verdict.LOADED else verdict
-        results = [ModuleResult(i.name, run.kernel, i.module, verdict, reason, run.boots)
-                   for i in pending]
+    if not results:  # the boot never reached the first module: nothing was loaded, so
+        # no module earns a verdict of its own; each says why the boot failed
+        _verdict, reason = decide(frames.preamble, end)
+        results = [ModuleResult(i.name, run.kernel, i.module, Verdict.NOT_RUN,
+                                f"the boot failed before any module was loaded: {reason}",
+                                run.boots) for i in pending]
     if any(not r.verdict.compatible for r in results):
         _keep_logs(private, results, run)
     return results
