@@ -112,6 +112,8 @@ _BUILD_INPUTS = (
                  help="MOD_NAMESPACE."),
     click.option("-j", "--jobs", type=click.IntRange(1), default=None,
                  help="Cells built at once (default: number of cores)."),
+    click.option("--rebuild", is_flag=True,
+                 help="Build every cell again: no cache hit, no remembered DKMS failure."),
     sources_option,
 )
 
@@ -138,13 +140,15 @@ class BuildRequest:
     mod_namespace: str
     jobs: int | None
     sources: Path | None
+    rebuild: bool = False
     push: bool = False
     tls_verify: bool | None = None
 
     @property
     def options(self) -> BuildOptions:
         return BuildOptions(self.template, self.mod_namespace, self.mod_name,
-                            parse_build_args(self.build_args), self.push)
+                            parse_build_args(self.build_args), self.push,
+                            force=self.rebuild)
 
     def archive_and_kernels(self) -> tuple[DebianArchive, list[str]]:
         archive = open_archive(self.sources)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from dtk import kernel as kern
+from dtk import paths
 from dtk import run as runner
 from dtk.driver import containerfile, dkms
 from dtk.driver.outcome import CellFailedError, Outcome, Status, tail_of
@@ -26,6 +27,7 @@ from dtk.driver.plan import HASH_LABEL, Cell, ImageRef, Matrix
 from dtk.driver.sources import ContainerfileSource, DkmsGroup
 from dtk.engine import buildah, skopeo
 from dtk.errors import DtkError
+from dtk.files import write_atomic
 from dtk.progress import Monitor
 
 
@@ -116,7 +118,8 @@ def describe(outcome: Outcome) -> str:
     if outcome.status is Status.BUILT:
         how = "cache hit" if outcome.cached else f"built in {outcome.seconds:.1f}s"
         return how + (f", pushed {outcome.pushed[:19]}" if outcome.pushed else "")
-    return f"{outcome.status.value}: {outcome.reason.splitlines()[0] if outcome.reason else ''}"
+    how = f"{outcome.status.value}{' (remembered)' if outcome.cached else ''}"
+    return f"{how}: {outcome.reason.splitlines()[0] if outcome.reason else ''}"
 
 
 def _log_path(options: RunOptions, cell: Cell) -> Path:
@@ -135,12 +138,13 @@ def run_cell(cell: Cell, options: RunOptions,
             sink.write(f"# FAILED before any work: {cell.error}\n")
         return replace(base, reason=cell.error)
     try:
-        outcome = (None if cell.force else _cached(cell, base)) \
+        outcome = (None if cell.force else _cached(cell, base) or remembered(cell)) \
             or _build(cell, base, log_file, on_line, options.authfile)
         if outcome.status is Status.BUILT and cell.push:
             outcome = _push(cell, outcome, options)
     except CellFailedError as exc:
         outcome = replace(base, reason=exc.message, tail=tail_of(exc.output))
+        remember(cell, outcome, log_file)
     except runner.CommandError as exc:
         outcome = replace(base, reason=exc.message.splitlines()[0], tail=tail_of(exc.tail))
     except DtkError as exc:
@@ -149,10 +153,43 @@ def run_cell(cell: Cell, options: RunOptions,
         with log_file.open("a") as sink:
             sink.write(traceback.format_exc())
         outcome = replace(base, reason=f"internal error: {exc!r} (traceback in the log)")
-    if outcome.status is Status.FAILED:
+    if outcome.status is Status.FAILED and not outcome.cached:
         with log_file.open("a") as sink:
             sink.write(f"\n# FAILED: {outcome.reason}\n")
     return replace(outcome, seconds=time.monotonic() - start)
+
+
+def _outcome_path(cell: Cell) -> Path:
+    return paths.cache_dir() / "build" / "outcomes" / cell.input_hash.removeprefix("sha256:")
+
+
+def remember(cell: Cell, outcome: Outcome, log_file: Path) -> None:
+    """Keep a DKMS cell's failure or exclusion under its input hash: dkms's verdict on
+    the same sources, toolkit and recipe is the same (the build is offline), so the
+    next run says it again in no time instead of compiling for minutes (openafs on
+    6.12 fails after six). Containerfile builds may fetch from the network: their
+    failures are never remembered. `--rebuild` forgets."""
+    if not isinstance(cell.source, DkmsGroup):
+        return
+    entry = _outcome_path(cell)
+    data = {"status": outcome.status.value, "reason": outcome.reason,
+            "tail": list(outcome.tail), "notes": list(outcome.notes)}
+    write_atomic(entry.with_suffix(".log"), log_file.read_bytes())
+    write_atomic(entry.with_suffix(".json"), json.dumps(data).encode())
+
+
+def remembered(cell: Cell) -> Outcome | None:
+    """The failure or exclusion `remember` kept for exactly these inputs, if any."""
+    entry = _outcome_path(cell)
+    if not isinstance(cell.source, DkmsGroup):
+        return None
+    try:
+        data = json.loads(entry.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    return Outcome(cell.module, cell.kernel, Status(data["status"]), cell.image,
+                   cached=True, reason=data["reason"], tail=tuple(data["tail"]),
+                   notes=tuple(data["notes"]), log=str(entry.with_suffix(".log")))
 
 
 def _cached(cell: Cell, base: Outcome) -> Outcome | None:
@@ -177,7 +214,9 @@ def _build(cell: Cell, base: Outcome, log_file: Path,
         result = containerfile.build_cell(cell, source, log_file, on_line, authfile)
         notes = ()
     if isinstance(result, dkms.Excluded):
-        return replace(base, status=Status.EXCLUDED, reason=result.reason)
+        excluded = replace(base, status=Status.EXCLUDED, reason=result.reason)
+        remember(cell, excluded, log_file)
+        return excluded
     return replace(base, status=Status.BUILT, image_id=result.image_id,
                    modules=result.modules, notes=(*notes, *result.notes))
 

@@ -135,7 +135,8 @@ def test_bad_inputs_fail_their_own_cells_only(tmp_path: Path, prefix: str, kerne
         "--dkms", str(hello_variant(tmp_path, "broken")),
         "--dkms", str(hello_variant(tmp_path, "nodkmsconf")),
         "--kernel", kernel_61, "--kernel", kernel_612, "--kernel", unknown,
-        "--image", f"localhost/{prefix}/${{MOD_NAME}}:${{KERNEL_FULL_VERSION}}")
+        "--image", f"localhost/{prefix}/${{MOD_NAME}}:${{KERNEL_FULL_VERSION}}",
+        "--rebuild")  # an earlier run's remembered failures must not answer for this one
     assert code == 1
     cells = by_cell(result)
     # The module compiles for 6.1 and not for 6.12: the compiler's words reach the user.
@@ -159,6 +160,18 @@ def test_bad_inputs_fail_their_own_cells_only(tmp_path: Path, prefix: str, kerne
         cell = cells[(module, unknown)]
         assert cell["status"] == "failed"
     assert "is not in the configured archive" in cells[("dtkold", unknown)]["reason"]
+    assert not failed["cached"]
+    # The same inputs again: dkms's failure is remembered, not compiled again; --rebuild
+    # compiles it again.
+    again_args = ("--dkms", str(DATA / "dtkold"), "--kernel", kernel_612, "--image",
+                  f"localhost/{prefix}/${{MOD_NAME}}:${{KERNEL_FULL_VERSION}}")
+    code, again, _ = run_build(tmp_path, *again_args)
+    remembered = by_cell(again)[("dtkold", kernel_612)]
+    assert code == 1 and remembered["cached"] and remembered["status"] == "failed"
+    assert remembered["reason"] == failed["reason"] and remembered["tail"] == failed["tail"]
+    assert "uses_an_api_removed_after_6_1" in Path(remembered["log"]).read_text()
+    code, rebuilt, _ = run_build(tmp_path, *again_args, "--rebuild")
+    assert code == 1 and not by_cell(rebuilt)[("dtkold", kernel_612)]["cached"]
     # Nothing that failed or was excluded is tagged, and no staging image is left.
     for cell in cells.values():
         assert buildah.image_exists(cell["image"]) == (cell["status"] == "built"), cell
