@@ -87,6 +87,8 @@ class PackageFetcher(Protocol):
 
     def download(self, packages: list[str], dest: Path) -> list[Path]: ...
 
+    def index_files(self) -> list[Path]: ...
+
 
 def containerfile_source(containerfile: Path, context: Path | None,
                          name: str | None) -> ContainerfileSource:
@@ -158,7 +160,7 @@ def fetch_dkms_package(name: str, fetcher: PackageFetcher) -> tuple[list[Path], 
     """Download a Debian `*-dkms` package and unpack it: its DKMS trees and its Depends."""
     base = paths.cache_dir() / "dkms"
     with locked(base / "lock", "dkms package cache"):
-        deb = _recent_download(base, name) or _download(base, name, fetcher)
+        deb = _recent_download(base, name, fetcher) or _download(base, name, fetcher)
         root = base / "src" / deb.stem
         if not (root / ".complete").exists():
             root.mkdir(parents=True, exist_ok=True)
@@ -172,11 +174,16 @@ def fetch_dkms_package(name: str, fetcher: PackageFetcher) -> tuple[list[Path], 
     return trees, package_depends(depends)
 
 
-def _recent_download(base: Path, name: str) -> Path | None:
-    """The .deb fetched for `name` within the package index's freshness window:
-    asking apt again costs over a second per package on every run."""
+def _recent_download(base: Path, name: str, fetcher: PackageFetcher) -> Path | None:
+    """The .deb fetched for `name` within the package index's freshness window, or
+    since the index last changed (then apt would fetch the same one): asking apt
+    again costs over a second per package on every run (30 s for Debian's corpus)."""
     memo = base / "resolved" / name
-    if not memo.exists() or time.time() - memo.stat().st_mtime > _FRESH_S:
+    if not memo.exists():
+        return None
+    resolved = memo.stat().st_mtime
+    index_changed = max((p.stat().st_mtime for p in fetcher.index_files()), default=resolved)
+    if time.time() - resolved > _FRESH_S and index_changed >= resolved:
         return None
     deb = base / "debs" / memo.read_text().strip()
     return deb if deb.is_file() else None
