@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dtk import kernel as kern
+from dtk.distro.query import query_kernels
 from dtk.distro.select import open_archive
 from dtk.engine import buildah
 from dtk.toolkit.images import ensure_toolkit
@@ -41,13 +41,11 @@ def corpus() -> list[str]:
 
 
 def default_kernels() -> list[str]:
-    newest: dict[str, str] = {}
-    for entry in open_archive().kernels():  # newest first
-        if entry.flavour == "standard":
-            newest.setdefault(entry.line, entry.release)
-    rt = kern.parse(newest["6.1"]).rt_sibling()
-    assert rt is not None
-    return [newest["6.1"], rt, newest["6.12"]]
+    """The newest 6.1 kernel and its RT sibling, and the newest 6.12: `--kernels`'s
+    query language says it (dtk.distro.query)."""
+    catalog = open_archive().kernels()
+    return (query_kernels("6.1,standard,rt,latest", catalog)
+            + query_kernels("6.12,standard,latest", catalog))
 
 
 def prove(packages: list[str], kernels: list[str], html: Path) -> tuple[float, dict[str, Any]]:

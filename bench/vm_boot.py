@@ -22,8 +22,8 @@ import time
 import uuid
 from pathlib import Path
 
-from dtk import kernel as kern
 from dtk import run as runner
+from dtk.distro.query import query_kernels
 from dtk.distro.select import open_archive
 from dtk.engine import buildah
 from dtk.vm import kernels as vmkernels
@@ -32,15 +32,11 @@ from dtk.vm.vmtest import VmResult, VmTestSpec, vmtest
 
 
 def default_kernels() -> list[str]:
+    """The newest 6.1 kernel and its RT sibling, and the newest 6.12: `--kernels`'s
+    query language says it (dtk.distro.query)."""
     catalog = open_archive().kernels()
-    newest: dict[str, str] = {}
-    for entry in catalog:  # newest first
-        if entry.flavour == "standard":
-            newest.setdefault(entry.line, entry.release)
-    k61 = newest["6.1"]
-    rt = kern.parse(k61).rt_sibling()
-    assert rt is not None
-    return [k61, rt, newest["6.12"]]
+    return (query_kernels("6.1,standard,rt,latest", catalog)
+            + query_kernels("6.12,standard,latest", catalog))
 
 
 def dummy_image(releases: list[str], workdir: Path) -> str:
