@@ -14,20 +14,27 @@ dtk runs cells in parallel, one per core, inside toolkits that already exist
 (toolkit builds are not timed: they are made once per kernel and reused).
 
     .venv/bin/python bench/dkms_vs_dtk.py [--packages a-dkms,b-dkms] [--kernels K1,K2]
-                                          [--rounds 2]
+                                          [--rounds 3] [--load N]
 
-Prints a table per cell, each round's wall times, and the ratio of the best.
+`--load N` keeps N busy processes running beside both sides for the whole
+measurement (a machine that is doing something else, as a CI runner or a build
+host is). Prints a table per cell, each round's wall and CPU times, and the ratio
+of the best.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing
 import os
+import resource
 import shutil
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +71,31 @@ def install_host_packages(kernels: list[str]) -> None:
     runner.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "dkms",
                 *(f"linux-headers-{k}" for k in kernels)], timeout=1800,
                env={"DEBIAN_FRONTEND": "noninteractive"})
+
+
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@contextlib.contextmanager
+def load(processes: int) -> Iterator[None]:
+    """`processes` busy loops beside the measurement (not counted in its CPU figures:
+    they are not children that have been waited for until the end)."""
+    hogs = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(processes)]
+    for hog in hogs:
+        hog.start()
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.join()
+
+
+def _spin() -> None:
+    while True:
+        pass
 
 
 def dkms_side(packages: list[DkmsPackage], kernels: list[str]) -> tuple[float, dict[str, str]]:
@@ -117,7 +149,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packages", default=",".join(PACKAGES))
     parser.add_argument("--kernels", default=None)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--load", type=int, default=0, metavar="N",
+                        help="N busy processes running beside both sides")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: dkms and apt-get need it")
@@ -130,26 +164,34 @@ def main() -> None:
     packages = [package_from_conf(t, c) for t, c in zip(trees, confs, strict=True)]
     install_host_packages(kernels)
     ensure_base(archive.index, archive.os.arch)
-    dkms_times, dtk_times = [], []
+    dkms_times, dtk_times, dkms_cpu, dtk_cpu = [], [], [], []
     # Rounds alternate the two sides, so that other load on the machine hits both.
-    for _ in range(args.rounds):
-        NO_SIGNING.parent.mkdir(parents=True, exist_ok=True)
-        NO_SIGNING.write_text("sign_file=/dtk-bench-no-signing\n")
-        try:
-            dkms_wall, dkms_results = dkms_side(packages, kernels)
-        finally:
-            NO_SIGNING.unlink()
-        dtk_wall, dtk_results = dtk_side(packages, kernels)
-        dkms_times.append(dkms_wall)
-        dtk_times.append(dtk_wall)
+    with load(args.load):
+        for _ in range(args.rounds):
+            NO_SIGNING.parent.mkdir(parents=True, exist_ok=True)
+            NO_SIGNING.write_text("sign_file=/dtk-bench-no-signing\n")
+            cpu = cpu_of_children()
+            try:
+                dkms_wall, dkms_results = dkms_side(packages, kernels)
+            finally:
+                NO_SIGNING.unlink()
+            dkms_cpu.append(cpu_of_children() - cpu)
+            cpu = cpu_of_children()
+            dtk_wall, dtk_results = dtk_side(packages, kernels)
+            dtk_cpu.append(cpu_of_children() - cpu)
+            dkms_times.append(dkms_wall)
+            dtk_times.append(dtk_wall)
     dkms_wall, dtk_wall = min(dkms_times), min(dtk_times)
-    print(f"\n{len(packages)} DKMS packages x {len(kernels)} kernels on {os.cpu_count()} cores")
+    print(f"\n{len(packages)} DKMS packages x {len(kernels)} kernels on {os.cpu_count()} cores"
+          + (f", {args.load} busy processes beside" if args.load else ", nothing beside"))
     print(f"{'CELL':48} {'DKMS (host)':12} {'DTK':12}")
     for cell in sorted(set(dkms_results) | set(dtk_results)):
         print(f"{cell:48} {dkms_results.get(cell, '-'):12} "
               f"{dtk_results.get(cell, '-'):12}")
     print(f"\nrounds: dkms {', '.join(f'{s:.1f}s' for s in dkms_times)}; "
           f"dtk {', '.join(f'{s:.1f}s' for s in dtk_times)}")
+    print(f"CPU seconds (user+sys): dkms {', '.join(f'{s:.1f}' for s in dkms_cpu)}; "
+          f"dtk {', '.join(f'{s:.1f}' for s in dtk_cpu)}")
     print(f"best wall time: dkms build {dkms_wall:.1f}s, dtk build {dtk_wall:.1f}s, "
           f"ratio dkms/dtk = {dkms_wall / dtk_wall:.2f} (above 1: dtk is faster)")
 

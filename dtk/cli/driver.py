@@ -77,7 +77,8 @@ def _evaluator(toolkits: dict[str, ImageRef | str]) -> tuple[str, src.DkmsEvalua
     """dkms.conf is evaluated inside the first kernel's toolkit (never on the host)."""
     for kernel, toolkit in toolkits.items():
         if isinstance(toolkit, ImageRef):
-            return kernel, functools.partial(evaluate_confs, toolkit.name)
+            return kernel, functools.partial(evaluate_confs, toolkit.name,
+                                              image_id=toolkit.image_id)
 
     def unavailable(trees: list[Path], kernel: str) -> list[dkmsconf.DkmsConf]:
         raise DtkError("no kernel has a toolkit to evaluate dkms.conf in")

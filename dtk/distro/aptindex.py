@@ -8,15 +8,18 @@ name an air-gapped mirror and signature checking stays apt's own.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from dtk import run as runner
+from dtk.digest import parts_digest
 from dtk.distro import aptsources
 from dtk.distro.aptsources import SourceEntry
 from dtk.errors import DtkError
+from dtk.files import write_atomic
 from dtk.lock import locked
 
 Stanza = dict[str, str]
@@ -97,6 +100,24 @@ class AptIndex:
                            "entry for this architecture, or update was never run")
         for path in files:
             yield from iter_stanzas(path.read_text(errors="replace"), want)
+
+    def remembered_stanzas(self, want: Callable[[str], bool], name: str) -> list[Stanza]:
+        """`stanzas(want)`, remembered while the index files stay as they are: reading
+        every Packages file costs about a second, and every command needs the kernels.
+        `name` stands for `want` in the memo's key: change it when `want` changes."""
+        files = self.index_files()
+        state = parts_digest(name, *(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                                     for p in files))
+        memo = self.root / "memo" / f"{name}-{state[7:23]}.json"
+        try:
+            return list(json.loads(memo.read_text()))
+        except (OSError, ValueError):
+            pass
+        found = list(self.stanzas(want))
+        for old in memo.parent.glob(f"{name}-*.json"):  # earlier states of the index
+            old.unlink(missing_ok=True)
+        write_atomic(memo, json.dumps(found).encode())
+        return found
 
     def download(self, packages: list[str], dest: Path) -> list[Path]:
         """Download `name` or `name=version` packages into dest (signature-checked)."""

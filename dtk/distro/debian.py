@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from functools import cached_property
 
 from dtk import kernel as kern
+from dtk.digest import parts_digest
 from dtk.distro import KernelEntry, KernelPackages, OsInfo, PinnedPackage, find_kernel
 from dtk.distro.aptindex import AptIndex, Stanza
 from dtk.distro.aptrecipe import AptRecipe
@@ -43,6 +44,10 @@ BASE_PACKAGES = (
     "libgnutls30", "libsystemd0", "libudev1", "util-linux", "login",
 )
 _COMPILER = re.compile(r"^gcc-\d+$")
+# Names `wanted`'s memo (AptIndex.remembered_stanzas): what it selects, spelled out.
+_WANTED_MEMO = "debian-wanted-" + parts_digest(
+    "linux-image- linux-headers- linux-kbuild- linux-compiler- linux-libc-dev gcc-N",
+    *TOOLS, *BASE_PACKAGES)[7:19]
 
 
 def wanted(name: str) -> bool:
@@ -218,7 +223,7 @@ class DebianArchive(DebianCatalog):
     @cached_property
     def pool(self) -> Pool:
         self.index.update()
-        return make_pool(s for s in self.index.stanzas(wanted)
+        return make_pool(s for s in self.index.remembered_stanzas(wanted, _WANTED_MEMO)
                          if s.get("Architecture") in (self.os.arch, "all"))
 
 

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtk import rootfs, scripts
+from dtk import paths, rootfs, scripts
+from dtk.digest import parts_digest, tree_digest
 from dtk.driver import dkmsconf
 from dtk.driver.dkmscell import EXCLUDED_STATUS, OUT, cell_script
 from dtk.driver.outcome import CellFailedError, module_versions
@@ -26,17 +27,48 @@ from dtk.driver.plan import Cell
 from dtk.driver.sources import DkmsGroup
 from dtk.engine import buildah
 from dtk.errors import DtkError
+from dtk.files import write_atomic
 from dtk.kernel import modfile
 
 _META_TIMEOUT_S = 300
 
 
-def evaluate_confs(image: str, trees: list[Path], kernel: str) -> list[dkmsconf.DkmsConf]:
+def evaluate_confs(image: str, trees: list[Path], kernel: str, image_id: str = ""
+                   ) -> list[dkmsconf.DkmsConf]:
     """Each tree's dkms.conf as dkms reads it, evaluated inside `image` (a toolkit) with
     no network, for planning: a dkms.conf is a bash fragment from someone else, and
-    it must not run on the host. One container for all trees (each costs ~0.6 s)."""
-    if not trees:
-        return []
+    it must not run on the host. One container for all trees (each costs ~0.6 s).
+    Given the toolkit's `image_id`, an answer is remembered per (toolkit, kernel,
+    tree content, scripts): offline bash on the same inputs says the same again."""
+    keys = [_meta_key(image_id, kernel, tree) if image_id else "" for tree in trees]
+    known = {i: _recall_meta(key) for i, key in enumerate(keys) if key}
+    todo = [i for i in range(len(trees)) if known.get(i) is None]
+    if todo:
+        fresh = _evaluate(image, [trees[i] for i in todo], kernel)
+        for i, records in zip(todo, fresh, strict=True):
+            known[i] = records
+            if keys[i]:
+                write_atomic(_meta_path(keys[i]), records)
+    return [dkmsconf.parse_records(known[i] or b"") for i in range(len(trees))]
+
+
+def _meta_key(image_id: str, kernel: str, tree: Path) -> str:
+    return parts_digest("dkms-meta/1", image_id, kernel, tree_digest(tree),
+                        dkmsconf.eval_script(), scripts.text("dkms-meta.sh"))
+
+
+def _meta_path(key: str) -> Path:
+    return paths.cache_dir() / "dkms" / "eval" / key.removeprefix("sha256:")
+
+
+def _recall_meta(key: str) -> bytes | None:
+    try:
+        return _meta_path(key).read_bytes()
+    except OSError:
+        return None
+
+
+def _evaluate(image: str, trees: list[Path], kernel: str) -> list[bytes]:
     with tempfile.TemporaryDirectory(prefix="dtk-dkms-meta-") as tmp:
         out = Path(tmp)
         (out / "eval.sh").write_text(dkmsconf.eval_script())
@@ -50,7 +82,7 @@ def evaluate_confs(image: str, trees: list[Path], kernel: str) -> list[dkmsconf.
         return [_read_meta(out, i, tree) for i, tree in enumerate(trees)]
 
 
-def _read_meta(out: Path, index: int, tree: Path) -> dkmsconf.DkmsConf:
+def _read_meta(out: Path, index: int, tree: Path) -> bytes:
     status = (out / f"{index}.status").read_text().strip()
     records = out / f"{index}.records"
     if status not in ("0", str(dkmsconf.EVAL_EXCLUDED), str(dkmsconf.EVAL_BROKEN)) \
@@ -58,7 +90,7 @@ def _read_meta(out: Path, index: int, tree: Path) -> dkmsconf.DkmsConf:
         why = (out / f"{index}.stderr").read_text(errors="replace").strip()[-500:]
         raise DtkError(f"evaluating {tree}/dkms.conf with bash failed (status {status})",
                        hint=why or None)
-    return dkmsconf.parse_records(records.read_bytes())
+    return records.read_bytes()
 
 
 @dataclass(frozen=True)
@@ -74,7 +106,8 @@ class Excluded:
 
 
 def build_cell(cell: Cell, group: DkmsGroup, log: Path,
-               on_line: Callable[[str], None] | None = None) -> Built | Excluded:
+               on_line: Callable[[str], None] | None = None, *,
+               make_jobs: int = 1) -> Built | Excluded:
     assert cell.toolkit is not None and cell.base is not None
     with tempfile.TemporaryDirectory(prefix="dtk-dkms-cell-") as tmp:
         out = Path(tmp)
@@ -91,7 +124,7 @@ def build_cell(cell: Cell, group: DkmsGroup, log: Path,
         # none (sources are local; a package's Depends are in the toolkit-extras layer),
         # so someone else's dkms.conf or Makefile cannot reach services on this host.
         with buildah.working_container(cell.toolkit.name) as ctr:
-            result = ctr.run(["bash", f"{OUT}/cell.sh", OUT, cell.kernel,
+            result = ctr.run(["bash", f"{OUT}/cell.sh", OUT, cell.kernel, str(make_jobs),
                               *(f"{p.name}/{p.version}" for p in group.packages)],
                              volumes=volumes, log_file=log, on_line=on_line, timeout=3600,
                              check=False, offline=True)
