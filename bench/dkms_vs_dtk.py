@@ -32,9 +32,12 @@ import os
 import resource
 import shutil
 import sys
+import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ from dtk import run as runner
 from dtk.distro.select import open_archive
 from dtk.driver.base import ensure_base
 from dtk.driver.dkms import evaluate_confs
+from dtk.driver.matrix import make_jobs
 from dtk.driver.naming import module_slug
 from dtk.driver.sources import (
     DkmsPackage,
@@ -53,6 +57,7 @@ from dtk.driver.sources import (
 from dtk.engine import buildah
 from dtk.toolkit.images import ensure_toolkit
 
+Side = Callable[[list[DkmsPackage], list[str]], tuple[float, dict[str, str]]]
 PACKAGES = ("v4l2loopback-dkms", "acpi-call-dkms", "bbswitch-dkms", "dm-writeboost-dkms",
             "tp-smapi-dkms", "xtrx-dkms")
 NO_SIGNING = Path("/etc/dkms/framework.conf.d/zz-dtk-bench.conf")
@@ -126,6 +131,51 @@ def dkms_side(packages: list[DkmsPackage], kernels: list[str]) -> tuple[float, d
             shutil.rmtree(dest, ignore_errors=True)
 
 
+# One cell of the floor: the make command dkms would run for it (dkms.conf's MAKE[0]
+# or dkms's default), in a fresh copy of the tree, nothing else. The bench runs on
+# the host anyway (its dkms side sources every dkms.conf there too).
+FLOOR_CELL = r"""
+set -u
+src=$1 kernelver=$2 dkms_tree=$3 jobs=$4
+arch=$(uname -m) kernel_source_dir=/lib/modules/$kernelver/build source_tree=${src%/*}
+# shellcheck disable=SC1091
+. "$src/dkms.conf" >/dev/null
+b=$dkms_tree/$PACKAGE_NAME/$PACKAGE_VERSION/build
+make_command=${MAKE[0]:-make -C $kernel_source_dir M=$b}
+mkdir -p "${b%/build}" && cp -a "$src/" "$b" && cd "$b" || exit 1
+export CC=gcc-12  # what dkms takes from Debian's .kernelvariables
+eval "${make_command/#make/make -j$jobs KERNELRELEASE=$kernelver}" >make.log 2>&1
+"""
+
+
+def floor_side(packages: list[DkmsPackage], kernels: list[str]) -> tuple[float, dict[str, str]]:
+    """The floor: no dkms, no containers, no images, only each cell's make command,
+    one cell per core, as dtk schedules them (make -j shared among the cells beside
+    each other). No tool that compiles the same cells on these cores can be faster."""
+    cores = os.cpu_count() or 1
+    cells = [(pkg, kernel) for kernel in kernels for pkg in packages]
+    cells.sort(key=lambda c: -sum(f.stat().st_size for f in c[0].tree.rglob("*")
+                                  if f.is_file()))
+    remaining = [len(cells)]
+    lock = threading.Lock()
+    with tempfile.TemporaryDirectory(prefix="dtk-bench-floor-") as tmp:
+        def one(cell: tuple[DkmsPackage, str]) -> tuple[str, str]:
+            pkg, kernel = cell
+            with lock:
+                jobs = make_jobs(cores, cores, remaining[0])
+            tree = Path(tmp) / kernel
+            result = runner.run(["bash", "-c", FLOOR_CELL, "floor", str(pkg.tree), kernel,
+                                 str(tree), str(jobs)], check=False, timeout=3600)
+            with lock:
+                remaining[0] -= 1
+            return (f"{module_slug(pkg.name)}@{kernel}",
+                    "built" if result.returncode == 0 else "failed")
+        start = time.monotonic()
+        with ThreadPoolExecutor(max_workers=cores) as pool:
+            results = dict(pool.map(one, cells))
+        return time.monotonic() - start, results
+
+
 def dtk_side(packages: list[DkmsPackage], kernels: list[str]) -> tuple[float, dict[str, str]]:
     prefix = f"localhost/dtk-bench-{uuid.uuid4().hex[:8]}"
     argv = [sys.executable, "-m", "dtk", "build", "--json",
@@ -152,6 +202,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--load", type=int, default=0, metavar="N",
                         help="N busy processes running beside both sides")
+    parser.add_argument("--floor", action="store_true",
+                        help="a third side: the cells' make commands alone, one per core")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: dkms and apt-get need it")
@@ -164,36 +216,53 @@ def main() -> None:
     packages = [package_from_conf(t, c) for t, c in zip(trees, confs, strict=True)]
     install_host_packages(kernels)
     ensure_base(archive.index, archive.os.arch)
-    dkms_times, dtk_times, dkms_cpu, dtk_cpu = [], [], [], []
-    # Rounds alternate the two sides, so that other load on the machine hits both.
+    sides: dict[str, Side] = {"dkms": unsigned_dkms_side, "dtk": dtk_side}
+    if args.floor:
+        sides["floor"] = floor_side
+    walls: dict[str, list[float]] = {name: [] for name in sides}
+    cpus: dict[str, list[float]] = {name: [] for name in sides}
+    results: dict[str, dict[str, str]] = {}
+    # Rounds alternate the sides, so that other load on the machine hits each.
     with load(args.load):
         for _ in range(args.rounds):
-            NO_SIGNING.parent.mkdir(parents=True, exist_ok=True)
-            NO_SIGNING.write_text("sign_file=/dtk-bench-no-signing\n")
-            cpu = cpu_of_children()
-            try:
-                dkms_wall, dkms_results = dkms_side(packages, kernels)
-            finally:
-                NO_SIGNING.unlink()
-            dkms_cpu.append(cpu_of_children() - cpu)
-            cpu = cpu_of_children()
-            dtk_wall, dtk_results = dtk_side(packages, kernels)
-            dtk_cpu.append(cpu_of_children() - cpu)
-            dkms_times.append(dkms_wall)
-            dtk_times.append(dtk_wall)
-    dkms_wall, dtk_wall = min(dkms_times), min(dtk_times)
-    print(f"\n{len(packages)} DKMS packages x {len(kernels)} kernels on {os.cpu_count()} cores"
-          + (f", {args.load} busy processes beside" if args.load else ", nothing beside"))
-    print(f"{'CELL':48} {'DKMS (host)':12} {'DTK':12}")
-    for cell in sorted(set(dkms_results) | set(dtk_results)):
-        print(f"{cell:48} {dkms_results.get(cell, '-'):12} "
-              f"{dtk_results.get(cell, '-'):12}")
-    print(f"\nrounds: dkms {', '.join(f'{s:.1f}s' for s in dkms_times)}; "
-          f"dtk {', '.join(f'{s:.1f}s' for s in dtk_times)}")
-    print(f"CPU seconds (user+sys): dkms {', '.join(f'{s:.1f}' for s in dkms_cpu)}; "
-          f"dtk {', '.join(f'{s:.1f}' for s in dtk_cpu)}")
-    print(f"best wall time: dkms build {dkms_wall:.1f}s, dtk build {dtk_wall:.1f}s, "
-          f"ratio dkms/dtk = {dkms_wall / dtk_wall:.2f} (above 1: dtk is faster)")
+            for name, side in sides.items():
+                cpu = cpu_of_children()
+                wall, results[name] = side(packages, kernels)
+                walls[name].append(wall)
+                cpus[name].append(cpu_of_children() - cpu)
+    report(walls, cpus, results, packages=len(packages), kernels=len(kernels),
+           load_processes=args.load)
+
+
+def unsigned_dkms_side(packages: list[DkmsPackage], kernels: list[str]
+                       ) -> tuple[float, dict[str, str]]:
+    NO_SIGNING.parent.mkdir(parents=True, exist_ok=True)
+    NO_SIGNING.write_text("sign_file=/dtk-bench-no-signing\n")
+    try:
+        return dkms_side(packages, kernels)
+    finally:
+        NO_SIGNING.unlink()
+
+
+def report(walls: dict[str, list[float]], cpus: dict[str, list[float]],
+           results: dict[str, dict[str, str]], *, packages: int, kernels: int,
+           load_processes: int) -> None:
+    print(f"\n{packages} DKMS packages x {kernels} kernels on {os.cpu_count()} cores"
+          + (f", {load_processes} busy processes beside" if load_processes
+             else ", nothing beside"))
+    names = list(walls)
+    print(f"{'CELL':48} " + " ".join(f"{n.upper():10}" for n in names))
+    for cell in sorted(set().union(*results.values())):
+        print(f"{cell:48} " + " ".join(f"{results[n].get(cell, '-'):10}" for n in names))
+    for name in names:
+        print(f"{name}: wall {', '.join(f'{s:.1f}s' for s in walls[name])}; "
+              f"CPU (user+sys) {', '.join(f'{s:.1f}s' for s in cpus[name])}")
+    best = {name: min(times) for name, times in walls.items()}
+    print(f"best wall time: dkms build {best['dkms']:.1f}s, dtk build {best['dtk']:.1f}s, "
+          f"ratio dkms/dtk = {best['dkms'] / best['dtk']:.2f} (above 1: dtk is faster)")
+    if "floor" in best:
+        print(f"floor (the make commands alone, one cell per core): {best['floor']:.1f}s; "
+              f"the best any tool could do: dkms/floor = {best['dkms'] / best['floor']:.2f}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ only tags after the last step commits, and `--force-rm` drops intermediates.
 from __future__ import annotations
 
 import json
+import os
+import re
+import secrets
 import shlex
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -202,18 +205,28 @@ class Container:
 
 @contextmanager
 def working_container(image: str, *, name: str | None = None) -> Iterator[Container]:
-    """`buildah from IMAGE` for the block, removed afterwards whatever happens."""
-    argv = ["buildah", "from", "--pull-never", "--isolation", ISOLATION]
-    if name:
-        argv += ["--name", name]
+    """`buildah from IMAGE` for the block, removed afterwards whatever happens.
+
+    The container is named before it exists, so that it is removed even when an
+    interrupt lands while `buildah from` runs: buildah may have made it by then,
+    and its id would never have reached us."""
+    name = name or container_name(image)
+    argv = ["buildah", "from", "--name", name, "--pull-never", "--isolation", ISOLATION]
     if image == "scratch":
-        argv = ["buildah", "from"] + (["--name", name] if name else [])
-    cid = runner.run([*argv, "--", ref(image)], timeout=600,
-                     what=f"cannot start a container from {image}").stdout.strip().splitlines()[-1]
+        argv = ["buildah", "from", "--name", name]
     try:
+        cid = runner.run([*argv, "--", ref(image)], timeout=600,
+                         what=f"cannot start a container from {image}"
+                         ).stdout.strip().splitlines()[-1]
         yield Container(cid)
     finally:
-        runner.run(["buildah", "rm", cid], check=False, timeout=_INSPECT_TIMEOUT)
+        runner.run(["buildah", "rm", name], check=False, timeout=_INSPECT_TIMEOUT)
+
+
+def container_name(image: str) -> str:
+    """`dtk-<image's short name>-<pid>-<random>`: unique, and says whose it is."""
+    short = re.sub(r"[^A-Za-z0-9_.-]+", "-", image.rsplit("/", 1)[-1].split(":", 1)[0])
+    return f"dtk-{short[:40]}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def quote(argv: Sequence[str]) -> str:

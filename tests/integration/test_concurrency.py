@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from dtk import run as dtk_run
 from dtk.driver.containerfile import staging_name
 from dtk.engine import buildah
 
@@ -96,3 +97,32 @@ def test_prune_leaves_a_live_builds_staging_image_alone(tmp_path: Path, prefix: 
         assert buildah.image_exists(live) and not buildah.image_exists(gone)
     finally:
         buildah.remove_image(live)
+
+
+def _container_names() -> set[str]:
+    listed = subprocess.run(["buildah", "containers", "--format", "{{.ContainerName}}"],
+                            capture_output=True, text=True, check=True).stdout
+    return set(listed.split())
+
+
+def test_an_interrupt_during_buildah_from_leaves_no_container(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real `buildah from scratch` runs and makes its container; the interrupt is
+    raised as it returns, before dtk could read the container's id (where Ctrl-C or
+    SIGTERM used to leave one behind). The container must be gone afterwards."""
+    real_run = dtk_run.run
+    made: list[str] = []
+
+    def interrupted(argv: list[str], **kwargs: object) -> object:
+        result = real_run(argv, **kwargs)  # type: ignore[arg-type]
+        if argv[:2] == ["buildah", "from"]:
+            made.append(argv[argv.index("--name") + 1])
+            raise KeyboardInterrupt
+        return result
+
+    monkeypatch.setattr(dtk_run, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt), buildah.working_container("scratch"):
+        pass
+    monkeypatch.undo()
+    assert made and made[0].startswith(f"dtk-scratch-{os.getpid()}-")
+    assert made[0] not in _container_names()
