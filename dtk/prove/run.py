@@ -8,9 +8,11 @@ proving an unchanged matrix again boots nothing.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dtk import paths
@@ -41,8 +43,7 @@ def prove(cells: Sequence[ProveCell], monitor: Monitor | None = None, *,
     start = time.monotonic()
     results = [CellResult(c) for c in cells]
     script = guest.init_script()
-    todo = []
-    kernel_facts: dict[str, facts.KernelFacts | str] = {}
+    unknown = []
     for result in results:
         if not result.cell.build.ok:
             continue
@@ -50,10 +51,13 @@ def prove(cells: Sequence[ProveCell], monitor: Monitor | None = None, *,
         if cached is not None:
             result.modules, result.cached = cached, True
             continue
-        monitor.step(f"checking {result.cell.key}")
-        _predict(result, kernel_facts)
-        if result.modules:
-            todo.append(result)
+        unknown.append(result)
+    if unknown:
+        monitor.step(f"checking {len(unknown)} cell(s)")
+    kernel_facts = {k: _facts(k) for k in dict.fromkeys(r.cell.kernel for r in unknown)}
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # mostly buildah
+        list(pool.map(lambda r: _predict(r, kernel_facts[r.cell.kernel]), unknown))
+    todo = [r for r in unknown if r.modules]
     boots: dict[str, int] = {}
     batches = plan_batches(todo)
     if batches:
@@ -102,15 +106,16 @@ def _apply(run: KernelRun,
         proof.log = booted.log
 
 
-def _predict(result: CellResult, kernel_facts: dict[str, facts.KernelFacts | str]) -> None:
+def _facts(kernel: str) -> facts.KernelFacts | str:
+    try:
+        return locate.kernel_facts(kernel)
+    except DtkError as exc:
+        return exc.message
+
+
+def _predict(result: CellResult, known: facts.KernelFacts | str) -> None:
     """The static prediction for each module the cell loads (`dtk check`)."""
     cell = result.cell
-    if cell.kernel not in kernel_facts:
-        try:
-            kernel_facts[cell.kernel] = locate.kernel_facts(cell.kernel)
-        except DtkError as exc:
-            kernel_facts[cell.kernel] = exc.message
-    known = kernel_facts[cell.kernel]
     if isinstance(known, str):
         result.problem = f"cannot check against {cell.kernel}: {known}"
         return

@@ -5,7 +5,8 @@ another, the way KMM's worker loads one: each module's image tree under its own
 directory (`/opt/<name>/lib/modules/K`, so `modprobe -d` finds that image's own
 modules.dep), verified live, checked, unloaded. A module that oopses, panics or
 hangs ends that boot with its verdict; the modules after it go on in a fresh
-boot. Kernels boot in parallel, one per core.
+boot. Boots run in parallel, one per core, whichever kernel they are for (a
+kernel whose modules do not fit one initramfs boots in several parts).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import io
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +55,7 @@ class BatchModule:
 class BatchSpec:
     batches: dict[str, tuple[BatchModule, ...]]  # kernel → modules, in load order
     timeout_s: float = 60.0  # the boot's allowance; each module adds its own steps
-    memory_mb: int = 512
+    memory_mb: int = 1024
     accel: str = "auto"
 
 
@@ -94,6 +96,10 @@ class _Shared:
     probe_initrd: Path
     work: Path
     trees: dict[tuple[str, str], DriverTree | str]  # (kernel, module name) → tree or why not
+    # One boot per core, whichever kernel or initramfs-sized chunk it is for.
+    slots: threading.Semaphore = field(
+        default_factory=lambda: threading.Semaphore(os.cpu_count() or 1))
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def run_batches(spec: BatchSpec, monitor: Monitor | None = None) -> list[KernelRun]:
@@ -111,9 +117,11 @@ def run_batches(spec: BatchSpec, monitor: Monitor | None = None) -> list[KernelR
         cpio.write(buf, [cpio.file("/init", guest.init_script().encode(), 0o755)])
         probe.write_bytes(userland.read_bytes() + buf.getvalue())
         shared = _Shared(spec, userland, probe, work, trees)
-        workers = max(1, min(len(spec.batches), os.cpu_count() or 1))
-        monitor.step(f"booting {len(spec.batches)} kernel(s), {workers} at a time")
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dtk-prove") as pool:
+        monitor.step(f"booting {len(spec.batches)} kernel(s), {os.cpu_count() or 1} boots "
+                     "at a time")
+        # Every kernel is prepared at once; their boots share the cores (`slots`).
+        with ThreadPoolExecutor(max_workers=max(1, len(spec.batches)),
+                                thread_name_prefix="dtk-prove") as pool:
             futures = {k: pool.submit(_kernel_job, shared, k, archive, monitor)
                        for k in spec.batches}
             try:
@@ -130,14 +138,16 @@ def run_batches(spec: BatchSpec, monitor: Monitor | None = None) -> list[KernelR
 def _read_trees(spec: BatchSpec, monitor: Monitor) -> dict[tuple[str, str], DriverTree | str]:
     """Each module's tree for its kernel, read before anything boots (an image is
     mounted once per kernel it serves)."""
+    wanted = list(dict.fromkeys((item.image, item.built_for or release)
+                                for release, modules in spec.batches.items()
+                                for item in modules))
+    monitor.step(f"reading {len(wanted)} image(s)")
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # mostly buildah
+        read = dict(zip(wanted, pool.map(lambda w: _read_one(*w), wanted), strict=True))
     out: dict[tuple[str, str], DriverTree | str] = {}
-    read: dict[tuple[str, str], DriverTree | str] = {}
     for release, modules in spec.batches.items():
         for item in modules:
             source = item.built_for or release
-            if (item.image, source) not in read:
-                monitor.step(f"reading {item.image}")
-                read[item.image, source] = _read_one(item.image, source)
             tree = read[item.image, source]
             if isinstance(tree, DriverTree) and item.module.replace("-", "_") not in tree.modules:
                 tree = f"{item.image} has no module {item.module} for {source}"
@@ -203,15 +213,26 @@ def _boot_all(shared: _Shared, run: KernelRun, pending: list[BatchModule],
                                       shared.probe_initrd, shared.work)
         fixed = shared.userland.stat().st_size + (modules.stat().st_size if modules else 0)
         budget = initrd_budget(shared.spec.memory_mb) - fixed
-        for chunk in size_chunks(pending, [_tree_bytes(t) for t in trees], budget):
-            left = chunk
-            while left:  # a crash or hang ends a boot: the rest go on in a fresh one
+        chunks = size_chunks(pending, [_tree_bytes(t) for t in trees], budget)
+        with ThreadPoolExecutor(max_workers=len(chunks)) as pool:
+            list(pool.map(lambda c: _boot_chunk(shared, parts, modules, c, run=run,
+                                                monitor=monitor), chunks))
+
+
+def _boot_chunk(shared: _Shared, parts: kernels.KernelParts, modules: Path | None,
+                chunk: list[BatchModule], *, run: KernelRun, monitor: Monitor) -> None:
+    left = chunk
+    while left:  # a crash or hang ends a boot: the rest go on in a fresh one
+        with shared.slots:
+            with shared.lock:
                 run.boots += 1
-                results = _boot_once(shared, parts, modules, left, run)
-                run.modules += results
-                monitor.step(f"{run.kernel}: boot {run.boots}: " + ", ".join(
-                    f"{r.name} {r.verdict.value}" for r in results))
-                left = left[len(results):]
+                number = run.boots
+            results = _boot_once(shared, parts, modules, left, run=run, number=number)
+        with shared.lock:
+            run.modules += results
+            monitor.step(f"{run.kernel}: boot {number}: " + ", ".join(
+                f"{r.name} {r.verdict.value}" for r in results))
+        left = left[len(results):]
 
 
 def initrd_budget(memory_mb: int) -> int:
@@ -242,11 +263,13 @@ def _tree_bytes(tree: DriverTree | str) -> int:
 
 
 def _boot_once(shared: _Shared, parts: kernels.KernelParts, modules: Path | None,
-               pending: list[BatchModule], run: KernelRun) -> list[ModuleResult]:
-    """One boot that loads `pending` in order; the results of the modules it got
-    to (at least one: a boot that reaches none reports its failure for all)."""
+               pending: list[BatchModule], *, run: KernelRun, number: int
+               ) -> list[ModuleResult]:
+    """Boot `number` of the kernel, loading `pending` in order; the results of the
+    modules it got to (at least one: a boot that reaches none reports its failure
+    for all)."""
     spec = shared.spec
-    private = shared.work / run.kernel / f"boot-{run.boots}"
+    private = shared.work / run.kernel / f"boot-{number}"
     private.mkdir(parents=True, exist_ok=True)
     step_s = step_timeout(spec.timeout_s)
     initrd = _initrd(private, shared, modules, pending, step_s=step_s, release=parts.release)
@@ -264,16 +287,16 @@ def _boot_once(shared: _Shared, parts: kernels.KernelParts, modules: Path | None
         verdict, reason = decide(report, end)
         up = dict(report.steps)
         results.append(ModuleResult(item.name, run.kernel, item.module, verdict, reason,
-                                    run.boots, _module_seconds(report.steps, up),
+                                    number, _module_seconds(report.steps, up),
                                     report.sections))
     if not results:  # the boot never reached the first module: nothing was loaded, so
         # no module earns a verdict of its own; each says why the boot failed
         _verdict, reason = decide(frames.preamble, end)
         results = [ModuleResult(i.name, run.kernel, i.module, Verdict.NOT_RUN,
                                 f"the boot failed before any module was loaded: {reason}",
-                                run.boots) for i in pending]
+                                number) for i in pending]
     if any(not r.verdict.compatible for r in results):
-        _keep_logs(private, results, run)
+        _keep_logs(private, results, run, number)
     return results
 
 
@@ -301,8 +324,8 @@ def _initrd(private: Path, shared: _Shared, modules: Path | None,
                              [shared.userland, *([modules] if modules else [])], entries)
 
 
-def _keep_logs(private: Path, results: list[ModuleResult], run: KernelRun) -> None:
-    logs = paths.state_dir() / "prove" / kern.normalize(run.kernel) / f"boot-{run.boots}"
+def _keep_logs(private: Path, results: list[ModuleResult], run: KernelRun, number: int) -> None:
+    logs = paths.state_dir() / "prove" / kern.normalize(run.kernel) / f"boot-{number}"
     logs.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(private / "console.log", logs / "console.log")
     shutil.copyfile(private / "report.txt", logs / "report.txt")

@@ -4,7 +4,7 @@ Debian's whole DKMS corpus, where 26 images made a 552 MB initrd that qemu refus
 
 from __future__ import annotations
 
-from dtk.vm.batch import BatchModule, initrd_budget, size_chunks
+from dtk.vm.batch import BatchModule, BatchSpec, initrd_budget, size_chunks
 
 
 def items(n: int) -> list[BatchModule]:
@@ -25,3 +25,4 @@ def test_an_item_larger_than_the_budget_boots_alone() -> None:
 
 def test_the_budget_is_a_quarter_of_guest_memory() -> None:
     assert initrd_budget(512) == 128 << 20
+    assert initrd_budget(BatchSpec({}).memory_mb) == 256 << 20  # the default guest: 1 GB
