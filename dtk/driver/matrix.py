@@ -7,6 +7,7 @@ compiles nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -87,35 +88,50 @@ def resolve_toolkits(kernels: Sequence[str], known: Callable[[str], str | None],
 
 
 def run_matrix(matrix: Matrix, options: RunOptions, monitor: Monitor) -> list[Outcome]:
-    """Build every cell, up to `jobs` at once, the costliest first (so that the
-    last cells running are short ones, not one long build on one core while the
-    others idle); outcomes in the plan's order."""
+    """Build every cell, up to `jobs` at once; outcomes in the plan's order.
+
+    First every cell that compiles nothing is settled (cache hits, remembered DKMS
+    failures, errors known before any work), so that the cells left to compile are
+    known: they run costliest first (the last cells running are short ones, not one
+    long build on one core while the others idle), and share the cores (`make_jobs`)."""
     options.log_dir.mkdir(parents=True, exist_ok=True)
     lock = threading.Lock()
     total = len(matrix.cells)
     done = [0]
 
-    def one(cell: Cell) -> Outcome:
-        with lock:
-            monitor.step(f"{cell.key}: started")
-            jobs = make_jobs(os.cpu_count() or 1, options.jobs, total - done[0])
-
-        def on_line(line: str) -> None:
-            with lock:
-                monitor.detail(f"{cell.key}: {line}")
-
-        outcome = run_cell(cell, options, on_line, make_jobs=jobs)
+    def report(cell: Cell, outcome: Outcome) -> Outcome:
         with lock:
             done[0] += 1
             monitor.step(f"[{done[0]}/{total}] {cell.key}: {describe(outcome)}")
             monitor.event("cell", **outcome.to_json())
         return outcome
 
-    order = sorted(range(total), key=lambda i: -estimated_cost(matrix.cells[i]))
+    def settle(cell: Cell) -> Outcome | None:
+        outcome = settle_cell(cell, options)
+        return report(cell, outcome) if outcome else None
+
     with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
-        results = dict(zip(order, pool.map(one, (matrix.cells[i] for i in order)),
-                           strict=True))
-    outcomes = [results[i] for i in range(total)]
+        settled = list(pool.map(settle, matrix.cells))
+        todo = sorted((i for i, o in enumerate(settled) if o is None),
+                      key=lambda i: -estimated_cost(matrix.cells[i]))
+        left = [len(todo)]
+
+        def build(cell: Cell) -> Outcome:
+            with lock:
+                monitor.step(f"{cell.key}: started")
+                jobs = make_jobs(os.cpu_count() or 1, options.jobs, left[0])
+
+            def on_line(line: str) -> None:
+                with lock:
+                    monitor.detail(f"{cell.key}: {line}")
+
+            outcome = build_cell(cell, options, on_line, make_jobs=jobs)
+            with lock:
+                left[0] -= 1
+            return report(cell, outcome)
+
+        built = dict(zip(todo, pool.map(build, (matrix.cells[i] for i in todo)), strict=True))
+    outcomes = [o if o is not None else built[i] for i, o in enumerate(settled)]
     (options.log_dir / "results.json").write_text(
         json.dumps([o.to_json() for o in outcomes], indent=2))
     return outcomes
@@ -138,6 +154,7 @@ def estimated_cost(cell: Cell) -> int:
     return sum(_tree_bytes(p.tree) for p in source.packages)
 
 
+@functools.cache
 def _tree_bytes(root: Path) -> int:
     total = 0
     for dirpath, _dirs, files in os.walk(root):
@@ -161,22 +178,54 @@ def _log_path(options: RunOptions, cell: Cell) -> Path:
     return options.log_dir / (re.sub(r"[^A-Za-z0-9._@-]+", "_", cell.key) + ".log")
 
 
-def run_cell(cell: Cell, options: RunOptions,
-             on_line: Callable[[str], None] | None = None, *, make_jobs: int = 1) -> Outcome:
-    """Build (or reuse) one cell's image and push it if asked; never raises."""
-    start = time.monotonic()
+def settle_cell(cell: Cell, options: RunOptions) -> Outcome | None:
+    """The outcome of a cell that compiles nothing — an error known before any work,
+    a cache hit, a remembered DKMS failure — pushed if asked; None if it must be built
+    (`build_cell`). Never raises."""
     log_file = _log_path(options, cell)
-    base = Outcome(cell.module, cell.kernel, Status.FAILED, cell.image, log=str(log_file))
     log_file.write_text(f"# dtk build {cell.key} -> {cell.image}\n# inputs {cell.input_hash}\n")
     if cell.error:
         with log_file.open("a") as sink:
             sink.write(f"# FAILED before any work: {cell.error}\n")
-        return replace(base, reason=cell.error)
+        return replace(_failed(cell, options), reason=cell.error)
+    if cell.force:
+        return None
+
+    def lookup(base: Outcome) -> Outcome | None:
+        known = _cached(cell, base) or remembered(cell)
+        return _push(cell, known, options) if known and known.status is Status.BUILT \
+            and cell.push else known
+    return _guarded(cell, options, lookup)
+
+
+def build_cell(cell: Cell, options: RunOptions, on_line: Callable[[str], None] | None = None,
+               *, make_jobs: int = 1) -> Outcome:
+    """Compile a cell `settle_cell` left, and push it if asked. Never raises."""
+    def compile_and_push(base: Outcome) -> Outcome:
+        outcome = _build(cell, base, _log_path(options, cell), on_line, options.authfile,
+                         make_jobs=make_jobs)
+        return _push(cell, outcome, options) if outcome.status is Status.BUILT and cell.push \
+            else outcome
+    outcome = _guarded(cell, options, compile_and_push)
+    assert outcome is not None
+    return outcome
+
+
+def _failed(cell: Cell, options: RunOptions) -> Outcome:
+    return Outcome(cell.module, cell.kernel, Status.FAILED, cell.image,
+                   log=str(_log_path(options, cell)))
+
+
+def _guarded(cell: Cell, options: RunOptions,
+             work: Callable[[Outcome], Outcome | None]) -> Outcome | None:
+    """`work`'s outcome, or a failed one saying why it raised (a bug in one cell must
+    not take the others down); timed, and a failure noted in the cell's log."""
+    start = time.monotonic()
+    base = _failed(cell, options)
+    log_file = _log_path(options, cell)
+    outcome: Outcome | None
     try:
-        outcome = (None if cell.force else _cached(cell, base) or remembered(cell)) \
-            or _build(cell, base, log_file, on_line, options.authfile, make_jobs=make_jobs)
-        if outcome.status is Status.BUILT and cell.push:
-            outcome = _push(cell, outcome, options)
+        outcome = work(base)
     except CellFailedError as exc:
         outcome = replace(base, reason=exc.message, tail=tail_of(exc.output))
         remember(cell, outcome, log_file)
@@ -184,10 +233,12 @@ def run_cell(cell: Cell, options: RunOptions,
         outcome = replace(base, reason=exc.message.splitlines()[0], tail=tail_of(exc.tail))
     except DtkError as exc:
         outcome = replace(base, reason=exc.render().removeprefix("error: "))
-    except Exception as exc:  # a bug in one cell must not take the others down
+    except Exception as exc:
         with log_file.open("a") as sink:
             sink.write(traceback.format_exc())
         outcome = replace(base, reason=f"internal error: {exc!r} (traceback in the log)")
+    if outcome is None:
+        return None
     if outcome.status is Status.FAILED and not outcome.cached:
         with log_file.open("a") as sink:
             sink.write(f"\n# FAILED: {outcome.reason}\n")

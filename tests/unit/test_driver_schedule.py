@@ -46,21 +46,51 @@ def test_containerfile_cells_go_first_then_the_largest_sources(tmp_path: Path) -
     assert sorted([small, cf, big], key=lambda c: -estimated_cost(c)) == [cf, big, small]
 
 
-def test_cells_run_costliest_first_and_report_in_plan_order(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """run_cell is replaced by a recorder: this tests the scheduler alone (the real
-    cells are built by the integration tests)."""
-    cells = [_dkms_cell(tmp_path, n, s) for n, s in (("a", 10), ("b", 3000), ("c", 200))]
+def _recorder(monkeypatch: pytest.MonkeyPatch, cached: set[str]) -> list[tuple[str, int]]:
+    """settle_cell and build_cell replaced by recorders: these tests are of the
+    scheduler alone (the integration tests build real cells)."""
     started: list[tuple[str, int]] = []
 
-    def fake_run_cell(cell: Cell, _options: RunOptions, _on_line: object = None, *,
-                      make_jobs: int = 1) -> Outcome:
+    def settle(cell: Cell, _options: RunOptions) -> Outcome | None:
+        return Outcome(cell.module, cell.kernel, Status.BUILT, cell.image, cached=True) \
+            if cell.module in cached else None
+
+    def build(cell: Cell, _options: RunOptions, _on_line: object = None, *,
+              make_jobs: int = 1) -> Outcome:
         started.append((cell.module, make_jobs))
         return Outcome(cell.module, cell.kernel, Status.BUILT, cell.image)
 
-    monkeypatch.setattr(matrix, "run_cell", fake_run_cell)
+    monkeypatch.setattr(matrix, "settle_cell", settle)
+    monkeypatch.setattr(matrix, "build_cell", build)
     monkeypatch.setattr("dtk.driver.matrix.os.cpu_count", lambda: 2)
+    return started
+
+
+def test_cells_run_costliest_first_and_report_in_plan_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cells = [_dkms_cell(tmp_path, n, s) for n, s in
+             (("a", 10), ("b", 3000), ("hit", 99_999), ("c", 200))]
+    started = _recorder(monkeypatch, cached={"hit"})
     outcomes = run_matrix(Matrix(tuple(cells)), RunOptions(1, tmp_path / "logs"), NullMonitor())
-    assert [o.module for o in outcomes] == ["a", "b", "c"]
-    # One worker: every cell may use both cores.
+    assert [o.module for o in outcomes] == ["a", "b", "hit", "c"]
+    assert [o.cached for o in outcomes] == [False, False, True, False]
+    # One worker: every cell may use both cores; the cache hit compiles nothing.
     assert started == [("b", 2), ("c", 2), ("a", 2)]
+
+
+def test_a_lone_build_among_cache_hits_gets_every_core(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cells = [_dkms_cell(tmp_path, n, 10) for n in ("one", "two", "three", "four")]
+    started = _recorder(monkeypatch, cached={"one", "three", "four"})
+    run_matrix(Matrix(tuple(cells)), RunOptions(2, tmp_path / "logs"), NullMonitor())
+    assert started == [("two", 2)]
+
+
+def test_cells_filling_the_cores_get_one_make_job_each(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cells = [_dkms_cell(tmp_path, n, 10) for n in ("one", "two", "three")]
+    started = _recorder(monkeypatch, cached=set())
+    run_matrix(Matrix(tuple(cells)), RunOptions(2, tmp_path / "logs"), NullMonitor())
+    jobs = dict(started)
+    assert sorted(jobs) == ["one", "three", "two"]
+    assert list(jobs.values()).count(1) >= 2  # the two that started beside each other
