@@ -304,11 +304,16 @@ def prune_cmd(everything: bool, older_than: float | None, dry_run: bool, as_json
     if not dry_run:
         prune(removals)
     if as_json:
-        print_json([{"id": r.image_id, "names": list(r.names), "why": r.why} for r in removals])
+        print_json([{"kind": r.kind, "id": r.image_id, "names": list(r.names), "why": r.why}
+                    for r in removals])
         return
-    print_table(["IMAGE", "NAMES", "WHY"],
-                [[r.image_id[:12], ", ".join(r.names) or "<none>", r.why] for r in removals])
-    click.echo(("would remove" if dry_run else "removed") + f" {len(removals)} image(s)")
+    print_table(["KIND", "ID", "NAMES", "WHY"],
+                [[r.kind, r.image_id[:12], ", ".join(r.names) or "<none>", r.why]
+                 for r in removals])
+    images = sum(r.kind == "image" for r in removals)
+    click.echo(("would remove" if dry_run else "removed") + f" {images} image(s)"
+               + (f" and {len(removals) - images} container(s)" if len(removals) > images
+                  else ""))
 
 
 def register(group: click.Group) -> None:

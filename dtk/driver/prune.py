@@ -1,7 +1,9 @@
 """Remove driver images that take disk for nothing.
 
 A rebuild with new inputs re-tags the name, leaving the old image untagged;
-an interrupted run can leave a staging image. Both are always safe to remove.
+an interrupted run can leave a staging image, and a killed one (SIGKILL: no
+unwinding) its working containers. All are always safe to remove once their
+run is gone.
 `everything` also removes tagged driver images and the toolkit-plus-dependencies
 layers (all are rebuilt on demand); such a layer whose toolkit is gone is
 always removed. Toolkits are not touched here: `dtk toolkit prune` owns them.
@@ -21,15 +23,20 @@ from dtk.errors import DtkError
 
 @dataclass(frozen=True)
 class Removal:
-    image_id: str
+    image_id: str  # or the container's id, for kind "container"
     names: tuple[str, ...]
     why: str
+    kind: str = "image"
 
 
 def plan_prune(*, everything: bool, older_than_days: float | None = None) -> list[Removal]:
-    """Driver images to remove (pure apart from listing local storage)."""
+    """Driver images and dead runs' working containers to remove (pure apart from
+    listing local storage)."""
     now = time.time()
-    removals = []
+    removals = [Removal(cid, (name,), "working container of a dtk run that is gone",
+                        "container")
+                for cid, name in buildah.containers()
+                if (owner := buildah.container_owner(name)) and not _alive(owner)]
     rows = buildah.images()
     ids = {row["id"] for row in rows}
     for row in rows:
@@ -76,7 +83,12 @@ def _alive(pid: int | None) -> bool:
 
 
 def prune(removals: list[Removal]) -> None:
+    for removal in removals:  # containers first: an image they use cannot go
+        if removal.kind == "container":
+            buildah.remove_container(removal.names[0])
     for removal in removals:
+        if removal.kind == "container":
+            continue
         buildah.remove_image(removal.image_id if not removal.names else removal.names[0])
         for extra in removal.names[1:]:
             buildah.remove_image(extra)

@@ -129,6 +129,23 @@ def images(reference_filter: str | None = None) -> list[dict[str, Any]]:
     return rows
 
 
+def containers() -> list[tuple[str, str]]:
+    """(id, name) of every working container in local storage."""
+    result = runner.run(["buildah", "containers", "--json"], timeout=_INSPECT_TIMEOUT)
+    rows = json.loads(result.stdout.strip() or "[]") or []
+    return [(str(r.get("id", "")), str(r.get("containername", ""))) for r in rows]
+
+
+def remove_container(name: str) -> None:
+    runner.run(["buildah", "rm", "--", ref(name)], check=False, timeout=_INSPECT_TIMEOUT)
+
+
+def container_owner(name: str) -> int | None:
+    """The pid in a name `container_name` made, or None for any other name."""
+    m = re.fullmatch(r"dtk-[A-Za-z0-9_.-]*-(\d+)-[0-9a-f]{8}", name)
+    return int(m[1]) if m else None
+
+
 def remove_image(name: str) -> None:
     runner.run(["buildah", "rmi", "--", ref(name)], check=False, timeout=_INSPECT_TIMEOUT)
 
@@ -220,7 +237,7 @@ def working_container(image: str, *, name: str | None = None) -> Iterator[Contai
                          ).stdout.strip().splitlines()[-1]
         yield Container(cid)
     finally:
-        runner.run(["buildah", "rm", name], check=False, timeout=_INSPECT_TIMEOUT)
+        remove_container(name)
 
 
 def container_name(image: str) -> str:

@@ -21,6 +21,7 @@ import pytest
 
 from dtk import run as dtk_run
 from dtk.driver.containerfile import staging_name
+from dtk.driver.prune import plan_prune, prune
 from dtk.engine import buildah
 
 pytestmark = pytest.mark.integration
@@ -126,3 +127,33 @@ def test_an_interrupt_during_buildah_from_leaves_no_container(
     monkeypatch.undo()
     assert made and made[0].startswith(f"dtk-scratch-{os.getpid()}-")
     assert made[0] not in _container_names()
+
+
+def test_prune_removes_working_containers_of_dead_runs_only() -> None:
+    """Containers named the way dtk names them: one whose run is gone (a pid that
+    has exited, as after a SIGKILL, where nothing unwinds) and one of this live
+    process. `dtk build prune` removes the first and keeps the second."""
+    dead_pid = _exited_pid()
+    dead = f"dtk-scratch-{dead_pid}-{uuid.uuid4().hex[:8]}"
+    live = buildah.container_name("scratch")
+    for name in (dead, live):
+        subprocess.run(["buildah", "from", "--name", name, "scratch"], check=True,
+                       capture_output=True)
+    try:
+        removals = plan_prune(everything=False)
+        names = {r.names[0] for r in removals if r.kind == "container"}
+        assert dead in names
+        assert live not in names
+        prune([r for r in removals if r.kind == "container" and r.names[0] == dead])
+        left = _container_names()
+        assert dead not in left
+        assert live in left
+    finally:
+        for name in (dead, live):
+            buildah.remove_container(name)
+
+
+def _exited_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
