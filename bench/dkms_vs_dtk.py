@@ -212,7 +212,7 @@ def main() -> None:
     toolkits = [ensure_toolkit(k, "auto", distro=archive) for k in kernels]  # not timed
     trees = [find_dkms_tree(tree, name) for name in args.packages.split(",")
              for tree in fetch_dkms_package(name, archive.index)[0]]
-    confs = evaluate_confs(toolkits[0].name, [t.tree for t in trees], kernels[0])
+    confs = evaluate_confs(toolkits[0].name, trees, kernels[0])
     packages = [package_from_conf(t, c) for t, c in zip(trees, confs, strict=True)]
     install_host_packages(kernels)
     ensure_base(archive.index, archive.os.arch)

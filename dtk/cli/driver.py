@@ -80,7 +80,7 @@ def _evaluator(toolkits: dict[str, ImageRef | str]) -> tuple[str, src.DkmsEvalua
             return kernel, functools.partial(evaluate_confs, toolkit.name,
                                               image_id=toolkit.image_id)
 
-    def unavailable(trees: list[Path], kernel: str) -> list[dkmsconf.DkmsConf]:
+    def unavailable(trees: list[src.DkmsTree], kernel: str) -> list[dkmsconf.DkmsConf]:
         raise DtkError("no kernel has a toolkit to evaluate dkms.conf in")
     return next(iter(toolkits), ""), unavailable
 

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dtk import paths, rootfs, scripts
-from dtk.digest import parts_digest, tree_digest
+from dtk.digest import parts_digest
 from dtk.driver import dkmsconf
 from dtk.driver.dkmscell import EXCLUDED_STATUS, OUT, cell_script
 from dtk.driver.outcome import CellFailedError, module_versions
 from dtk.driver.plan import Cell
-from dtk.driver.sources import DkmsGroup
+from dtk.driver.sources import DkmsGroup, DkmsTree
 from dtk.engine import buildah
 from dtk.errors import DtkError
 from dtk.files import write_atomic
@@ -33,7 +33,7 @@ from dtk.kernel import modfile
 _META_TIMEOUT_S = 300
 
 
-def evaluate_confs(image: str, trees: list[Path], kernel: str, image_id: str = ""
+def evaluate_confs(image: str, trees: list[DkmsTree], kernel: str, image_id: str = ""
                    ) -> list[dkmsconf.DkmsConf]:
     """Each tree's dkms.conf as dkms reads it, evaluated inside `image` (a toolkit) with
     no network, for planning: a dkms.conf is a bash fragment from someone else, and
@@ -41,19 +41,21 @@ def evaluate_confs(image: str, trees: list[Path], kernel: str, image_id: str = "
     Given the toolkit's `image_id`, an answer is remembered per (toolkit, kernel,
     tree content, scripts): offline bash on the same inputs says the same again."""
     keys = [_meta_key(image_id, kernel, tree) if image_id else "" for tree in trees]
-    known = {i: _recall_meta(key) for i, key in enumerate(keys) if key}
-    todo = [i for i in range(len(trees)) if known.get(i) is None]
+    records = [_recall_meta(key) if key else None for key in keys]
+    todo = [i for i, known in enumerate(records) if known is None]
     if todo:
-        fresh = _evaluate(image, [trees[i] for i in todo], kernel)
-        for i, records in zip(todo, fresh, strict=True):
-            known[i] = records
+        fresh = _evaluate(image, [trees[i].tree for i in todo], kernel)
+        for i, answer in zip(todo, fresh, strict=True):
+            records[i] = answer
             if keys[i]:
-                write_atomic(_meta_path(keys[i]), records)
-    return [dkmsconf.parse_records(known[i] or b"") for i in range(len(trees))]
+                write_atomic(_meta_path(keys[i]), answer)
+    answers = [r for r in records if r is not None]
+    assert len(answers) == len(trees)  # every tree was recalled or evaluated
+    return [dkmsconf.parse_records(r) for r in answers]
 
 
-def _meta_key(image_id: str, kernel: str, tree: Path) -> str:
-    return parts_digest("dkms-meta/1", image_id, kernel, tree_digest(tree),
+def _meta_key(image_id: str, kernel: str, tree: DkmsTree) -> str:
+    return parts_digest("dkms-meta/1", image_id, kernel, tree.digest,
                         dkmsconf.eval_script(), scripts.text("dkms-meta.sh"))
 
 

@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -113,7 +114,7 @@ def containerfile_source(containerfile: Path, context: Path | None,
 _DKMS_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]{0,127}$")
 
 # Evaluates each tree's dkms.conf for a kernel (inside a toolkit: see dkms.evaluate_confs).
-DkmsEvaluator = Callable[[list[Path], str], list[dkmsconf.DkmsConf]]
+DkmsEvaluator = Callable[[list["DkmsTree"], str], list[dkmsconf.DkmsConf]]
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,12 @@ class DkmsTree:
     tree: Path
     origin: str  # the path, or "debian package NAME"
     depends: tuple[str, ...] = ()
+
+    @cached_property
+    def digest(self) -> str:
+        """The tree's content digest, hashed once: the dkms.conf memo and the
+        package's cache key both need it."""
+        return tree_digest(self.tree)
 
 
 def find_dkms_tree(tree: Path, origin: str, depends: tuple[str, ...] = ()) -> DkmsTree:
@@ -146,7 +153,7 @@ def package_from_conf(found: DkmsTree, conf: dkmsconf.DkmsConf) -> DkmsPackage:
                            "use in a path", hint="names and versions are letters, digits and "
                                                  "'._+~-', starting with a letter or digit")
     return DkmsPackage(name=name, version=version, tree=found.tree.resolve(),
-                       digest=tree_digest(found.tree), build_depends=conf.build_depends,
+                       digest=found.digest, build_depends=conf.build_depends,
                        origin=found.origin, depends=found.depends)
 
 
@@ -215,7 +222,7 @@ def resolve_dkms(specs: Sequence[str], fetcher: PackageFetcher | None, kernelver
         except DtkError as exc:
             broken.append(BrokenSource(module_slug(Path(spec).name or spec), _text(exc)))
     try:
-        confs = evaluate([tree.tree for _spec, tree in found], kernelver)
+        confs = evaluate([tree for _spec, tree in found], kernelver)
     except DtkError as exc:
         return [*(BrokenSource(module_slug(Path(s).name or s), _text(exc))
                   for s in dict.fromkeys(spec for spec, _ in found)), *broken]
