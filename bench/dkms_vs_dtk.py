@@ -46,7 +46,7 @@ from dtk import run as runner
 from dtk.distro.select import open_archive
 from dtk.driver.base import ensure_base
 from dtk.driver.dkms import evaluate_confs
-from dtk.driver.matrix import make_jobs
+from dtk.driver.matrix import make_jobs, source_bytes
 from dtk.driver.naming import module_slug
 from dtk.driver.sources import (
     DkmsPackage,
@@ -154,8 +154,7 @@ def floor_side(packages: list[DkmsPackage], kernels: list[str]) -> tuple[float, 
     each other). No tool that compiles the same cells on these cores can be faster."""
     cores = os.cpu_count() or 1
     cells = [(pkg, kernel) for kernel in kernels for pkg in packages]
-    cells.sort(key=lambda c: -sum(f.stat().st_size for f in c[0].tree.rglob("*")
-                                  if f.is_file()))
+    cells.sort(key=lambda c: -source_bytes(c[0].tree))  # as dtk orders them
     remaining = [len(cells)]
     lock = threading.Lock()
     with tempfile.TemporaryDirectory(prefix="dtk-bench-floor-") as tmp:

@@ -112,8 +112,9 @@ def run_matrix(matrix: Matrix, options: RunOptions, monitor: Monitor) -> list[Ou
 
     with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
         settled = list(pool.map(settle, matrix.cells))
+        sizes = functools.cache(source_bytes)  # a package's tree serves every kernel
         todo = sorted((i for i, o in enumerate(settled) if o is None),
-                      key=lambda i: -estimated_cost(matrix.cells[i]))
+                      key=lambda i: -estimated_cost(matrix.cells[i], sizes))
         left = [len(todo)]
 
         def build(cell: Cell) -> Outcome:
@@ -145,17 +146,18 @@ def make_jobs(cores: int, workers: int, unfinished: int) -> int:
     return max(1, cores // max(1, min(workers, unfinished)))
 
 
-def estimated_cost(cell: Cell) -> int:
-    """How long a cell may take, for ordering only: the bytes of its DKMS sources.
-    A Containerfile's build cannot be guessed; it goes first."""
+def estimated_cost(cell: Cell, sizes: Callable[[Path], int] | None = None) -> int:
+    """How long a cell may take, for ordering only: the bytes of its DKMS sources
+    (`sizes`: `source_bytes`, perhaps remembered). A Containerfile's build cannot be
+    guessed; it goes first."""
     source = cell.source
     if not isinstance(source, DkmsGroup):
         return 1 << 62
-    return sum(_tree_bytes(p.tree) for p in source.packages)
+    return sum((sizes or source_bytes)(p.tree) for p in source.packages)
 
 
-@functools.cache
-def _tree_bytes(root: Path) -> int:
+def source_bytes(root: Path) -> int:
+    """Bytes of the files under `root` (a link counts as itself, not its target)."""
     total = 0
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
