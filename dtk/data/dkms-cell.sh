@@ -2,8 +2,7 @@
 # dtk: one DKMS cell, run inside the kernel's toolkit (see dtk/driver/dkmscell.py).
 # Arguments: OUT KERNEL JOBS NAME/VERSION...  Exit: 0 built, dkms's status on failure,
 # 90 a broken dkms.conf; dkms-eval.sh exits 3 for a package BUILD_EXCLUSIVE leaves out.
-# JOBS is make's -j: dtk runs a cell per core, and one make per core wastes less CPU
-# than every make at -j$(nproc) on the same cores (measured: 15% less).
+# JOBS is make's -j, the cores this cell may use (dtk.driver.matrix.make_jobs says why).
 out=$1; K=$2; jobs=$3; shift 3
 arch=$(uname -m)
 mkdir -p /etc/dkms/framework.conf.d

@@ -83,11 +83,10 @@ def _alive(pid: int | None) -> bool:
 
 
 def prune(removals: list[Removal]) -> None:
-    for removal in removals:  # containers first: an image they use cannot go
+    # Containers first: an image a container was made from cannot be removed.
+    for removal in sorted(removals, key=lambda r: r.kind != "container"):
         if removal.kind == "container":
             buildah.remove_container(removal.names[0])
-    for removal in removals:
-        if removal.kind == "container":
             continue
         buildah.remove_image(removal.image_id if not removal.names else removal.names[0])
         for extra in removal.names[1:]:
