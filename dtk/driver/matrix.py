@@ -141,8 +141,9 @@ def run_matrix(matrix: Matrix, options: RunOptions, monitor: Monitor) -> list[Ou
 def make_jobs(cores: int, workers: int, unfinished: int) -> int:
     """make's -j for a DKMS cell: the cores shared among the cells that may run
     beside it. Cells already fill the cores while many remain, and one make per
-    core spends less CPU than two per core (measured: 15% less for the benchmark's
-    cells); the last cells get the cores the finished ones left."""
+    core spent less CPU than two per core on the benchmark's cells (in 5 of 7
+    paired runs, by 12-17%; these machines are noisy); the last cells get the
+    cores the finished ones left."""
     return max(1, cores // max(1, min(workers, unfinished)))
 
 
