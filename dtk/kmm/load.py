@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from dtk.errors import DtkError
+from dtk.k8snames import config_map_key_problems, dns1123_label_problems, dns1123_subdomain_problems
 from dtk.kmm import model as m
 from dtk.kmm import spec as spec_reader
 from dtk.kmm.reader import Reader, child
@@ -120,7 +121,24 @@ def _metadata(r: Reader, value: Any, namespace: str | None) -> tuple[str, str]:
     if own and namespace and own != namespace:
         # kubectl refuses this too rather than guessing which one was meant.
         r.fail("metadata.namespace", f"is {own!r} but -n/--namespace is {namespace!r}")
-    return name, own or namespace or "default"
+    # The API server's rules: names become directories, mount targets and pod names.
+    if body.get("name") is not None:
+        _name_rule(r, name, "metadata.name", dns1123_subdomain_problems)
+    ns = own or namespace or "default"
+    _name_rule(r, ns, "metadata.namespace", dns1123_label_problems)
+    return name, ns
+
+
+def _name_rule(r: Reader, value: str, path: str, rule: Callable[[str], list[str]]) -> None:
+    problems = rule(value)
+    if problems:
+        r.fail(path, f"{_shown(value)} is invalid: " + "; ".join(problems))
+
+
+def _shown(value: str) -> str:
+    """A hostile name as one short, printable quote (it may hold newlines or escapes)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _module(r: Reader, doc: dict[str, Any], source: m.Source, name: str,
@@ -134,8 +152,12 @@ def _configmap(r: Reader, doc: dict[str, Any], source: m.Source, name: str,
                ns: str) -> m.ConfigMap:
     r.obj(doc, "", ["apiVersion", "kind", "metadata", "data", "binaryData", "immutable"])
     r.boolean(doc.get("immutable"), "immutable")
-    r.string_map(doc.get("binaryData"), "binaryData")
-    return m.ConfigMap(name, ns, source, r.string_map(doc.get("data"), "data") or {})
+    data = r.string_map(doc.get("data"), "data") or {}
+    binary = r.string_map(doc.get("binaryData"), "binaryData") or {}
+    for field, keys in (("data", data), ("binaryData", binary)):
+        for key in keys:
+            _name_rule(r, key, child(field, key), config_map_key_problems)
+    return m.ConfigMap(name, ns, source, data)
 
 
 def _secret(r: Reader, doc: dict[str, Any], source: m.Source, name: str, ns: str) -> m.Secret:
@@ -144,12 +166,14 @@ def _secret(r: Reader, doc: dict[str, Any], source: m.Source, name: str, ns: str
     r.boolean(doc.get("immutable"), "immutable")
     data: dict[str, bytes] = {}
     for key, text in (r.string_map(doc.get("data"), "data") or {}).items():
+        _name_rule(r, key, child("data", key), config_map_key_problems)
         try:
             data[key] = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             r.fail(child("data", key), "is not valid base64 (value not shown)")
     # As the API server does: stringData is merged over data, and wins.
     for key, text in (r.string_map(doc.get("stringData"), "stringData") or {}).items():
+        _name_rule(r, key, child("stringData", key), config_map_key_problems)
         data[key] = text.encode()
     kind = r.string(doc.get("type"), "type") or "Opaque"
     return m.Secret(name, ns, source, kind, data)
