@@ -6,8 +6,13 @@ differs from the one recorded on the image (label) or `--rebuild` is given;
 otherwise the Dockerfile from the ConfigMap is built on dtk's build matrix
 (toolkits, DTK_BASE, the input-hash cache, cells in parallel), then signed
 (from the built image, or from `unsignedImage`, pulled first when it lives
-only in a registry) under the `containerImage` name, which KMM overwrites in
-place, then pushed. The imageRepoSecret is a 0600 authfile for the whole run.
+only in a registry), then pushed. With build and sign, the build writes KMM's
+intermediate name (`plan.intermediate_image`) and only the signed result is
+ever tagged `containerImage`: a failed signing leaves that name absent, never
+an unsigned image a later run would take for done. The signed image's label
+records the sign spec (`plan.sign_digest`), so a Module that gains or changes
+its `sign` section is not satisfied by an image made without it. The
+imageRepoSecret is a 0600 authfile for the whole run.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from dtk.toolkit.images import ToolkitImage, ensure_toolkit
 
 GENERATION_LABEL = "dtk.kmm.image-rebuild-trigger-generation"
 MODULE_LABEL = "dtk.kmm.module"
+SIGN_LABEL = "dtk.kmm.sign"
 
 
 @dataclass(frozen=True)
@@ -92,10 +98,19 @@ def labels_for(mod: m.Module) -> dict[str, str]:
     return out
 
 
-def current(mod: m.Module, labels: dict[str, str]) -> bool:
-    """An existing image counts unless the Module asks for another generation."""
+def signed_labels(mod: m.Module, kp: KernelPlan) -> dict[str, str]:
+    """The labels of the final image of a kernel whose plan signs."""
+    assert kp.sign is not None
+    return {**labels_for(mod), SIGN_LABEL: kp.sign.digest}
+
+
+def current(mod: m.Module, kp: KernelPlan, labels: dict[str, str]) -> bool:
+    """An existing image counts unless the Module asks for another generation, or for
+    another signing than the one the image records (none, when the Module signs none)."""
     gen = mod.image_rebuild_trigger_generation
-    return gen is None or labels.get(GENERATION_LABEL) == str(gen)
+    if gen is not None and labels.get(GENERATION_LABEL) != str(gen):
+        return False
+    return labels.get(SIGN_LABEL, "") == (kp.sign.digest if kp.sign else "")
 
 
 def build_module(bundle: m.Bundle, plan: Plan, request: BuildRequest, monitor: Monitor,
@@ -127,14 +142,14 @@ def _existing(run: _Run, kp: KernelPlan) -> KernelResult | None:
     if run.request.rebuild and (kp.build or kp.sign):
         return None
     try:
-        if buildah.image_exists(kp.image) and current(run.mod, buildah.labels(kp.image)):
+        if buildah.image_exists(kp.image) and current(run.mod, kp, buildah.labels(kp.image)):
             image_id = buildah.image_id(kp.image)
             pushed = _push_if_missing(run, kp) if run.request.push else ""
             return KernelResult(kp.kernel, kp.image, "exists", image_id, pushed)
         if registry_host(kp.image) is not None:
             data = skopeo.remote_inspect(kp.image, tls_verify=kp.registry_tls.verify,
                                          authfile=run.auth)
-            if data is not None and current(run.mod, dict(data.get("Labels") or {})):
+            if data is not None and current(run.mod, kp, dict(data.get("Labels") or {})):
                 return KernelResult(kp.kernel, kp.image, "exists", pushed=str(data["Digest"]))
     except DtkError as exc:
         return KernelResult(kp.kernel, kp.image, "failed", reason=exc.message.splitlines()[0])
@@ -151,7 +166,7 @@ def _push_if_missing(run: _Run, kp: KernelPlan) -> str:
         return ""
     remote = skopeo.remote_inspect(kp.image, tls_verify=kp.registry_tls.verify,
                                    authfile=run.auth)
-    if remote is not None and current(run.mod, dict(remote.get("Labels") or {})):
+    if remote is not None and current(run.mod, kp, dict(remote.get("Labels") or {})):
         return str(remote["Digest"])
     return _push(run, kp)
 
@@ -180,7 +195,8 @@ def _build_all(run: _Run, kps: list[KernelPlan]) -> dict[str, Outcome]:
         assert kp.build is not None
         source = _dockerfile_source(run, kp)
         options = BuildOptions(
-            image_template=kp.image, mod_namespace=run.mod.namespace, mod_name=run.mod.name,
+            image_template=kp.build_image or kp.image, mod_namespace=run.mod.namespace,
+            mod_name=run.mod.name,
             build_args=tuple((a.name, a.value) for a in kp.build.build_args
                              if a.name != DTK_AUTO),  # dtk's resolved toolkit goes in
             secrets=build_secrets(run.bundle, run.mod, kp.build.secrets),
@@ -280,7 +296,7 @@ def _sign(run: _Run, kp: KernelPlan, *, built: bool) -> str:
         signer = signer_from(run.bundle, run.mod, kp.sign)
         signed = sign_image(unsigned, kp.image, list(kp.sign.files_to_sign_templates
                                                      or kp.sign.files_to_sign), kp.kernel,
-                            signer=signer, labels=labels_for(run.mod))
+                            signer=signer, labels=signed_labels(run.mod, kp))
     finally:
         if pulled and unsigned != kp.image:
             buildah.remove_image(unsigned)

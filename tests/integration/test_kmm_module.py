@@ -335,3 +335,51 @@ def test_check_sign_and_vmtest_pull_registry_only_images(built: Built, kernel_61
         assert code == 2 and "refused the credentials" in text, text
     finally:
         _cleanup(signed)
+
+
+def test_failed_signing_never_publishes_the_unsigned_build(
+        tmp_path: Path, registry: str, kernel_61: str, toolkit_61: Any) -> None:
+    """KMM writes containerImage only with the signed result (its build went to an
+    intermediate name); a Module that gains a sign section is not satisfied by an image
+    built without it."""
+    del toolkit_61
+    keys = keygen.keygen(tmp_path, "dtk kmm sign-fails")
+    image = f"{registry}/kmmt-{secrets.token_hex(4)}/sf:{kernel_61}"
+    good = "/opt/lib/modules/${KERNEL_FULL_VERSION}/kmm_ci_a.ko"
+
+    def build(sign: list[str] | None) -> tuple[int, dict[str, Any]]:
+        extra = {} if sign is None else {"sign": {
+            "keySecret": {"name": "signing-key"}, "certSecret": {"name": "signing-cert"},
+            "filesToSign": sign}}
+        files = docs.write(tmp_path / "m.yaml", docs.module(
+            "sf", [{"literal": kernel_61, "containerImage": image}],
+            build={"dockerfileConfigMap": {"name": "df"}}, registryTLS={"insecure": True},
+            **extra), docs.configmap("df", docs.DOCKERFILE),
+            *docs.signing(keys.key, keys.cert_pem))
+        code, data = _stdout_json(_run("module", "build", "-f", str(files), "--kernel",
+                                       kernel_61, "--push", "--json"))
+        (result,) = data["results"]
+        return code, result
+
+    try:
+        for _ in range(2):  # the second run must not take the unsigned build for done
+            code, r = build(["/opt/lib/modules/${KERNEL_FULL_VERSION}/absent.ko"])
+            assert code == 1 and r["action"] == "failed", r
+            assert "sign" in r["reason"] and r["pushed"] == ""
+            assert not buildah.image_exists(image)
+            assert skopeo.remote_inspect(image, tls_verify=False) is None
+        code, r = build(None)
+        assert (code, r["action"]) == (0, "built"), r
+        code, r = build([good])  # gains a sign section: the unsigned image does not count
+        assert (code, r["action"]) == (0, "built+signed"), r
+        remote = skopeo.remote_inspect(image, tls_verify=False)
+        assert remote is not None and r["pushed"] == remote["Digest"]
+        modules = read_modules(image, cert=load_cert(keys.cert_pem))
+        trust = {i.module.path.rsplit("/", 1)[-1]: i.trust
+                 for group in modules.values() for i in group}
+        assert trust == {"kmm_ci_a.ko": SignatureTrust.TRUSTED,
+                         "kmm_ci_b.ko": SignatureTrust.UNSIGNED}
+        code, r = build([good])
+        assert (code, r["action"]) == (0, "exists"), r
+    finally:
+        _cleanup(image, f"{image}_kmm-test_sf_kmm_unsigned")

@@ -89,7 +89,8 @@ def test_merged_sign_tls_and_in_tree(bundle: m.Bundle) -> None:
     assert rt.sign is not None and std.sign is not None
     assert rt.sign.files_to_sign == (f"/opt/lib/modules/{RT}/kmm_ci_a.ko",
                                      f"/opt/lib/modules/{RT}/kmm_ci_b.ko")
-    assert rt.sign.unsigned_image == rt.image  # built, then signed in place
+    # Built to KMM's intermediate name, then signed to containerImage.
+    assert rt.sign.unsigned_image == rt.build_image == f"{rt.image}_drivers_kmm-ci_kmm_unsigned"
     assert (rt.sign.key_secret, rt.sign.cert_secret) == ("signing-key", "signing-cert")
     assert rt.registry_tls == m.TLSOptions(insecure_skip_tls_verify=True)
     assert std.registry_tls == m.TLSOptions()
