@@ -17,7 +17,7 @@ from dtk.digest import parts_digest
 from dtk.errors import DtkError
 from dtk.kernel import kmm_build_args, kmm_variables, normalize, substitute
 from dtk.kmm import model as m
-from dtk.kmm.merge import merged_build, merged_sign
+from dtk.kmm.merge import apply_overrides, merged_build, merged_sign
 from dtk.kmm.validate import compile_regexp
 
 DTK_AUTO = "DTK_AUTO"
@@ -139,10 +139,7 @@ def _kernel_plan(mod: m.Module, cont: m.Container, found: tuple[int, m.KernelMap
     image = substitute(km.container_image or cont.container_image, image_vars)
     build = merged_build(cont.build, km.build)
     sign = merged_sign(cont.sign, km.sign)
-    in_tree = (km.in_tree_modules_to_remove
-               or ((km.in_tree_module_to_remove,) if km.in_tree_module_to_remove else None)
-               or cont.in_tree_modules_to_remove
-               or ((cont.in_tree_module_to_remove,) if cont.in_tree_module_to_remove else ()))
+    in_tree = _in_tree(cont, km)
     planned_sign = _sign(sign, intermediate_image(mod.name, mod.namespace, image) if build
                          else None, kvars, _cert(bundle, mod, sign)) if sign else None
     return KernelPlan(
@@ -157,6 +154,17 @@ def _kernel_plan(mod: m.Module, cont: m.Container, found: tuple[int, m.KernelMap
         in_tree_modules_to_remove=tuple(in_tree),
         build_image=(planned_sign.unsigned_image if planned_sign else image) if build else "",
     )
+
+
+def _in_tree(cont: m.Container, km: m.KernelMapping) -> tuple[str, ...]:
+    """KMM's prepareModuleLoaderData: the mapping's list replaces the container's
+    whenever it is given (`[]` means none), then a deprecated single name, the
+    mapping's before the container's, replaces both."""
+    names = cont.in_tree_modules_to_remove
+    if km.in_tree_modules_to_remove is not None:
+        names = km.in_tree_modules_to_remove
+    single = km.in_tree_module_to_remove or cont.in_tree_module_to_remove
+    return (single,) if single else tuple(names or ())
 
 
 def _cert(bundle: m.Bundle, mod: m.Module, sign: m.Sign) -> bytes:
@@ -177,22 +185,14 @@ def _build(mod: m.Module, build: m.Build, kernel: str, bundle: m.Bundle,
     return PlannedBuild(
         dockerfile_configmap=build.dockerfile_configmap,
         dockerfile=dockerfile,
-        build_args=override_args(build.build_args, injected),
+        build_args=apply_overrides(build.build_args,
+                                   [m.BuildArg(k, v) for k, v in injected.items()]),
         secrets=build.secrets,
         base_image_registry_tls=build.base_image_registry_tls or m.TLSOptions(),
-        selector=build.selector if build.selector is not None else (mod.selector or {}),
+        # KMM's buildSpec: an empty build selector means the Module's.
+        selector=build.selector or mod.selector or {},
         kaniko_tag=build.kaniko_tag,
     )
-
-
-def override_args(user: Sequence[m.BuildArg],
-                  injected: Mapping[str, str]) -> tuple[m.BuildArg, ...]:
-    """KMM's buildargoverrider: its values replace same-named user args in place;
-    names the user did not give are appended."""
-    out = [m.BuildArg(a.name, injected.get(a.name, a.value)) for a in user]
-    given = {a.name for a in user}
-    out += [m.BuildArg(k, v) for k, v in injected.items() if k not in given]
-    return tuple(out)
 
 
 def _sign(sign: m.Sign, built_image: str | None, kvars: Mapping[str, str],
