@@ -45,7 +45,7 @@ def _check_params(values: tuple[str, ...]) -> tuple[str, ...]:
               callback=lambda _c, _p, v: _check_params(v),
               help="Module parameter (KMM parameters; repeatable).")
 @click.option("--modprobe-arg", "load_args", multiple=True, metavar="ARG",
-              help="KMM args.load for modprobe (default: -v).")
+              help="KMM args.load: added after the worker's own `-vd DIR` (repeatable).")
 @click.option("--order", "loading_order", multiple=True, metavar="MODULE",
               help="KMM modulesLoadingOrder, first = moduleName (repeatable).")
 @click.option("--remove-in-tree", "remove", multiple=True, metavar="MODULE",
@@ -87,7 +87,7 @@ def vmtest_cmd(*, image: str, kernels: tuple[str, ...], module: str, params: tup
     """
     config = GuestConfig(module=module,
                          dir_name=dir_name, parameters=params,
-                         load_args=load_args or ("-v",), loading_order=loading_order,
+                         load_args=load_args, loading_order=loading_order,
                          in_tree_to_remove=remove, firmware_host=firmware_host_path,
                          check=check_cmd)
     spec = VmTestSpec(image=image, kernels=kernels, guest=config, built_for=built_for,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from pathlib import Path
 
 from dtk.driver.plan import BuildSecret, secrets_digest
 from dtk.kmm import model as m
@@ -14,7 +15,7 @@ from dtk.kmm.plan import intermediate_image, plan
 from dtk.kmm.preflight import ModuleStatus, validation_object
 from dtk.kmm.vmtest import VmOptions, guest_config
 from dtk.run import masker
-from tests.unit.kmm_support import MANIFESTS
+from tests.unit.kmm_support import MANIFESTS, container, minimal, write
 
 STD = "6.1.0-56-amd64"
 
@@ -85,8 +86,8 @@ def test_guest_config_follows_the_modprobe_spec() -> None:
     mod = bundle.module(None)
     kp = plan(mod, [STD], bundle).kernels[0]
     config = guest_config(mod, kp, VmOptions(firmware_host="/lib/firmware"))
-    assert config.load_argv() == ["-v", "-d", "/opt", "kmm_ci_a", "debug=1"]
-    assert config.unload_argv() == ["-rv", "-d", "/opt", "kmm_ci_a", "kmm_ci_b"]
+    assert config.load_argv() == ["-vd", "/opt", "kmm_ci_a", "debug=1"]
+    assert config.unload_argv() == ["-rvd", "/opt", "kmm_ci_a", "kmm_ci_b"]
     assert config.loading_order == ("kmm_ci_a", "kmm_ci_b")
     assert config.in_tree_to_remove == ("kmm_ci_old",)
     assert config.firmware_host == "/lib/firmware"
@@ -109,3 +110,20 @@ def test_validation_object_has_kmm_v1beta2_shape() -> None:
         "name": "m", "namespace": "ns", "verificationStatus": "Failure",
         "statusReason": "no kernelMapping matches", "verificationStage": "Image",
         "lastTransitionTime": "T"}]
+
+
+def test_worker_appends_args_to_its_own(tmp_path: Path) -> None:
+    """KMM's worker (internal/worker/worker.go): load is `modprobe -vd /tmp/<dirName>
+    [args.load…] moduleName [parameters…]`, unload `modprobe -rvd /tmp/<dirName>
+    [args.unload…] (modulesLoadingOrder | moduleName)`: args are appended to its own
+    flags, never in their place (an args.unload without -r would load, not unload)."""
+    doc = minimal()
+    container(doc)["modprobe"] = {
+        "moduleName": "hello", "dirName": "/drivers", "parameters": ["p=1"],
+        "args": {"load": ["--first-time"], "unload": ["--syslog"]}}
+    bundle = load_documents([write(tmp_path, doc)])
+    mod = bundle.module(None)
+    kp = plan(mod, [STD], bundle).kernels[0]
+    config = guest_config(mod, kp, VmOptions())
+    assert config.load_argv() == ["-vd", "/drivers", "--first-time", "hello", "p=1"]
+    assert config.unload_argv() == ["-rvd", "/drivers", "--syslog", "hello"]
