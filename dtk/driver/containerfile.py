@@ -96,7 +96,7 @@ def build_cell(cell: Cell, source: ContainerfileSource, log: Path,
             _bud(spec, cell, log, on_line)
         with buildah.working_container(staging) as ctr:
             with ctr.mounted() as root:
-                versions = module_versions(find_modules(root, cell.kernel))
+                versions = module_versions(find_modules(root, cell.kernel, cell.layout))
             ctr.config("--label", "dtk.build.modules=" + ",".join(versions))
             image_id = ctr.commit(cell.image)
     finally:

@@ -28,7 +28,7 @@ from dtk.distro import catalog_problems
 from dtk.distro.debian import DebianArchive
 from dtk.driver.base import ensure_base
 from dtk.driver.matrix import RunOptions, resolve_toolkits, run_matrix
-from dtk.driver.outcome import Outcome, Status
+from dtk.driver.outcome import KMM_TOOLS, Layout, Outcome, Status
 from dtk.driver.plan import BuildOptions, BuildSecret, Cell, Matrix, plan_matrix
 from dtk.driver.sources import containerfile_source
 from dtk.engine import buildah, skopeo
@@ -203,12 +203,19 @@ def _build_all(run: _Run, kps: list[KernelPlan]) -> dict[str, Outcome]:
             secrets_key=host_key(paths.cache_dir() / "keys" / "secrets-digest.key"),
             labels=tuple(sorted(labels_for(run.mod).items())),
             pull_tls_verify=kp.build.base_image_registry_tls.verify,
-            force=run.request.rebuild)
+            force=run.request.rebuild, layout=kmm_layout(run.mod))
         cells += plan_matrix([source], [kp.kernel], toolkits, base, options).cells
     outcomes = run_matrix(Matrix(tuple(cells)),
                           RunOptions(run.request.jobs, run.request.log_dir, authfile=run.auth),
                           run.monitor)
     return {o.kernel: o for o in outcomes}
+
+
+def kmm_layout(mod: m.Module) -> Layout:
+    """What KMM's worker needs of an image: modules under the Module's dirName, and a
+    shell, cp and mkdir (it brings its own modprobe)."""
+    assert mod.module_loader is not None
+    return Layout(mod.module_loader.container.modprobe.dir_name, KMM_TOOLS)
 
 
 def _dockerfile_source(run: _Run, kp: KernelPlan) -> Any:

@@ -383,3 +383,34 @@ def test_failed_signing_never_publishes_the_unsigned_build(
         assert (code, r["action"]) == (0, "exists"), r
     finally:
         _cleanup(image, f"{image}_kmm-test_sf_kmm_unsigned")
+
+
+# KMM's worker copies <dirName>/lib/modules/<kernel> out of the image with the image's
+# own sh, mkdir and cp, and loads with the modprobe of its own image: a kmod image with
+# another dirName and no modprobe is one KMM loads (internal/worker, workerpodmanager.go).
+DIRNAME_DOCKERFILE = docs.DOCKERFILE.replace(
+    "COPY --from=builder /src/*.ko /opt/lib/modules/${KERNEL_VERSION}/",
+    "COPY --from=builder /src/*.ko /drivers/lib/modules/${KERNEL_VERSION}/").replace(
+    "RUN depmod -b /opt",
+    "RUN depmod -b /drivers ${KERNEL_VERSION} && rm -f /bin/modprobe /sbin/modprobe "
+    "/usr/bin/modprobe /usr/sbin/modprobe")
+
+
+def test_dir_name_and_no_modprobe_as_kmm_loads_them(tmp_path: Path, kernel_61: str,
+                                                    toolkit_61: Any) -> None:
+    del toolkit_61
+    image = f"localhost/kmmt-{secrets.token_hex(4)}/dirname:{kernel_61}"
+    module = docs.module("dirname", [{"literal": kernel_61, "containerImage": image}],
+                         build={"dockerfileConfigMap": {"name": "df"}})
+    module["spec"]["moduleLoader"]["container"]["modprobe"]["dirName"] = "/drivers"
+    files = docs.write(tmp_path / "m.yaml", module, docs.configmap("df", DIRNAME_DOCKERFILE))
+    try:
+        code, data = _stdout_json(_run("module", "build", "-f", str(files), "--kernel",
+                                       kernel_61, "--json"))
+        (r,) = data["results"]
+        assert (code, r["action"]) == (0, "built"), r
+        modules = read_modules(image, base="/drivers/lib/modules")
+        assert sorted(i.module.path.rsplit("/", 1)[-1] for group in modules.values()
+                      for i in group) == ["kmm_ci_a.ko", "kmm_ci_b.ko"]
+    finally:
+        _cleanup(image)
