@@ -21,6 +21,7 @@ from dtk.k8snames import config_map_key_problems, dns1123_label_problems, dns112
 from dtk.kmm import model as m
 from dtk.kmm import spec as spec_reader
 from dtk.kmm.reader import Reader, child
+from dtk.kmm.validate import violations
 
 _SUFFIXES = (".yaml", ".yml", ".json")
 # ObjectMeta fields kubectl passes through; dtk reads name and namespace only.
@@ -34,15 +35,23 @@ def load_documents(paths: Sequence[Path], namespace: str | None = None) -> m.Bun
     """Read every -f path; `namespace` is -n (None: documents' own, else 'default')."""
     r = Reader()
     objects: list[m.Module | m.ConfigMap | m.Secret] = []
+    clean: set[m.Source] = set()  # documents that read without a schema error
     for source, doc in _documents(paths):
         before = len(r.errors)
         obj = _object(r, doc, source, namespace)
+        if len(r.errors) == before:
+            clean.add(source)
         _prefix(r, before, str(source))
         if obj is not None:
             objects.append(obj)
     bundle = _bundle(r, objects)
     check_references(r, bundle)
     if r.errors:
+        # What the webhook says too, in the same pass: a missing Secret must not hide
+        # it (a Module with schema errors is left out: its defaults would only add noise).
+        r.errors += [f"Module {mod.namespace}/{mod.name} ({mod.source}): {v}"
+                     for mod in bundle.modules if mod.source in clean
+                     for v in violations(mod)]
         shown = r.errors[:_MAX_SHOWN]
         more = len(r.errors) - len(shown)
         text = "\n  ".join(shown) + (f"\n  … and {more} more" if more else "")
