@@ -178,15 +178,18 @@ def test_preflight_with_and_without_an_image(built: Built, kernel_61: str, kerne
 
 def test_sign_only_from_an_unsigned_image_in_the_registry(
         built: Built, auth_registry: AuthRegistry, kernel_61_rt: str, tmp_path: Path) -> None:
-    signed_from = built.images[kernel_61_rt]  # pushed above; stands in for an unsigned one
+    # Pushed above, signed with the first key: re-signing it with another key shows the
+    # signature was made here (it verifies with this cert, the input's does not).
+    signed_from = built.images[kernel_61_rt]
     prefix = signed_from.rsplit("/", 1)[0]
+    keys = keygen.keygen(tmp_path, "dtk kmm re-sign")
     files = docs.write(tmp_path / "m.yaml", docs.module("signer", [
         {"regexp": "rt", "containerImage": f"{prefix}/signed:${{KERNEL_FULL_VERSION}}"}],
         sign={"unsignedImage": signed_from.replace(kernel_61_rt, "${KERNEL_FULL_VERSION}"),
               "unsignedImageRegistryTLS": {"insecure": True},
               "keySecret": {"name": "signing-key"}, "certSecret": {"name": "signing-cert"},
               "filesToSign": ["/opt/lib/modules/${KERNEL_FULL_VERSION}/kmm_ci_a.ko"]},
-        registryTLS={"insecure": True}), *docs.signing(built.keys.key, built.keys.cert_pem),
+        registryTLS={"insecure": True}), *docs.signing(keys.key, keys.cert_pem),
         docs.repo_secret(auth_registry.dockerconfigjson()))
     _patch_spec(files, imageRepoSecret={"name": "repo"})
     buildah.remove_image(signed_from)
@@ -198,6 +201,10 @@ def test_sign_only_from_an_unsigned_image_in_the_registry(
         (r,) = data["results"]
         assert r["action"] == "signed" and r["pushed"].startswith("sha256:")
         assert not buildah.image_exists(signed_from)  # pulled to sign, then removed
+        trust = {i.module.path.rsplit("/", 1)[-1]: i.trust for group in
+                 read_modules(target, cert=load_cert(keys.cert_pem)).values() for i in group}
+        assert trust["kmm_ci_a.ko"] is SignatureTrust.TRUSTED  # signed here, with this cert
+        assert trust["kmm_ci_b.ko"] is not SignatureTrust.TRUSTED  # not in filesToSign
         # The registry refuses other credentials: a clear error, nothing pushed.
         bad = docs.write(tmp_path / "bad.yaml", *[
             d if d["kind"] != "Secret" or d["metadata"]["name"] != "repo"
