@@ -119,7 +119,8 @@ def plan_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: str
     result: list[image_state.KernelState] = []
     if not no_state:
         with image_state.image_lookup(_repo_secret(bundle, plan)) as lookup:
-            result = image_state.states(plan, lookup)
+            result = image_state.states(
+                plan, lookup, bundle.module(plan.module).image_rebuild_trigger_generation)
     if as_json:
         print_json({**planner.to_json(plan), "states": image_state.to_json(result)})
     else:

@@ -36,16 +36,20 @@ from dtk.errors import DtkError
 from dtk.files import host_key
 from dtk.kernel import normalize
 from dtk.kmm import model as m
-from dtk.kmm.plan import DTK_AUTO, KernelPlan, Plan
+from dtk.kmm.plan import (
+    DTK_AUTO,
+    GENERATION_LABEL,
+    MODULE_LABEL,
+    SIGN_LABEL,
+    KernelPlan,
+    Plan,
+    image_current,
+)
 from dtk.kmm.state import authfile, registry_host
 from dtk.kmod import sign
 from dtk.kmod.image import sign_image
 from dtk.progress import Monitor
 from dtk.toolkit.images import ToolkitImage, ensure_toolkit
-
-GENERATION_LABEL = "dtk.kmm.image-rebuild-trigger-generation"
-MODULE_LABEL = "dtk.kmm.module"
-SIGN_LABEL = "dtk.kmm.sign"
 
 
 @dataclass(frozen=True)
@@ -105,12 +109,7 @@ def signed_labels(mod: m.Module, kp: KernelPlan) -> dict[str, str]:
 
 
 def current(mod: m.Module, kp: KernelPlan, labels: dict[str, str]) -> bool:
-    """An existing image counts unless the Module asks for another generation, or for
-    another signing than the one the image records (none, when the Module signs none)."""
-    gen = mod.image_rebuild_trigger_generation
-    if gen is not None and labels.get(GENERATION_LABEL) != str(gen):
-        return False
-    return labels.get(SIGN_LABEL, "") == (kp.sign.digest if kp.sign else "")
+    return image_current(mod.image_rebuild_trigger_generation, kp, labels)
 
 
 def build_module(bundle: m.Bundle, plan: Plan, request: BuildRequest, monitor: Monitor,

@@ -22,6 +22,9 @@ from dtk.kmm.validate import compile_regexp
 
 DTK_AUTO = "DTK_AUTO"
 UNSIGNED_TAG_SUFFIX = "_kmm_unsigned"
+GENERATION_LABEL = "dtk.kmm.image-rebuild-trigger-generation"
+MODULE_LABEL = "dtk.kmm.module"
+SIGN_LABEL = "dtk.kmm.sign"
 Toolkit = Callable[[str], str]
 
 
@@ -98,6 +101,15 @@ def sign_digest(cert: bytes, files_to_sign: Sequence[str]) -> str:
     """The sign spec as a signed image's label records it: the certificate's sha256
     fingerprint (public), never the key, and the filesToSign templates."""
     return parts_digest("kmm-sign/1", parts_digest(cert), *files_to_sign)
+
+
+def image_current(generation: int | None, kp: KernelPlan, labels: Mapping[str, str]) -> bool:
+    """Whether an existing image with `labels` is what the Module asks for: not when it
+    asks for another imageRebuildTriggerGeneration, nor for another signing than the
+    one the image records (none, when the Module signs none)."""
+    if generation is not None and labels.get(GENERATION_LABEL) != str(generation):
+        return False
+    return labels.get(SIGN_LABEL, "") == (kp.sign.digest if kp.sign else "")
 
 
 def find_mapping(mappings: Sequence[m.KernelMapping],

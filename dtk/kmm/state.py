@@ -11,15 +11,15 @@ from __future__ import annotations
 import enum
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dtk.engine import buildah, skopeo
 from dtk.errors import DtkError
 from dtk.kmm import model as m
-from dtk.kmm.plan import KernelPlan, Plan
+from dtk.kmm.plan import KernelPlan, Plan, image_current
 
 
 class ImageState(enum.StrEnum):
@@ -32,6 +32,7 @@ class ImageState(enum.StrEnum):
 class Found:
     digest: str  # sha256:…
     where: str  # "local" or "registry"
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -46,24 +47,28 @@ class KernelState:
 Lookup = Callable[[str, m.TLSOptions], Found | None]
 
 
-def state_of(kp: KernelPlan, lookup: Lookup) -> KernelState:
+def state_of(kp: KernelPlan, lookup: Lookup, generation: int | None = None) -> KernelState:
+    """`generation`: the Module's imageRebuildTriggerGeneration. An image that exists
+    but was made for another generation or another sign spec (its labels say) needs
+    making again, as `dtk module build` decides, when the Module can make it."""
     try:
         found = lookup(kp.image, kp.registry_tls)
     except DtkError as exc:
         return KernelState(kp.kernel, kp.image, None, error=exc.message.splitlines()[0])
-    if found is not None:
+    makes = kp.build is not None or kp.sign is not None
+    if found is not None and (not makes or image_current(generation, kp, found.labels)):
         return KernelState(kp.kernel, kp.image, ImageState.EXISTS, found)
     if kp.build is not None:  # a build is followed by the sign step when both are set
-        return KernelState(kp.kernel, kp.image, ImageState.NEEDS_BUILDING)
+        return KernelState(kp.kernel, kp.image, ImageState.NEEDS_BUILDING, found)
     if kp.sign is not None:
-        return KernelState(kp.kernel, kp.image, ImageState.NEEDS_SIGNING)
+        return KernelState(kp.kernel, kp.image, ImageState.NEEDS_SIGNING, found)
     return KernelState(kp.kernel, kp.image, None,
                        error=f"image {kp.image} does not exist and the Module has no build "
                              "or sign for this kernel")
 
 
-def states(plan: Plan, lookup: Lookup) -> list[KernelState]:
-    return [state_of(kp, lookup) for kp in plan.kernels]
+def states(plan: Plan, lookup: Lookup, generation: int | None = None) -> list[KernelState]:
+    return [state_of(kp, lookup, generation) for kp in plan.kernels]
 
 
 def registry_host(image: str) -> str | None:
@@ -89,15 +94,21 @@ def authfile(secret: m.Secret | None) -> Iterator[Path | None]:
         Path(name).unlink(missing_ok=True)
 
 
-def local_digest(image: str) -> str | None:
+def local_found(image: str) -> Found | None:
     if not buildah.image_exists(image):
         return None
-    return str(buildah.inspect(image).get("FromImageDigest") or "") or None
+    data = buildah.inspect(image)
+    digest = str(data.get("FromImageDigest") or "")
+    labels = (data.get("OCIv1") or {}).get("config", {}).get("Labels") or {}
+    return Found(digest, "local", dict(labels)) if digest else None
 
 
-def remote_digest(image: str, tls: m.TLSOptions, auth: Path | None) -> str | None:
-    """The manifest digest in the registry, None if the registry says it is not there."""
-    return skopeo.remote_digest(image, tls_verify=tls.verify, authfile=auth)
+def remote_found(image: str, tls: m.TLSOptions, auth: Path | None) -> Found | None:
+    """The manifest digest and labels in the registry, None if it says it is not there."""
+    data = skopeo.remote_inspect(image, tls_verify=tls.verify, authfile=auth)
+    if data is None:
+        return None
+    return Found(str(data["Digest"]), "registry", dict(data.get("Labels") or {}))
 
 
 @contextmanager
@@ -107,14 +118,10 @@ def image_lookup(secret: m.Secret | None, *, prefer_registry: bool = False) -> I
     with authfile(secret) as auth:
         def lookup(image: str, tls: m.TLSOptions) -> Found | None:
             def remote() -> Found | None:
-                if registry_host(image) is None:
-                    return None
-                digest = remote_digest(image, tls, auth)
-                return Found(digest, "registry") if digest else None
+                return remote_found(image, tls, auth) if registry_host(image) else None
 
             def local() -> Found | None:
-                digest = local_digest(image)
-                return Found(digest, "local") if digest else None
+                return local_found(image)
 
             order = (remote, local) if prefer_registry else (local, remote)
             for step in order:

@@ -354,19 +354,27 @@ def test_failed_signing_never_publishes_the_unsigned_build(
     image = f"{registry}/kmmt-{secrets.token_hex(4)}/sf:{kernel_61}"
     good = "/opt/lib/modules/${KERNEL_FULL_VERSION}/kmm_ci_a.ko"
 
-    def build(sign: list[str] | None) -> tuple[int, dict[str, Any]]:
+    def manifests(sign: list[str] | None) -> str:
         extra = {} if sign is None else {"sign": {
             "keySecret": {"name": "signing-key"}, "certSecret": {"name": "signing-cert"},
             "filesToSign": sign}}
-        files = docs.write(tmp_path / "m.yaml", docs.module(
+        return str(docs.write(tmp_path / "m.yaml", docs.module(
             "sf", [{"literal": kernel_61, "containerImage": image}],
             build={"dockerfileConfigMap": {"name": "df"}}, registryTLS={"insecure": True},
             **extra), docs.configmap("df", docs.DOCKERFILE),
-            *docs.signing(keys.key, keys.cert_pem))
-        code, data = _stdout_json(_run("module", "build", "-f", str(files), "--kernel",
+            *docs.signing(keys.key, keys.cert_pem)))
+
+    def build(sign: list[str] | None) -> tuple[int, dict[str, Any]]:
+        code, data = _stdout_json(_run("module", "build", "-f", manifests(sign), "--kernel",
                                        kernel_61, "--push", "--json"))
         (result,) = data["results"]
         return code, result
+
+    def state(sign: list[str] | None) -> str:
+        code, data = _stdout_json(_run("module", "plan", "-f", manifests(sign), "--kernel",
+                                       kernel_61, "--json"))
+        assert code == 0, data
+        return str(data["states"][0]["state"])
 
     try:
         for _ in range(2):  # the second run must not take the unsigned build for done
@@ -377,6 +385,7 @@ def test_failed_signing_never_publishes_the_unsigned_build(
             assert skopeo.remote_inspect(image, tls_verify=False) is None
         code, r = build(None)
         assert (code, r["action"]) == (0, "built"), r
+        assert (state(None), state([good])) == ("Exists", "NeedsBuilding")
         code, r = build([good])  # gains a sign section: the unsigned image does not count
         assert (code, r["action"]) == (0, "built+signed"), r
         remote = skopeo.remote_inspect(image, tls_verify=False)
@@ -388,6 +397,7 @@ def test_failed_signing_never_publishes_the_unsigned_build(
                          "kmm_ci_b.ko": SignatureTrust.UNSIGNED}
         code, r = build([good])
         assert (code, r["action"]) == (0, "exists"), r
+        assert state([good]) == "Exists"
     finally:
         _cleanup(image, f"{image}_kmm-test_sf_kmm_unsigned")
 

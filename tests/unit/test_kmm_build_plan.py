@@ -9,9 +9,9 @@ from pathlib import Path
 
 from dtk.driver.plan import BuildSecret, secrets_digest
 from dtk.kmm import model as m
-from dtk.kmm.build import GENERATION_LABEL, SIGN_LABEL, current, labels_for, signed_labels
+from dtk.kmm.build import current, labels_for, signed_labels
 from dtk.kmm.load import load_documents
-from dtk.kmm.plan import intermediate_image, plan
+from dtk.kmm.plan import GENERATION_LABEL, SIGN_LABEL, intermediate_image, plan
 from dtk.kmm.preflight import ModuleStatus, validation_object
 from dtk.kmm.vmtest import VmOptions, guest_config
 from dtk.run import masker

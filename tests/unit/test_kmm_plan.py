@@ -14,7 +14,7 @@ from dtk.kmm import model as m
 from dtk.kmm import state as image_state
 from dtk.kmm.load import load_documents
 from dtk.kmm.nodes import read_nodes
-from dtk.kmm.plan import find_mapping, plan, registry_toolkit
+from dtk.kmm.plan import SIGN_LABEL, find_mapping, plan, registry_toolkit
 from dtk.kmm.render import pinned, render, render_in_cluster
 from tests.unit.kmm_support import MANIFESTS, NODES, container, dtk, minimal, write
 
@@ -123,20 +123,30 @@ def test_nodes_filtered_by_selector(bundle: m.Bundle) -> None:
     assert dict(p.unmatched_nodes) == {ARM: ("arm-1",)}
 
 
-def _found(digests: dict[str, str]) -> image_state.Lookup:
+def _found(digests: dict[str, str],
+           labels: dict[str, str] | None = None) -> image_state.Lookup:
     def lookup(image: str, tls: m.TLSOptions) -> image_state.Found | None:
         del tls
         if image == "boom":
             raise DtkError("registry unreachable")
-        return image_state.Found(digests[image], "registry") if image in digests else None
+        return image_state.Found(digests[image], "registry", labels or {}) \
+            if image in digests else None
     return lookup
 
 
 def test_states(bundle: m.Bundle, tmp_path: Path) -> None:
     p = plan(bundle.module(None), [STD, TRIXIE], bundle)
-    got = image_state.states(p, _found({f"{REG}/kmm-ci:{STD}-literal": "sha256:aa"}))
+    std = p.kernels[0]
+    assert std.sign is not None
+    existing = {f"{REG}/kmm-ci:{STD}-literal": "sha256:aa"}
+    got = image_state.states(p, _found(existing, {SIGN_LABEL: std.sign.digest}))
     assert [(s.kernel, s.state) for s in got] == [
         (STD, image_state.ImageState.EXISTS), (TRIXIE, image_state.ImageState.NEEDS_BUILDING)]
+    # Made without this sign spec (or for another generation): made again, as build does.
+    (stale, _) = image_state.states(p, _found(existing))
+    assert stale.state is image_state.ImageState.NEEDS_BUILDING and stale.found is not None
+    (old, _) = image_state.states(p, _found(existing, {SIGN_LABEL: std.sign.digest}), 2)
+    assert old.state is image_state.ImageState.NEEDS_BUILDING
     doc = minimal()
     b = load_documents([write(tmp_path, doc)])
     (missing,) = image_state.states(plan(b.module(None), [STD], b), _found({}))
