@@ -18,6 +18,7 @@ import yaml
 from dtk import run as runner
 from dtk.engine import buildah, skopeo
 from dtk.errors import DtkError
+from dtk.kmm.plan import intermediate_image
 from dtk.kmm.state import registry_host
 from dtk.kmod import keygen
 from dtk.kmod.check import SignatureTrust
@@ -54,9 +55,11 @@ def _stdout_json(code_text: tuple[int, str]) -> tuple[int, Any]:
     return code, data
 
 
-def _cleanup(*images: str) -> None:
+def _cleanup(*images: str, module: str = "kmm-ci") -> None:
+    """The images, and the intermediate ones a build that signs leaves locally."""
     for image in images:
         buildah.remove_image(image)
+        buildah.remove_image(intermediate_image(module, "kmm-test", image))
 
 
 @pytest.fixture(scope="module")
@@ -399,7 +402,7 @@ def test_failed_signing_never_publishes_the_unsigned_build(
         assert (code, r["action"]) == (0, "exists"), r
         assert state([good]) == "Exists"
     finally:
-        _cleanup(image, f"{image}_kmm-test_sf_kmm_unsigned")
+        _cleanup(image, module="sf")
 
 
 # KMM's worker copies <dirName>/lib/modules/<kernel> out of the image with the image's
