@@ -432,5 +432,12 @@ def test_dir_name_and_no_modprobe_as_kmm_loads_them(tmp_path: Path, kernel_61: s
         modules = read_modules(image, base="/drivers/lib/modules")
         assert sorted(i.module.path.rsplit("/", 1)[-1] for group in modules.values()
                       for i in group) == ["kmm_ci_a.ko", "kmm_ci_b.ko"]
+        # Preflight reads the same dirName: dtk check, then a boot that loads it.
+        code, data = _stdout_json(_run("module", "preflight", "-f", str(files), "--kernel",
+                                       kernel_61, "--json"))
+        (status,) = data["modules"]
+        assert (code, status["verification_status"]) == (0, "Success"), status
+        assert any(line.startswith(f"/drivers/lib/modules/{kernel_61}/") and
+                   line.endswith(": loads") for line in status["check"]), status
     finally:
         _cleanup(image)
