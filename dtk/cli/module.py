@@ -180,9 +180,12 @@ def render_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: s
         doc = renderer.render_in_cluster(bundle.module(plan.module), plan, toolkit)
     else:
         bundle, plan = _plan(files, namespace, module_name, kernels)
+        generation = bundle.module(plan.module).image_rebuild_trigger_generation
         with image_state.image_lookup(_repo_secret(bundle, plan), prefer_registry=True) as look:
-            found = {kp.kernel: look(kp.image, kp.registry_tls) for kp in plan.kernels}
-        digests = {k: f.digest for k, f in found.items() if f is not None}
+            found = {kp.kernel: (kp, look(kp.image, kp.registry_tls)) for kp in plan.kernels}
+        # An image made for another sign spec or generation is not pinned: build it first.
+        digests = {k: f.digest for k, (kp, f) in found.items()
+                   if f is not None and image_state.usable(kp, f, generation)}
         doc = renderer.render(bundle.module(plan.module), plan, digests)
     text = renderer.to_yaml(doc)
     if output:

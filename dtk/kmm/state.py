@@ -55,8 +55,7 @@ def state_of(kp: KernelPlan, lookup: Lookup, generation: int | None = None) -> K
         found = lookup(kp.image, kp.registry_tls)
     except DtkError as exc:
         return KernelState(kp.kernel, kp.image, None, error=exc.message.splitlines()[0])
-    makes = kp.build is not None or kp.sign is not None
-    if found is not None and (not makes or image_current(generation, kp, found.labels)):
+    if found is not None and usable(kp, found, generation):
         return KernelState(kp.kernel, kp.image, ImageState.EXISTS, found)
     if kp.build is not None:  # a build is followed by the sign step when both are set
         return KernelState(kp.kernel, kp.image, ImageState.NEEDS_BUILDING, found)
@@ -65,6 +64,14 @@ def state_of(kp: KernelPlan, lookup: Lookup, generation: int | None = None) -> K
     return KernelState(kp.kernel, kp.image, None,
                        error=f"image {kp.image} does not exist and the Module has no build "
                              "or sign for this kernel")
+
+
+def usable(kp: KernelPlan, found: Found, generation: int | None) -> bool:
+    """Whether an existing image is the one the Module asks for: any image, when the
+    Module cannot make one; else one labelled with its generation and sign spec."""
+    if kp.build is None and kp.sign is None:
+        return True
+    return image_current(generation, kp, found.labels)
 
 
 def states(plan: Plan, lookup: Lookup, generation: int | None = None) -> list[KernelState]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,11 @@ def test_states(bundle: m.Bundle, tmp_path: Path) -> None:
     assert stale.state is image_state.ImageState.NEEDS_BUILDING and stale.found is not None
     (old, _) = image_state.states(p, _found(existing, {SIGN_LABEL: std.sign.digest}), 2)
     assert old.state is image_state.ImageState.NEEDS_BUILDING
+    # What render pins: the same rule; an image the Module cannot make is always used.
+    foreign = image_state.Found("sha256:aa", "registry")
+    assert not image_state.usable(std, foreign, None)
+    prebuilt = replace(std, build=None, sign=None)
+    assert image_state.usable(prebuilt, foreign, 2)
     doc = minimal()
     b = load_documents([write(tmp_path, doc)])
     (missing,) = image_state.states(plan(b.module(None), [STD], b), _found({}))
