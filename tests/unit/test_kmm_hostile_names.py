@@ -129,3 +129,18 @@ def test_secret_files_are_private(tmp_path: Path) -> None:
         assert (directory / "k").read_bytes() == b"v"
         assert directory.parent.stat().st_mode & 0o077 == 0
     assert not directory.exists()
+
+
+@pytest.mark.parametrize("form", ["relative", "absolute"])
+def test_module_build_refuses_a_hostile_key_before_any_work(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, form: str) -> None:
+    """The reported defect: `dtk module build` wrote the Secret's value to the path its
+    key named. Now the manifests are refused before anything is planned or written."""
+    target = tmp_path / "escaped"
+    key = ("../../../.." + str(target)) if form == "relative" else str(target)
+    files = write(tmp_path, *_module_with_build_secret("token", key))
+    code, text = dtk(monkeypatch, "module", "build", "-f", str(files), "--kernel",
+                     "6.1.0-56-amd64")
+    assert code == 2, text
+    assert "is invalid" in text and "payload" not in text
+    assert not target.exists()
