@@ -161,3 +161,16 @@ def test_plan_never_crashes_nor_writes_outside(sandbox: dict[str, Path],
     for kernel in KERNELS:
         argv += ["--kernel", kernel]
     _check(sandbox, docs, argv)
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.data_too_large])
+@given(data=st.data())
+def test_render_in_cluster_never_crashes_nor_writes_outside(sandbox: dict[str, Path],
+                                                            data: st.DataObject) -> None:
+    docs = data.draw(manifests(str(sandbox["canary"])))
+    argv = ["module", "render", "--in-cluster-build", "--toolkit-registry", "r.example/tk"]
+    for kernel in KERNELS:
+        argv += ["--kernel", kernel]
+    _check(sandbox, docs, argv)
