@@ -25,8 +25,6 @@ from dtk.kmm.merge import merged_sign
 MAX_NAME_NAMESPACE = 41
 DRA_HOST_PATHS = ("/dev", "/sys", "/var", "/opt", "/run")
 _NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS1123_SUBDOMAIN = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 _CONTAINER = "spec.moduleLoader.container"
 
@@ -106,7 +104,7 @@ def _tolerations(mod: m.Module) -> Iterator[Violation]:
 
 def _qualified_name(key: str) -> bool:
     prefix, sep, name = key.rpartition("/")
-    if sep and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+    if sep and (not prefix or dns1123_subdomain_problems(prefix)):
         return False
     return 0 < len(name) <= 63 and bool(_NAME.match(name))
 
@@ -199,15 +197,10 @@ def _mapping(cont: m.Container, km: m.KernelMapping, path: str) -> Iterator[Viol
         yield Violation(path, "inTreeModuleToRemove and inTreeModulesToRemove cannot be mixed "
                         "between the mapping and the container")
     yield from _sign_section(cont, km.sign, f"{path}.sign")
-    if merged_sign(cont.sign, km.sign) is not None and not _unsigned_image(cont, km) \
-            and cont.build is None and km.build is None:
+    sign = merged_sign(cont.sign, km.sign)
+    if sign is not None and not sign.unsigned_image and cont.build is None and km.build is None:
         where = f"{path}.sign" if km.sign is not None else f"{_CONTAINER}.sign"
         yield Violation(f"{where}.unsignedImage", "required when there is no build")
-
-
-def _unsigned_image(cont: m.Container, km: m.KernelMapping) -> str:
-    sign = merged_sign(cont.sign, km.sign)
-    return sign.unsigned_image if sign else ""
 
 
 def _re2_reason(exc: Exception) -> str:
