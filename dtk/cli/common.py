@@ -60,10 +60,21 @@ def stderr(text: str) -> None:
 
 def registry_options(func: F) -> F:
     """For images that live only in a registry: pulled into local storage first."""
-    func = click.option("--authfile", type=click.Path(path_type=Path, dir_okay=False,
-                                                      exists=True), default=None,
-                        help="Registry credentials (containers-auth.json / docker config) "
-                             "for pulling an image that is not in local storage.")(func)
-    return click.option("--tls-verify/--no-tls-verify", "tls_verify", default=True,
-                        show_default=True,
-                        help="Verify the registry's TLS when pulling (KMM's registryTLS).")(func)
+    return registry_auth_options("for pulling an image that is not in local storage")(func)
+
+
+TLS_HELP = ("Verify the registry's TLS certificate (default: yes, except for a loopback "
+            "registry: 127.0.0.0/8, ::1, localhost).")
+
+
+def registry_auth_options(purpose: str) -> Callable[[F], F]:
+    """--authfile and --tls-verify/--no-tls-verify, the same on every command that talks
+    to a registry (unset TLS: dtk.engine.registry's one rule)."""
+    def decorate(func: F) -> F:
+        func = click.option("--authfile", type=click.Path(path_type=Path, dir_okay=False,
+                                                          exists=True), default=None,
+                            help="Registry credentials (containers-auth.json / docker "
+                                 f"config) {purpose}.")(func)
+        return click.option("--tls-verify/--no-tls-verify", "tls_verify", default=None,
+                            help=TLS_HELP)(func)
+    return decorate

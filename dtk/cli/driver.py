@@ -21,6 +21,7 @@ from dtk.cli.common import (
     monitor,
     print_json,
     print_table,
+    registry_auth_options,
     sources_option,
     stderr,
 )
@@ -144,6 +145,7 @@ class BuildRequest:
     rebuild: bool = False
     push: bool = False
     tls_verify: bool | None = None
+    authfile: Path | None = None
 
     @property
     def options(self) -> BuildOptions:
@@ -171,7 +173,8 @@ def run_build(request: BuildRequest, found: list[src.Source], archive: DebianArc
     extras = resolve_extras(found, toolkits, log_dir, mon)
     matrix = plan_matrix(found, kernels, toolkits, base, request.options, extras=extras)
     jobs = request.jobs or os.cpu_count() or 1
-    return run_matrix(matrix, RunOptions(jobs, log_dir, request.tls_verify), mon), log_dir
+    options = RunOptions(jobs, log_dir, request.tls_verify, request.authfile)
+    return run_matrix(matrix, options, mon), log_dir
 
 
 def sources_of(request: BuildRequest) -> list[src.Source]:
@@ -183,9 +186,7 @@ def sources_of(request: BuildRequest) -> list[src.Source]:
 @click.group("build", invoke_without_command=True)
 @build_input_options
 @click.option("--push", is_flag=True, help="Push each built image to its registry.")
-@click.option("--tls-verify/--no-tls-verify", default=None,
-              help="Verify the registry's TLS certificate (default: yes, except for a "
-                   "loopback registry).")
+@registry_auth_options("for pushing and for pulling FROM images")
 @click.option("--dry-run", is_flag=True,
               help="Show the cells and the toolkits that would be built (with their size); "
                    "build nothing.")

@@ -31,7 +31,7 @@ def _not_a_directory(target: str) -> None:
                             "directory of modules, list the files")
 
 
-def load_target(target: str, cert_path: Path | None = None, *, tls_verify: bool = True,
+def load_target(target: str, cert_path: Path | None = None, *, tls_verify: bool | None = None,
                 authfile: Path | None = None) -> image.ImageModules | Loaded:
     """A module file, or an image's modules grouped by kernel directory (an image only
     in a registry is pulled into local storage first)."""
@@ -148,7 +148,7 @@ def _cell(verdicts: list[chk.Prediction]) -> str:
 @json_option
 def check_cmd(*, targets: tuple[str, ...], kernels: tuple[str, ...], cert: Path | None,
                secure_boot: bool, sig_enforce: bool, kernel_root: Path | None, download: bool,
-               tls_verify: bool, authfile: Path | None, as_json: bool) -> None:
+               tls_verify: bool | None, authfile: Path | None, as_json: bool) -> None:
     """Predict whether each kernel loads each module, and why not. Exit 1 if any is refused.
 
     TARGETS are module files or images; several targets or kernels print a matrix.
@@ -201,7 +201,7 @@ def check_cmd(*, targets: tuple[str, ...], kernels: tuple[str, ...], cert: Path 
 @json_option
 def sign_cmd(*, module: Path | None, unsigned_image: str | None, key_path: Path,
              cert_path: Path, hash_algo: str, use_key_id: bool, output: str | None,
-             kernel: str | None, patterns: tuple[str, ...], tls_verify: bool,
+             kernel: str | None, patterns: tuple[str, ...], tls_verify: bool | None,
              authfile: Path | None, as_json: bool) -> None:
     """Sign MODULE (.ko, .ko.xz, …) like the kernel's sign-file, or every module of
     --unsigned-image matching --files-to-sign into a new image, like KMM's sign."""

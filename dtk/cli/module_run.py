@@ -66,11 +66,20 @@ def build_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: st
         raise SystemExit(1)
 
 
+def _short(digest: str) -> str:
+    return digest[:19] + "…" if digest else "-"
+
+
 def _report(results: list[KernelResult], wall: float) -> None:
     rows = [[r.kernel, r.image, r.action + (" (cached)" if r.cached else ""),
-             r.pushed[:19] + "…" if r.pushed else "-", f"{r.seconds:.1f}s",
+             _short(r.pushed), _short(r.registry), f"{r.seconds:.1f}s",
              r.reason.splitlines()[0] if r.reason else "-"] for r in results]
-    print_table(["KERNEL", "IMAGE", "ACTION", "PUSHED", "TIME", "REASON"], rows)
+    # PUSHED: what this run pushed; ALREADY THERE: the same bytes the registry held.
+    print_table(["KERNEL", "IMAGE", "ACTION", "PUSHED", "ALREADY THERE", "TIME", "REASON"],
+                rows)
+    for r in results:
+        if r.note:
+            stderr(f"note: {r.kernel}: {r.note}")
     for r in results:
         if r.failed:
             stderr(f"\n{r.kernel} failed: {r.reason}")

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import click
 
-from dtk.cli.common import human_size, json_option, monitor, print_json, print_table, sources_option
+from dtk.cli.common import (
+    human_size,
+    json_option,
+    monitor,
+    print_json,
+    print_table,
+    registry_auth_options,
+    sources_option,
+    stderr,
+)
 from dtk.distro import find_kernel
 from dtk.distro.select import open_archive
 from dtk.engine import buildah, skopeo
@@ -95,13 +104,12 @@ def inspect_cmd(image: str, as_json: bool) -> None:
 @toolkit.command("push")
 @click.argument("image")
 @click.argument("dest")
-@click.option("--tls-verify/--no-tls-verify", default=None,
-              help="Verify the registry's TLS certificate (default: yes, except for a "
-                   "loopback registry).")
-def push_cmd(image: str, dest: str, tls_verify: bool | None) -> None:
+@registry_auth_options("for pushing")
+def push_cmd(image: str, dest: str, tls_verify: bool | None, authfile: Path | None) -> None:
     """Push a toolkit image to a registry (DEST like registry:5000/ns/driver-toolkit:TAG)."""
     buildah.inspect(image)  # a clear error if it does not exist
-    digest = skopeo.push(image, dest, tls_verify=tls_verify)
+    digest = skopeo.push(image, dest, tls_verify=tls_verify, authfile=authfile,
+                         on_retry=stderr)
     click.echo(f"pushed {image} to {dest} ({digest})")
 
 

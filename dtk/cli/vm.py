@@ -78,7 +78,7 @@ def vmtest_cmd(*, image: str, kernels: tuple[str, ...], module: str, params: tup
                remove: tuple[str, ...], preload_in_tree: bool, firmware_path: str,
                firmware_host_path: str, dir_name: str, built_for: str, check_cmd: str,
                sig_enforce: bool, memory: int, cpus: int, append: str, timeout: float,
-               keep_log: bool, accel: str, tls_verify: bool, authfile: Path | None,
+               keep_log: bool, accel: str, tls_verify: bool | None, authfile: Path | None,
                as_json: bool) -> None:
     """Boot each kernel K under qemu and load IMAGE's module as KMM's worker does.
 

@@ -316,9 +316,10 @@ def _push(cell: Cell, outcome: Outcome, options: RunOptions) -> Outcome:
         digest = skopeo.push(cell.image, cell.image, tls_verify=options.tls_verify,
                              authfile=options.authfile)
     except DtkError as exc:
-        return replace(outcome, status=Status.FAILED,
-                       reason=f"built, but pushing failed: {exc.message.splitlines()[0]}",
-                       tail=tail_of(exc.message))
+        lines = exc.message.splitlines()
+        return replace(outcome, status=Status.FAILED, reason=f"built, but {lines[0]}",
+                       tail=tuple(x for x in (*lines[1:], f"hint: {exc.hint}" if exc.hint
+                                              else "") if x))
     return replace(outcome, pushed=digest)
 
 

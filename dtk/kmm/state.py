@@ -97,7 +97,7 @@ def local_digest(image: str) -> str | None:
 
 def remote_digest(image: str, tls: m.TLSOptions, auth: Path | None) -> str | None:
     """The manifest digest in the registry, None if the registry says it is not there."""
-    return skopeo.remote_digest(image, tls_verify=tls.verify, authfile=auth)
+    return skopeo.remote_digest(image, tls_verify=tls.tls_verify, authfile=auth)
 
 
 @contextmanager
