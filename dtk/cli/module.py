@@ -158,15 +158,20 @@ def _plan_table(plan: planner.Plan, result: list[image_state.KernelState]) -> No
 @click.option("--toolkit-registry", default=None, metavar="REG",
               help="Where toolkits were pushed (REG/driver-toolkit:<kernel>), for "
                    "--in-cluster-build.")
+@click.option("--allow-local", is_flag=True,
+              help="Pin images that live only in local storage (localhost/…), which no "
+                   "cluster can pull (a test cluster loaded by hand can).")
 def render_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: str | None,
                kernel: tuple[str, ...], query: str | None, nodes_file: Path | None,
                sources: Path | None, output: Path | None, in_cluster_build: bool,
-               toolkit_registry: str | None) -> None:
+               toolkit_registry: str | None, allow_local: bool) -> None:
     """Write the Module for the cluster: a literal mapping per kernel.
 
     By default each image is pinned by digest (name@sha256:…) and build and sign
-    are dropped. Only the Module is written, not its ConfigMaps or Secrets:
-    apply those from your own files.
+    are dropped. The registry's digest is pinned, and only when it holds the bytes
+    local storage has; an image only in local storage needs --allow-local. Only
+    the Module is written, not its ConfigMaps or Secrets: apply those from your
+    own files.
     """
     if in_cluster_build and not toolkit_registry:
         raise DtkError("--in-cluster-build needs --toolkit-registry REG",
@@ -181,7 +186,9 @@ def render_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: s
         bundle, plan = _plan(files, namespace, module_name, kernels)
         with image_state.image_lookup(_repo_secret(bundle, plan), prefer_registry=True) as look:
             found = {kp.kernel: look(kp.image, kp.registry_tls) for kp in plan.kernels}
-        digests = {k: f.digest for k, f in found.items() if f is not None}
+        digests, warnings = renderer.pins(plan, found, allow_local=allow_local)
+        for warning in warnings:
+            _note(f"warning: {warning}")
         doc = renderer.render(bundle.module(plan.module), plan, digests)
     text = renderer.to_yaml(doc)
     if output:

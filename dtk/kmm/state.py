@@ -32,6 +32,7 @@ class ImageState(enum.StrEnum):
 class Found:
     digest: str  # sha256:…
     where: str  # "local" or "registry"
+    local_differs: bool = False  # found in the registry, and local storage holds other bytes
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,10 @@ def image_lookup(secret: m.Secret | None, *, prefer_registry: bool = False) -> I
                 if registry_host(image) is None:
                     return None
                 digest = remote_digest(image, tls, auth)
-                return Found(digest, "registry") if digest else None
+                if not digest:
+                    return None
+                return Found(digest, "registry",
+                             prefer_registry and _local_differs(image, tls, auth))
 
             def local() -> Found | None:
                 digest = local_digest(image)
@@ -123,6 +127,17 @@ def image_lookup(secret: m.Secret | None, *, prefer_registry: bool = False) -> I
                     return found
             return None
         yield lookup
+
+
+def _local_differs(image: str, tls: m.TLSOptions, auth: Path | None) -> bool:
+    """Whether local storage holds an image under this name that is not the registry's
+    (its id is not the registry's config digest): what vmtest would boot is then not
+    what the cluster would pull."""
+    if not buildah.image_exists(image):
+        return False
+    config = skopeo.remote_config_digest(image, tls_verify=tls.tls_verify, authfile=auth)
+    return config is None or config.removeprefix("sha256:") != \
+        buildah.image_id(image).removeprefix("sha256:")
 
 
 def to_json(result: list[KernelState]) -> list[dict[str, object]]:
