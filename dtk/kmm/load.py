@@ -148,6 +148,7 @@ def _secret(r: Reader, doc: dict[str, Any], source: m.Source, name: str, ns: str
             data[key] = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             r.fail(child("data", key), "is not valid base64 (value not shown)")
+            data[key] = b""  # the key is there: one error, not a knock-on "has no key"
     # As the API server does: stringData is merged over data, and wins.
     for key, text in (r.string_map(doc.get("stringData"), "stringData") or {}).items():
         data[key] = text.encode()

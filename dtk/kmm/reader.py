@@ -7,12 +7,17 @@ same), each with the field path the cluster would name.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*$")
+
 
 def child(path: str, key: str | int) -> str:
-    if isinstance(key, int):
+    """`path.key` for a field, `path[key]` for an index or for a map key that is no
+    identifier (`data[.dockerconfigjson]`, as the API server writes it)."""
+    if isinstance(key, int) or (path and not _IDENTIFIER.match(key)):
         return f"{path}[{key}]"
     return f"{path}.{key}" if path else key
 
