@@ -64,6 +64,8 @@ def _kernels(mod: m.Module, kernel: tuple[str, ...], query: str | None, nodes_fi
 
 def _load(files: tuple[Path, ...], namespace: str | None) -> m.Bundle:
     bundle = load_documents(files, namespace)
+    for note in bundle.skipped:
+        _note(f"note: {note}")
     validator.check(bundle)
     return bundle
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,19 @@ _META = ["name", "namespace", "labels", "annotations", "generateName", "uid",
          "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
          "deletionGracePeriodSeconds", "finalizers", "ownerReferences", "managedFields"]
 _MAX_SHOWN = 40  # errors on one screen
+_KINDS = {"Module": m.API_VERSION, "ConfigMap": "v1", "Secret": "v1"}
 
 
 def load_documents(paths: Sequence[Path], namespace: str | None = None) -> m.Bundle:
     """Read every -f path; `namespace` is -n (None: documents' own, else 'default')."""
     r = Reader()
     objects: list[m.Module | m.ConfigMap | m.Secret] = []
+    skipped: list[str] = []
     for source, doc in _documents(paths):
+        other = _skipped(source, doc)
+        if other:
+            skipped.append(other)
+            continue
         before = len(r.errors)
         obj = _object(r, doc, source, namespace)
         _prefix(r, before, str(source))
@@ -48,33 +55,57 @@ def load_documents(paths: Sequence[Path], namespace: str | None = None) -> m.Bun
         raise DtkError(f"invalid manifests ({len(r.errors)} problem(s)):\n  {text}",
                        hint="fix the fields named above; `kubectl apply --dry-run=server` "
                             "would reject them too")
-    return bundle
+    return replace(bundle, skipped=tuple(skipped))
+
+
+def _skipped(source: m.Source, doc: Any) -> str | None:
+    """Why a document is left out: another kind of object (a directory for `kubectl
+    apply -f` holds Deployments and Services too) or an empty file; None to read it."""
+    if doc is None:
+        return f"{source.file}: empty (no document in it), skipped"
+    if not isinstance(doc, dict):
+        return None
+    kind, api = doc.get("kind"), doc.get("apiVersion")
+    if not (isinstance(kind, str) and isinstance(api, str)) or kind in _KINDS:
+        return None
+    meta = doc.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return f"{source}: {kind} {name or '(no name)'} skipped (dtk module reads Module, " \
+        "ConfigMap and Secret)"
 
 
 def _prefix(r: Reader, start: int, where: str) -> None:
     r.errors[start:] = [f"{where}: {e}" for e in r.errors[start:]]
 
 
-def _files(paths: Sequence[Path]) -> Iterator[Path]:
+def _files(paths: Sequence[Path]) -> Iterator[tuple[Path, bool]]:
+    """Each file, and whether it was named itself (not found in a directory)."""
     for path in paths:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
             if not found:
                 raise DtkError(f"directory {path} has no *.yaml, *.yml or *.json file")
-            yield from found
+            yield from ((p, False) for p in found)
         elif path.is_file():
-            yield path
+            yield path, True
         else:
             raise DtkError(f"{path}: no such file or directory",
                            hint="-f takes a manifest file or a directory of them")
 
 
 def _documents(paths: Sequence[Path]) -> Iterator[tuple[m.Source, Any]]:
-    for path in _files(paths):
+    for path, named in _files(paths):
         try:
             docs = list(yaml.safe_load_all(path.read_text()))
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise DtkError(f"{path} is not valid YAML or JSON: {_yaml_reason(exc)}") from None
+        if all(doc is None for doc in docs):
+            if named:
+                raise DtkError(f"{path} is empty: it holds no YAML or JSON document",
+                               hint="give the file with the Module (and its ConfigMaps and "
+                                    "Secrets)")
+            yield m.Source(str(path), 0), None  # noted as skipped
+            continue
         for index, doc in enumerate(docs):
             if doc is None:  # an empty document between '---' separators
                 continue
@@ -98,7 +129,7 @@ def _object(r: Reader, doc: Any, source: m.Source,
         r.fail("(document)", "must be an object with apiVersion and kind")
         return None
     kind, api = doc.get("kind"), doc.get("apiVersion")
-    expected = {"Module": m.API_VERSION, "ConfigMap": "v1", "Secret": "v1"}
+    expected = _KINDS
     if kind not in expected:
         r.fail("kind", f"{kind!r} is not one dtk module reads (Module, ConfigMap, Secret)")
         return None

@@ -186,6 +186,7 @@ class Bundle:
     modules: tuple[Module, ...]
     configmaps: Mapping[tuple[str, str], ConfigMap]
     secrets: Mapping[tuple[str, str], Secret] = field(repr=False)
+    skipped: tuple[str, ...] = ()  # documents left out, and why (other kinds, empty files)
 
     def configmap(self, namespace: str, name: str) -> ConfigMap | None:
         return self.configmaps.get((namespace, name))
