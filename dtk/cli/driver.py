@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
+from dtk import kernel as kern
 from dtk import paths
 from dtk.cli.common import (
     human_size,
@@ -195,9 +197,12 @@ def sources_of(request: BuildRequest) -> list[src.Source]:
 def build_cmd(ctx: click.Context, /, *, dry_run: bool, as_json: bool, **values: Any) -> None:
     """Build driver containers: every module for every kernel, in parallel."""
     if ctx.invoked_subcommand:
+        _no_build_options(ctx)
         return
     started = time.monotonic()
     request = BuildRequest(**values)
+    for release in request.kernel:  # "did you mean" for a tag-form kernel, before any work
+        kern.parse(release)
     if request.push and request.template.startswith("localhost/"):
         raise DtkError("--push needs a registry in --image",
                        hint="e.g. --image "
@@ -207,9 +212,13 @@ def build_cmd(ctx: click.Context, /, *, dry_run: bool, as_json: bool, **values: 
     archive, kernels = request.archive_and_kernels()
     mon = monitor(as_json)
     if dry_run:
-        _print_dry_run(found, request.dkms, kernels,
+        known = catalog_problems(archive.kernels())
+        unknown = {k: problem for k in kernels if (problem := known(k))}
+        _print_dry_run(found, request.dkms, [k for k in kernels if k not in unknown],
                        missing=_missing_toolkits(kernels, archive), options=options,
-                       as_json=as_json)
+                       unknown=unknown, as_json=as_json)
+        if unknown:  # their cells would fail: the dry run says so the same way
+            raise SystemExit(1)
         return
     outcomes, log_dir = run_build(request, found, archive, kernels, mon)
     wall = time.monotonic() - started
@@ -222,6 +231,18 @@ def build_cmd(ctx: click.Context, /, *, dry_run: bool, as_json: bool, **values: 
         # Not ctx.exit: the entry point runs click with standalone_mode=False, which
         # turns Exit into a return value that nobody reads.
         raise SystemExit(1)
+
+
+def _no_build_options(ctx: click.Context) -> None:
+    """`dtk build -f CF prune` would silently drop -f: options given before a
+    subcommand belong to `dtk build` itself, and are an error there."""
+    given = [max(p.opts, key=len) for p in ctx.command.params if p.name
+             and ctx.get_parameter_source(p.name) not in (ParameterSource.DEFAULT, None)]
+    if given:
+        verb = "belongs" if len(given) == 1 else "belong"
+        raise DtkError(f"{', '.join(given)} {verb} to `dtk build`, not to `dtk build "
+                       f"{ctx.invoked_subcommand}`",
+                       hint=f"see `dtk build {ctx.invoked_subcommand} --help` for its options")
 
 
 def _missing_toolkits(kernels: list[str], archive: DebianArchive
@@ -240,22 +261,27 @@ def _missing_toolkits(kernels: list[str], archive: DebianArchive
 
 def _print_dry_run(found: list[src.Source], dkms: tuple[str, ...], kernels: list[str], *,
                    missing: list[tuple[str, str, int]], options: BuildOptions,
-                   as_json: bool) -> None:
+                   unknown: dict[str, str], as_json: bool) -> None:
     names = [s.name for s in found] + [module_slug(Path(d).name or d) for d in dkms]
     cells = [{"module": n, "kernel": k,
               "image": image_name(options.image_template, k, options.mod_name or n,
                                   options.mod_namespace)} for n in names for k in kernels]
     toolkits = [{"toolkit": t, "kernels": h, "package_bytes": b} for t, h, b in missing]
     if as_json:
-        print_json({"dry_run": True, "cells": cells, "toolkits_to_build": toolkits})
+        print_json({"dry_run": True, "cells": cells, "toolkits_to_build": toolkits,
+                    "unknown_kernels": [{"kernel": k, "reason": why}
+                                        for k, why in unknown.items()]})
         return
     print_table(["MODULE", "KERNEL", "IMAGE"], [[c["module"], c["kernel"], c["image"]]
                                                 for c in cells])
     for tag, held, size in missing:
         click.echo(f"would build toolkit {tag} for {held}"
                    + (f" (about {human_size(size)} of kernel packages)" if size else ""))
-    click.echo(f"dry run: {len(cells)} cell(s), {len(missing)} toolkit(s) to build; "
-               "nothing was built")
+    for kernel, why in unknown.items():
+        stderr(f"not in the archive, would fail: {kernel}: {why}")
+    click.echo(f"dry run: {len(cells)} cell(s), {len(missing)} toolkit(s) to build"
+               + (f", {len(unknown)} kernel(s) not in the archive" if unknown else "")
+               + "; nothing was built")
 
 
 def _toolkits(kernels: list[str], archive: DebianArchive,

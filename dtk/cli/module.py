@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+from dtk import kernel as kern
 from dtk.cli.common import json_option, print_json, print_table, sources_option
 from dtk.distro.query import query_kernels
 from dtk.distro.select import open_archive
@@ -53,6 +54,8 @@ def catalog_kernels(query: str, sources: Path | None) -> list[str]:
 
 def _kernels(mod: m.Module, kernel: tuple[str, ...], query: str | None, nodes_file: Path | None,
              sources: Path | None) -> tuple[list[str], dict[str, tuple[str, ...]]]:
+    for release in kernel:  # a tag-form kernel gets "did you mean", as check does
+        kern.parse(release)
     nodes = read_nodes(nodes_file, mod.selector or {}) if nodes_file else {}
     wanted = [*kernel, *(catalog_kernels(query, sources) if query else []), *nodes]
     if not wanted:
@@ -112,10 +115,12 @@ def validate_cmd(files: tuple[Path, ...], namespace: str | None, module_name: st
 @_manifest_options
 @_kernel_options
 @click.option("--no-state", is_flag=True, help="Do not look the images up (no tools run).")
+@click.option("--strict", is_flag=True,
+              help="Exit 1 when a kernel given matches no mapping (KMM loads nothing there).")
 @json_option
 def plan_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: str | None,
              kernel: tuple[str, ...], query: str | None, nodes_file: Path | None,
-             sources: Path | None, no_state: bool, as_json: bool) -> None:
+             sources: Path | None, no_state: bool, strict: bool, as_json: bool) -> None:
     """Per kernel: the mapping KMM picks, its image, build and sign, and the image state."""
     bundle, plan = _plan(files, namespace, module_name, (kernel, query, nodes_file, sources))
     result: list[image_state.KernelState] = []
@@ -126,7 +131,7 @@ def plan_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: str
         print_json({**planner.to_json(plan), "states": image_state.to_json(result)})
     else:
         _plan_table(plan, result)
-    if any(s.state is None for s in result):
+    if any(s.state is None for s in result) or (strict and plan.unmatched):
         raise SystemExit(1)
 
 
@@ -139,6 +144,8 @@ def _plan_table(plan: planner.Plan, result: list[image_state.KernelState]) -> No
         steps = "+".join(x for x, on in (("build", kp.build), ("sign", kp.sign)) if on) or "-"
         rows.append([kp.kernel, f"[{kp.mapping_index}] {kp.matched_by} {kp.pattern}", kp.image,
                      steps, state, ", ".join(kp.nodes) or "-"])
+    rows += [[k, "no mapping matches", "-", "-", "-",
+              ", ".join(plan.unmatched_nodes.get(k, ())) or "-"] for k in plan.unmatched]
     click.echo(f"Module {plan.namespace}/{plan.module}")
     print_table(["KERNEL", "MAPPING", "IMAGE", "STEPS", "STATE", "NODES"], rows)
     for kernel in plan.unmatched:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from dtk import kernel as kern
 from dtk.cli.common import (
     human_size,
     json_option,
@@ -21,6 +22,7 @@ from dtk.distro.select import open_archive
 from dtk.engine import buildah, skopeo
 from dtk.toolkit import plan as tplan
 from dtk.toolkit.images import ensure_toolkit
+from dtk.toolkit.locate import find_toolkit
 from dtk.toolkit.prune import plan_prune, prune
 from dtk.toolkit.query import inspect_toolkit, list_toolkits
 
@@ -87,7 +89,11 @@ def list_cmd(as_json: bool) -> None:
 @click.argument("image")
 @json_option
 def inspect_cmd(image: str, as_json: bool) -> None:
-    """Show a toolkit's release file, labels, size and kernel packages."""
+    """Show a toolkit's release file, labels, size and kernel packages.
+
+    IMAGE is a toolkit image or a kernel release (its toolkit in local storage)."""
+    if kern.try_parse(image) is not None and not buildah.image_exists(image):
+        image = find_toolkit(image)[0]
     info = inspect_toolkit(image)
     if as_json:
         print_json(info.to_json())
