@@ -278,7 +278,7 @@ def _print_dry_run(found: list[src.Source], dkms: tuple[str, ...], kernels: list
         click.echo(f"would build toolkit {tag} for {held}"
                    + (f" (about {human_size(size)} of kernel packages)" if size else ""))
     for kernel, why in unknown.items():
-        stderr(f"not in the archive, would fail: {kernel}: {why}")
+        click.echo(f"not in the archive, would fail: {kernel}: {why}", err=True)
     click.echo(f"dry run: {len(cells)} cell(s), {len(missing)} toolkit(s) to build"
                + (f", {len(unknown)} kernel(s) not in the archive" if unknown else "")
                + "; nothing was built")
