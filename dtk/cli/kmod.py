@@ -162,7 +162,8 @@ def check_cmd(*, targets: tuple[str, ...], kernels: tuple[str, ...], cert: Path 
     results = {(t, k.release): check_target(loaded[t], k, policy)
                for t in targets for k in kernel_facts}
     refused = any(not v.loads for verdicts in results.values() for v in verdicts)
-    sources = {k.release: k.source for k in kernel_facts}
+    sources = {k.release: {"source": k.source, "image": k.image or None,
+                           "image_id": k.image_id or None} for k in kernel_facts}
     if as_json:
         print_json([v.to_json() | {"target": t, "kernel_facts": sources[k]}
                     for (t, k), vs in results.items() for v in vs])

@@ -4,6 +4,7 @@ flags kernels the archive lacks, `toolkit inspect` takes a kernel release."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -37,4 +38,11 @@ def test_dry_run_flags_kernels_not_in_the_archive(kernel_61: str) -> None:
 def test_toolkit_inspect_takes_a_kernel_release(kernel_61: str, toolkit_61: Any) -> None:
     code, text = _run("toolkit", "inspect", kernel_61, "--json")
     assert code == 0, text
-    assert json.loads(text)["name"] == toolkit_61.name
+    info = json.loads(text)
+    assert info["name"] == toolkit_61.name
+    # Exact bytes (issue 17 §4), not buildah's "1.19 GB" converted back: the layer
+    # sizes skopeo reads from the same storage.
+    raw = subprocess.run(["skopeo", "inspect", "--raw", f"containers-storage:{info['name']}"],
+                         check=True, capture_output=True, text=True).stdout
+    assert info["size"] == sum(layer["size"] for layer in json.loads(raw)["layers"])
+    assert info["size"] % 10_000 != 0
