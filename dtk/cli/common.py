@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,14 +36,43 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
 
 
+_NARROWEST = 8  # a column is not cut below this (or its header)
+
+
+def table_width() -> int:
+    """The terminal's width: $COLUMNS, else the terminal's own, else 120 (a pipe or
+    a file has no width; 120 keeps a log readable)."""
+    return shutil.get_terminal_size((120, 24)).columns
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A plain aligned table; wide columns are not truncated (they are names)."""
+    """An aligned table that fits the terminal: the widest columns give way first, and
+    a cell cut short ends in '…' (--json has every value in full)."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    widths = fit([max(len(r[i]) for r in cells) for i in range(len(headers))],
+                 [len(h) for h in headers], table_width())
     for n, row in enumerate(cells):
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        click.echo("  ".join(_cut(c, w).ljust(w)
+                             for c, w in zip(row, widths, strict=True)).rstrip())
         if n == 0:
             click.echo("  ".join("-" * w for w in widths))
+
+
+def fit(widths: list[int], floors: list[int], limit: int) -> list[int]:
+    """Column widths whose sum with 2-space gaps is at most `limit`, taking from the
+    widest column one character at a time (as far as each column's floor allows)."""
+    out = list(widths)
+    gaps = 2 * (len(out) - 1)
+    while sum(out) + gaps > limit:
+        wide = max(range(len(out)), key=lambda i: out[i] - max(floors[i], _NARROWEST))
+        if out[wide] <= max(floors[wide], _NARROWEST):
+            break  # nothing left to take: wider than the terminal, but whole
+        out[wide] -= 1
+    return out
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def human_size(n: int) -> str:

@@ -295,8 +295,9 @@ def _toolkits(kernels: list[str], archive: DebianArchive,
 def _report(outcomes: list[Outcome], log_dir: Path, wall: float) -> None:
     rows = []
     for o in outcomes:
-        detail = ", ".join(o.modules) if o.status is Status.BUILT else o.reason.splitlines()[0]
-        detail = detail if len(detail) <= 90 else detail[:89] + "…"
+        # A failure's reason is printed once, below the table, in full.
+        detail = ", ".join(o.modules) if o.status is Status.BUILT else (
+            "see below" if o.status is Status.FAILED else o.reason.splitlines()[0])
         state = o.status.value + (" (cached)" if o.cached else "") + (" +pushed" if o.pushed
                                                                          else "")
         rows.append([o.module, o.kernel, state, f"{o.seconds:.1f}", detail])

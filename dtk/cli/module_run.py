@@ -72,11 +72,10 @@ def _short(digest: str) -> str:
 
 def _report(results: list[KernelResult], wall: float) -> None:
     rows = [[r.kernel, r.image, r.action + (" (cached)" if r.cached else ""),
-             _short(r.pushed), _short(r.registry), f"{r.seconds:.1f}s",
-             r.reason.splitlines()[0] if r.reason else "-"] for r in results]
+             _short(r.pushed), _short(r.registry), f"{r.seconds:.1f}s"] for r in results]
     # PUSHED: what this run pushed; ALREADY THERE: the same bytes the registry held.
-    print_table(["KERNEL", "IMAGE", "ACTION", "PUSHED", "ALREADY THERE", "TIME", "REASON"],
-                rows)
+    # A failure's reason is printed once, below the table, in full.
+    print_table(["KERNEL", "IMAGE", "ACTION", "PUSHED", "ALREADY THERE", "TIME"], rows)
     for r in results:
         if r.note:
             stderr(f"note: {r.kernel}: {r.note}")

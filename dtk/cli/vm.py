@@ -14,9 +14,12 @@ from dtk.vm.vmtest import VmResult, VmTestSpec, image_for, vmtest
 
 
 def print_results(results: list[VmResult]) -> None:
-    print_table(["KERNEL", "VERDICT", "SECONDS", "ACCEL", "MODULE", "REASON"],
+    print_table(["KERNEL", "VERDICT", "SECONDS", "ACCEL", "MODULE"],
                 [[r.kernel, r.verdict.value, f"{r.seconds:.1f}", r.accel or "-",
-                  r.module or "-", r.reason or "-"] for r in results])
+                  r.module or "-"] for r in results])
+    for r in results:  # each reason once, in full, below the table
+        if r.reason:
+            click.echo(f"{r.kernel}: {r.verdict.value}: {r.reason}")
     for r in results:
         for note in r.notes:
             click.echo(f"note: {r.kernel}: {note}")
