@@ -15,14 +15,21 @@ import click
 from dtk import __version__, paths
 from dtk.cli import demo, driver, kernels, kmod, module_run, prove, toolkit, vm
 from dtk.cli import module as module_cli
+from dtk.distro import aptindex
 from dtk.errors import DtkError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dtk")
 @click.option("-v", "--verbose", count=True, help="Log every command dtk runs (-vv: debug).")
-def cli(verbose: int) -> None:
+@click.option("--offline", is_flag=True,
+              help="Never touch the network for package indexes and packages: use the "
+                   "index this machine has (as DTK_OFFLINE=1 does). The index is refreshed "
+                   "otherwise when older than DTK_INDEX_MAX_AGE minutes (default 15).")
+def cli(verbose: int, offline: bool) -> None:
     """dtk: out-of-tree kernel drivers for whatever kernel a machine runs."""
+    if offline:  # one switch for every floor, threads included: the variable
+        os.environ[aptindex.OFFLINE_ENV] = "1"
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(name)s: %(message)s")
     if verbose:
