@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from cryptography import x509
 
 from dtk import kernel as kern
 from dtk.cli.common import json_option, print_json, print_table, registry_options
@@ -256,9 +257,7 @@ def verify_cmd(target: str, cert_path: Path, as_json: bool) -> None:
         rows.append((target, sign.verify_file(Path(target), cert)))
     else:
         for items in image.read_modules(target, cert=cert).values():
-            for item in items:
-                trusted = item.trust is chk.SignatureTrust.TRUSTED
-                rows.append((item.module.path, sign.VerifyResult(trusted, item.trust.value)))
+            rows += [(item.module.path, _verdict(item, cert)) for item in items]
     if as_json:
         print_json([{"path": p, "ok": r.ok, "reason": r.reason} for p, r in rows])
     else:
@@ -267,14 +266,27 @@ def verify_cmd(target: str, cert_path: Path, as_json: bool) -> None:
     sys.exit(0 if all(r.ok for _p, r in rows) else 1)
 
 
+def _verdict(item: image.Loaded, cert: x509.Certificate) -> sign.VerifyResult:
+    """An image's module in the words a file gets (verify_bytes): the same check, on
+    the digest kept when the image was read."""
+    sig = item.module.signature
+    if sig is None:
+        return sign.VerifyResult(False, "unsigned")
+    if item.digest is None:
+        return sign.VerifyResult(False, f"unsupported hash {sig.hash_algo}")
+    return sign.verify_digest(sig, item.digest, cert)
+
+
 @click.command("keygen")
 @click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
               default=None, help="Where to write the key and cert (default: dtk's state "
                                  "directory, ~/.local/state/dtk/keys, mode 0700).")
 @click.option("--cn", "common_name", default="dtk module signing key", show_default=True,
               help="Common name (what modinfo shows as signer).")
-@click.option("--bits", default=2048, show_default=True, type=click.IntRange(2048, 4096))
-@click.option("--days", default=3650, show_default=True, type=click.IntRange(1, 36500))
+@click.option("--bits", default=2048, show_default=True, type=click.IntRange(2048, 4096),
+              help="RSA key size.")
+@click.option("--days", default=3650, show_default=True, type=click.IntRange(1, 36500),
+              help="Days the certificate is valid.")
 @click.option("--force", is_flag=True,
               help="Overwrite existing files, or write inside a git work tree.")
 @json_option

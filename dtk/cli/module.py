@@ -89,7 +89,8 @@ def _repo_secret(bundle: m.Bundle, plan: planner.Plan) -> m.Secret | None:
 
 @click.group("module")
 def module_group() -> None:
-    """KMM Modules: validate, plan and render `kmm.sigs.x-k8s.io/v1beta1` manifests."""
+    """KMM Modules (`kmm.sigs.x-k8s.io/v1beta1`): validate, plan, build, vmtest,
+    preflight and render."""
 
 
 @module_group.command("validate")
