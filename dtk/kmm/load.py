@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from dtk.errors import DtkError
+from dtk.errors import DtkError, ProblemsError
 from dtk.kmm import model as m
 from dtk.kmm import spec as spec_reader
 from dtk.kmm.reader import Reader, child
@@ -44,6 +44,7 @@ def load_documents(paths: Sequence[Path], namespace: str | None = None) -> m.Bun
         before = len(r.errors)
         obj = _object(r, doc, source, namespace)
         _prefix(r, before, str(source))
+        r.place(before, source.file, source.index, source.item)
         if obj is not None:
             objects.append(obj)
     bundle = _bundle(r, objects)
@@ -52,7 +53,8 @@ def load_documents(paths: Sequence[Path], namespace: str | None = None) -> m.Bun
         shown = r.errors[:_MAX_SHOWN]
         more = len(r.errors) - len(shown)
         text = "\n  ".join(shown) + (f"\n  … and {more} more" if more else "")
-        raise DtkError(f"invalid manifests ({len(r.errors)} problem(s)):\n  {text}",
+        raise ProblemsError(f"invalid manifests ({len(r.errors)} problem(s)):\n  {text}",
+                            r.problems,
                        hint="fix the fields named above; `kubectl apply --dry-run=server` "
                             "would reject them too")
     return replace(bundle, skipped=tuple(skipped))
@@ -194,6 +196,7 @@ def _bundle(r: Reader, objects: list[m.Module | m.ConfigMap | m.Secret]) -> m.Bu
         if key in seen:
             r.fail(f"{obj.source}", f"{key[0]} {obj.namespace}/{obj.name} is also defined "
                    f"in {seen[key]}")
+            r.place(len(r.problems) - 1, obj.source.file, obj.source.index, obj.source.item)
         seen[key] = obj.source
     return m.Bundle(
         modules=tuple(o for o in objects if isinstance(o, m.Module)),
@@ -222,6 +225,7 @@ def check_references(r: Reader, bundle: m.Bundle) -> None:
                 r.fail(path, f"Secret {mod.namespace}/{name} must be of type "
                        f"{m.DOCKERCONFIGJSON}, got {obj.type!r}")
         _prefix(r, before, f"{mod.source} Module {mod.namespace}/{mod.name}")
+        r.place(before, mod.source.file, mod.source.index, mod.source.item)
 
 
 def _references(mod: m.Module) -> Iterator[tuple[str, str, str, str | None]]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import re2
 
-from dtk.errors import DtkError
+from dtk.errors import ProblemsError
 from dtk.kmm import model as m
 from dtk.kmm.merge import merged_sign
 
@@ -58,12 +58,16 @@ def violations(mod: m.Module) -> list[Violation]:
 
 def check(bundle: m.Bundle) -> None:
     """Raise one DtkError listing every violation of every Module in the bundle."""
-    lines = [f"Module {mod.namespace}/{mod.name} ({mod.source}): {v}"
+    found = [(f"Module {mod.namespace}/{mod.name}", mod.source, v)
              for mod in bundle.modules for v in violations(mod)]
-    lines += [f"Secret {s.namespace}/{s.name} ({s.source}): {v}"
+    found += [(f"Secret {s.namespace}/{s.name}", s.source, v)
               for s in bundle.secrets.values() for v in _dockerconfigjson(s)]
+    lines = [f"{what} ({source}): {v}" for what, source, v in found]
+    problems = [{"file": source.file, "document": source.index + 1, "item": source.item,
+                 "path": v.path, "message": v.message} for _what, source, v in found]
     if lines:
-        raise DtkError(f"KMM would reject {len(lines)} field(s):\n  " + "\n  ".join(lines),
+        raise ProblemsError(f"KMM would reject {len(lines)} field(s):\n  " + "\n  ".join(lines),
+                            problems,
                        hint="these are the rules KMM's admission webhook and CRD enforce"
                        + (" (and, for Secrets, the API server)"
                           if any(x.startswith("Secret ") for x in lines) else ""))
