@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +31,38 @@ def sources_option(func: F) -> F:
 
 def monitor(as_json: bool) -> Monitor:
     return JsonMonitor() if as_json else TextMonitor()
+
+
+class TaggedTally:
+    """A Monitor that passes everything on and remembers the images finished cells
+    tagged: what an interrupted build says it leaves behind."""
+
+    def __init__(self, inner: Monitor) -> None:
+        self.inner = inner
+        self.tagged: list[str] = []
+
+    def step(self, message: str) -> None:
+        self.inner.step(message)
+
+    def detail(self, line: str) -> None:
+        self.inner.detail(line)
+
+    def event(self, kind: str, **data: Any) -> None:
+        if kind == "cell" and data.get("status") == "built" and data.get("image"):
+            self.tagged.append(str(data["image"]))
+        self.inner.event(kind, **data)
+
+
+@contextmanager
+def interrupt_summary(tally: TaggedTally) -> Iterator[None]:
+    """On Ctrl-C (or SIGTERM), say which images are tagged before exiting 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        images = list(dict.fromkeys(tally.tagged))
+        click.echo(f"\ninterrupted: {len(images)} image(s) tagged before the interrupt"
+                   + "".join(f"\n  {image}" for image in images), err=True)
+        raise
 
 
 def print_json(data: Any) -> None:

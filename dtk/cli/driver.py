@@ -18,7 +18,9 @@ from click.core import ParameterSource
 from dtk import kernel as kern
 from dtk import paths
 from dtk.cli.common import (
+    TaggedTally,
     human_size,
+    interrupt_summary,
     json_option,
     monitor,
     print_json,
@@ -220,7 +222,9 @@ def build_cmd(ctx: click.Context, /, *, dry_run: bool, as_json: bool, **values: 
         if unknown:  # their cells would fail: the dry run says so the same way
             raise SystemExit(1)
         return
-    outcomes, log_dir = run_build(request, found, archive, kernels, mon)
+    tally = TaggedTally(mon)
+    with interrupt_summary(tally):
+        outcomes, log_dir = run_build(request, found, archive, kernels, tally)
     wall = time.monotonic() - started
     if as_json:
         print_json({"outcomes": [o.to_json() for o in outcomes], "log_dir": str(log_dir),

@@ -13,7 +13,15 @@ import yaml
 
 from dtk import kernel as kern
 from dtk import paths
-from dtk.cli.common import json_option, monitor, print_json, print_table, stderr
+from dtk.cli.common import (
+    TaggedTally,
+    interrupt_summary,
+    json_option,
+    monitor,
+    print_json,
+    print_table,
+    stderr,
+)
 from dtk.cli.module import _kernel_options, _load, _manifest_options, _note, _plan, module_group
 from dtk.cli.vm import print_results
 from dtk.distro.select import open_archive
@@ -51,8 +59,10 @@ def build_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: st
     request = BuildRequest(log_dir("module-build"), push=push, rebuild=rebuild,
                            jobs=jobs or os.cpu_count() or 1)
     request.log_dir.mkdir(parents=True, exist_ok=True)
-    results = build_module(bundle, plan, request, monitor(as_json),
-                           cache(lambda: open_archive(sources)))
+    tally = TaggedTally(monitor(as_json))
+    with interrupt_summary(tally):
+        results = build_module(bundle, plan, request, tally,
+                               cache(lambda: open_archive(sources)))
     wall = time.monotonic() - started
     if as_json:
         print_json({"module": plan.module, "namespace": plan.namespace,
