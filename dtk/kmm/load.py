@@ -54,10 +54,24 @@ def load_documents(paths: Sequence[Path], namespace: str | None = None) -> m.Bun
         more = len(r.errors) - len(shown)
         text = "\n  ".join(shown) + (f"\n  … and {more} more" if more else "")
         raise ProblemsError(f"invalid manifests ({len(r.errors)} problem(s)):\n  {text}",
-                            r.problems,
-                       hint="fix the fields named above; `kubectl apply --dry-run=server` "
-                            "would reject them too")
+                            r.problems, hint=_hint(r.problems))
     return replace(bundle, skipped=tuple(skipped))
+
+
+_MISSING = "is not among the documents given"
+
+
+def _hint(problems: list[dict[str, Any]]) -> str:
+    """The fix that is true for these problems: a missing Secret or ConfigMap is made
+    and passed with -f (the API server would not notice it missing; KMM would, later)."""
+    if all(_MISSING in str(p["message"]) for p in problems):
+        return ("pass the missing objects with -f. Make a signing key and cert with `dtk "
+                "keygen`, then the Secrets with `kubectl create secret generic NAME "
+                "--from-file=key=signing_key.pem -n NS --dry-run=client -o yaml` (cert: "
+                "--from-file=cert=signing_cert.pem; registry credentials: `kubectl create "
+                "secret docker-registry NAME --docker-server=… --dry-run=client -o yaml`)")
+    return ("fix the fields named above (the API server would reject the same fields; "
+            "missing objects: pass them with -f)")
 
 
 def _skipped(source: m.Source, doc: Any) -> str | None:

@@ -45,3 +45,16 @@ def test_a_module_with_the_wrong_api_version_is_still_an_error(
     path.write_text(yaml.safe_dump(doc))
     code, text = dtk(monkeypatch, "module", "validate", "-f", str(path))
     assert code == 2 and "Module must be kmm.sigs.x-k8s.io/v1beta1" in text
+
+
+def test_missing_secrets_get_a_hint_that_makes_them(monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    doc = minimal()
+    doc["spec"]["moduleLoader"]["container"]["kernelMappings"][0]["sign"] = {
+        "keySecret": {"name": "k"}, "certSecret": {"name": "c"},
+        "unsignedImage": "registry.example.com/u:1", "filesToSign": ["/opt/a.ko"]}
+    code, text = dtk(monkeypatch, "module", "validate", "-f", str(write(tmp_path, doc)))
+    assert code == 2
+    hint = text[text.index("hint: "):]
+    assert "dtk keygen" in hint and "--dry-run=client -o yaml" in hint
+    assert "--dry-run=server" not in text  # the API server would not reject a missing Secret
