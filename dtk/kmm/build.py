@@ -144,7 +144,7 @@ def _existing(run: _Run, kp: KernelPlan) -> KernelResult | None:
                 return KernelResult(kp.kernel, kp.image, "exists",
                                     registry=str(data["Digest"]))
     except DtkError as exc:
-        return KernelResult(kp.kernel, kp.image, "failed", reason=exc.message.splitlines()[0])
+        return _registry_failed(run, KernelResult(kp.kernel, kp.image, "failed"), exc)
     if kp.build is None and kp.sign is None:
         return KernelResult(kp.kernel, kp.image, "failed",
                             reason=f"image {kp.image} does not exist and the Module has no "
@@ -181,7 +181,7 @@ def _sync(run: _Run, kp: KernelPlan, result: KernelResult) -> KernelResult:
         pushed = skopeo.push(kp.image, kp.image, tls_verify=tls, authfile=run.auth,
                              on_retry=lambda text: run.monitor.step(f"{kp.kernel}: {text}"))
     except DtkError as exc:
-        return _push_failed(run, result, exc)
+        return _registry_failed(run, result, exc)
     note = f"the registry held another image ({remote[:19]}…); pushed this one" \
         if remote else ""
     # A result without seconds yet is timed from the run's start (build_module).
@@ -189,7 +189,7 @@ def _sync(run: _Run, kp: KernelPlan, result: KernelResult) -> KernelResult:
     return replace(result, pushed=pushed, note=note, seconds=seconds)
 
 
-def _push_failed(run: _Run, result: KernelResult, exc: DtkError) -> KernelResult:
+def _registry_failed(run: _Run, result: KernelResult, exc: DtkError) -> KernelResult:
     """The cause is the reason; skopeo's own words and the fix go to the tail and to
     the run's registry log."""
     detail = exc.detail if isinstance(exc, RegistryError) else ""

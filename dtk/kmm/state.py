@@ -50,8 +50,9 @@ Lookup = Callable[[str, m.TLSOptions], Found | None]
 def state_of(kp: KernelPlan, lookup: Lookup) -> KernelState:
     try:
         found = lookup(kp.image, kp.registry_tls)
-    except DtkError as exc:
-        return KernelState(kp.kernel, kp.image, None, error=exc.message.splitlines()[0])
+    except DtkError as exc:  # the cause, and its fix when known
+        return KernelState(kp.kernel, kp.image, None, error=exc.message.splitlines()[0]
+                           + (f" (hint: {exc.hint})" if exc.hint else ""))
     if found is not None:
         return KernelState(kp.kernel, kp.image, ImageState.EXISTS, found)
     if kp.build is not None:  # a build is followed by the sign step when both are set
