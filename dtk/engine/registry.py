@@ -94,7 +94,7 @@ class Failure(enum.StrEnum):
 # distribution's errcode names, written "<code>: <message>"), an HTTP status as
 # the library words it, Go's net errors. Never a bare number: "404" or "401" can
 # be part of a port, a tag or a digest.
-_STATUS = r"(?:status(?: code)?:?|statuscode:|http code:?|http status:?)\s*"
+_STATUS = r"(?:status(?: code)?(?: from registry)?:?|statuscode:|http code:?|http status:?)\s*"
 _PATTERNS: tuple[tuple[Failure, re.Pattern[str]], ...] = (
     (Failure.TLS_MISMATCH, re.compile(r"server gave http response to https client")),
     (Failure.TLS_CERT, re.compile(r"\bx509: |\btls: (?:failed|bad|handshake|first record)")),

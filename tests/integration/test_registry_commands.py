@@ -4,8 +4,10 @@ and starts again (Debian's docker-registry)."""
 
 from __future__ import annotations
 
+import http.server
 import secrets
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,3 +121,31 @@ def test_render_refuses_a_local_only_image_without_allow_local(
     code, text = _run("module", "render", "-f", str(files), "--kernel", kernel_61,
                       "--allow-local")
     assert code == 0 and "warning:" in text and "@sha256:" in text, text
+
+
+class _Unavailable(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(503)
+        self.end_headers()
+
+    do_HEAD = do_POST = do_PUT = do_GET  # noqa: N815
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_a_registry_that_may_recover_is_retried_with_progress(tiny: str) -> None:
+    """A fake: an HTTP server that answers 503 to everything, because a real registry
+    cannot be made overloaded on demand; skopeo's answer to it is real."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        dest = f"127.0.0.1:{server.server_address[1]}/regtest/tiny:1"
+        code, text = _run("toolkit", "push", tiny, dest)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 2, text
+    assert "retrying (2/3)" in text and "retrying (3/3)" in text, text
+    assert text.count("error: ") == 1 and "503" in text

@@ -66,6 +66,9 @@ _REFUSED = _fatal('trying to reuse blob sha256:4f4f at destination: pinging cont
             "is denied"), Failure.UNAUTHORIZED),
     (_fatal("writing manifest: uploading manifest 1 to r.example.com/a: received unexpected "
             "HTTP status: 502 Bad Gateway"), Failure.TRANSIENT),
+    (_fatal("trying to reuse blob sha256:a5a3 at destination: pinging container registry "
+            "127.0.0.1:39293: invalid status code from registry 503 (Service Unavailable)"),
+     Failure.TRANSIENT),
     (_fatal('reading blob sha256:0: Get \\"https://r.example.com/v2/a/blobs/x\\": read tcp '
             "1.2.3.4:40000->5.6.7.8:443: read: connection reset by peer"), Failure.TRANSIENT),
     (_fatal('pinging container registry r.example.com: Get \\"https://r.example.com/v2/\\": '
