@@ -81,15 +81,6 @@ def remote_inspect(image: str, *, tls_verify: bool | None = None,
     raise err
 
 
-def inspect_remote(ref: str, *, tls_verify: bool | None = None,
-                   authfile: Path | None = None) -> dict[str, Any]:
-    """`remote_inspect` of an image that must be there."""
-    data = remote_inspect(ref, tls_verify=tls_verify, authfile=authfile)
-    if data is None:
-        raise registry.error(ref, "manifest unknown", f"looking up {ref}")
-    return data
-
-
 def remote_digest(image: str, *, tls_verify: bool | None = None,
                   authfile: Path | None = None) -> str | None:
     data = remote_inspect(image, tls_verify=tls_verify, authfile=authfile)

@@ -7,7 +7,9 @@ otherwise the Dockerfile from the ConfigMap is built on dtk's build matrix
 (toolkits, DTK_BASE, the input-hash cache, cells in parallel), then signed
 (from the built image, or from `unsignedImage`, pulled first when it lives
 only in a registry) under the `containerImage` name, which KMM overwrites in
-place, then pushed. The imageRepoSecret is a 0600 authfile for the whole run.
+place. With `--push`, every local image the plan names is then compared with the
+registry's (config digest against image id) and pushed where they differ, in
+parallel. The imageRepoSecret is a 0600 authfile for the whole run.
 """
 
 from __future__ import annotations
@@ -258,8 +260,8 @@ def build_secrets(bundle: m.Bundle, mod: m.Module, names: tuple[str, ...]
 
 
 def _finish(run: _Run, kp: KernelPlan, outcome: Outcome | None) -> KernelResult:
-    """Sign and push what the matrix built (or sign-only kernels); never raises.
-    Its time: the cell's build, then signing and pushing."""
+    """Sign what the matrix built (or sign-only kernels); never raises. Its time: the
+    cell's build, then signing (pushing is `_sync_all`'s, for every kernel at once)."""
     began = time.monotonic()
     result = _sign_and_push(run, kp, outcome)
     return replace(result, seconds=(outcome.seconds if outcome else 0.0)

@@ -70,8 +70,8 @@ def test_push_to_a_loopback_registry(tmp_path: Path, prefix: str, registry: str,
     assert code == 0, err
     (cell,) = result["outcomes"]
     assert cell["status"] == "built"
-    remote = skopeo.inspect_remote(cell["image"])
-    assert cell["pushed"] == remote["Digest"]
+    remote = skopeo.remote_inspect(cell["image"])
+    assert remote is not None and cell["pushed"] == remote["Digest"]
     assert remote["Labels"]["dtk.build.kernel"] == kernel_61
 
 
@@ -108,5 +108,5 @@ def test_push_with_authfile_and_unauthorized_as_the_reason(
                                   str(restartable_registry.authfile))
     assert code == 0, err
     (cell,) = result["outcomes"]
-    remote = skopeo.inspect_remote(cell["image"], authfile=restartable_registry.authfile)
-    assert cell["pushed"] == remote["Digest"]
+    remote = skopeo.remote_inspect(cell["image"], authfile=restartable_registry.authfile)
+    assert remote is not None and cell["pushed"] == remote["Digest"]
