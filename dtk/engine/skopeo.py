@@ -15,7 +15,7 @@ from typing import Any
 
 from dtk import run as runner
 from dtk.engine import buildah, registry
-from dtk.engine.registry import Failure
+from dtk.engine.registry import Failure, RegistryError
 from dtk.errors import DtkError
 
 _ATTEMPTS = 3
@@ -99,7 +99,11 @@ def remote_config_digest(image: str, *, tls_verify: bool | None = None,
         if err.failure is Failure.NOT_FOUND:
             return None
         raise err
-    manifest = json.loads(result.stdout)
+    try:  # the registry's own bytes: anything may come back
+        manifest = json.loads(result.stdout)
+    except ValueError:
+        raise RegistryError(Failure.OTHER, f"looking up {image} failed: its registry "
+                            "answered with a manifest that is not JSON", None, "") from None
     config = manifest.get("config") if isinstance(manifest, dict) else None
     digest = config.get("digest") if isinstance(config, dict) else None
     return str(digest) if digest else None
