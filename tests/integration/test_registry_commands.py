@@ -122,6 +122,17 @@ def test_render_refuses_a_local_only_image_without_allow_local(
                       "--allow-local")
     assert code == 0 and "warning:" in text and "@sha256:" in text, text
 
+    never_pushed = f"{restartable_registry.auth.address}/regtest-np/tiny:1"
+    buildah.tag(tiny, never_pushed)  # named for the registry, but never pushed there
+    try:
+        files = _module(tmp_path / "np.yaml", kernel_61, never_pushed, restartable_registry)
+        code, text = _run("module", "render", "-f", str(files), "--kernel", kernel_61,
+                          "--allow-local")
+        assert code == 2, text
+        assert f"{never_pushed} is only in local storage, not in its registry" in text
+    finally:
+        buildah.remove_image(never_pushed)
+
 
 class _Unavailable(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
