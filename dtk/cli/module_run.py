@@ -22,11 +22,22 @@ from dtk.cli.common import (
     print_table,
     stderr,
 )
-from dtk.cli.module import _kernel_options, _load, _manifest_options, _note, _plan, module_group
+from dtk.cli.module import (
+    _kernel_options,
+    _load,
+    _manifest_options,
+    _note,
+    _plan,
+    _repo_secret,
+    module_group,
+)
 from dtk.cli.vm import print_results
 from dtk.distro.select import open_archive
 from dtk.errors import DtkError
+from dtk.kmm import model as m
+from dtk.kmm import state as image_state
 from dtk.kmm.build import BuildRequest, KernelResult, build_module
+from dtk.kmm.plan import Plan
 from dtk.kmm.preflight import PreflightRequest, preflight, validation_object
 from dtk.kmm.vmtest import DEFAULT_FIRMWARE_HOST, VmOptions, module_vmtest
 
@@ -174,8 +185,23 @@ def vmtest_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: s
         print_results(results)
     for k in plan.unmatched:
         _note(f"note: no mapping matches {k}; KMM loads nothing there")
+    _warn_if_not_the_registrys(bundle, plan)
     if not all(r.verdict.ok for r in results):
         raise SystemExit(1)
+
+
+def _warn_if_not_the_registrys(bundle: m.Bundle, plan: Plan) -> None:
+    """vmtest boots the local image; when the registry holds other bytes under the
+    name, what it proved is not what a cluster pulls: say so."""
+    with image_state.image_lookup(_repo_secret(bundle, plan), prefer_registry=True) as look:
+        for kp in plan.kernels:
+            try:
+                found = look(kp.image, kp.registry_tls)
+            except DtkError:
+                continue  # the boot used a local image; an unreachable registry is no news
+            if found is not None and found.local_differs:
+                _note(f"warning: {kp.kernel}: booted the local {kp.image}; its registry holds "
+                      "other bytes under that name (`dtk module build --push` pushes it)")
 
 
 def register(group: click.Group) -> None:

@@ -68,6 +68,10 @@ def test_a_stale_registry_image_is_replaced_and_never_reported_current(
 
         code, text = _run("module", "render", "-f", str(files), "--kernel", kernel_61)
         assert code == 2 and "the registry holds other bytes than local storage" in text, text
+        code, text = _run("module", "vmtest", "-f", str(files), "--kernel", kernel_61)
+        assert code == 0, text  # it proves the local image, and says it is not the registry's
+        assert f"warning: {kernel_61}: booted the local {image}; its registry holds other " \
+            "bytes" in text
 
         code, third, text = _build(files, kernel_61)
         assert code == 0 and third["action"] == "exists", text
