@@ -14,9 +14,12 @@ from dtk.vm.vmtest import VmResult, VmTestSpec, image_for, vmtest
 
 
 def print_results(results: list[VmResult]) -> None:
-    print_table(["KERNEL", "VERDICT", "SECONDS", "ACCEL", "MODULE", "REASON"],
+    print_table(["KERNEL", "VERDICT", "SECONDS", "ACCEL", "MODULE"],
                 [[r.kernel, r.verdict.value, f"{r.seconds:.1f}", r.accel or "-",
-                  r.module or "-", r.reason or "-"] for r in results])
+                  r.module or "-"] for r in results])
+    for r in results:  # each reason once, in full, below the table
+        if r.reason:
+            click.echo(f"{r.kernel}: {r.verdict.value}: {r.reason}")
     for r in results:
         for note in r.notes:
             click.echo(f"note: {r.kernel}: {note}")
@@ -78,7 +81,7 @@ def vmtest_cmd(*, image: str, kernels: tuple[str, ...], module: str, params: tup
                remove: tuple[str, ...], preload_in_tree: bool, firmware_path: str,
                firmware_host_path: str, dir_name: str, built_for: str, check_cmd: str,
                sig_enforce: bool, memory: int, cpus: int, append: str, timeout: float,
-               keep_log: bool, accel: str, tls_verify: bool, authfile: Path | None,
+               keep_log: bool, accel: str, tls_verify: bool | None, authfile: Path | None,
                as_json: bool) -> None:
     """Boot each kernel K under qemu and load IMAGE's module as KMM's worker does.
 

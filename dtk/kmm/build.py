@@ -6,12 +6,14 @@ differs from the one recorded on the image (label) or `--rebuild` is given;
 otherwise the Dockerfile from the ConfigMap is built on dtk's build matrix
 (toolkits, DTK_BASE, the input-hash cache, cells in parallel), then signed
 (from the built image, or from `unsignedImage`, pulled first when it lives
-only in a registry), then pushed. With build and sign, the build writes KMM's
+only in a registry). With build and sign, the build writes KMM's
 intermediate name (`plan.intermediate_image`) and only the signed result is
 ever tagged `containerImage`: a failed signing leaves that name absent, never
 an unsigned image a later run would take for done. The signed image's label
 records the sign spec (`plan.sign_digest`), so a Module that gains or changes
-its `sign` section is not satisfied by an image made without it. The
+its `sign` section is not satisfied by an image made without it. With `--push`,
+every local image the plan names is then compared with the registry's (config
+digest against image id) and pushed where they differ, in parallel. The
 imageRepoSecret is a 0600 authfile for the whole run.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from dtk.driver.outcome import KMM_TOOLS, Layout, Outcome, Status
 from dtk.driver.plan import BuildOptions, BuildSecret, Cell, Matrix, plan_matrix
 from dtk.driver.sources import containerfile_source
 from dtk.engine import buildah, skopeo
+from dtk.engine.registry import RegistryError
 from dtk.errors import DtkError
 from dtk.files import host_key
 from dtk.kernel import normalize
@@ -51,6 +55,8 @@ from dtk.kmod.image import sign_image
 from dtk.progress import Monitor
 from dtk.toolkit.images import ToolkitImage, ensure_toolkit
 
+_PUSHES = 4  # pushes at once: network-bound, and registries throttle more
+
 
 @dataclass(frozen=True)
 class BuildRequest:
@@ -66,7 +72,9 @@ class KernelResult:
     image: str
     action: str  # exists | built | signed | built+signed | failed
     image_id: str = ""
-    pushed: str = ""  # the registry's digest, only once it has the whole image
+    pushed: str = ""  # the digest this run pushed, only once the registry has it all
+    registry: str = ""  # the digest the registry already held with the same bytes
+    note: str = ""  # what the push step found (another image under the name)
     reason: str = ""
     tail: tuple[str, ...] = ()
     log: str = ""
@@ -132,6 +140,8 @@ def build_module(bundle: m.Bundle, plan: Plan, request: BuildRequest, monitor: M
         built = _build_all(run, [kp for kp in todo if kp.build is not None])
         for kp in todo:
             results[kp.kernel] = _finish(run, kp, built.get(kp.kernel))
+        if request.push:
+            results.update(_sync_all(run, plan, results))
     return [replace(results[kp.kernel], seconds=results[kp.kernel].seconds
                     or time.monotonic() - run.started[kp.kernel]) for kp in plan.kernels]
 
@@ -142,16 +152,16 @@ def _existing(run: _Run, kp: KernelPlan) -> KernelResult | None:
         return None
     try:
         if buildah.image_exists(kp.image) and current(run.mod, kp, buildah.labels(kp.image)):
-            image_id = buildah.image_id(kp.image)
-            pushed = _push_if_missing(run, kp) if run.request.push else ""
-            return KernelResult(kp.kernel, kp.image, "exists", image_id, pushed)
+            # With --push, _sync_all makes the registry hold these very bytes.
+            return KernelResult(kp.kernel, kp.image, "exists", buildah.image_id(kp.image))
         if registry_host(kp.image) is not None:
-            data = skopeo.remote_inspect(kp.image, tls_verify=kp.registry_tls.verify,
+            data = skopeo.remote_inspect(kp.image, tls_verify=kp.registry_tls.tls_verify,
                                          authfile=run.auth)
             if data is not None and current(run.mod, kp, dict(data.get("Labels") or {})):
-                return KernelResult(kp.kernel, kp.image, "exists", pushed=str(data["Digest"]))
+                return KernelResult(kp.kernel, kp.image, "exists",
+                                    registry=str(data["Digest"]))
     except DtkError as exc:
-        return KernelResult(kp.kernel, kp.image, "failed", reason=exc.message.splitlines()[0])
+        return _registry_failed(run, KernelResult(kp.kernel, kp.image, "failed"), exc)
     if kp.build is None and kp.sign is None:
         return KernelResult(kp.kernel, kp.image, "failed",
                             reason=f"image {kp.image} does not exist and the Module has no "
@@ -159,21 +169,55 @@ def _existing(run: _Run, kp: KernelPlan) -> KernelResult | None:
     return None
 
 
-def _push_if_missing(run: _Run, kp: KernelPlan) -> str:
-    """A local image the registry lacks is pushed (KMM's cluster pulls from there)."""
-    if registry_host(kp.image) is None:
-        return ""
-    remote = skopeo.remote_inspect(kp.image, tls_verify=kp.registry_tls.verify,
-                                   authfile=run.auth)
-    if remote is not None and current(run.mod, kp, dict(remote.get("Labels") or {})):
-        return str(remote["Digest"])
-    return _push(run, kp)
+def _sync_all(run: _Run, plan: Plan, results: dict[str, KernelResult]
+              ) -> dict[str, KernelResult]:
+    """Every local image the plan names, made the registry's truth (in parallel: the
+    images are independent); registry-only and failed kernels are left as they are."""
+    todo = [kp for kp in plan.kernels if not results[kp.kernel].failed
+            and results[kp.kernel].image_id and registry_host(kp.image) is not None]
+    if not todo:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(len(todo), _PUSHES),
+                            thread_name_prefix="dtk-kmm-push") as pool:
+        futures = {kp.kernel: pool.submit(_sync, run, kp, results[kp.kernel]) for kp in todo}
+        return {kernel: future.result() for kernel, future in futures.items()}
 
 
-def _push(run: _Run, kp: KernelPlan) -> str:
-    run.monitor.step(f"{kp.kernel}: pushing {kp.image}")
-    return skopeo.push(kp.image, kp.image, tls_verify=kp.registry_tls.verify,
-                       authfile=run.auth)
+def _sync(run: _Run, kp: KernelPlan, result: KernelResult) -> KernelResult:
+    """Push the local image unless the registry holds the same bytes (its config digest
+    is the local image's id); never raises. A registry that holds another image under
+    the name gets this one, and the result says so."""
+    tls, began = kp.registry_tls.tls_verify, time.monotonic()
+    try:
+        remote = skopeo.remote_config_digest(kp.image, tls_verify=tls, authfile=run.auth)
+        if remote is not None and remote.removeprefix("sha256:") == \
+                result.image_id.removeprefix("sha256:"):
+            digest = skopeo.remote_digest(kp.image, tls_verify=tls, authfile=run.auth)
+            return replace(result, registry=digest or "")
+        run.monitor.step(f"{kp.kernel}: pushing {kp.image}")
+        pushed = skopeo.push(kp.image, kp.image, tls_verify=tls, authfile=run.auth,
+                             on_retry=lambda text: run.monitor.step(f"{kp.kernel}: {text}"))
+    except DtkError as exc:
+        return _registry_failed(run, result, exc)
+    note = f"the registry held another image ({remote[:19]}…); pushed this one" \
+        if remote else ""
+    # A result without seconds yet is timed from the run's start (build_module).
+    seconds = result.seconds + (time.monotonic() - began) if result.seconds else 0.0
+    return replace(result, pushed=pushed, note=note, seconds=seconds)
+
+
+def _registry_failed(run: _Run, result: KernelResult, exc: DtkError) -> KernelResult:
+    """The cause is the reason; skopeo's own words and the fix go to the tail and to
+    the run's registry log."""
+    detail = exc.detail if isinstance(exc, RegistryError) else ""
+    lines = exc.message.splitlines()
+    tail = tuple(x for x in (*lines[1:], detail, f"hint: {exc.hint}" if exc.hint else "") if x)
+    log = run.request.log_dir / "registry.log"
+    with log.open("a") as sink:
+        sink.write(f"{result.kernel} {result.image}\n  {exc.message}\n"
+                   + "".join(f"  {x}\n" for x in tail))
+    return replace(result, action="failed", reason=lines[0], tail=tail,
+                   log=result.log or str(log))
 
 
 def _build_all(run: _Run, kps: list[KernelPlan]) -> dict[str, Outcome]:
@@ -239,8 +283,8 @@ def build_secrets(bundle: m.Bundle, mod: m.Module, names: tuple[str, ...]
 
 
 def _finish(run: _Run, kp: KernelPlan, outcome: Outcome | None) -> KernelResult:
-    """Sign and push what the matrix built (or sign-only kernels); never raises.
-    Its time: the cell's build, then signing and pushing."""
+    """Sign what the matrix built (or sign-only kernels); never raises. Its time: the
+    cell's build, then signing (pushing is `_sync_all`'s, for every kernel at once)."""
     began = time.monotonic()
     result = _sign_and_push(run, kp, outcome)
     return replace(result, seconds=(outcome.seconds if outcome else 0.0)
@@ -255,19 +299,15 @@ def _sign_and_push(run: _Run, kp: KernelPlan, outcome: Outcome | None) -> Kernel
         if outcome.status is not Status.BUILT:
             reason = outcome.reason or outcome.status.value
             return replace(result, action="failed", reason=reason, tail=outcome.tail)
-    stage = "signing"
     try:
         if kp.sign is not None:
             run.monitor.step(f"{kp.kernel}: signing {kp.image}")
             signed = _sign(run, kp, built=outcome is not None)
             result = replace(result, image_id=signed,
                              action="built+signed" if outcome is not None else "signed")
-        stage = "pushing"
-        if run.request.push and registry_host(kp.image) is not None:
-            result = replace(result, pushed=_push(run, kp))
     except DtkError as exc:
         lines = exc.message.splitlines()
-        return replace(result, action="failed", reason=f"{stage} failed: {lines[0]}",
+        return replace(result, action="failed", reason=f"signing failed: {lines[0]}",
                        tail=tuple(line.strip() for line in lines[1:]))
     return result
 
@@ -295,7 +335,7 @@ def _sign(run: _Run, kp: KernelPlan, *, built: bool) -> str:
         if registry_host(unsigned) is None:
             raise DtkError(f"unsigned image {unsigned} is not in local storage")
         run.monitor.step(f"{kp.kernel}: pulling {unsigned}")
-        skopeo.pull(unsigned, tls_verify=kp.sign.unsigned_image_registry_tls.verify,
+        skopeo.pull(unsigned, tls_verify=kp.sign.unsigned_image_registry_tls.tls_verify,
                     authfile=run.auth)
         pulled = True
     try:

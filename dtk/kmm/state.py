@@ -33,6 +33,7 @@ class Found:
     digest: str  # sha256:…
     where: str  # "local" or "registry"
     labels: Mapping[str, str] = field(default_factory=dict)
+    local_differs: bool = False  # found in the registry, and local storage holds other bytes
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,9 @@ def state_of(kp: KernelPlan, lookup: Lookup, generation: int | None = None) -> K
     making again, as `dtk module build` decides, when the Module can make it."""
     try:
         found = lookup(kp.image, kp.registry_tls)
-    except DtkError as exc:
-        return KernelState(kp.kernel, kp.image, None, error=exc.message.splitlines()[0])
+    except DtkError as exc:  # the cause, and its fix when known
+        return KernelState(kp.kernel, kp.image, None, error=exc.message.splitlines()[0]
+                           + (f" (hint: {exc.hint})" if exc.hint else ""))
     if found is not None and usable(kp, found, generation):
         return KernelState(kp.kernel, kp.image, ImageState.EXISTS, found)
     if kp.build is not None:  # a build is followed by the sign step when both are set
@@ -110,12 +112,15 @@ def local_found(image: str) -> Found | None:
     return Found(digest, "local", dict(labels)) if digest else None
 
 
-def remote_found(image: str, tls: m.TLSOptions, auth: Path | None) -> Found | None:
-    """The manifest digest and labels in the registry, None if it says it is not there."""
-    data = skopeo.remote_inspect(image, tls_verify=tls.verify, authfile=auth)
+def remote_found(image: str, tls: m.TLSOptions, auth: Path | None,
+                 check_local: bool = False) -> Found | None:
+    """The manifest digest and labels in the registry, None if it says it is not there;
+    `check_local`: also whether local storage holds other bytes under the name."""
+    data = skopeo.remote_inspect(image, tls_verify=tls.tls_verify, authfile=auth)
     if data is None:
         return None
-    return Found(str(data["Digest"]), "registry", dict(data.get("Labels") or {}))
+    return Found(str(data["Digest"]), "registry", dict(data.get("Labels") or {}),
+                 check_local and _local_differs(image, tls, auth))
 
 
 @contextmanager
@@ -125,7 +130,9 @@ def image_lookup(secret: m.Secret | None, *, prefer_registry: bool = False) -> I
     with authfile(secret) as auth:
         def lookup(image: str, tls: m.TLSOptions) -> Found | None:
             def remote() -> Found | None:
-                return remote_found(image, tls, auth) if registry_host(image) else None
+                if registry_host(image) is None:
+                    return None
+                return remote_found(image, tls, auth, check_local=prefer_registry)
 
             def local() -> Found | None:
                 return local_found(image)
@@ -137,6 +144,17 @@ def image_lookup(secret: m.Secret | None, *, prefer_registry: bool = False) -> I
                     return found
             return None
         yield lookup
+
+
+def _local_differs(image: str, tls: m.TLSOptions, auth: Path | None) -> bool:
+    """Whether local storage holds an image under this name that is not the registry's
+    (its id is not the registry's config digest): what vmtest would boot is then not
+    what the cluster would pull."""
+    if not buildah.image_exists(image):
+        return False
+    config = skopeo.remote_config_digest(image, tls_verify=tls.tls_verify, authfile=auth)
+    return config is None or config.removeprefix("sha256:") != \
+        buildah.image_id(image).removeprefix("sha256:")
 
 
 def to_json(result: list[KernelState]) -> list[dict[str, object]]:

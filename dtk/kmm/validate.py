@@ -8,6 +8,7 @@ Every rule yields a `Violation` with the field path; all are reported at once.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 import re2
 
-from dtk.errors import DtkError
+from dtk.errors import ProblemsError
 from dtk.k8snames import dns1123_subdomain_problems
 from dtk.kmm import model as m
 from dtk.kmm.merge import merged_sign
@@ -56,11 +57,42 @@ def violations(mod: m.Module) -> list[Violation]:
 
 def check(bundle: m.Bundle) -> None:
     """Raise one DtkError listing every violation of every Module in the bundle."""
-    lines = [f"Module {mod.namespace}/{mod.name} ({mod.source}): {v}"
+    found = [(f"Module {mod.namespace}/{mod.name}", mod.source, v)
              for mod in bundle.modules for v in violations(mod)]
+    found += [(f"Secret {s.namespace}/{s.name}", s.source, v)
+              for s in bundle.secrets.values() for v in _dockerconfigjson(s)]
+    lines = [f"{what} ({source}): {v}" for what, source, v in found]
+    problems = [{"file": source.file, "document": source.index + 1, "item": source.item,
+                 "path": v.path, "message": v.message} for _what, source, v in found]
     if lines:
-        raise DtkError(f"KMM would reject {len(lines)} field(s):\n  " + "\n  ".join(lines),
-                       hint="these are the rules KMM's admission webhook and CRD enforce")
+        raise ProblemsError(f"KMM would reject {len(lines)} field(s):\n  " + "\n  ".join(lines),
+                            problems,
+                       hint="these are the rules KMM's admission webhook and CRD enforce"
+                       + (" (and, for Secrets, the API server)"
+                          if any(x.startswith("Secret ") for x in lines) else ""))
+
+
+def _dockerconfigjson(secret: m.Secret) -> Iterator[Violation]:
+    """The API server's rule for this type (a JSON object under .dockerconfigjson),
+    and the `auths` map every reader of it (kubelet, skopeo) takes credentials from.
+    The content is never quoted: it holds credentials."""
+    if secret.type != m.DOCKERCONFIGJSON:
+        return
+    path = "data[.dockerconfigjson]"
+    raw = secret.data.get(".dockerconfigjson")
+    if raw is None:
+        yield Violation(path, f"required for type {m.DOCKERCONFIGJSON}")
+        return
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        where = f" (line {exc.lineno}, column {exc.colno})" \
+            if isinstance(exc, json.JSONDecodeError) else ""
+        yield Violation(path, f"is not valid JSON{where}; content not shown")
+        return
+    if not isinstance(doc, dict) or not isinstance(doc.get("auths"), dict):
+        yield Violation(path, "has no 'auths' object: no registry credentials in it "
+                              '(expected {"auths": {"HOST[:PORT]": {"auth": "…"}}})')
 
 
 def _names(mod: m.Module) -> Iterator[Violation]:

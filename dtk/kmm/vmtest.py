@@ -78,7 +78,7 @@ def module_vmtest(bundle: m.Bundle, plan: Plan, options: VmOptions,
 def _one_kernel(mod: m.Module, kp: KernelPlan, options: VmOptions, auth: Path | None,
                 monitor: Monitor) -> list[VmResult]:
     try:
-        skopeo.ensure_local(kp.image, tls_verify=kp.registry_tls.verify, authfile=auth)
+        skopeo.ensure_local(kp.image, tls_verify=kp.registry_tls.tls_verify, authfile=auth)
         return vmtest(vm_spec(mod, kp, options), monitor)
     except DtkError as exc:
         why = " ".join(line.strip() for line in exc.message.splitlines())

@@ -21,6 +21,7 @@ from dtk.k8snames import (
     dns1123_label_problems,
     dns1123_subdomain_problems,
 )
+from dtk.kmm.reader import child
 from tests.unit.kmm_support import container, dtk, minimal, rejected, write
 
 # Examples from apimachinery's validation_test.go (TestIsConfigMapKey).
@@ -71,7 +72,7 @@ def _module_with_build_secret(secret_name: str, key: str) -> list[dict[str, Any]
 def test_hostile_secret_key_is_refused_at_load(monkeypatch: pytest.MonkeyPatch,
                                                 tmp_path: Path, key: str) -> None:
     text = rejected(monkeypatch, write(tmp_path, *_module_with_build_secret("token", key)))
-    assert f"data.{key}" in text and "key" in text
+    assert f"{child('data', key)}:" in text and "key" in text
 
 
 def test_hostile_string_data_key_is_refused(monkeypatch: pytest.MonkeyPatch,
@@ -79,7 +80,7 @@ def test_hostile_string_data_key_is_refused(monkeypatch: pytest.MonkeyPatch,
     docs = _module_with_build_secret("token", "ok")
     docs[2]["stringData"] = {"../escape": "v"}
     text = rejected(monkeypatch, write(tmp_path, *docs))
-    assert "stringData.../escape" in text
+    assert "stringData[../escape]:" in text
 
 
 @pytest.mark.parametrize("name", ["../up", "Token", "a:b", "a/b"])
