@@ -133,8 +133,8 @@ def run_matrix(matrix: Matrix, options: RunOptions, monitor: Monitor) -> list[Ou
 
         built = dict(zip(todo, pool.map(build, (matrix.cells[i] for i in todo)), strict=True))
     outcomes = [o if o is not None else built[i] for i, o in enumerate(settled)]
-    (options.log_dir / "results.json").write_text(
-        json.dumps([o.to_json() for o in outcomes], indent=2))
+    write_atomic(options.log_dir / "results.json",
+                 json.dumps([o.to_json() for o in outcomes], indent=2).encode())
     return outcomes
 
 
