@@ -139,6 +139,9 @@ def build_cell(cell: Cell, group: DkmsGroup, log: Path,
         if result.returncode == EXCLUDED_STATUS:
             return Excluded("dkms: the dkms.conf includes a BUILD_EXCLUSIVE directive which "
                             "does not match this kernel/arch/config")
+        if result.returncode < 0:  # buildah itself, killed: the OOM killer, an admin
+            raise CellFailedError(f"dkms build for {cell.kernel} was killed by signal "
+                                  f"{-result.returncode}", result.stdout)
         if result.returncode != 0:
             raise CellFailedError(f"dkms build failed for {cell.kernel} "
                                   f"(status {result.returncode})", result.stdout)

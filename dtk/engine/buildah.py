@@ -137,7 +137,8 @@ def containers() -> list[tuple[str, str]]:
 
 
 def remove_container(name: str) -> None:
-    runner.run(["buildah", "rm", "--", ref(name)], check=False, timeout=_INSPECT_TIMEOUT)
+    runner.run(["buildah", "rm", "--", ref(name)], check=False, timeout=_INSPECT_TIMEOUT,
+               cleanup=True)
 
 
 def container_owner(name: str) -> int | None:
@@ -147,7 +148,8 @@ def container_owner(name: str) -> int | None:
 
 
 def remove_image(name: str) -> None:
-    runner.run(["buildah", "rmi", "--", ref(name)], check=False, timeout=_INSPECT_TIMEOUT)
+    runner.run(["buildah", "rmi", "--", ref(name)], check=False, timeout=_INSPECT_TIMEOUT,
+               cleanup=True)
 
 
 def tag(image: str, *names: str) -> None:
@@ -211,7 +213,8 @@ class Container:
         try:
             yield Path(path)
         finally:
-            runner.run(["buildah", "umount", self.id], check=False, timeout=_INSPECT_TIMEOUT)
+            runner.run(["buildah", "umount", self.id], check=False, timeout=_INSPECT_TIMEOUT,
+                       cleanup=True)
 
     def commit(self, name: str) -> str:
         """Commit to `name`; only called once the container's content is complete."""

@@ -9,10 +9,15 @@ checks and a third on the host. The host directory holds a marker; no image may.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from dtk import paths
 from dtk.engine import buildah
 from tests.integration.test_driver_dkms import by_cell, hello_variant, prefix, run_build
 
@@ -87,3 +92,98 @@ def test_build_that_swaps_opt_for_a_host_link_publishes_nothing(
     assert "/opt" in cell["reason"]
     assert not buildah.image_exists(cell["image"])
     assert code == 1
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` now (children first seen in their own sessions too)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_text().split("\0")[:-1]
+    except OSError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def slow_tree(tmp_path: Path, make: str) -> Path:
+    """dtkhello whose MAKE is `make` (run by dkms inside the toolkit)."""
+    tree = hello_variant(tmp_path, "dtkhello")
+    conf = tree / "dkms.conf"
+    lines = [line for line in conf.read_text().splitlines() if not line.startswith("MAKE[0]")]
+    conf.write_text("\n".join([*lines, f'MAKE[0]="{make}"']) + "\n")
+    return tree
+
+
+@pytest.mark.usefixtures("toolkit_61")
+def test_sigterm_mid_build_ends_every_child_and_leaves_nothing(tmp_path: Path, prefix: str,
+                                                              kernel_61: str) -> None:
+    tree = slow_tree(tmp_path, "sh -c 'echo dtk-test-building; exec sleep 317'")
+    image = f"localhost/{prefix}/${{MOD_NAME}}:x"
+    env = dict(os.environ, DTK_STATE_DIR=str(tmp_path / "state"))
+    started = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "dtk", "build", "--dkms", str(tree),
+                             "--kernel", kernel_61, "--image", image, "--rebuild", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not any(cmdline(pid) == ["sleep", "317"] for pid in descendants(proc.pid)):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.5)
+        children = descendants(proc.pid)
+        assert children  # buildah, dkms, make, sleep: the build is running
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    time.sleep(1)
+    assert [pid for pid in children if alive(pid)] == []
+    assert not [n for _id, n in buildah.containers() if buildah.container_owner(n) == proc.pid]
+    assert not buildah.image_exists(image.replace("${MOD_NAME}", "dtkhello"))
+    # An interrupted build is not the package's failure: nothing is remembered.
+    outcomes = paths.cache_dir() / "build" / "outcomes"
+    assert not [p for p in outcomes.glob("*.log")
+                if p.stat().st_mtime >= started and "dtk-test-building" in p.read_text()]
+
+
+@pytest.mark.usefixtures("toolkit_61")
+def test_a_full_disk_is_not_remembered_as_the_package_failing(tmp_path: Path, prefix: str,
+                                                              kernel_61: str) -> None:
+    # /dev/full answers every write with ENOSPC: the kernel's own "disk full".
+    tree = slow_tree(tmp_path, "dd if=/dev/zero of=/dev/full bs=1k count=1")
+    args = ("--dkms", str(tree), "--kernel", kernel_61,
+            "--image", f"localhost/{prefix}/${{MOD_NAME}}:x")
+    for attempt, rebuild in enumerate((("--rebuild",), ())):  # forget an older run's
+        code, result, err = run_build(tmp_path, *args, *rebuild)
+        cell = by_cell(result)[("dtkhello", kernel_61)]
+        assert code == 1 and cell["status"] == "failed", err
+        assert cell["cached"] is False, attempt  # built again: the failure was not kept
+        assert "No space left on device" in Path(cell["log"]).read_text()
