@@ -20,7 +20,7 @@ from dtk.driver.dkms import Built
 from dtk.driver.outcome import CellFailedError, find_modules, module_versions
 from dtk.driver.plan import BuildSecret, Cell
 from dtk.driver.sources import ContainerfileSource
-from dtk.engine import buildah
+from dtk.engine import buildah, made
 
 STAGING_REPO = "localhost/dtk-staging"
 
@@ -76,6 +76,7 @@ def build_cell(cell: Cell, source: ContainerfileSource, log: Path,
                 versions = module_versions(find_modules(root, cell.kernel))
             ctr.config("--label", "dtk.build.modules=" + ",".join(versions))
             image_id = ctr.commit(cell.image)
+        made.record(image_id, cell.image, "driver")
     finally:
         buildah.remove_image(staging)
     return Built(image_id, versions)

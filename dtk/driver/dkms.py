@@ -25,7 +25,7 @@ from dtk.driver.dkmscell import EXCLUDED_STATUS, OUT, cell_script
 from dtk.driver.outcome import CellFailedError, module_versions
 from dtk.driver.plan import Cell
 from dtk.driver.sources import DkmsGroup, DkmsTree
-from dtk.engine import buildah
+from dtk.engine import buildah, made
 from dtk.errors import DtkError
 from dtk.files import write_atomic
 from dtk.kernel import modfile
@@ -199,6 +199,7 @@ def _commit(cell: Cell, group: DkmsGroup, stage: Path, notes: tuple[str, ...]) -
             final.copy_in(stage / "firmware", "/firmware")
         final.config(*(arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")))
         image_id = final.commit(cell.image)
+    made.record(image_id, cell.image, "driver")
     return Built(image_id, versions, notes)
 
 
