@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import shutil
 import socket
 import subprocess
 import time
@@ -26,6 +27,31 @@ from dtk.distro import KernelEntry
 from dtk.distro.debian import DebianArchive
 from dtk.distro.select import open_archive
 from dtk.toolkit.images import ToolkitImage, ensure_toolkit
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_dtk_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """dtk's state and cache directories for this test session, never the user's own
+    (~/.local/state/dtk, ~/.cache/dtk): a test run must not read a workstation owner's
+    remembered build failures or records of the images dtk made, nor prune by them.
+
+    State (logs, results, image records) is fresh per session. The cache is a separate
+    one kept between sessions (~/.cache/dtk-tests): it holds the package indexes and
+    downloads, which are fetched again only when the archive changes, and refetching
+    them every session would cost minutes for nothing a test checks. Remembered DKMS
+    outcomes are the one part of it that could make one session's result another's,
+    so they are dropped at the start. Toolkit images live in container storage, which
+    stays shared (they are reused on purpose, see above); tests that prune use their
+    own storage."""
+    cache = Path.home() / ".cache" / "dtk-tests"
+    shutil.rmtree(cache / "dtk" / "build" / "outcomes", ignore_errors=True)
+    state = tmp_path_factory.mktemp("xdg-state")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("DTK_CACHE_DIR", "DTK_STATE_DIR"):
+            patch.delenv(name, raising=False)
+        patch.setenv("XDG_CACHE_HOME", str(cache))
+        patch.setenv("XDG_STATE_HOME", str(state))
+        yield state
 
 
 def _standard(archive: DebianArchive, line: str) -> list[KernelEntry]:
