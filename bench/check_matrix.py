@@ -27,6 +27,7 @@ from vm_boot import boot, dummy_image  # bench/vm_boot.py, beside this script
 
 from dtk import paths, rootfs
 from dtk import run as runner
+from dtk.distro import KernelEntry
 from dtk.distro.select import open_archive
 from dtk.engine import buildah
 from dtk.kernel import facts
@@ -39,12 +40,12 @@ MODULES = ("lib/crc7", "drivers/usb/storage/usb-storage", "fs/ext4/ext4", "net/s
            "drivers/net/tun", "sound/core/snd")
 
 
-def pick_kernels() -> list[str]:
+def pick_kernels() -> list[KernelEntry]:
     catalog = [e for e in open_archive().kernels() if e.has_headers]
-    std61 = [e.release for e in catalog if e.line == "6.1" and e.flavour == "standard"][:5]
-    newest: dict[tuple[str, str], str] = {}
+    std61 = [e for e in catalog if e.line == "6.1" and e.flavour == "standard"][:5]
+    newest: dict[tuple[str, str], KernelEntry] = {}
     for e in catalog:
-        newest.setdefault((e.line, e.flavour), e.release)
+        newest.setdefault((e.line, e.flavour), e)
     others = [("6.1", "rt"), ("6.1", "cloud"), ("6.12", "standard"), ("6.12", "rt"),
               ("6.12", "cloud")]
     return [*std61, *(newest[key] for key in others)]
@@ -83,11 +84,13 @@ def measure_boot(release: str) -> tuple[float, str]:
 
 
 def main() -> None:
-    kernels = pick_kernels()
+    entries = pick_kernels()
+    kernels = [e.release for e in entries]
     root = paths.cache_dir() / "bench" / "check-matrix"
     module_kernels = [kernels[0], kernels[7]]
+    # The image package by its archive name: 6.12's modules are in '-unsigned' ones.
     unpack([f"linux-headers-{k}" for k in kernels] +
-           [f"linux-image-{k}" for k in module_kernels], root)
+           [entries[0].image_package, entries[7].image_package], root)
 
     cold: list[float] = []
     for k in kernels:
