@@ -8,12 +8,17 @@ those must survive every prune. These tests run on their own container storage
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from dtk.distro import aptsources
 from dtk.driver import prune as driver_prune
 from dtk.driver.plan import KIND_LABEL as DRIVER_KIND_LABEL
 from dtk.engine import buildah, made
@@ -96,6 +101,24 @@ def test_an_empty_catalog_prunes_nothing() -> None:
                           {"kernel-version": "6.1.0-57-amd64"})
     with pytest.raises(DtkError, match="lists no kernel"):
         toolkit_prune.plan_prune(set(), set())
+    assert buildah.image_exists(toolkit)
+
+
+@pytest.mark.usefixtures("own_storage")
+def test_toolkit_prune_with_sources_that_list_no_kernel_is_an_error(tmp_path: Path) -> None:
+    """The machine's own sources, narrowed to a component that ships no kernel: a real
+    archive answering with an empty catalog."""
+    toolkit = made_by_dtk("localhost/driver-toolkit:6.1.0-57-amd64", "toolkit",
+                          {"kernel-version": "6.1.0-57-amd64"})
+    entries = [dataclasses.replace(e, components=("non-free-firmware",))
+               for e in aptsources.read_host_sources()]
+    sources = tmp_path / "no-kernels.sources"
+    sources.write_text(aptsources.render(entries))
+    result = subprocess.run([sys.executable, "-m", "dtk", "toolkit", "prune", "--sources",
+                             str(sources), "--json"], capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "lists no kernel" in json.loads(result.stdout)["error"]["message"]
     assert buildah.image_exists(toolkit)
 
 
