@@ -13,6 +13,7 @@ busybox base, not the toolkit.
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,9 +140,13 @@ def build_cell(cell: Cell, group: DkmsGroup, log: Path,
         if result.returncode == EXCLUDED_STATUS:
             return Excluded("dkms: the dkms.conf includes a BUILD_EXCLUSIVE directive which "
                             "does not match this kernel/arch/config")
-        if result.returncode < 0:  # buildah itself, killed: the OOM killer, an admin
+        # Killed from outside: buildah itself (a negative status), or dkms by SIGKILL
+        # (128 + 9), the OOM killer's signal.
+        killed = -result.returncode if result.returncode < 0 else \
+            (signal.SIGKILL.value if result.returncode == 128 + signal.SIGKILL else 0)
+        if killed:
             raise CellFailedError(f"dkms build for {cell.kernel} was killed by signal "
-                                  f"{-result.returncode}", result.stdout)
+                                  f"{killed}", result.stdout)
         if result.returncode != 0:
             raise CellFailedError(f"dkms build failed for {cell.kernel} "
                                   f"(status {result.returncode})", result.stdout)

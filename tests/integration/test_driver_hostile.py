@@ -140,9 +140,10 @@ def slow_tree(tmp_path: Path, make: str) -> Path:
     return tree
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])  # SIGINT: Ctrl-C
 @pytest.mark.usefixtures("toolkit_61")
-def test_sigterm_mid_build_ends_every_child_and_leaves_nothing(tmp_path: Path, prefix: str,
-                                                              kernel_61: str) -> None:
+def test_a_signal_mid_build_ends_every_child_and_leaves_nothing(
+        tmp_path: Path, prefix: str, kernel_61: str, sig: signal.Signals) -> None:
     tree = slow_tree(tmp_path, "sh -c 'echo dtk-test-building; exec sleep 317'")
     image = f"localhost/{prefix}/${{MOD_NAME}}:x"
     env = dict(os.environ, DTK_STATE_DIR=str(tmp_path / "state"))
@@ -157,7 +158,7 @@ def test_sigterm_mid_build_ends_every_child_and_leaves_nothing(tmp_path: Path, p
             time.sleep(0.5)
         children = descendants(proc.pid)
         assert children  # buildah, dkms, make, sleep: the build is running
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         _out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -174,11 +175,16 @@ def test_sigterm_mid_build_ends_every_child_and_leaves_nothing(tmp_path: Path, p
                 if p.stat().st_mtime >= started and "dtk-test-building" in p.read_text()]
 
 
-@pytest.mark.usefixtures("toolkit_61")
-def test_a_full_disk_is_not_remembered_as_the_package_failing(tmp_path: Path, prefix: str,
-                                                              kernel_61: str) -> None:
+@pytest.mark.parametrize(("make", "said"), [
     # /dev/full answers every write with ENOSPC: the kernel's own "disk full".
-    tree = slow_tree(tmp_path, "dd if=/dev/zero of=/dev/full bs=1k count=1")
+    ("dd if=/dev/zero of=/dev/full bs=1k count=1", "No space left on device"),
+    # SIGKILL, as the OOM killer sends it (dkms runs MAKE in its own shell: $$ is dkms).
+    ("sh -c 'kill -KILL $$'", "Killed"),
+])
+@pytest.mark.usefixtures("toolkit_61")
+def test_a_machine_failure_is_not_remembered_as_the_package_failing(
+        tmp_path: Path, prefix: str, kernel_61: str, make: str, said: str) -> None:
+    tree = slow_tree(tmp_path, make)
     args = ("--dkms", str(tree), "--kernel", kernel_61,
             "--image", f"localhost/{prefix}/${{MOD_NAME}}:x")
     for attempt, rebuild in enumerate((("--rebuild",), ())):  # forget an older run's
@@ -186,4 +192,5 @@ def test_a_full_disk_is_not_remembered_as_the_package_failing(tmp_path: Path, pr
         cell = by_cell(result)[("dtkhello", kernel_61)]
         assert code == 1 and cell["status"] == "failed", err
         assert cell["cached"] is False, attempt  # built again: the failure was not kept
-        assert "No space left on device" in Path(cell["log"]).read_text()
+        assert said in Path(cell["log"]).read_text()
+        assert "not remembered" in cell["reason"]
