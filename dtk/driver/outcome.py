@@ -62,13 +62,15 @@ class Outcome:
 _NOISE = re.compile(r"^(subprocess exited with status \d+|Error: exit status \d+)$")
 
 
-# What the machine, not the package, says when a build fails: a full disk, no memory,
-# the OOM killer taking the compiler (gcc: "Killed signal terminated program cc1"), or
-# the build killed by a signal from outside.
+# What the machine, not the package, says when a build fails: a full disk or quota
+# (strerror of ENOSPC, EDQUOT), no memory (ENOMEM; gcc's xmalloc and its "virtual
+# memory exhausted"), the OOM killer taking the compiler (gcc: "Killed signal
+# terminated program cc1"), or the build killed by a signal from outside (dtk's own
+# words). Exact phrases: a source line quoted in a compiler error must not match.
 _MACHINE_FAULT = re.compile(
     r"No space left on device|Disk quota exceeded|Cannot allocate memory|"
-    r"virtual memory exhausted|[Oo]ut of memory|Killed signal terminated program|"
-    r"killed by signal \d+")
+    r"virtual memory exhausted|out of memory allocating \d+ bytes|"
+    r"Killed signal terminated program|killed by signal \d+")
 
 
 def machine_fault(log: str) -> str | None:

@@ -50,4 +50,7 @@ def test_machine_faults_are_told_from_package_faults() -> None:
         == "Killed signal terminated program"
     assert machine_fault("dkms build for 6.1.0-57-amd64 was killed by signal 9") \
         == "killed by signal 9"
+    assert machine_fault("cc1: out of memory allocating 65536 bytes after a total of 1 bytes") \
+        == "out of memory allocating 65536 bytes"
     assert machine_fault("error: implicit declaration of function 'foo'") is None
+    assert machine_fault('  12 |         pr_err("out of memory\\n");') is None  # quoted source
