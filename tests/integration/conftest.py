@@ -26,6 +26,7 @@ from dtk import kernel as kern
 from dtk.distro import KernelEntry
 from dtk.distro.debian import DebianArchive
 from dtk.distro.select import open_archive
+from dtk.engine import buildah
 from dtk.toolkit.images import ToolkitImage, ensure_toolkit
 
 
@@ -52,6 +53,26 @@ def own_dtk_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         patch.setenv("XDG_CACHE_HOME", str(cache))
         patch.setenv("XDG_STATE_HOME", str(state))
         yield state
+
+
+@pytest.fixture
+def own_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Container storage and dtk state of this test only, for tests that prune (the
+    shared storage holds other runs' toolkits and images); emptied afterwards."""
+    root = tmp_path / "storage"
+    conf = tmp_path / "storage.conf"
+    conf.write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{root}/graph"\n'
+                    f'runroot = "{root}/run"\n')
+    monkeypatch.setenv("CONTAINERS_STORAGE_CONF", str(conf))
+    monkeypatch.setenv("DTK_STATE_DIR", str(tmp_path / "state"))
+    assert buildah.images() == []  # really a storage of its own
+    yield root
+    for cid, _name in buildah.containers():
+        buildah.remove_container(cid)
+    for row in buildah.images():
+        for name in row.get("names") or (row["id"],):
+            buildah.remove_image(name)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _standard(archive: DebianArchive, line: str) -> list[KernelEntry]:

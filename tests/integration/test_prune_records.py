@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,25 +25,6 @@ from dtk.toolkit import prune as toolkit_prune
 from dtk.toolkit.plan import KIND_LABEL as TOOLKIT_KIND_LABEL
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Container storage and dtk state of this test only; emptied afterwards."""
-    root = tmp_path / "storage"
-    conf = tmp_path / "storage.conf"
-    conf.write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{root}/graph"\n'
-                    f'runroot = "{root}/run"\n')
-    monkeypatch.setenv("CONTAINERS_STORAGE_CONF", str(conf))
-    monkeypatch.setenv("DTK_STATE_DIR", str(tmp_path / "state"))
-    assert buildah.images() == []  # really a storage of its own
-    yield root
-    for cid, _name in buildah.containers():
-        buildah.remove_container(cid)
-    for row in buildah.images():
-        for name in row.get("names") or (row["id"],):
-            buildah.remove_image(name)
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def image(name: str | None, labels: dict[str, str], base: str = "scratch") -> str:
