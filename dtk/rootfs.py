@@ -136,6 +136,8 @@ def copy_tree(src: Path, dest: Path) -> None:
     """
     try:
         fd = os.open(src, _DIR_FLAGS)
+    except FileNotFoundError:
+        raise UnsafePathError(f"/{src.name} does not exist") from None
     except OSError:
         raise UnsafePathError(f"/{src.name} is a link or not a directory",
                               hint="a build must leave its output as a plain directory"

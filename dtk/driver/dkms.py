@@ -184,7 +184,7 @@ def _stage(group: DkmsGroup, out: Path, stage: Path) -> None:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(host, target)
     except rootfs.UnsafePathError as exc:
-        raise DtkError(f"refusing the build's output: {exc.message}", hint=exc.hint) from None
+        raise DtkError(f"nothing copied into the image: {exc.message}", hint=exc.hint) from None
 
 
 def _commit(cell: Cell, group: DkmsGroup, stage: Path, notes: tuple[str, ...]) -> Built:
