@@ -159,7 +159,10 @@ def test_a_signal_mid_build_ends_every_child_and_leaves_nothing(
         children = descendants(proc.pid)
         assert children  # buildah, dkms, make, sleep: the build is running
         proc.send_signal(sig)
+        signalled = time.monotonic()
         _out, err = proc.communicate(timeout=120)
+        print(f"{sig.name}: dtk and its {len(children)} child processes gone in "
+              f"{time.monotonic() - signalled:.1f}s")
     finally:
         if proc.poll() is None:
             proc.kill()
