@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dtk import run as runner
+from dtk import scripts
 from dtk.errors import DtkError
 
 ISOLATION = "chroot"
@@ -183,9 +184,12 @@ class Container:
             timeout: float = 3600, log_file: Path | None = None,
             on_line: Callable[[str], None] | None = None, check: bool = True,
             what: str | None = None, offline: bool = False) -> runner.Result:
-        """Run `argv` in the container. `offline`: in an empty network namespace (chroot
-        isolation cannot take --network, so the whole `buildah run` is unshared)."""
-        cmd = ["unshare", "--net"] if offline else []
+        """Run `argv` in the container. `offline`, for someone else's code: in an empty
+        network namespace (chroot isolation cannot take --network, so the whole `buildah
+        run` is unshared), with a /dev of its own that holds no host device
+        (dtk/data/private-dev.sh)."""
+        cmd = ["unshare", "--net", "--mount", "--propagation", "private", "sh",
+               str(scripts.path("private-dev.sh"))] if offline else []
         cmd += ["buildah", "run", "--isolation", ISOLATION]
         for volume in volumes:
             cmd += ["-v", volume]

@@ -197,3 +197,25 @@ def test_a_machine_failure_is_not_remembered_as_the_package_failing(
         assert cell["cached"] is False, attempt  # built again: the failure was not kept
         assert said in Path(cell["log"]).read_text()
         assert "not remembered" in cell["reason"]
+
+
+# What a build needs of /dev (dtk/data/private-dev.sh makes no more).
+BUILD_DEVICES = {"null", "zero", "full", "random", "urandom", "tty", "fd", "stdin", "stdout",
+                 "stderr", "pts", "ptmx", "shm"}
+
+
+@pytest.mark.usefixtures("toolkit_61")
+def test_a_dkms_build_sees_no_host_device(tmp_path: Path, prefix: str, kernel_61: str) -> None:
+    """chroot isolation binds the caller's /dev into the container: root in it could read
+    the host's disks or its zram swap and ship them in the image."""
+    tree = hello_variant(tmp_path, "dtkhello")
+    conf = tree / "dkms.conf"
+    conf.write_text(conf.read_text() + (
+        "if [ -e /dtk-out/cell.sh ]; then ls /dev > /dtk-out/opt/dev-list; fi\n"))
+    code, result, err = run_build(tmp_path, "--dkms", str(tree), "--kernel", kernel_61,
+                                  "--image", f"localhost/{prefix}/${{MOD_NAME}}:x")
+    cell = by_cell(result)[("dtkhello", kernel_61)]
+    assert code == 0 and cell["status"] == "built", err
+    with buildah.working_container(cell["image"]) as ctr, ctr.mounted() as root:
+        seen = set((root / "opt/dev-list").read_text().split())
+    assert seen <= BUILD_DEVICES, sorted(seen - BUILD_DEVICES)
