@@ -186,10 +186,11 @@ class Container:
             what: str | None = None, offline: bool = False) -> runner.Result:
         """Run `argv` in the container. `offline`, for someone else's code: in an empty
         network namespace (chroot isolation cannot take --network, so the whole `buildah
-        run` is unshared), with a /dev of its own that holds no host device
-        (dtk/data/private-dev.sh)."""
-        cmd = ["unshare", "--net", "--mount", "--propagation", "private", "sh",
-               str(scripts.path("private-dev.sh"))] if offline else []
+        run` is unshared), a pid namespace (it sees no host process; all of it dies
+        with `unshare`), and a /dev that holds no host device (dtk/data/private-dev.sh)."""
+        cmd = ["unshare", "--net", "--mount", "--propagation", "private", "--pid", "--fork",
+               "--kill-child", "--mount-proc", "sh", str(scripts.path("private-dev.sh"))
+               ] if offline else []
         cmd += ["buildah", "run", "--isolation", ISOLATION]
         for volume in volumes:
             cmd += ["-v", volume]

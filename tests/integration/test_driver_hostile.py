@@ -205,17 +205,24 @@ BUILD_DEVICES = {"null", "zero", "full", "random", "urandom", "tty", "fd", "stdi
 
 
 @pytest.mark.usefixtures("toolkit_61")
-def test_a_dkms_build_sees_no_host_device(tmp_path: Path, prefix: str, kernel_61: str) -> None:
-    """chroot isolation binds the caller's /dev into the container: root in it could read
-    the host's disks or its zram swap and ship them in the image."""
+def test_a_dkms_build_sees_no_host_device_or_process(tmp_path: Path, prefix: str,
+                                                    kernel_61: str) -> None:
+    """chroot isolation binds the caller's /dev and /proc into the container: root in it
+    could read the host's disks or its zram swap, or every host process's command line,
+    and ship them in the image."""
     tree = hello_variant(tmp_path, "dtkhello")
     conf = tree / "dkms.conf"
     conf.write_text(conf.read_text() + (
-        "if [ -e /dtk-out/cell.sh ]; then ls /dev > /dtk-out/opt/dev-list; fi\n"))
+        "if [ -e /dtk-out/cell.sh ]; then\n"
+        "  ls /dev > /dtk-out/opt/dev-list; ls /proc > /dtk-out/opt/proc-list\n"
+        "fi\n"))
     code, result, err = run_build(tmp_path, "--dkms", str(tree), "--kernel", kernel_61,
                                   "--image", f"localhost/{prefix}/${{MOD_NAME}}:x")
     cell = by_cell(result)[("dtkhello", kernel_61)]
     assert code == 0 and cell["status"] == "built", err
     with buildah.working_container(cell["image"]) as ctr, ctr.mounted() as root:
         seen = set((root / "opt/dev-list").read_text().split())
+        pids = [p for p in (root / "opt/proc-list").read_text().split() if p.isdigit()]
     assert seen <= BUILD_DEVICES, sorted(seen - BUILD_DEVICES)
+    # The build's own processes (buildah, bash, dkms, make), not the host's hundreds.
+    assert str(os.getpid()) not in pids and len(pids) < 30, pids
