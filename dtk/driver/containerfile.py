@@ -69,7 +69,7 @@ def build_cell(cell: Cell, source: ContainerfileSource, log: Path,
                 containerfile=source.containerfile, context=source.context, tag=staging,
                 build_args=dict(cell.build_args), labels=cell.labels(), volumes=volumes,
                 tls_verify=cell.pull_tls_verify, authfile=authfile,
-                mask=[v for s in cell.secrets for v in s.values()])
+                mask=[v for s in cell.secrets for v in s.values()], untrusted=True)
             _bud(spec, cell, log, on_line)
         with buildah.working_container(staging) as ctr:
             with ctr.mounted() as root:

@@ -9,6 +9,7 @@ checks and a third on the host. The host directory holds a marker; no image may.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 
 from dtk import paths
 from dtk.engine import buildah
+from tests.integration.test_driver_containerfile import EXAMPLE
 from tests.integration.test_driver_dkms import by_cell, hello_variant, prefix, run_build
 
 pytestmark = pytest.mark.integration
@@ -225,4 +227,26 @@ def test_a_dkms_build_sees_no_host_device_or_process(tmp_path: Path, prefix: str
         pids = [p for p in (root / "opt/proc-list").read_text().split() if p.isdigit()]
     assert seen <= BUILD_DEVICES, sorted(seen - BUILD_DEVICES)
     # The build's own processes (buildah, bash, dkms, make), not the host's hundreds.
+    assert str(os.getpid()) not in pids and len(pids) < 30, pids
+
+
+@pytest.mark.usefixtures("toolkit_61")
+def test_a_containerfile_build_sees_no_host_device_or_process(tmp_path: Path, prefix: str,
+                                                             kernel_61: str) -> None:
+    """The same for someone else's Containerfile: its RUN steps keep the network (KMM-style
+    builds fetch sources), not the host's devices or processes."""
+    context = tmp_path / "example"
+    shutil.copytree(EXAMPLE.parent, context)
+    containerfile = context / "Containerfile"
+    containerfile.write_text(containerfile.read_text().replace(
+        "FROM ${DTK_BASE}\n",
+        "FROM ${DTK_BASE}\nRUN ls /dev > /dev-list && ls /proc > /proc-list\n"))
+    code, result, err = run_build(tmp_path, "-f", str(containerfile), "--kernel", kernel_61,
+                                  "--image", f"localhost/{prefix}/${{MOD_NAME}}:x")
+    (cell,) = result["outcomes"]
+    assert code == 0 and cell["status"] == "built", err
+    with buildah.working_container(cell["image"]) as ctr, ctr.mounted() as root:
+        seen = set((root / "dev-list").read_text().split())
+        pids = [p for p in (root / "proc-list").read_text().split() if p.isdigit()]
+    assert seen <= BUILD_DEVICES, sorted(seen - BUILD_DEVICES)
     assert str(os.getpid()) not in pids and len(pids) < 30, pids
