@@ -63,8 +63,11 @@ test: deps
 	$(BIN)/mypy
 	$(BIN)/pytest tests
 
+# Every benchmark runs; `make bench` fails if any of them failed.
 bench: deps
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+	@failed=""; for b in bench/*.py; do echo "== $$b"; \
+	  $(BIN)/python $$b || failed="$$failed $$b"; done; \
+	  if [ -n "$$failed" ]; then echo "failed:$$failed" >&2; exit 1; fi
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

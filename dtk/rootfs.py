@@ -117,3 +117,98 @@ def glob(root: Path, pattern: str) -> list[tuple[str, Path]]:
 def _is_file(root: Path, inner: str) -> bool:
     host = resolve(root, inner)
     return host is not None and host.is_file()
+
+
+# Opened relative to their parent's descriptor, never through a link: a tree that
+# another process (an untrusted build) may still rewrite cannot swap a directory for a
+# link to a host path between a check and a read.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def copy_tree(src: Path, dest: Path) -> None:
+    """Copy the directory `src` to the new directory `dest` without following a link.
+
+    Links are copied as links: their text names a path inside the image they end up
+    in (KMM's `…/host` link), never one on this host. Regular files are copied by
+    content, without set-id bits; devices, fifos and sockets are left out. `src`
+    itself must be a directory, not a link to one.
+    """
+    try:
+        fd = os.open(src, _DIR_FLAGS)
+    except FileNotFoundError:
+        raise UnsafePathError(f"/{src.name} does not exist") from None
+    except OSError:
+        raise UnsafePathError(f"/{src.name} is a link or not a directory",
+                              hint="a build must leave its output as a plain directory"
+                              ) from None
+    try:
+        dest.mkdir(mode=0o755)
+        _copy_dir(fd, dest, "/" + src.name)
+    finally:
+        os.close(fd)
+
+
+def _copy_dir(fd: int, dest: Path, where: str) -> None:
+    for name in sorted(os.listdir(fd)):
+        mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+        target = dest / name
+        if stat.S_ISLNK(mode):
+            target.symlink_to(os.readlink(name, dir_fd=fd))
+        elif stat.S_ISDIR(mode):
+            sub = _open_at(fd, name, _DIR_FLAGS, f"{where}/{name}")
+            try:
+                target.mkdir(mode=0o755)
+                _copy_dir(sub, target, f"{where}/{name}")
+            finally:
+                os.close(sub)
+        elif stat.S_ISREG(mode):
+            _copy_file(fd, name, target, f"{where}/{name}")
+
+
+def _open_at(fd: int, name: str, flags: int, where: str) -> int:
+    try:
+        return os.open(name, flags, dir_fd=fd)
+    except OSError as exc:
+        raise UnsafePathError(f"{where} changed while it was copied ({exc.strerror})") from None
+
+
+def _copy_file(fd: int, name: str, target: Path, where: str) -> None:
+    src = _open_at(fd, name, _FILE_FLAGS, where)
+    try:
+        info = os.fstat(src)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafePathError(f"{where} changed while it was copied")
+        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                      0o755 if info.st_mode & 0o111 else 0o644)
+        try:
+            left = info.st_size  # a writer still appending cannot make this endless
+            while left > 0 and (sent := os.sendfile(out, src, None, min(left, 1 << 24))):
+                left -= sent
+        finally:
+            os.close(out)
+    finally:
+        os.close(src)
+
+
+def read_regular(directory: Path, name: str) -> bytes | None:
+    """The content of the regular file `name` in `directory`, or None if it is missing,
+    a link or anything else: for files an untrusted process wrote (a link there
+    would make dtk read, and perhaps show, a host file)."""
+    try:
+        dfd = os.open(directory, _DIR_FLAGS)
+    except OSError:
+        return None
+    try:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=dfd)
+    except OSError:
+        return None
+    finally:
+        os.close(dfd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            return handle.read()
+    finally:
+        os.close(fd)

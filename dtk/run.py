@@ -43,6 +43,14 @@ _KILL_GRACE_S = 5.0
 # live on until their own timeout: `terminate_all` ends them.
 _live: set[subprocess.Popen[str]] = set()
 _live_lock = threading.Lock()
+# Set once dtk is stopping (Ctrl-C, SIGTERM): see `stop_all`.
+_stopping = threading.Event()
+
+
+class Interrupted(KeyboardInterrupt):
+    """dtk is stopping. Raised instead of a command's result, since a command that
+    ended meanwhile may have been killed by the stop: its failure is not its own, and
+    must not be reported (or remembered) as one."""
 
 
 @dataclass(frozen=True)
@@ -110,12 +118,16 @@ def _kill_group(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
             continue
 
 
-def _track(proc: subprocess.Popen[str], running: bool) -> None:
+def _track(proc: subprocess.Popen[str], running: bool, cleanup: bool = False) -> None:
     with _live_lock:
         if running:
             _live.add(proc)
         else:
             _live.discard(proc)
+    # A command started while `stop_all` ran, after it listed the live ones: `_stopping`
+    # was set before that list was taken, so it is seen here.
+    if running and not cleanup and _stopping.is_set():
+        _kill_group(proc)
 
 
 def terminate_all() -> None:
@@ -124,6 +136,19 @@ def terminate_all() -> None:
         procs = list(_live)
     for proc in procs:
         _kill_group(proc)
+
+
+def stop_all() -> None:
+    """Stop everything for good: every running command's process group is killed, and
+    from now on a command (other than `cleanup` ones: removing a working container)
+    raises `Interrupted` instead of starting or of reporting how it ended."""
+    _stopping.set()
+    terminate_all()
+
+
+def _check_stopping(cleanup: bool) -> None:
+    if _stopping.is_set() and not cleanup:
+        raise Interrupted("dtk is stopping")
 
 
 def _check_tool(argv: Sequence[str]) -> None:
@@ -137,10 +162,12 @@ def _check_tool(argv: Sequence[str]) -> None:
 def run(argv: Sequence[str], *, check: bool = True, timeout: float | None = None,
         env: Mapping[str, str] | None = None, cwd: Path | None = None,
         input: str | bytes | None = None, what: str | None = None,
-        hint: str | None = None) -> Result:
-    """Run a command to completion, capturing stdout and stderr separately."""
+        hint: str | None = None, cleanup: bool = False) -> Result:
+    """Run a command to completion, capturing stdout and stderr separately. `cleanup`:
+    it undoes something (removes a container) and runs even while dtk stops."""
     argv = [str(a) for a in argv]
     _check_tool(argv)
+    _check_stopping(cleanup)
     log.debug("run: %s", shlex.join(argv))
     start = time.monotonic()
     text_input = input.decode() if isinstance(input, bytes) else input
@@ -149,7 +176,7 @@ def run(argv: Sequence[str], *, check: bool = True, timeout: float | None = None
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(env), cwd=cwd,
         start_new_session=True, text=True, errors="replace",
     ) as proc:
-        _track(proc, True)
+        _track(proc, True, cleanup)
         try:
             out, err = proc.communicate(text_input, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -161,6 +188,7 @@ def run(argv: Sequence[str], *, check: bool = True, timeout: float | None = None
             raise
         finally:
             _track(proc, False)
+    _check_stopping(cleanup)
     result = Result(tuple(argv), proc.returncode, out, err, time.monotonic() - start)
     if check and proc.returncode != 0:
         raise CommandError(argv, proc.returncode, _tail(out + "\n" + err), what, hint)
@@ -182,6 +210,7 @@ def stream(argv: Sequence[str], *, check: bool = True, timeout: float | None = N
     hide = masker(mask) if mask else None
     argv = [str(a) for a in argv]
     _check_tool(argv)
+    _check_stopping(False)
     log.debug("stream: %s", shlex.join(argv))
     start = time.monotonic()
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
@@ -216,6 +245,7 @@ def stream(argv: Sequence[str], *, check: bool = True, timeout: float | None = N
             sink.close()
         if proc.stdout:
             proc.stdout.close()
+    _check_stopping(False)
     text = "\n".join(tail)
     if timed_out.is_set():
         raise CommandError(argv, None, text, what, hint)

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 
 @cache
 def text(name: str) -> str:
     """The text of dtk/data/`name`."""
     return resources.files("dtk").joinpath("data", name).read_text(encoding="utf-8")
+
+
+def path(name: str) -> Path:
+    """dtk/data/`name` as a file, for a script the host runs (dtk is installed as files)."""
+    return Path(str(resources.files("dtk").joinpath("data", name)))

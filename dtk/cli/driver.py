@@ -332,7 +332,8 @@ def _report(outcomes: list[Outcome], log_dir: Path, wall: float) -> None:
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 @json_option
 def prune_cmd(everything: bool, older_than: float | None, dry_run: bool, as_json: bool) -> None:
-    """Remove untagged, leftover and (with --all) every driver image."""
+    """Remove untagged, leftover and (with --all) every driver image dtk's records say it
+    made; images built FROM a driver image are never touched."""
     removals = plan_prune(everything=everything, older_than_days=older_than)
     if not dry_run:
         prune(removals)

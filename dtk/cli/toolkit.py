@@ -135,7 +135,8 @@ def rm_cmd(images: tuple[str, ...]) -> None:
 @json_option
 def prune_cmd(sources: Path | None, dry_run: bool, as_json: bool) -> None:
     """Remove toolkits whose kernel left the archive, superseded base and tools layers,
-    and untagged toolkit images. Nothing dtk did not make is touched."""
+    and untagged toolkit images. Only images dtk's records say it made are touched (not
+    images built FROM a toolkit), and an archive that lists no kernel prunes nothing."""
     archive = open_archive(sources)
     kernels = archive.kernels()
     current: set[str] = set()

@@ -99,10 +99,10 @@ class AptIndex:
         (self.root / "state/lists/partial").mkdir(parents=True, exist_ok=True)
         (self.root / "cache/archives/partial").mkdir(parents=True, exist_ok=True)
         self._parts.mkdir(parents=True, exist_ok=True)
-        (self._parts / "dtk.sources").write_text(self.sources_text)
+        write_atomic(self._parts / "dtk.sources", self.sources_text.encode())
         status = self.root / "status"
         if not status.exists():
-            status.write_text("")
+            write_atomic(status, b"")
 
     def update(self, *, max_age: float | None = None) -> None:
         """Fetch indexes unless they are younger than `max_age` seconds (default:
@@ -127,7 +127,7 @@ class AptIndex:
                     hint="check the network or the mirror, or pass --sources FILE naming a "
                          "reachable mirror",
                 )
-            stamp.write_text(self.sources_text)
+            write_atomic(stamp, self.sources_text.encode())
 
     def _offline(self, stamp: Path) -> None:
         if not stamp.exists() or not self.index_files():

@@ -129,8 +129,10 @@ def for_release(entries: list[SourceEntry], codename: str) -> list[SourceEntry]:
     """
     kept = []
     for entry in entries:
-        if dict(entry.options).get("Trusted", "").lower() == "yes":
-            raise DtkError(f"APT source {' '.join(entry.uris)} is marked trusted=yes",
+        unsafe = signature_bypass(entry)
+        if unsafe:
+            raise DtkError(f"APT source {' '.join(entry.uris)} sets {unsafe}, which turns off "
+                           "package signature checks",
                            hint="dtk never disables package signature checks; give the "
                                 "source a Signed-By keyring instead")
         suites = tuple(s for s in entry.suites if s.split("-", 1)[0].split("/", 1)[0] == codename)
@@ -141,6 +143,38 @@ def for_release(entries: list[SourceEntry], codename: str) -> list[SourceEntry]:
         raise DtkError(f"no APT source for the '{codename}' release",
                        hint="add one to the machine's APT sources or pass --sources FILE")
     return kept
+
+
+# The sources.list(5) options that make apt accept unsigned, weakly signed or
+# downgraded-to-unsigned indexes; one-line and deb822 spellings, with any '+'/'-'.
+_BYPASSES = ("trusted", "allow-insecure", "allow-weak", "allow-downgrade-to-insecure")
+_APT_TRUE = ("yes", "true", "with", "on", "enable")
+_STRTOL = re.compile(r"[ \t\n\v\f\r]*(?P<sign>[+-]?)"
+                     r"(?P<digits>0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+
+
+def signature_bypass(entry: SourceEntry) -> str | None:
+    """`option=value` of the first option that turns signature checks off, if any."""
+    for key, value in entry.options:
+        if key.lower().rstrip("+-") in _BYPASSES and apt_true(value):
+            return f"{key.lower()}={value}"
+    return None
+
+
+def apt_true(text: str) -> bool:
+    """Whether apt's StringToBool (apt-pkg/contrib/strutl.cc) may read `text` as true:
+    `strtol(text, 0)` cast to int is 1, or a word from its list in any case. Older apt
+    took a number prefix ("1x"), newer the whole text only: either counts here."""
+    if text.lower() in _APT_TRUE:
+        return True
+    m = _STRTOL.match(text)
+    if not m:
+        return False
+    digits = m["digits"]
+    number = int(digits, 16 if digits[:2] in ("0x", "0X") else 8 if digits[0] == "0" else 10)
+    number = -number if m["sign"] == "-" else number
+    number = max(-(1 << 63), min(number, (1 << 63) - 1))  # strtol's long saturates
+    return (number + (1 << 31)) % (1 << 32) - (1 << 31) == 1  # then C truncates it to int
 
 
 def guess_codename(entries: list[SourceEntry]) -> str:

@@ -34,6 +34,7 @@ from dtk.distro.aptindex import AptIndex, Stanza
 from dtk.driver.plan import KIND_LABEL, ImageRef
 from dtk.engine import buildah
 from dtk.errors import DtkError
+from dtk.files import write_atomic
 from dtk.lock import locked
 
 KMOD_BASE_REPO = "localhost/dtk-kmod-base"
@@ -70,7 +71,7 @@ def _resolved(index: AptIndex, arch: str) -> list[Stanza]:
     if memo.exists() and stamp.exists() and memo.stat().st_mtime >= stamp.stat().st_mtime:
         return list(json.loads(memo.read_text()))
     stanzas = userland.resolve_closure(index, arch, ROOTS)
-    memo.write_text(json.dumps(stanzas))
+    write_atomic(memo, json.dumps(stanzas).encode())  # another dtk may read it now
     return stanzas
 
 

@@ -20,7 +20,7 @@ from dtk.driver.dkms import Built
 from dtk.driver.outcome import CellFailedError, find_modules, module_versions
 from dtk.driver.plan import BuildSecret, Cell
 from dtk.driver.sources import ContainerfileSource
-from dtk.engine import buildah
+from dtk.engine import buildah, made
 from dtk.errors import DtkError
 from dtk.k8snames import config_map_key_problems, dns1123_subdomain_problems
 
@@ -92,13 +92,14 @@ def build_cell(cell: Cell, source: ContainerfileSource, log: Path,
                 containerfile=source.containerfile, context=source.context, tag=staging,
                 build_args=dict(cell.build_args), labels=cell.labels(), volumes=volumes,
                 tls_verify=cell.pull_tls_verify, authfile=authfile,
-                mask=[v for s in cell.secrets for v in s.values()])
+                mask=[v for s in cell.secrets for v in s.values()], untrusted=True)
             _bud(spec, cell, log, on_line)
         with buildah.working_container(staging) as ctr:
             with ctr.mounted() as root:
                 versions = module_versions(find_modules(root, cell.kernel, cell.layout))
             ctr.config("--label", "dtk.build.modules=" + ",".join(versions))
             image_id = ctr.commit(cell.image)
+        made.record(image_id, cell.image, "driver")
     finally:
         buildah.remove_image(staging)
     return Built(image_id, versions)

@@ -13,6 +13,7 @@ busybox base, not the toolkit.
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from dtk.driver.dkmscell import EXCLUDED_STATUS, OUT, cell_script
 from dtk.driver.outcome import CellFailedError, module_versions
 from dtk.driver.plan import Cell
 from dtk.driver.sources import DkmsGroup, DkmsTree
-from dtk.engine import buildah
+from dtk.engine import buildah, made
 from dtk.errors import DtkError
 from dtk.files import write_atomic
 from dtk.kernel import modfile
@@ -85,14 +86,16 @@ def _evaluate(image: str, trees: list[Path], kernel: str) -> list[bytes]:
 
 
 def _read_meta(out: Path, index: int, tree: Path) -> bytes:
-    status = (out / f"{index}.status").read_text().strip()
-    records = out / f"{index}.records"
+    # Someone else's bash wrote these: read without following a link it may have left.
+    status = (rootfs.read_regular(out, f"{index}.status") or b"").decode(errors="replace")
+    status = status.strip()
+    records = rootfs.read_regular(out, f"{index}.records")
     if status not in ("0", str(dkmsconf.EVAL_EXCLUDED), str(dkmsconf.EVAL_BROKEN)) \
-            or not records.exists():
-        why = (out / f"{index}.stderr").read_text(errors="replace").strip()[-500:]
+            or records is None:
+        why = (rootfs.read_regular(out, f"{index}.stderr") or b"").decode(errors="replace")
         raise DtkError(f"evaluating {tree}/dkms.conf with bash failed (status {status})",
-                       hint=why or None)
-    return records.read_bytes()
+                       hint=why.strip()[-500:] or None)
+    return records
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,10 @@ def build_cell(cell: Cell, group: DkmsGroup, log: Path,
                make_jobs: int = 1) -> Built | Excluded:
     assert cell.toolkit is not None and cell.base is not None
     with tempfile.TemporaryDirectory(prefix="dtk-dkms-cell-") as tmp:
-        out = Path(tmp)
+        # `out` is the build's (mounted in the container, writable by someone else's
+        # code); `stage` is dtk's own, what the image is made of, never mounted.
+        out, stage = Path(tmp) / "cell", Path(tmp) / "image"
+        out.mkdir()
         (out / "eval.sh").write_text(dkmsconf.eval_script())
         (out / "cell.sh").write_text(cell_script())
         # A private writable copy per cell: some MAKE commands write into /usr/src
@@ -134,22 +140,30 @@ def build_cell(cell: Cell, group: DkmsGroup, log: Path,
         if result.returncode == EXCLUDED_STATUS:
             return Excluded("dkms: the dkms.conf includes a BUILD_EXCLUSIVE directive which "
                             "does not match this kernel/arch/config")
+        # Killed from outside: buildah itself (a negative status), or dkms by SIGKILL
+        # (128 + 9), the OOM killer's signal.
+        killed = -result.returncode if result.returncode < 0 else \
+            (signal.SIGKILL.value if result.returncode == 128 + signal.SIGKILL else 0)
+        if killed:
+            raise CellFailedError(f"dkms build for {cell.kernel} was killed by signal "
+                                  f"{killed}", result.stdout)
         if result.returncode != 0:
             raise CellFailedError(f"dkms build failed for {cell.kernel} "
                                   f"(status {result.returncode})", result.stdout)
         if len(excluded) == len(group.packages):
             return Excluded("; ".join(excluded))
-        return _commit(cell, group, out, tuple(excluded))
+        _stage(group, out, stage)
+        return _commit(cell, group, stage, tuple(excluded))
 
 
 def _check_confs(group: DkmsGroup, out: Path) -> list[str]:
     """Why packages were left out; a broken dkms.conf fails the cell with dkms's words."""
     excluded = []
     for pkg in group.packages:
-        records = out / f"{pkg.name}.records"
-        if not records.exists():
+        records = rootfs.read_regular(out, f"{pkg.name}.records")
+        if records is None:
             continue  # never evaluated: an earlier package stopped the cell
-        conf = dkmsconf.parse_records(records.read_bytes())
+        conf = dkmsconf.parse_records(records)
         if conf.errors:
             raise CellFailedError(f"{pkg.name}: dkms.conf is broken", "\n".join(conf.errors))
         if conf.excluded:
@@ -157,9 +171,25 @@ def _check_confs(group: DkmsGroup, out: Path) -> list[str]:
     return excluded
 
 
-def _commit(cell: Cell, group: DkmsGroup, out: Path, notes: tuple[str, ...]) -> Built:
+def _stage(group: DkmsGroup, out: Path, stage: Path) -> None:
+    """What goes into the image, copied to `stage` through dtk's safe tree reader: the
+    build's /opt without following a link it left (it may name a host directory), and
+    each package's firmware/ with links resolved inside the package's tree."""
+    try:
+        stage.mkdir()
+        rootfs.copy_tree(out / "opt", stage / "opt")
+        for pkg in group.packages:
+            for inner, host in rootfs.walk_files(pkg.tree, "/firmware"):
+                target = stage / inner.lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(host, target)
+    except rootfs.UnsafePathError as exc:
+        raise DtkError(f"nothing copied into the image: {exc.message}", hint=exc.hint) from None
+
+
+def _commit(cell: Cell, group: DkmsGroup, stage: Path, notes: tuple[str, ...]) -> Built:
     assert cell.base is not None
-    modules = find_modules_in_stage(out, cell.kernel)
+    modules = find_modules_in_stage(stage, cell.kernel)
     versions = module_versions(modules)
     if len(group.packages) == 1:
         # Many DKMS modules carry no MODULE_VERSION; the package's version is what dkms shows.
@@ -169,20 +199,20 @@ def _commit(cell: Cell, group: DkmsGroup, out: Path, notes: tuple[str, ...]) -> 
     labels["dtk.build.modules"] = ",".join(versions)
     labels["dtk.build.packages"] = ",".join(f"{p.name}={p.version}" for p in group.packages)
     with buildah.working_container(cell.base.name) as final:
-        final.copy_in(out / "opt", "/opt")
-        for pkg in group.packages:
-            if (pkg.tree / "firmware").is_dir():
-                final.copy_in(pkg.tree / "firmware", "/firmware")
+        final.copy_in(stage / "opt", "/opt")
+        if (stage / "firmware").is_dir():
+            final.copy_in(stage / "firmware", "/firmware")
         final.config(*(arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")))
         image_id = final.commit(cell.image)
+    made.record(image_id, cell.image, "driver")
     return Built(image_id, versions, notes)
 
 
-def find_modules_in_stage(out: Path, kernel: str) -> list[tuple[str, Path]]:
+def find_modules_in_stage(stage: Path, kernel: str) -> list[tuple[str, Path]]:
     """The staged /opt tree has no tools of its own; the base image supplies them."""
     base = f"/opt/lib/modules/{kernel}"
-    modules = [(inner, host) for inner, host in rootfs.walk_files(out, base)
+    modules = [(inner, host) for inner, host in rootfs.walk_files(stage, base)
                if modfile.is_module(inner)]
-    if not modules or rootfs.resolve(out, f"{base}/modules.dep") is None:
+    if not modules or rootfs.resolve(stage, f"{base}/modules.dep") is None:
         raise DtkError(f"dkms reported success but left no modules for {kernel}")
     return modules

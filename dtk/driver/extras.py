@@ -20,7 +20,7 @@ from dtk.digest import inputs_digest
 from dtk.driver.outcome import tail_of
 from dtk.driver.plan import KIND_LABEL, ImageRef
 from dtk.driver.sources import DkmsGroup, Source
-from dtk.engine import buildah
+from dtk.engine import buildah, made
 from dtk.errors import DtkError
 from dtk.lock import locked
 from dtk.progress import Monitor
@@ -61,9 +61,10 @@ def ensure_extras(toolkit: ImageRef, packages: tuple[str, ...], log: Path) -> Im
             with tempfile.TemporaryDirectory(prefix="dtk-extras-") as tmp:
                 file = Path(tmp) / "Containerfile"
                 file.write_text(containerfile(toolkit, packages))
-                buildah.bud(buildah.BuildSpec(file, Path(tmp), tag, labels={
+                image_id = buildah.bud(buildah.BuildSpec(file, Path(tmp), tag, labels={
                     KIND_LABEL: "toolkit-extras", "dtk.build.extra-packages": " ".join(packages),
                     "dtk.build.toolkit-digest": toolkit.image_id}), log_file=log)
+                made.record(image_id, tag, "toolkit-extras")
     return ImageRef(tag, buildah.image_id(tag))
 
 

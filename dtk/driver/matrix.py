@@ -24,7 +24,7 @@ from dtk import kernel as kern
 from dtk import paths
 from dtk import run as runner
 from dtk.driver import containerfile, dkms
-from dtk.driver.outcome import CellFailedError, Outcome, Status, tail_of
+from dtk.driver.outcome import CellFailedError, Outcome, Status, machine_fault, tail_of
 from dtk.driver.plan import HASH_LABEL, Cell, ImageRef, Matrix
 from dtk.driver.sources import ContainerfileSource, DkmsGroup
 from dtk.engine import buildah, skopeo
@@ -112,31 +112,39 @@ def run_matrix(matrix: Matrix, options: RunOptions, monitor: Monitor) -> list[Ou
         outcome = settle_cell(cell, options)
         return report(cell, outcome) if outcome else None
 
+    def build(cell: Cell) -> Outcome:
+        with lock:
+            monitor.step(f"{cell.key}: started")
+            jobs = make_jobs(os.cpu_count() or 1, options.jobs, left[0])
+
+        def on_line(line: str) -> None:
+            with lock:
+                monitor.detail(f"{cell.key}: {line}")
+
+        outcome = build_cell(cell, options, on_line, make_jobs=jobs)
+        with lock:
+            left[0] -= 1
+        return report(cell, outcome)
+
     with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
-        settled = list(pool.map(settle, matrix.cells))
-        sizes = functools.cache(source_bytes)  # a package's tree serves every kernel
-        todo = sorted((i for i, o in enumerate(settled) if o is None),
-                      key=lambda i: -estimated_cost(matrix.cells[i], sizes))
-        left = [len(todo)]
-
-        def build(cell: Cell) -> Outcome:
-            with lock:
-                monitor.step(f"{cell.key}: started")
-                jobs = make_jobs(os.cpu_count() or 1, options.jobs, left[0])
-
-            def on_line(line: str) -> None:
-                with lock:
-                    monitor.detail(f"{cell.key}: {line}")
-
-            outcome = build_cell(cell, options, on_line, make_jobs=jobs)
-            with lock:
-                left[0] -= 1
-            return report(cell, outcome)
-
-        built = dict(zip(todo, pool.map(build, (matrix.cells[i] for i in todo)), strict=True))
+        try:
+            settled = list(pool.map(settle, matrix.cells))
+            sizes = functools.cache(source_bytes)  # a package's tree serves every kernel
+            todo = sorted((i for i, o in enumerate(settled) if o is None),
+                          key=lambda i: -estimated_cost(matrix.cells[i], sizes))
+            left = [len(todo)]
+            built = dict(zip(todo, pool.map(build, (matrix.cells[i] for i in todo)),
+                             strict=True))
+        except BaseException:
+            # Ctrl-C or SIGTERM reaches this thread only; the builds run in their own
+            # process groups and would go on for up to an hour. Kill them, start no
+            # other, and let each worker remove its container before the pool closes.
+            runner.stop_all()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     outcomes = [o if o is not None else built[i] for i, o in enumerate(settled)]
-    (options.log_dir / "results.json").write_text(
-        json.dumps([o.to_json() for o in outcomes], indent=2))
+    write_atomic(options.log_dir / "results.json",
+                 json.dumps([o.to_json() for o in outcomes], indent=2).encode())
     return outcomes
 
 
@@ -194,6 +202,7 @@ def settle_cell(cell: Cell, options: RunOptions) -> Outcome | None:
             sink.write(f"# FAILED before any work: {cell.error}\n")
         return replace(_failed(cell, options), reason=cell.error)
     if cell.force:
+        forget(cell)  # what the build now says replaces it, or nothing if it cannot say
         return None
 
     def lookup(base: Outcome) -> Outcome | None:
@@ -233,7 +242,12 @@ def _guarded(cell: Cell, options: RunOptions,
         outcome = work(base)
     except CellFailedError as exc:
         outcome = replace(base, reason=exc.message, tail=tail_of(exc.output))
-        remember(cell, outcome, log_file)
+        fault = machine_fault(exc.message + "\n" + log_file.read_text(errors="replace"))
+        if fault:  # the same inputs may well build on a machine with room for them
+            outcome = replace(outcome, reason=f"{exc.message}: '{fault}' is this machine's "
+                                              "failure, not the package's (not remembered)")
+        else:
+            remember(cell, outcome, log_file)
     except runner.CommandError as exc:
         outcome = replace(base, reason=exc.message.splitlines()[0], tail=tail_of(exc.tail))
     except DtkError as exc:
@@ -267,6 +281,12 @@ def remember(cell: Cell, outcome: Outcome, log_file: Path) -> None:
             "tail": list(outcome.tail), "notes": list(outcome.notes)}
     write_atomic(entry.with_suffix(".log"), log_file.read_bytes())
     write_atomic(entry.with_suffix(".json"), json.dumps(data).encode())
+
+
+def forget(cell: Cell) -> None:
+    entry = _outcome_path(cell)
+    for suffix in (".json", ".log"):
+        entry.with_suffix(suffix).unlink(missing_ok=True)
 
 
 def remembered(cell: Cell) -> Outcome | None:

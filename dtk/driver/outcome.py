@@ -76,6 +76,23 @@ class Outcome:
 _NOISE = re.compile(r"^(subprocess exited with status \d+|Error: exit status \d+)$")
 
 
+# What the machine, not the package, says when a build fails: a full disk or quota
+# (strerror of ENOSPC, EDQUOT), no memory (ENOMEM; gcc's xmalloc and its "virtual
+# memory exhausted"), the OOM killer taking the compiler (gcc: "Killed signal
+# terminated program cc1"), or the build killed by a signal from outside (dtk's own
+# words). Exact phrases: a source line quoted in a compiler error must not match.
+_MACHINE_FAULT = re.compile(
+    r"No space left on device|Disk quota exceeded|Cannot allocate memory|"
+    r"virtual memory exhausted|out of memory allocating \d+ bytes|"
+    r"Killed signal terminated program|killed by signal \d+")
+
+
+def machine_fault(log: str) -> str | None:
+    """The words in a failed build's log that blame the machine, if any."""
+    m = _MACHINE_FAULT.search(log)
+    return m[0] if m else None
+
+
 def tail_of(text: str, lines: int = TAIL_LINES) -> tuple[str, ...]:
     kept = [line for line in text.rstrip().splitlines() if not _NOISE.match(line.strip())]
     return tuple(kept[-lines:])

@@ -7,6 +7,8 @@ run is gone.
 `everything` also removes tagged driver images and the toolkit-plus-dependencies
 layers (all are rebuilt on demand); such a layer whose toolkit is gone is
 always removed. Toolkits are not touched here: `dtk toolkit prune` owns them.
+Images count only if dtk's own records say it made them (`dtk.engine.made`): an
+image built `FROM` a driver image carries its labels, not its id.
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ import time
 from dataclasses import dataclass
 
 from dtk.driver.containerfile import STAGING_REPO, staging_owner
-from dtk.driver.plan import KIND_LABEL
-from dtk.engine import buildah
+from dtk.engine import buildah, made
 from dtk.errors import DtkError
 
 
@@ -39,6 +40,8 @@ def plan_prune(*, everything: bool, older_than_days: float | None = None) -> lis
                 if (owner := buildah.container_owner(name)) and not _alive(owner)]
     rows = buildah.images()
     ids = {row["id"] for row in rows}
+    made.forget_missing(ids, now)
+    ours = made.records()
     for row in rows:
         names = tuple(row.get("names") or ())
         owners = [staging_owner(n) for n in names if n.startswith(STAGING_REPO + "/")]
@@ -46,11 +49,14 @@ def plan_prune(*, everything: bool, older_than_days: float | None = None) -> lis
             if not any(_alive(pid) for pid in owners):  # a live build is still using it
                 removals.append(Removal(row["id"], names, "leftover staging image"))
             continue
+        record = ours.get(row["id"])
+        if record is None:
+            continue  # not an image dtk recorded making, whatever its labels say
         try:
             labels = buildah.labels(row["id"])
         except DtkError:
             continue  # removed by another run while we looked
-        if labels.get(KIND_LABEL) == "toolkit-extras":
+        if record.kind == "toolkit-extras":
             stale = not any(labels.get("dtk.build.toolkit-digest", "").startswith(i)
                             for i in ids)
             if everything or stale:
@@ -58,7 +64,7 @@ def plan_prune(*, everything: bool, older_than_days: float | None = None) -> lis
                                                      else "")
                 removals.append(Removal(row["id"], names, why))
             continue
-        if labels.get(KIND_LABEL) != "driver":
+        if record.kind != "driver":
             continue
         age_days = (now - float(row.get("created", now))) / 86400
         if older_than_days is not None and age_days < older_than_days:
@@ -91,3 +97,5 @@ def prune(removals: list[Removal]) -> None:
         buildah.remove_image(removal.image_id if not removal.names else removal.names[0])
         for extra in removal.names[1:]:
             buildah.remove_image(extra)
+        if not buildah.image_exists(removal.image_id):
+            made.forget(removal.image_id)

@@ -23,6 +23,7 @@ from dtk.distro.debver import parse_depends
 from dtk.driver import dkmsconf
 from dtk.driver.naming import module_slug
 from dtk.errors import DtkError
+from dtk.files import write_atomic
 from dtk.lock import locked
 
 _PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
@@ -172,7 +173,7 @@ def fetch_dkms_package(name: str, fetcher: PackageFetcher) -> tuple[list[Path], 
         if not (root / ".complete").exists():
             root.mkdir(parents=True, exist_ok=True)
             debfile.unpack(deb, root)
-            (root / ".complete").write_text(deb.name)
+            write_atomic(root / ".complete", deb.name.encode())
         depends = debfile.control_field(deb, "Depends")
     trees = sorted(c.parent for c in (root / "usr/src").glob("*/dkms.conf"))
     if not trees:
@@ -207,8 +208,7 @@ def _download(base: Path, name: str, fetcher: PackageFetcher) -> Path:
               key=lambda d: d.stat().st_mtime, default=None)
     if deb is None:
         raise DtkError(f"the archive gave no .deb for {name}")
-    (base / "resolved").mkdir(parents=True, exist_ok=True)
-    (base / "resolved" / name).write_text(deb.name + "\n")
+    write_atomic(base / "resolved" / name, (deb.name + "\n").encode())
     return deb
 
 

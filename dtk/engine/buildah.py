@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dtk import run as runner
+from dtk import scripts
 from dtk.errors import DtkError
 
 ISOLATION = "chroot"
@@ -49,12 +50,16 @@ class BuildSpec:
     tls_verify: bool = True  # for pulling FROM images (KMM's baseImageRegistryTLS)
     authfile: Path | None = None  # registry credentials for those pulls
     mask: Sequence[str] = field(default=(), repr=False)  # secret values kept out of output
+    # Someone else's Containerfile: its RUN steps get a pid namespace and a /dev of
+    # their own (see `private`), keeping the network KMM-style builds fetch with.
+    untrusted: bool = False
 
 
 def bud(spec: BuildSpec, *, log_file: Path | None = None,
         on_line: Callable[[str], None] | None = None) -> str:
     """Build and tag an image; return its id. Nothing is tagged if any step fails."""
-    argv = ["buildah", "bud", "--isolation", ISOLATION, "--force-rm", "--rm",
+    argv = private(network=True) if spec.untrusted else []
+    argv += ["buildah", "bud", "--isolation", ISOLATION, "--force-rm", "--rm",
             f"--layers={'true' if spec.layers else 'false'}",
             "-f", str(spec.containerfile), "-t", ref(spec.tag)]
     for key, value in spec.build_args.items():
@@ -137,7 +142,8 @@ def containers() -> list[tuple[str, str]]:
 
 
 def remove_container(name: str) -> None:
-    runner.run(["buildah", "rm", "--", ref(name)], check=False, timeout=_INSPECT_TIMEOUT)
+    runner.run(["buildah", "rm", "--", ref(name)], check=False, timeout=_INSPECT_TIMEOUT,
+               cleanup=True)
 
 
 def container_owner(name: str) -> int | None:
@@ -147,7 +153,8 @@ def container_owner(name: str) -> int | None:
 
 
 def remove_image(name: str) -> None:
-    runner.run(["buildah", "rmi", "--", ref(name)], check=False, timeout=_INSPECT_TIMEOUT)
+    runner.run(["buildah", "rmi", "--", ref(name)], check=False, timeout=_INSPECT_TIMEOUT,
+               cleanup=True)
 
 
 def tag(image: str, *names: str) -> None:
@@ -179,9 +186,9 @@ class Container:
             timeout: float = 3600, log_file: Path | None = None,
             on_line: Callable[[str], None] | None = None, check: bool = True,
             what: str | None = None, offline: bool = False) -> runner.Result:
-        """Run `argv` in the container. `offline`: in an empty network namespace (chroot
-        isolation cannot take --network, so the whole `buildah run` is unshared)."""
-        cmd = ["unshare", "--net"] if offline else []
+        """Run `argv` in the container. `offline`, for someone else's code: `private`,
+        without a network."""
+        cmd = private(network=False) if offline else []
         cmd += ["buildah", "run", "--isolation", ISOLATION]
         for volume in volumes:
             cmd += ["-v", volume]
@@ -209,13 +216,26 @@ class Container:
         try:
             yield Path(path)
         finally:
-            runner.run(["buildah", "umount", self.id], check=False, timeout=_INSPECT_TIMEOUT)
+            runner.run(["buildah", "umount", self.id], check=False, timeout=_INSPECT_TIMEOUT,
+                       cleanup=True)
 
     def commit(self, name: str) -> str:
         """Commit to `name`; only called once the container's content is complete."""
         out = runner.run(["buildah", "commit", "--rm=false", "-q", "--", self.id, ref(name)],
                          timeout=1800).stdout.strip()
         return out.splitlines()[-1] if out else image_id(name)
+
+
+def private(*, network: bool) -> list[str]:
+    """The prefix that runs a buildah command for someone else's code: chroot isolation
+    binds the caller's /dev and /proc into the container (the host's disks and swap,
+    every host process's command line). In its own mount and pid namespaces it binds a
+    /dev with no host device (dtk/data/private-dev.sh) and a /proc of the build's own
+    processes, which all die with `unshare`; without `network`, in an empty network
+    namespace too (chroot isolation cannot take --network)."""
+    return ["unshare", *([] if network else ["--net"]), "--mount", "--propagation", "private",
+            "--pid", "--fork", "--kill-child", "--mount-proc", "sh",
+            str(scripts.path("private-dev.sh"))]
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from dtk import paths
 from dtk import run as runner
 from dtk.distro import Distro
 from dtk.distro.select import open_archive
-from dtk.engine import buildah
+from dtk.engine import buildah, made
 from dtk.errors import DtkError
 from dtk.lock import locked
 from dtk.progress import Monitor, NullMonitor
@@ -106,10 +106,12 @@ def _bud(plan: ToolkitPlan, containerfile: str, tag: str, monitor: Monitor, log_
                                  volumes=_cache_volumes(plan), layers=layers,
                                  timeout=timeout)
         try:
-            return buildah.bud(spec, log_file=log_file, on_line=monitor.detail)
+            image_id = buildah.bud(spec, log_file=log_file, on_line=monitor.detail)
         except runner.CommandError as exc:
             raise DtkError(_gate_message(exc) or f"building {tag} failed\n{exc.tail}",
                            hint=f"the full log is {log_file}") from None
+    made.record(image_id, tag, (labels or {}).get(tplan.KIND_LABEL, "toolkit"))
+    return image_id
 
 
 def _gate_message(exc: runner.CommandError) -> str | None:

@@ -142,7 +142,7 @@ def using_kernel(source: KernelSource, archive: ArchiveOpener) -> Iterator[Kerne
             if not (base / "complete").exists():
                 with opened(source, archive) as root:
                     _extract(root, source.release, base)
-                (base / "complete").write_text(source.origin + "\n")
+                write_atomic(base / "complete", (source.origin + "\n").encode())
                 _prune_other_keys(source)
         with locked(lock, shared=True):
             # Between the two locks a pruner may have taken the entry: fill it again.

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dtk import run as runner
 from dtk.digest import parts_digest
+from dtk.files import write_atomic
 from dtk.lock import locked
 from dtk.vm.cache import vm_cache
 from dtk.vm.verdict import VmEnd
@@ -112,7 +113,7 @@ def choose_accel(requested: str, kernel: Path, initrd: Path, workdir: Path) -> s
         if cached.exists():
             return cached.read_text().strip()
         accel = "kvm" if _kvm_boots(kernel, initrd, workdir) else "tcg"
-        cached.write_text(accel + "\n")
+        write_atomic(cached, (accel + "\n").encode())
     return accel
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import shutil
 import socket
 import subprocess
 import time
@@ -25,7 +26,53 @@ from dtk import kernel as kern
 from dtk.distro import KernelEntry
 from dtk.distro.debian import DebianArchive
 from dtk.distro.select import open_archive
+from dtk.engine import buildah
 from dtk.toolkit.images import ToolkitImage, ensure_toolkit
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_dtk_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """dtk's state and cache directories for this test session, never the user's own
+    (~/.local/state/dtk, ~/.cache/dtk): a test run must not read a workstation owner's
+    remembered build failures or records of the images dtk made, nor prune by them.
+
+    State (logs, results, image records) is fresh per session. The cache is a separate
+    one kept between sessions (~/.cache/dtk-tests): it holds the package indexes and
+    downloads, which are fetched again only when the archive changes, and refetching
+    them every session would cost minutes for nothing a test checks. Remembered DKMS
+    outcomes are the one part of it that could make one session's result another's,
+    so they are dropped at the start. Toolkit images live in container storage, which
+    stays shared (they are reused on purpose, see above); tests that prune use their
+    own storage."""
+    cache = Path.home() / ".cache" / "dtk-tests"
+    shutil.rmtree(cache / "dtk" / "build" / "outcomes", ignore_errors=True)
+    state = tmp_path_factory.mktemp("xdg-state")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("DTK_CACHE_DIR", "DTK_STATE_DIR"):
+            patch.delenv(name, raising=False)
+        patch.setenv("XDG_CACHE_HOME", str(cache))
+        patch.setenv("XDG_STATE_HOME", str(state))
+        yield state
+
+
+@pytest.fixture
+def own_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Container storage and dtk state of this test only, for tests that prune (the
+    shared storage holds other runs' toolkits and images); emptied afterwards."""
+    root = tmp_path / "storage"
+    conf = tmp_path / "storage.conf"
+    conf.write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{root}/graph"\n'
+                    f'runroot = "{root}/run"\n')
+    monkeypatch.setenv("CONTAINERS_STORAGE_CONF", str(conf))
+    monkeypatch.setenv("DTK_STATE_DIR", str(tmp_path / "state"))
+    assert buildah.images() == []  # really a storage of its own
+    yield root
+    for cid, _name in buildah.containers():
+        buildah.remove_container(cid)
+    for row in buildah.images():
+        for name in row.get("names") or (row["id"],):
+            buildah.remove_image(name)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _standard(archive: DebianArchive, line: str) -> list[KernelEntry]:

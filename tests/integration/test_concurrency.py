@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from dtk import run as dtk_run
-from dtk.driver.containerfile import staging_name
+from dtk.driver.containerfile import STAGING_REPO, staging_name, staging_owner
 from dtk.driver.prune import plan_prune, prune
 from dtk.engine import buildah
 
@@ -65,11 +65,17 @@ def test_build_prune_vmtest_and_check_at_once(tmp_path: Path, prefix: str, kerne
         n, dtk(*a, state=tmp_path / n))) for n, a in jobs.items()]
     for thread in threads:
         thread.start()
-    while threads[0].is_alive():  # prune over and over for as long as the build runs
-        prunes.append(dtk("build", "prune", "--json", state=tmp_path / "prune"))
+    # Plan a prune over and over for as long as the build runs (a dry run: the storage is
+    # shared; what a prune removes is checked on a storage of its own below).
+    while threads[0].is_alive():
+        prunes.append(dtk("build", "prune", "--dry-run", "--json", state=tmp_path / "prune"))
     for thread in threads:
         thread.join()
     assert prunes and all(p.returncode == 0 for p in prunes), [p.stderr for p in prunes]
+    for listed in (json.loads(p.stdout) for p in prunes):
+        staging = [staging_owner(n) for r in listed for n in r["names"]
+                   if n.startswith(STAGING_REPO + "/")]
+        assert not [pid for pid in staging if pid and _alive(pid)]  # a live build's
     build = results["build"]
     assert build.returncode == 0, build.stderr[-3000:]
     assert {o["status"] for o in json.loads(build.stdout)["outcomes"]} == {"built"}
@@ -83,6 +89,7 @@ def test_build_prune_vmtest_and_check_at_once(tmp_path: Path, prefix: str, kerne
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.usefixtures("own_storage")
 def test_prune_leaves_a_live_builds_staging_image_alone(tmp_path: Path, prefix: str) -> None:
     """A staging image exists between a cell's build and its layout check; a prune at that
     moment used to remove it and fail the build. Now only a dead builder's goes."""
@@ -151,6 +158,10 @@ def test_prune_removes_working_containers_of_dead_runs_only() -> None:
     finally:
         for name in (dead, live):
             buildah.remove_container(name)
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
 
 
 def _exited_pid() -> int:

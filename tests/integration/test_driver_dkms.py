@@ -212,8 +212,8 @@ def test_package_dependencies_are_installed_as_apt_would(tmp_path: Path, prefix:
 
 
 @pytest.mark.usefixtures("toolkit_61")
-def test_changed_inputs_rebuild_and_prune_finds_the_old_image(tmp_path: Path, prefix: str,
-                                                              kernel_61: str) -> None:
+def test_changed_inputs_rebuild_and_prune_finds_the_old_image(
+        tmp_path: Path, prefix: str, kernel_61: str, monkeypatch: pytest.MonkeyPatch) -> None:
     args = ["--dkms", str(DATA / "dtkhello"), "--kernel", kernel_61,
             "--image", f"localhost/{prefix}/${{MOD_NAME}}:x"]
     code, first, err = run_build(tmp_path, *args, "--build-arg", "FLAVOUR=a")
@@ -222,6 +222,7 @@ def test_changed_inputs_rebuild_and_prune_finds_the_old_image(tmp_path: Path, pr
     assert code == 0, err
     (old,), (new,) = first["outcomes"], second["outcomes"]
     assert new["cached"] is False and new["image_id"] != old["image_id"]
+    monkeypatch.setenv("DTK_STATE_DIR", str(tmp_path))  # the builds' records of what they made
     removals = {r.image_id: r for r in plan_prune(everything=False)}
     stale = next(r for i, r in removals.items() if old["image_id"].startswith(i))
     assert stale.why == "superseded by a rebuild (untagged)"

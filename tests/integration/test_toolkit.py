@@ -12,7 +12,6 @@ import datetime
 import json
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -147,44 +146,6 @@ def test_push_to_a_loopback_registry(registry: str, toolkit_612: ToolkitImage) -
     assert remote is not None and remote["Digest"] == digest
     assert remote["Labels"]["kernel-version"] == toolkit_612.kernel
     assert remote["Labels"]["kernel-rt-version"] == toolkit_612.rt_kernel
-
-
-def _untagged_image(labels: dict[str, str]) -> str:
-    """An image committed under a name, then superseded (so left untagged), as a rebuild
-    leaves one; returns its id."""
-    name = f"localhost/dtk-test-prune-{uuid.uuid4().hex[:8]}:x"
-    with buildah.working_container("scratch") as ctr:
-        for key, value in labels.items():
-            ctr.config("--label", f"{key}={value}")
-        first = ctr.commit(name)
-    with buildah.working_container("scratch") as ctr:
-        ctr.config("--label", "dtk-test=superseding")
-        ctr.commit(name)
-    buildah.remove_image(name)
-    return first
-
-
-def test_prune_removes_only_what_dtk_made(tmp_path: Path) -> None:
-    """`dtk toolkit prune` takes untagged toolkit images and leaves the user's own untagged
-    images (their build caches) alone: `buildah rmi --prune` took both."""
-    ours = _untagged_image({tplan.KIND_LABEL: "toolkit"})
-    theirs = _untagged_image({"maintainer": "someone else"})
-    try:
-        dry = subprocess.run([sys.executable, "-m", "dtk", "toolkit", "prune", "--dry-run",
-                              "--json"], capture_output=True, text=True, timeout=600,
-                             check=True)
-        listed = {r["image_id"]: r for r in json.loads(dry.stdout)["removed"]}
-        assert ours in listed and listed[ours]["why"].startswith("untagged toolkit image")
-        assert theirs not in listed
-        assert isinstance(listed[ours]["size"], int)
-        assert buildah.image_exists(ours)  # a dry run removes nothing
-        subprocess.run([sys.executable, "-m", "dtk", "toolkit", "prune"], capture_output=True,
-                       text=True, timeout=600, check=True)
-        assert not buildah.image_exists(ours)
-        assert buildah.image_exists(theirs)
-    finally:
-        for image in (ours, theirs):
-            buildah.remove_image(image)
 
 
 def test_list_and_inspect_json_share_names_and_types(toolkit_61: ToolkitImage) -> None:

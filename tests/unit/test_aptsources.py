@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,48 @@ def test_disabled_stanza_is_ignored() -> None:
 def test_trusted_yes_is_refused() -> None:
     entries = aptsources.parse_one_line(f"deb [trusted=yes] {MIRROR} bookworm main")
     with pytest.raises(DtkError, match="trusted=yes"):
+        aptsources.for_release(entries, "bookworm")
+
+
+# Every option that turns signature checks off (apt's sources.list(5)), with values apt's
+# StringToBool (apt-pkg/contrib/strutl.cc) reads as true: strtol(…, 0) giving 1, or one of
+# yes/true/with/on/enable in any case.
+_UNSAFE_OPTIONS = ("trusted", "allow-insecure", "allow-weak", "allow-downgrade-to-insecure")
+_TRUE = ("yes", "true", "TRUE", "Yes", "with", "on", "enable", "1", "01", "0x1", "+1", " 1")
+_NOT_TRUE = ("no", "false", "without", "off", "disable", "0", "0x0", "2", "maybe")
+
+
+@pytest.mark.parametrize("option", _UNSAFE_OPTIONS)
+@pytest.mark.parametrize("value", [v for v in _TRUE if " " not in v])
+def test_every_one_line_spelling_that_skips_signatures_is_refused(option: str,
+                                                                  value: str) -> None:
+    entries = aptsources.parse_one_line(f"deb [{option}={value}] {MIRROR} bookworm main")
+    with pytest.raises(DtkError, match=re.escape(f"{option}={value}")):
+        aptsources.for_release(entries, "bookworm")
+
+
+@pytest.mark.parametrize("option", ["Trusted", "Allow-Insecure", "allow-weak",
+                                    "ALLOW-DOWNGRADE-TO-INSECURE"])
+@pytest.mark.parametrize("value", _TRUE)
+def test_every_deb822_spelling_that_skips_signatures_is_refused(option: str,
+                                                                value: str) -> None:
+    entries = aptsources.parse_deb822(f"Types: deb\nURIs: {MIRROR}\nSuites: bookworm\n"
+                                      f"{option}: {value}\n")
+    with pytest.raises(DtkError, match="signature"):
+        aptsources.for_release(entries, "bookworm")
+
+
+@pytest.mark.parametrize("option", _UNSAFE_OPTIONS)
+@pytest.mark.parametrize("value", _NOT_TRUE)
+def test_values_apt_reads_as_false_are_kept(option: str, value: str) -> None:
+    entries = aptsources.parse_one_line(f"deb [{option}={value}] {MIRROR} bookworm main")
+    assert len(aptsources.for_release(entries, "bookworm")) == 1
+
+
+def test_a_third_party_source_that_skips_signatures_is_refused_too() -> None:
+    entries = aptsources.parse_one_line(f"deb {MIRROR} bookworm main\n"
+                                        f"deb [allow-insecure=on] {MIRROR}/x stable main")
+    with pytest.raises(DtkError, match="allow-insecure=on"):
         aptsources.for_release(entries, "bookworm")
 
 

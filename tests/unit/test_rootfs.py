@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,36 @@ def test_glob_patterns_cannot_climb_out(root: Path) -> None:
         rootfs.glob(root, "/opt/../../secret")
     with pytest.raises(rootfs.UnsafePathError):
         image.match_files(root, ["/opt/lib/../../../../*"], "6.1.0-56-amd64")
+
+
+def test_copy_tree_copies_links_as_links_and_never_follows_them(root: Path,
+                                                                 tmp_path: Path) -> None:
+    mods = root / "opt/lib/modules/6.1.0-56-amd64"
+    (mods / "leak").symlink_to(tmp_path)  # a host directory, by its host path
+    (mods / "leak.ko").symlink_to(tmp_path / "secret")
+    os.mkfifo(mods / "fifo")
+    (mods / "a.ko").chmod(0o4755)
+    rootfs.copy_tree(root / "opt", tmp_path / "copy")
+    copied = tmp_path / "copy/lib/modules/6.1.0-56-amd64"
+    assert (copied / "leak").readlink() == tmp_path
+    assert (copied / "leak.ko").readlink() == tmp_path / "secret"
+    assert (copied / "host").readlink() == Path("/host/lib/modules/6.1.0-56-amd64")
+    assert (copied / "extra/b.ko.xz").read_bytes() == b"b"
+    assert not (copied / "fifo").exists()
+    assert (copied / "a.ko").stat().st_mode & 0o7777 == 0o755  # no set-id bits
+
+
+def test_copy_tree_refuses_a_tree_that_is_a_link(root: Path, tmp_path: Path) -> None:
+    (root / "swapped").symlink_to(tmp_path)
+    with pytest.raises(rootfs.UnsafePathError, match="/swapped is a link"):
+        rootfs.copy_tree(root / "swapped", tmp_path / "copy")
+
+
+def test_read_regular_reads_no_link(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("host file")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out/status").write_text("0\n")
+    (tmp_path / "out/records").symlink_to(tmp_path / "secret")
+    assert rootfs.read_regular(tmp_path / "out", "status") == b"0\n"
+    assert rootfs.read_regular(tmp_path / "out", "records") is None
+    assert rootfs.read_regular(tmp_path / "out", "missing") is None
