@@ -143,3 +143,22 @@ def registry_of(image: str) -> str | None:
     if not sep or first == "localhost" or not ("." in first or ":" in first):
         return None
     return first
+
+
+def copy_to_layout(source: str, layout: Path, ref_name: str, *, tls_verify: bool = True,
+                   authfile: Path | None = None) -> None:
+    """Copy `source` (docker://…, oci-archive:…, oci:…) into the OCI layout directory
+    `layout` under the tag `ref_name`: no container storage, no daemon (what a host
+    without a container engine has). skopeo applies the host's containers policy."""
+    registry = source.startswith("docker://")
+    argv = ["skopeo", "copy", "--retry-times", "2",
+            *([f"--src-tls-verify={'true' if tls_verify else 'false'}"] if registry else []),
+            *(["--src-authfile", str(authfile)] if authfile and registry else []),
+            source, f"oci:{layout}:{ref_name}"]
+    try:
+        runner.run(argv, timeout=1800, what=f"fetching {source} failed")
+    except runner.CommandError as exc:
+        if registry and refused(exc.tail):
+            raise DtkError(f"the registry refused the credentials for {source}",
+                           hint="check the Module's imageRepoSecret") from None
+        raise

@@ -1,0 +1,112 @@
+"""`dtk node`: driver containers on a machine without Kubernetes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from dtk.cli.common import json_option, print_json, print_table
+from dtk.errors import DtkError
+from dtk.node import declare
+from dtk.node.layout import Layout
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def root_option(func: F) -> F:
+    return click.option("--root", type=click.Path(path_type=Path, file_okay=False),
+                        default=None,
+                        help="Act on the system under this directory instead of / "
+                             "(also DTK_NODE_ROOT): /etc/dtk, /var/lib/dtk, /boot and "
+                             "/lib/modules are read and written under it.")(func)
+
+
+def running_kernel() -> str:
+    return os.uname().release
+
+
+@click.group("node")
+def node_group() -> None:
+    """Driver containers on a machine without Kubernetes: declare modules once; each
+    new kernel's images are fetched and checked when its package is installed, and
+    loaded at boot the way KMM's worker loads them."""
+
+
+@node_group.command("add")
+@click.argument("image", required=False)
+@click.option("-f", "--filename", "files", multiple=True,
+              type=click.Path(path_type=Path, exists=True),
+              help="KMM Module file(s), as `dtk module` and kubectl take them.")
+@click.option("--module", "module_name", default=None, metavar="NAME",
+              help="With IMAGE: the module modprobe loads (moduleName).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="With IMAGE: a module parameter (repeatable).")
+@click.option("--name", default=None, help="With IMAGE: the declaration's name "
+              "(default: the module name with '_' as '-').")
+@click.option("--kernel", "kernels", multiple=True, metavar="RELEASE",
+              help="Kernel(s) the declaration must resolve for (default: the running one).")
+@root_option
+@json_option
+def add_cmd(*, image: str | None, files: tuple[Path, ...], module_name: str | None,
+            params: tuple[str, ...], name: str | None, kernels: tuple[str, ...],
+            root: Path | None, as_json: bool) -> None:
+    """Declare a module: `-f MODULE.yaml`, or `IMAGE --module NAME` (IMAGE may hold
+    ${KERNEL_FULL_VERSION}; oci-archive:PATH and oci:DIR work without a registry)."""
+    layout = Layout.from_env(root)
+    if bool(image) == bool(files):
+        raise DtkError("give either -f MODULE.yaml or IMAGE --module NAME",
+                       hint="dtk node add -f module.yaml, or dtk node add "
+                            "reg/img:${KERNEL_FULL_VERSION} --module my_driver")
+    if image:
+        if not module_name:
+            raise DtkError("IMAGE needs --module NAME (the module modprobe loads)")
+        decl_name = name or module_name.replace("_", "-").lower()
+        bundle = declare.image_bundle(declare.image_module(image, module_name, params,
+                                                           decl_name))
+    else:
+        if module_name or params or name:
+            raise DtkError("--module, --param and --name go with IMAGE, not -f",
+                           hint="set moduleName and parameters in the Module file")
+        bundle = declare.read_file_bundle(files)
+    added = declare.add(layout, bundle, kernels or (running_kernel(),))
+    if as_json:
+        print_json([declare.to_json(d) for d in added])
+        return
+    for decl in added:
+        click.echo(f"declared {decl.name} ({decl.module_name}) in {decl.path}")
+
+
+@node_group.command("list")
+@root_option
+@json_option
+def list_cmd(root: Path | None, as_json: bool) -> None:
+    """The declared modules."""
+    decls = declare.declarations(Layout.from_env(root))
+    if as_json:
+        print_json([declare.to_json(d) for d in decls])
+        return
+    print_table(["NAME", "MODULE", "IMAGE"],
+                [(d.name, d.module_name, ", ".join(
+                    m["containerImage"] for m in declare.to_json(d)["kernelMappings"]))
+                 for d in decls])
+
+
+@node_group.command("remove")
+@click.argument("name")
+@root_option
+@json_option
+def remove_cmd(name: str, root: Path | None, as_json: bool) -> None:
+    """Forget a declaration."""
+    declare.remove(Layout.from_env(root), name)
+    if as_json:
+        print_json({"removed": name})
+    else:
+        click.echo(f"removed {name}")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(node_group)
