@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -11,7 +12,7 @@ import click
 
 from dtk.cli.common import json_option, print_json, print_table
 from dtk.errors import DtkError
-from dtk.node import declare
+from dtk.node import agent, declare, hooks, prepare
 from dtk.node.layout import Layout
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,6 +74,7 @@ def add_cmd(*, image: str | None, files: tuple[Path, ...], module_name: str | No
                            hint="set moduleName and parameters in the Module file")
         bundle = declare.read_file_bundle(files)
     added = declare.add(layout, bundle, kernels or (running_kernel(),))
+    hooks.install(layout)
     if as_json:
         print_json([declare.to_json(d) for d in added])
         return
@@ -100,12 +102,104 @@ def list_cmd(root: Path | None, as_json: bool) -> None:
 @root_option
 @json_option
 def remove_cmd(name: str, root: Path | None, as_json: bool) -> None:
-    """Forget a declaration."""
-    declare.remove(Layout.from_env(root), name)
+    """Unload a declared module (KMM's way) and forget it and all dtk derived from it."""
+    agent.remove(Layout.from_env(root), name)
     if as_json:
         print_json({"removed": name})
     else:
         click.echo(f"removed {name}")
+
+
+@node_group.command("prepare")
+@click.option("--kernel", default=None, metavar="RELEASE",
+              help="The kernel to prepare for (default: the running one).")
+@click.option("--strict", is_flag=True,
+              help="Exit 1 when a module is not ready (default: always 0, so that a kernel "
+                   "package's installation never fails because of a driver).")
+@root_option
+@json_option
+def prepare_cmd(kernel: str | None, strict: bool, root: Path | None, as_json: bool) -> None:
+    """Fetch, unpack and check every declared module's image for KERNEL."""
+    layout = Layout.from_env(root)
+    release = kernel or running_kernel()
+    outcomes = prepare.prepare(layout, release,
+                               on_outcome=None if as_json else lambda o: click.echo(o.line()))
+    if as_json:
+        print_json([o.to_json() for o in outcomes])
+    if strict and not all(o.ready for o in outcomes):
+        raise SystemExit(1)
+
+
+@node_group.command("status")
+@click.option("--kernel", default=None, metavar="RELEASE",
+              help="The kernel to ask about (default: the running one).")
+@root_option
+@json_option
+def status_cmd(kernel: str | None, root: Path | None, as_json: bool) -> None:
+    """Will each declared module load on KERNEL? yes/no and why, from `prepare`."""
+    outcomes = prepare.status(Layout.from_env(root), kernel or running_kernel())
+    if as_json:
+        print_json([o.to_json() for o in outcomes])
+        return
+    print_table(["NAME", "KERNEL", "READY", "REASON"],
+                [(o.name, o.kernel, "yes" if o.ready else "no", o.reason) for o in outcomes])
+
+
+@node_group.command("load")
+@root_option
+@json_option
+def load_cmd(root: Path | None, as_json: bool) -> None:
+    """Load every declared module for the running kernel (what dtk-node.service runs);
+    exit 1 if one was not loaded, after trying all of them."""
+    results = agent.load_all(Layout.from_env(root), running_kernel())
+    if as_json:
+        print_json([asdict(r) for r in results])
+    else:
+        for result in results:
+            click.echo(result.line())
+    if not all(r.loaded for r in results):
+        raise SystemExit(1)
+
+
+@node_group.command("unload")
+@click.argument("names", nargs=-1)
+@root_option
+@json_option
+def unload_cmd(names: tuple[str, ...], root: Path | None, as_json: bool) -> None:
+    """Unload declared modules (all without NAMES) as KMM's worker does."""
+    layout = Layout.from_env(root)
+    done = []
+    for name in names or tuple(declare.names(layout)):
+        agent.unload_one(layout, declare.find(layout, name))
+        done.append(name)
+    if as_json:
+        print_json({"unloaded": done})
+    else:
+        for name in done:
+            click.echo(f"unloaded {name}")
+
+
+@node_group.command("clean")
+@click.option("--kernel", required=True, metavar="RELEASE",
+              help="The kernel whose package was removed.")
+@root_option
+def clean_cmd(kernel: str, root: Path | None) -> None:
+    """Forget what was prepared for a kernel (the kernel's postrm hook runs this)."""
+    agent.forget_kernel(Layout.from_env(root), kernel)
+
+
+@node_group.command("install-hooks")
+@root_option
+@json_option
+def install_hooks_cmd(root: Path | None, as_json: bool) -> None:
+    """Write the kernel postinst/postrm hooks and dtk-node.service, and enable it
+    (`dtk node add` does this too)."""
+    written = hooks.install(Layout.from_env(root))
+    if as_json:
+        print_json([str(p) for p in written])
+    else:
+        for path in written:
+            click.echo(f"wrote {path}")
 
 
 def register(group: click.Group) -> None:

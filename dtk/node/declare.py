@@ -181,27 +181,23 @@ def image_bundle(doc: dict[str, Any]) -> m.Bundle:
     return _read_text(yaml.safe_dump(doc, sort_keys=False), "image.yaml")
 
 
-def declarations(layout: Layout) -> list[Declaration]:
+def names(layout: Layout) -> list[str]:
     if not layout.config.is_dir():
         return []
-    out = []
-    for path in sorted(layout.config.glob("*.yaml")):
-        bundle = load_documents([path])
-        out.append(Declaration(path.stem, path, bundle))
-    return out
+    return sorted(p.stem for p in layout.config.glob("*.yaml"))
+
+
+def declarations(layout: Layout) -> list[Declaration]:
+    return [find(layout, name) for name in names(layout)]
 
 
 def find(layout: Layout, name: str) -> Declaration:
     path = layout.declaration(name)
     if not path.is_file():
-        known = ", ".join(d.name for d in declarations(layout)) or "none"
+        known = ", ".join(names(layout)) or "none"
         raise DtkError(f"no declaration named {name!r} (declared: {known})",
                        hint="dtk node list shows what is declared")
     return Declaration(name, path, load_documents([path]))
-
-
-def remove(layout: Layout, name: str) -> None:
-    find(layout, name).path.unlink()
 
 
 def to_json(decl: Declaration) -> dict[str, Any]:
