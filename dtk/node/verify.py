@@ -75,6 +75,20 @@ def _reason(prediction: chk.Prediction) -> str:
     return f"loads (taints: {taints[0]})" if taints else "loads"
 
 
+def host_policy(host_root: Path) -> chk.Policy:
+    """What the machine enforces whichever kernel it boots: lockdown (Debian turns it
+    on under Secure Boot) and module.sig_enforce=1 on the command line."""
+    def read(inner: str) -> str:
+        try:
+            return (host_root / inner.lstrip("/")).read_text()
+        except OSError:
+            return ""
+
+    lockdown = read("/sys/kernel/security/lockdown")
+    return chk.Policy(secure_boot=bool(lockdown) and "[none]" not in lockdown,
+                      sig_enforce="module.sig_enforce=1" in read("/proc/cmdline").split())
+
+
 def verify(tree: Path, dir_name: str, kernel: str, host_root: Path) -> list[ModuleVerdict]:
     """Every module the image has for `kernel`, checked against the host's `kernel`."""
     image = image_modules(tree, dir_name)
@@ -87,4 +101,4 @@ def verify(tree: Path, dir_name: str, kernel: str, host_root: Path) -> list[Modu
     facts = with_in_tree_exports(facts, host_root, needed)
     own = ImageModules({kernel: image.modules[kernel]}, {kernel: image.depmod[kernel]})
     return [ModuleVerdict(p.module, p.loads, _reason(p))
-            for p in check_target(own, facts, chk.Policy())]
+            for p in check_target(own, facts, host_policy(host_root))]

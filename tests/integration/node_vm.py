@@ -43,6 +43,10 @@ echo "@@node modules $(cut -d' ' -f1 /proc/modules | tr '\\n' ' ')"
 echo "@@node begin status"; dtk node status --json; echo "@@node end status"
 echo "@@node begin journal"; journalctl -b -u dtk-node.service --no-pager -o cat
 echo "@@node end journal"
+if [ -x /usr/local/sbin/dtk-test-then ]; then
+    echo "@@node begin then"; /usr/local/sbin/dtk-test-then; echo "@@node end then"
+    echo "@@node modules-after $(cut -d' ' -f1 /proc/modules | tr '\n' ' ')"
+fi
 echo "@@node done"
 } >/dev/ttyS1 2>&1
 sync
@@ -132,6 +136,13 @@ def make_node(tar: Path, kernel: str, wheel_files: list[Path], work: Path) -> No
     wants.mkdir(parents=True, exist_ok=True)
     (wants / unit.name).symlink_to(f"/etc/systemd/system/{unit.name}")
     return Node(rootfs, kernel, work)
+
+
+def then(node: Node, script: str) -> None:
+    """Shell the guest runs after its report (its output is the `then` section)."""
+    path = node.rootfs / "usr/local/sbin/dtk-test-then"
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
 
 
 @dataclass(frozen=True)

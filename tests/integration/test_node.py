@@ -23,6 +23,8 @@ import pytest
 from dtk.distro import debfile
 from dtk.distro.debian import DebianArchive
 from dtk.engine import buildah, skopeo
+from dtk.kernel import bzimage, installed
+from dtk.kernel.symvers import parse as parse_symvers
 from dtk.node import declare, prepare
 from dtk.node.layout import Layout
 from dtk.node.load import plan_load
@@ -216,3 +218,16 @@ stringData:
     pins = json.loads((root / "var/lib/dtk/pins.json").read_text())
     assert pins == {f"{repo}:{kernel_61}": digest}
     assert auth_registry.password not in json.dumps(outcome)
+
+
+def test_exports_from_the_kernel_image_agree_with_module_symvers(
+        host: Path, toolkit_61: ToolkitImage, kernel_61: str) -> None:
+    """A host without headers reads vmlinux's exports and CRCs from /boot/vmlinuz-K;
+    the kernel build's own Module.symvers (in the toolkit's headers) is the reference."""
+    vmlinux = bzimage.extract_vmlinux((host / f"boot/vmlinuz-{kernel_61}").read_bytes())
+    found = installed.vmlinux_exports(vmlinux, "vmlinuz")
+    with buildah.working_container(toolkit_61.name) as ctr, ctr.mounted() as root:
+        symvers = (root / f"usr/src/linux-headers-{kernel_61}/Module.symvers").read_text()
+    reference = {n: s for n, s in parse_symvers(symvers).items() if s.module == "vmlinux"}
+    assert len(reference) > 5000
+    assert found == reference

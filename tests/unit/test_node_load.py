@@ -10,10 +10,12 @@ from pathlib import Path
 import yaml
 
 from dtk.kmm import model as m
+from dtk.kmod.check import Policy
 from dtk.node import declare, hooks
 from dtk.node.layout import Layout
 from dtk.node.load import FIRMWARE_HOST, FIRMWARE_PARAM, plan_load, plan_unload, present_in_tree
 from dtk.node.prepare import Outcome
+from dtk.node.verify import host_policy
 
 K = "6.1.0-57-amd64"
 
@@ -85,3 +87,16 @@ def test_hooks_and_unit_are_installed_and_enabled(tmp_path: Path) -> None:
     assert "Before=network-pre.target" in unit and "DefaultDependencies=no" in unit
     link = tmp_path / "etc/systemd/system/sysinit.target.wants/dtk-node.service"
     assert str(link.readlink()) == "/etc/systemd/system/dtk-node.service"
+
+
+def test_the_hosts_signature_policy(tmp_path: Path) -> None:
+    """Lockdown (Secure Boot on Debian) and module.sig_enforce=1 apply to every kernel
+    the machine boots; a root without them (or without /sys) enforces nothing."""
+    assert host_policy(tmp_path) == Policy()
+    (tmp_path / "sys/kernel/security").mkdir(parents=True)
+    (tmp_path / "sys/kernel/security/lockdown").write_text("[none] integrity confidentiality\n")
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/cmdline").write_text("root=/dev/vda module.sig_enforce=1 quiet\n")
+    assert host_policy(tmp_path) == Policy(secure_boot=False, sig_enforce=True)
+    (tmp_path / "sys/kernel/security/lockdown").write_text("none [integrity] confidentiality\n")
+    assert host_policy(tmp_path).secure_boot
