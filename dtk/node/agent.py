@@ -17,7 +17,7 @@ from typing import Any
 
 from dtk.errors import DtkError
 from dtk.files import write_atomic
-from dtk.node import declare, prepare
+from dtk.node import declare, oci, prepare
 from dtk.node.declare import Declaration
 from dtk.node.layout import Layout
 from dtk.node.load import config_dir, execute, plan_load, plan_unload, present_in_tree
@@ -114,14 +114,17 @@ def remove(layout: Layout, name: str) -> None:
     collect_garbage(layout)
 
 
-def _referenced(layout: Layout) -> set[str]:
+def _referenced(layout: Layout) -> tuple[set[str], set[str]]:
+    """(tree names, manifest digests) the recorded outcomes name."""
     kernels = layout.state / "kernels"
-    trees = set()
+    trees, digests = set(), set()
     for state in kernels.glob("*/*.json") if kernels.is_dir() else ():
         data: Any = json.loads(state.read_text())
         if data.get("tree"):
             trees.add(Path(data["tree"]).name)
-    return trees
+        if data.get("digest"):
+            digests.add(str(data["digest"]))
+    return trees, digests
 
 
 def collect_garbage(layout: Layout) -> None:
@@ -138,7 +141,8 @@ def collect_garbage(layout: Layout) -> None:
             else:
                 path.unlink(missing_ok=True)
         return
-    keep = _referenced(layout)
+    keep, digests = _referenced(layout)
     for tree in layout.trees.iterdir() if layout.trees.is_dir() else ():
         if tree.name not in keep:
             shutil.rmtree(tree, ignore_errors=True)
+    oci.prune(layout.oci, digests)

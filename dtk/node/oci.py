@@ -195,3 +195,24 @@ def unpack(layout: Path, digest: str, trees: Path, prefixes: Sequence[str]) -> P
         shutil.rmtree(work, ignore_errors=True)
         raise
     return final
+
+
+def prune(layout: Path, keep: set[str]) -> None:
+    """Forget every image in the layout whose manifest digest is not in `keep`, and the
+    blobs only they used (the layout is a download cache: a kernel's image stays only
+    while an outcome names it)."""
+    if not (layout / "index.json").is_file():
+        return
+    index = _index(layout)
+    kept = [m for m in index.get("manifests", []) if m.get("digest") in keep]
+    used: set[str] = set()
+    for entry in kept:
+        digest = str(entry["digest"])
+        manifest = json.loads(blob_path(layout, digest).read_bytes())
+        used |= {digest, str(manifest.get("config", {}).get("digest", "")),
+                 *(str(layer.get("digest")) for layer in manifest.get("layers", []))}
+    write_atomic(layout / "index.json", json.dumps({**index, "manifests": kept}).encode())
+    blobs = layout / "blobs" / "sha256"
+    for blob in blobs.iterdir() if blobs.is_dir() else ():
+        if f"sha256:{blob.name}" not in used:
+            blob.unlink()

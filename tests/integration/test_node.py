@@ -143,6 +143,7 @@ def test_prepare_an_oci_archive_for_the_host_kernel(tmp_path: Path, host: Path,
     dtk("clean", "--kernel", kernel_61, root=root)
     assert not (root / "var/lib/dtk/kernels" / kernel_61).exists()
     assert not list((root / "var/lib/dtk/trees").iterdir())
+    assert not list((root / "var/lib/dtk/oci/blobs/sha256").iterdir())
     dtk("remove", "dtk-example", root=root)
     assert list((root / "etc/dtk/modules").iterdir()) == []
     assert list((root / "var/lib/dtk").iterdir()) == []
