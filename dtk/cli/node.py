@@ -136,13 +136,22 @@ def prepare_cmd(kernel: str | None, strict: bool, root: Path | None, as_json: bo
 @root_option
 @json_option
 def status_cmd(kernel: str | None, root: Path | None, as_json: bool) -> None:
-    """Will each declared module load on KERNEL? yes/no and why, from `prepare`."""
-    outcomes = prepare.status(Layout.from_env(root), kernel or running_kernel())
+    """Will each declared module load on KERNEL? yes/no and why, from `prepare`; for the
+    kernel it was last loaded on, whether the boot loaded it (and why not)."""
+    layout = Layout.from_env(root)
+    outcomes = prepare.status(layout, kernel or running_kernel())
+    loads = {o.name: agent.loaded_record(layout, o.name) for o in outcomes}
+    loaded = {name: r for name, r in loads.items() if r is not None and r.kernel == (
+        kernel or running_kernel())}
     if as_json:
-        print_json([o.to_json() for o in outcomes])
+        print_json([o.to_json() | {"loaded": asdict(loaded[o.name]) if o.name in loaded
+                                   else None} for o in outcomes])
         return
-    print_table(["NAME", "KERNEL", "READY", "REASON"],
-                [(o.name, o.kernel, "yes" if o.ready else "no", o.reason) for o in outcomes])
+    print_table(["NAME", "KERNEL", "READY", "LOADED", "REASON"],
+                [(o.name, o.kernel, "yes" if o.ready else "no",
+                  ("yes" if loaded[o.name].loaded else "no") if o.name in loaded else "-",
+                  o.reason if o.name not in loaded or loaded[o.name].loaded
+                  else loaded[o.name].reason) for o in outcomes])
 
 
 @node_group.command("load")

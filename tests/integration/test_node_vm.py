@@ -59,6 +59,7 @@ def test_a_declared_image_loads_at_boot_before_the_network_and_is_removed(
     assert 0 < finished <= network_pre, where  # loaded before network-pre.target
     (status,) = json.loads(report.sections["status"])
     assert status["ready"] and status["kernel"] == kernel_61, status
+    assert status["loaded"]["loaded"], status
     assert "dtk node: dtk-example: loaded" in report.sections["journal"], where
     assert report.sections["then"].split() == ["removed", "dtk-example", "/etc/dtk",
                                                "/etc/dtk/modules", "/var/lib/dtk"], where
@@ -85,6 +86,7 @@ def test_an_image_for_another_abi_is_not_inserted_and_the_boot_goes_on(
     (status,) = json.loads(report.sections["status"])
     assert not status["ready"]
     assert "disagrees about version of symbol" in status["reason"], status
+    assert not status["loaded"]["loaded"], status
     assert "dtk node: crc7: NOT LOADED: not inserted: refused: crc7" \
         in report.sections["journal"], where
 

@@ -3,8 +3,10 @@ plants a device or a setuid file. The layers are real tar streams built here."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
+import json
 import stat
 import tarfile
 from pathlib import Path
@@ -133,3 +135,43 @@ def test_a_blob_must_hash_to_its_digest(tmp_path: Path) -> None:
         oci.verify_blob(tmp_path, digest)
     with pytest.raises(DtkError, match="malformed digest"):
         oci.blob_path(tmp_path, "sha256:../../etc")
+
+
+def oci_layout(root: Path, layers: list[bytes]) -> str:
+    """An OCI layout holding one image (hand-made: no builder writes hostile layers)."""
+    def blob(data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        path = oci.blob_path(root, digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return digest
+
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"digest": blob(b"{}"), "size": 2},
+                "layers": [{"digest": blob(data), "size": len(data)} for data in layers]}
+    digest = blob(json.dumps(manifest).encode())
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"digest": digest, "annotations": {"org.opencontainers.image.ref.name": "t"}}]}))
+    return digest
+
+
+def test_an_image_unpacks_once_into_its_own_tree(tmp_path: Path) -> None:
+    first = gzip.compress(layer(("opt/lib/modules/K/a.ko", b"1")).getvalue())
+    second = layer(info("opt/lib/modules/K/.wh.a.ko", tarfile.REGTYPE),
+                   ("opt/lib/modules/K/b.ko", b"2")).getvalue()
+    digest = oci_layout(tmp_path / "layout", [first, second])
+    assert oci.manifest_digest(tmp_path / "layout", "t") == digest
+    tree = oci.unpack(tmp_path / "layout", digest, tmp_path / "trees", PREFIXES)
+    assert sorted(p.name for p in (tree / "opt/lib/modules/K").iterdir()) == ["b.ko"]
+    assert oci.unpack(tmp_path / "layout", digest, tmp_path / "trees", PREFIXES) == tree
+    other = oci.unpack(tmp_path / "layout", digest, tmp_path / "trees", ("opt/lib/modules",))
+    assert other != tree  # another part of the image is another tree
+
+
+def test_a_hostile_layer_leaves_no_tree_behind(tmp_path: Path) -> None:
+    digest = oci_layout(tmp_path / "layout", [layer(("opt/lib/modules/K/a.ko", b"1"),
+                                                    ("../../escape", b"x")).getvalue()])
+    with pytest.raises(UnsafeLayerError, match="climbs out"):
+        oci.unpack(tmp_path / "layout", digest, tmp_path / "trees", PREFIXES)
+    assert list((tmp_path / "trees").iterdir()) == []
+    assert not (tmp_path / "escape").exists()
