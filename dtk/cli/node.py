@@ -73,8 +73,9 @@ def add_cmd(*, image: str | None, files: tuple[Path, ...], module_name: str | No
             raise DtkError("--module, --param and --name go with IMAGE, not -f",
                            hint="set moduleName and parameters in the Module file")
         bundle = declare.read_file_bundle(files)
-    added = declare.add(layout, bundle, kernels or (running_kernel(),))
-    hooks.install(layout)
+    with layout.locked():
+        added = declare.add(layout, bundle, kernels or (running_kernel(),))
+        hooks.install(layout)
     if as_json:
         print_json([declare.to_json(d) for d in added])
         return
@@ -103,7 +104,9 @@ def list_cmd(root: Path | None, as_json: bool) -> None:
 @json_option
 def remove_cmd(name: str, root: Path | None, as_json: bool) -> None:
     """Unload a declared module (KMM's way) and forget it and all dtk derived from it."""
-    agent.remove(Layout.from_env(root), name)
+    layout = Layout.from_env(root)
+    with layout.locked():
+        agent.remove(layout, name)
     if as_json:
         print_json({"removed": name})
     else:
@@ -122,8 +125,9 @@ def prepare_cmd(kernel: str | None, strict: bool, root: Path | None, as_json: bo
     """Fetch, unpack and check every declared module's image for KERNEL."""
     layout = Layout.from_env(root)
     release = kernel or running_kernel()
-    outcomes = prepare.prepare(layout, release,
-                               on_outcome=None if as_json else lambda o: click.echo(o.line()))
+    with layout.locked():
+        outcomes = prepare.prepare(layout, release, on_outcome=None if as_json
+                                   else lambda o: click.echo(o.line()))
     if as_json:
         print_json([o.to_json() for o in outcomes])
     if strict and not all(o.ready for o in outcomes):
@@ -160,7 +164,9 @@ def status_cmd(kernel: str | None, root: Path | None, as_json: bool) -> None:
 def load_cmd(root: Path | None, as_json: bool) -> None:
     """Load every declared module for the running kernel (what dtk-node.service runs);
     exit 1 if one was not loaded, after trying all of them."""
-    results = agent.load_all(Layout.from_env(root), running_kernel())
+    layout = Layout.from_env(root)
+    with layout.locked():
+        results = agent.load_all(layout, running_kernel())
     if as_json:
         print_json([asdict(r) for r in results])
     else:
@@ -178,9 +184,10 @@ def unload_cmd(names: tuple[str, ...], root: Path | None, as_json: bool) -> None
     """Unload declared modules (all without NAMES) as KMM's worker does."""
     layout = Layout.from_env(root)
     done = []
-    for name in names or tuple(declare.names(layout)):
-        agent.unload_one(layout, declare.find(layout, name))
-        done.append(name)
+    with layout.locked():
+        for name in names or tuple(declare.names(layout)):
+            agent.unload_one(layout, declare.find(layout, name))
+            done.append(name)
     if as_json:
         print_json({"unloaded": done})
     else:
@@ -194,7 +201,9 @@ def unload_cmd(names: tuple[str, ...], root: Path | None, as_json: bool) -> None
 @root_option
 def clean_cmd(kernel: str, root: Path | None) -> None:
     """Forget what was prepared for a kernel (the kernel's postrm hook runs this)."""
-    agent.forget_kernel(Layout.from_env(root), kernel)
+    layout = Layout.from_env(root)
+    with layout.locked():
+        agent.forget_kernel(layout, kernel)
 
 
 @node_group.command("install-hooks")

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from dtk.errors import DtkError
+from dtk.lock import locked
 
 ROOT_ENV = "DTK_NODE_ROOT"
 # A declaration's name is a file name and a Kubernetes object name (RFC 1123 label).
@@ -68,3 +71,11 @@ class Layout:
     @property
     def pins(self) -> Path:
         return self.state / "pins.json"
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """One writer at a time (the kernel hook, the boot unit, the owner's commands):
+        they share the OCI layout, the pins and the outcomes. In /run, so that
+        nothing of it stays in /var/lib/dtk."""
+        with locked(self.host("/run/lock/dtk-node.lock"), "dtk node"):
+            yield
