@@ -219,6 +219,16 @@ stringData:
     pins = json.loads((root / "var/lib/dtk/pins.json").read_text())
     assert pins == {f"{repo}:{kernel_61}": digest}
     assert auth_registry.password not in json.dumps(outcome)
+    # Credentials the registry refuses: a clear reason, and no secret in it.
+    wrong = module.read_text().replace(auth_registry.dockerconfigjson(),
+                                       auth_registry.dockerconfigjson("wrong"))
+    module.write_text(wrong.replace("name: example,", "name: refused,"))
+    dtk("add", "-f", str(module), "--kernel", kernel_61, root=root)
+    by_name = {o["name"]: o for o in dtk_json("prepare", "--kernel", kernel_61, root=root)}
+    assert by_name["example"]["ready"]
+    assert not by_name["refused"]["ready"]
+    assert "refused the credentials" in by_name["refused"]["reason"], by_name["refused"]
+    assert "wrong" not in json.dumps(by_name["refused"])
 
 
 def test_exports_from_the_kernel_image_agree_with_module_symvers(
