@@ -49,7 +49,8 @@ def with_in_tree_exports(facts: KernelFacts, root: Path, names: Iterable[str]) -
         if host is None or not host.is_file():
             continue
         module = elf.read_module(host)
-        owner = rel.rsplit(".ko", 1)[0]
+        # As Module.symvers names owners: the source path (modules.dep adds "kernel/").
+        owner = rel.removeprefix("kernel/").rsplit(".ko", 1)[0]
         for export in module.exports:
             symbols.setdefault(export.name, Symbol(export.name, export.crc or 0, owner,
                                                    export.gpl_only, export.namespace))

@@ -28,6 +28,7 @@ from dtk.kernel.symvers import parse as parse_symvers
 from dtk.node import declare, prepare
 from dtk.node.layout import Layout
 from dtk.node.load import plan_load
+from dtk.node.verify import with_in_tree_exports
 from dtk.toolkit.images import ToolkitImage
 from tests.integration.conftest import AuthRegistry
 
@@ -100,6 +101,8 @@ def host(tmp_path_factory: pytest.TempPathFactory, archive: DebianArchive,
     root = tmp_path_factory.mktemp("node-host")
     debfile.fetch_unpacked(archive.index, [f"linux-image-{kernel_61}"], root,
                            tmp_path_factory.mktemp("debs"))
+    # What the package's postinst does before it runs the /etc/kernel/postinst.d hooks.
+    subprocess.run(["depmod", "-b", str(root), kernel_61], check=True, timeout=600)
     return root
 
 
@@ -239,6 +242,15 @@ def test_exports_from_the_kernel_image_agree_with_module_symvers(
     found = installed.vmlinux_exports(vmlinux, "vmlinuz")
     with buildah.working_container(toolkit_61.name) as ctr, ctr.mounted() as root:
         symvers = (root / f"usr/src/linux-headers-{kernel_61}/Module.symvers").read_text()
-    reference = {n: s for n, s in parse_symvers(symvers).items() if s.module == "vmlinux"}
+    table = parse_symvers(symvers)
+    reference = {n: s for n, s in table.items() if s.module == "vmlinux"}
     assert len(reference) > 5000
     assert found == reference
+    # In-tree modules' exports, read from the modules a driver depends on (videodev,
+    # which v4l2loopback needs) and what they depend on (mc), as Module.symvers has them.
+    facts = installed.for_installed(host, kernel_61)
+    extended = with_in_tree_exports(facts, host, ["videodev"])
+    added = {n: s for n, s in extended.symbols.items() if n not in facts.symbols}
+    owners = {s.module_name for s in added.values()}
+    assert owners == {"videodev", "mc"}
+    assert added == {n: s for n, s in table.items() if s.module_name in owners}
