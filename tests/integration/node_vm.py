@@ -40,6 +40,11 @@ echo "@@node unit $(systemctl show -p ActiveState --value dtk-node.service)" \
 echo "@@node order $(systemctl show -p ExecMainExitTimestampMonotonic --value dtk-node.service)" \
      "$(systemctl show -p ActiveEnterTimestampMonotonic --value network-pre.target)"
 echo "@@node modules $(cut -d' ' -f1 /proc/modules | tr '\\n' ' ')"
+u=dtk-node.service
+echo "@@node unit-time $(systemctl show -p ExecMainStartTimestampMonotonic --value $u)" \
+     "$(systemctl show -p ExecMainExitTimestampMonotonic --value $u)"
+echo "@@node multi-user $(systemctl show -p ActiveEnterTimestampMonotonic --value \
+     multi-user.target)"
 echo "@@node begin status"; dtk node status --json; echo "@@node end status"
 echo "@@node begin journal"; journalctl -b -u dtk-node.service --no-pager -o cat
 echo "@@node end journal"

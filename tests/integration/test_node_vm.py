@@ -57,6 +57,9 @@ def test_a_declared_image_loads_at_boot_before_the_network_and_is_removed(
     assert "dtk_example" in report.facts["modules"].split(), where
     finished, network_pre = (int(t) for t in report.facts["order"].split())
     assert 0 < finished <= network_pre, where  # loaded before network-pre.target
+    start, end = (int(t) for t in report.facts["unit-time"].split())
+    print(f"dtk-node.service ran {(end - start) / 1e6:.1f} s, ended at {end / 1e6:.1f} s; "
+          f"multi-user.target at {int(report.facts['multi-user']) / 1e6:.1f} s")
     (status,) = json.loads(report.sections["status"])
     assert status["ready"] and status["kernel"] == kernel_61, status
     assert status["loaded"]["loaded"], status
