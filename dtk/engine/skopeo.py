@@ -138,3 +138,23 @@ def ensure_local(image: str, *, tls_verify: bool | None = None,
 def registry_of(image: str) -> str | None:
     """The registry an image names (HOST[:PORT]), or None for a local-only name."""
     return registry.parse(image).registry
+
+
+def copy_to_layout(source: str, layout: Path, ref_name: str, *,
+                   tls_verify: bool | None = None, authfile: Path | None = None) -> None:
+    """Copy `source` (docker://…, oci-archive:…, oci:…) into the OCI layout directory
+    `layout` under the tag `ref_name`: no container storage, no daemon (what a host
+    without a container engine has). skopeo applies the host's containers policy."""
+    image = source.removeprefix("docker://")
+    from_registry = image != source
+    argv = ["skopeo", "copy",
+            *([_flag("--src-tls-verify", image, tls_verify)] if from_registry else []),
+            *(_auth(authfile, "--src-authfile") if from_registry else []),
+            source, f"oci:{layout}:{ref_name}"]
+    result = runner.run(argv, check=False, timeout=1800)
+    if result.returncode == 0:
+        return
+    if from_registry:
+        raise registry.error(image, result.stderr, f"fetching {image}")
+    raise DtkError(f"fetching {source} failed: {registry.last_message(result.stderr)}",
+                   hint="check that the archive or layout exists and holds one image")

@@ -189,6 +189,12 @@ def _in_tree_modules(root: Path, release: str) -> list[Path]:
             if modfile.is_module(inner)]
 
 
+# For the other sources of facts (dtk.kernel.installed).
+FORMAT = _FORMAT
+SYMVERS_CANDIDATES = _SYMVERS_CANDIDATES
+in_tree_modules = _in_tree_modules
+
+
 def cache_path(key: str) -> Path:
     return paths.cache_dir() / "kmod" / "kernel-facts" / f"{key}.json"
 

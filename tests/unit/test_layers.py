@@ -24,6 +24,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("toolkit",),
     ("driver", "kmod", "vm"),
     ("demo", "kmm", "prove"),
+    # A host's workflow built on KMM's: it reads and resolves Modules with dtk.kmm.
+    ("node",),
     ("cli",),
     ("__main__",),
 )

@@ -40,7 +40,7 @@ def usage_lines(text: str) -> dict[tuple[str, ...], str]:
         for line in block.splitlines():
             words = line.split("#", 1)[0].split()
             if words[:1] == ["dtk"]:
-                names = tuple(w for w in words[1:3] if re.fullmatch(r"[a-z]+", w))
+                names = tuple(w for w in words[1:3] if re.fullmatch(r"[a-z][a-z-]*", w))
                 current = _longest_known(names)
                 if current is not None:
                     found[current] = found.get(current, "") + " " + line.split("#", 1)[0]

@@ -1,0 +1,213 @@
+"""What a host declares: one KMM Module file per module under /etc/dtk/modules.
+
+Both forms of `dtk node add` end as the same thing, a Module document that
+`dtk module` reads too, so one reader (dtk.kmm.load, strict, naming field
+paths) and one resolver (dtk.kmm.plan: kernelMappings, KMM's variables,
+registryTLS, inTreeModulesToRemove) serve the host as they serve a cluster.
+
+What is stored is what the host needs and nothing more: the Module without
+its build and sign specs (a node never builds or signs, so the signing key's
+Secret never lands on it) and the imageRepoSecret it pulls with. Files are
+0600 (they may hold registry credentials) and written atomically, after every
+declaration in the input has been read, validated and resolved for the
+kernel: a bad input leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dtk.errors import DtkError
+from dtk.files import write_atomic
+from dtk.kmm import model as m
+from dtk.kmm import plan as planner
+from dtk.kmm import validate
+from dtk.kmm.load import load_documents
+from dtk.node.layout import Layout, check_name
+
+
+@dataclass(frozen=True)
+class Declaration:
+    name: str
+    path: Path
+    bundle: m.Bundle
+
+    @property
+    def module(self) -> m.Module:
+        return self.bundle.modules[0]
+
+    @property
+    def modprobe(self) -> m.Modprobe:
+        assert self.module.module_loader is not None  # checked when read
+        return self.module.module_loader.container.modprobe
+
+    @property
+    def module_name(self) -> str:
+        probe = self.modprobe
+        return probe.module_name or (probe.modules_loading_order or ("",))[0]
+
+    def resolve(self, kernel: str) -> planner.KernelPlan:
+        """The image (and its settings) for `kernel`; an error when no mapping matches."""
+        result = planner.plan(self.module, [kernel], self.bundle)
+        if not result.kernels:
+            patterns = [km.literal or km.regexp for km in
+                        (self.module.module_loader.container.kernel_mappings or ())
+                        ] if self.module.module_loader else []
+            raise DtkError(f"no kernelMapping of {self.name} matches kernel {kernel} "
+                           f"(patterns: {', '.join(patterns) or 'none'})",
+                           hint="add a kernelMappings entry (literal or regexp) for this kernel")
+        return result.kernels[0]
+
+    def secret(self) -> m.Secret | None:
+        mod = self.module
+        return self.bundle.secret(mod.namespace, mod.image_repo_secret) \
+            if mod.image_repo_secret else None
+
+
+def image_module(image: str, module: str, params: Sequence[str], name: str) -> dict[str, Any]:
+    """`dtk node add IMAGE --module NAME`: the Module KMM would need for the same thing."""
+    check_name(name)  # said in the user's words, before a generated document is read
+    for param in params:
+        if "=" not in param:
+            raise DtkError(f"--param {param!r} is not key=value")
+    return {"apiVersion": m.API_VERSION, "kind": "Module",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"selector": {}, "moduleLoader": {"container": {
+                "modprobe": {"moduleName": module, **({"parameters": list(params)}
+                                                      if params else {})},
+                "kernelMappings": [{"regexp": "^.+$", "containerImage": image}]}}}}
+
+
+def _strip(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The Module without build and sign: nothing a node runs, and they name secrets
+    (the signing key) that must not be copied to a host. Malformed parts are left for
+    the reader to report."""
+    doc = copy.deepcopy(dict(raw))
+    doc.pop("status", None)
+    spec = doc.get("spec")
+    loader = spec.get("moduleLoader") if isinstance(spec, dict) else None
+    container = loader.get("container") if isinstance(loader, dict) else None
+    if not isinstance(container, dict):
+        return doc
+    mappings = container.get("kernelMappings")
+    for part in (container, *(mappings if isinstance(mappings, list) else [])):
+        if isinstance(part, dict):
+            part.pop("build", None)
+            part.pop("sign", None)
+    return doc
+
+
+def _secret_doc(secret: m.Secret) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "type": secret.type,
+            "metadata": {"name": secret.name, "namespace": secret.namespace},
+            "data": {k: base64.b64encode(v).decode() for k, v in secret.data.items()}}
+
+
+def _read_text(text: str, label: str, shown: str | None = None) -> m.Bundle:
+    """Documents from text, read strictly; messages name `shown` (the user's file)."""
+    with tempfile.TemporaryDirectory(prefix="dtk-node-") as tmp:
+        path = Path(tmp) / label
+        path.write_text(text)
+        try:
+            bundle = load_documents([path])
+        except DtkError as exc:
+            raise DtkError(exc.message.replace(str(path), shown or label),
+                           hint=exc.hint) from None
+    validate.check(bundle)
+    return bundle
+
+
+def _documents(bundle: m.Bundle) -> list[tuple[str, str]]:
+    """(name, stored text) for each Module of the bundle, checked."""
+    out = []
+    for mod in bundle.modules:
+        if mod.module_loader is None:
+            raise DtkError(f"Module {mod.name} has no spec.moduleLoader",
+                           hint="a device-plugin-only Module loads nothing on a host")
+        docs = [_strip(mod.raw)]
+        if mod.image_repo_secret:
+            secret = bundle.secret(mod.namespace, mod.image_repo_secret)
+            assert secret is not None  # load_documents checked the reference
+            docs.append(_secret_doc(secret))
+        out.append((check_name(mod.name), yaml.safe_dump_all(docs, sort_keys=False)))
+    if not out:
+        raise DtkError("no Module among the documents given",
+                       hint="dtk node add -f takes KMM Module files (kind: Module)")
+    return out
+
+
+def add(layout: Layout, bundle: m.Bundle, kernels: Sequence[str]) -> list[Declaration]:
+    """Store each Module of `bundle` once it is known to resolve for every kernel in
+    `kernels` (the running one, normally); nothing is written when one fails."""
+    ready = []
+    for name, text in _documents(bundle):
+        decl = Declaration(name, layout.declaration(name), _read_text(text, f"{name}.yaml"))
+        for kernel in kernels:
+            decl.resolve(kernel)
+        ready.append((decl, text))
+    for decl, text in ready:
+        write_atomic(decl.path, text.encode(), mode=0o600)
+    return [decl for decl, _ in ready]
+
+
+def read_file_bundle(paths: Sequence[Path]) -> m.Bundle:
+    """Module files as `dtk module` reads them, less build and sign (and so without
+    the ConfigMaps and signing Secrets those name); errors name the user's files."""
+    docs: list[Any] = []
+    for path in paths:
+        if not path.is_file():
+            raise DtkError(f"{path} is not a file", hint="-f takes a KMM Module file")
+        try:
+            docs += [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise DtkError(f"{path} is not valid YAML{where}") from None
+    kept = [_strip(d) if isinstance(d, dict) and d.get("kind") == "Module" else d
+            for d in docs
+            if not (isinstance(d, dict) and d.get("kind") == "ConfigMap")]
+    return _read_text(yaml.safe_dump_all(kept, sort_keys=False), "modules.yaml",
+                      ", ".join(str(p) for p in paths))
+
+
+def image_bundle(doc: dict[str, Any]) -> m.Bundle:
+    return _read_text(yaml.safe_dump(doc, sort_keys=False), "image.yaml")
+
+
+def names(layout: Layout) -> list[str]:
+    if not layout.config.is_dir():
+        return []
+    return sorted(p.stem for p in layout.config.glob("*.yaml"))
+
+
+def declarations(layout: Layout) -> list[Declaration]:
+    return [find(layout, name) for name in names(layout)]
+
+
+def find(layout: Layout, name: str) -> Declaration:
+    path = layout.declaration(name)
+    if not path.is_file():
+        known = ", ".join(names(layout)) or "none"
+        raise DtkError(f"no declaration named {name!r} (declared: {known})",
+                       hint="dtk node list shows what is declared")
+    return Declaration(name, path, load_documents([path]))
+
+
+def to_json(decl: Declaration) -> dict[str, Any]:
+    loader = decl.module.module_loader
+    assert loader is not None
+    return {"name": decl.name, "file": str(decl.path), "moduleName": decl.module_name,
+            "kernelMappings": [{"pattern": km.literal or km.regexp,
+                                "containerImage": km.container_image
+                                or loader.container.container_image}
+                               for km in loader.container.kernel_mappings or ()],
+            "parameters": list(decl.modprobe.parameters),
+            "imageRepoSecret": decl.module.image_repo_secret}

@@ -1,0 +1,81 @@
+"""Where `dtk node` keeps things on a host, under one root (normally /).
+
+Declarations (what the owner asked for) live in /etc/dtk/modules, one KMM
+Module file per module; everything dtk derives (fetched images, unpacked
+trees, per-kernel results) lives in /var/lib/dtk and can be rebuilt from the
+declarations. The root is a prefix so that tests, image builders and a
+chroot can act on a tree that is not the running system: DTK_NODE_ROOT or
+--root. The kernel's own files (/boot, /lib/modules) are read under it too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from dtk.errors import DtkError
+from dtk.lock import locked
+
+ROOT_ENV = "DTK_NODE_ROOT"
+# A declaration's name is a file name and a Kubernetes object name (RFC 1123 label).
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise DtkError(f"{name!r} is not a valid declaration name",
+                       hint="lower-case letters, digits and '-', at most 63 characters "
+                            "(a Kubernetes object name)")
+    return name
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @classmethod
+    def from_env(cls, root: Path | None = None) -> Layout:
+        return cls(root or Path(os.environ.get(ROOT_ENV) or "/"))
+
+    def host(self, path: str) -> Path:
+        """A host path (absolute, as on the running system) under the root."""
+        return self.root / path.lstrip("/")
+
+    @property
+    def config(self) -> Path:
+        return self.host("/etc/dtk/modules")
+
+    @property
+    def state(self) -> Path:
+        return self.host("/var/lib/dtk")
+
+    def declaration(self, name: str) -> Path:
+        return self.config / f"{check_name(name)}.yaml"
+
+    @property
+    def oci(self) -> Path:
+        """One OCI layout for every fetched image: blobs shared, each image by its tag."""
+        return self.state / "oci"
+
+    @property
+    def trees(self) -> Path:
+        return self.state / "trees"
+
+    def kernel_state(self, kernel: str) -> Path:
+        return self.state / "kernels" / kernel
+
+    @property
+    def pins(self) -> Path:
+        return self.state / "pins.json"
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """One writer at a time (the kernel hook, the boot unit, the owner's commands):
+        they share the OCI layout, the pins and the outcomes. In /run, so that
+        nothing of it stays in /var/lib/dtk."""
+        with locked(self.host("/run/lock/dtk-node.lock"), "dtk node"):
+            yield

@@ -1,0 +1,218 @@
+"""A driver image onto a host without a container engine: skopeo into an OCI
+layout, then its layers verified and unpacked in Python.
+
+Each image gets its own content-addressed tree (named after its manifest
+digest and the parts unpacked), so two driver images never share a
+`modules.dep`. Registry images are pinned: the first fetch records the
+registry's digest for the reference, and later fetches ask for that digest,
+so a tag moved in the registry does not change what a host loads.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+import zstandard
+
+from dtk.digest import parts_digest
+from dtk.engine import skopeo
+from dtk.errors import DtkError
+from dtk.files import write_atomic
+from dtk.node.unpack import apply_layer
+
+_REF = "org.opencontainers.image.ref.name"
+_MANIFEST = ("application/vnd.oci.image.manifest.v1+json",
+             "application/vnd.docker.distribution.manifest.v2+json")
+_CHUNK = 1 << 20
+_LOCAL = ("oci-archive:", "oci:")
+
+
+@dataclass(frozen=True)
+class Fetched:
+    source: str  # what was asked for (the resolved image reference)
+    digest: str  # the manifest's digest in the layout
+    pinned: str  # the registry digest it was fetched by ("" for local archives)
+
+
+def transport(image: str) -> str:
+    """A skopeo source for an image reference: local archives as given, else a registry."""
+    if image.startswith((*_LOCAL, "docker://")):
+        return image
+    return f"docker://{image}"
+
+
+def _ref_name(image: str) -> str:
+    return "dtk-" + parts_digest(image, length=32)
+
+
+def _pins(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def fetch(image: str, layout: Path, pins: Path, *, tls_verify: bool = True,
+          authfile: Path | None = None) -> Fetched:
+    """Copy `image` into the OCI layout at `layout` (skopeo); registry references are
+    fetched by the digest pinned for them, pinned on first fetch."""
+    source = transport(image)
+    pinned = ""
+    if source.startswith("docker://"):
+        known = _pins(pins)
+        pinned = known.get(image, "")
+        if not pinned:
+            digest = skopeo.remote_digest(image, tls_verify=tls_verify, authfile=authfile)
+            if digest is None:
+                raise DtkError(f"image {image} is not in its registry",
+                               hint="build and push it for this kernel (dtk module build)")
+            pinned = digest
+        repo = image.split("@", 1)[0]
+        last = repo.rsplit("/", 1)[-1]
+        repo = repo[: len(repo) - len(last)] + last.split(":", 1)[0]
+        source = f"docker://{repo}@{pinned}"
+    layout.mkdir(parents=True, exist_ok=True)
+    name = _ref_name(image)
+    skopeo.copy_to_layout(source, layout, name, tls_verify=tls_verify, authfile=authfile)
+    if pinned:
+        known = _pins(pins)
+        if known.get(image) != pinned:
+            write_atomic(pins, json.dumps({**known, image: pinned}, indent=2).encode())
+    return Fetched(image, manifest_digest(layout, name), pinned)
+
+
+def _index(layout: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((layout / "index.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise DtkError(f"{layout} is not an OCI layout: {exc}") from None
+    if not isinstance(data, dict):
+        raise DtkError(f"{layout}/index.json is not an OCI index")
+    return data
+
+
+def manifest_digest(layout: Path, name: str) -> str:
+    for entry in _index(layout).get("manifests", []):
+        if entry.get("annotations", {}).get(_REF) == name:
+            return str(entry["digest"])
+    raise DtkError(f"the OCI layout {layout} has no image tagged {name}")
+
+
+def blob_path(layout: Path, digest: str) -> Path:
+    algo, _, hexa = digest.partition(":")
+    if algo != "sha256" or len(hexa) != 64 or not all(c in "0123456789abcdef" for c in hexa):
+        raise DtkError(f"unsupported or malformed digest {digest!r} in the image")
+    return layout / "blobs" / "sha256" / hexa
+
+
+def verify_blob(layout: Path, digest: str) -> Path:
+    """The blob's path once its content hashes to its digest."""
+    path = blob_path(layout, digest)
+    h = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+    except OSError as exc:
+        raise DtkError(f"blob {digest} is missing from {layout}: {exc.strerror}",
+                       hint="the image or archive is incomplete; fetch or save it again"
+                       ) from None
+    if "sha256:" + h.hexdigest() != digest:
+        raise DtkError(f"blob {digest} in {layout} does not match its digest (it hashes to "
+                       f"sha256:{h.hexdigest()})",
+                       hint="the image or archive is corrupt; fetch or save it again")
+    return path
+
+
+def read_manifest(layout: Path, digest: str) -> dict[str, Any]:
+    try:
+        data = json.loads(verify_blob(layout, digest).read_bytes())
+    except ValueError:
+        raise DtkError(f"manifest {digest} is not JSON") from None
+    if not isinstance(data, dict) or data.get("mediaType", _MANIFEST[0]) not in _MANIFEST \
+            or not isinstance(data.get("layers"), list):
+        raise DtkError(f"{digest} is not an image manifest (media type "
+                       f"{data.get('mediaType') if isinstance(data, dict) else None})")
+    return data
+
+
+@contextmanager
+def _uncompressed(path: Path) -> Iterator[IO[bytes]]:
+    """The layer's tar stream, whatever its compression (by magic, as runtimes do)."""
+    with path.open("rb") as raw:
+        magic = raw.read(4)
+        raw.seek(0)
+        if magic[:2] == b"\x1f\x8b":
+            with gzip.GzipFile(fileobj=raw) as stream:
+                yield cast(IO[bytes], stream)
+        elif magic == b"\x28\xb5\x2f\xfd":
+            with zstandard.ZstdDecompressor().stream_reader(raw) as zstream:
+                yield cast(IO[bytes], zstream)
+        else:
+            yield raw
+
+
+def tree_key(digest: str, prefixes: Sequence[str]) -> str:
+    return digest.replace(":", "-")[:19] + "-" + parts_digest(digest, *sorted(prefixes),
+                                                              length=16)
+
+
+def unpack(layout: Path, digest: str, trees: Path, prefixes: Sequence[str]) -> Path:
+    """The image's `prefixes` in its own tree under `trees` (made once per content)."""
+    final = trees / tree_key(digest, prefixes)
+    if final.is_dir():
+        return final
+    manifest = read_manifest(layout, digest)
+    trees.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=trees, prefix=".unpack-"))
+    try:
+        for n, layer in enumerate(manifest["layers"]):
+            where = f"layer {n + 1} ({layer.get('digest')})"
+            path = verify_blob(layout, str(layer.get("digest")))
+            with _uncompressed(path) as stream:
+                try:
+                    apply_layer(work, stream, prefixes, where)
+                except (OSError, EOFError, zstandard.ZstdError) as exc:
+                    raise DtkError(f"{where} cannot be decompressed: {exc}",
+                                   hint="the image or archive is corrupt") from None
+        try:
+            work.rename(final)
+        except OSError:
+            if not final.is_dir():  # else another run unpacked the same content first
+                raise
+            shutil.rmtree(work, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return final
+
+
+def prune(layout: Path, keep: set[str]) -> None:
+    """Forget every image in the layout whose manifest digest is not in `keep`, and the
+    blobs only they used (the layout is a download cache: a kernel's image stays only
+    while an outcome names it)."""
+    if not (layout / "index.json").is_file():
+        return
+    index = _index(layout)
+    kept = [m for m in index.get("manifests", []) if m.get("digest") in keep]
+    used: set[str] = set()
+    for entry in kept:
+        digest = str(entry["digest"])
+        manifest = json.loads(blob_path(layout, digest).read_bytes())
+        used |= {digest, str(manifest.get("config", {}).get("digest", "")),
+                 *(str(layer.get("digest")) for layer in manifest.get("layers", []))}
+    write_atomic(layout / "index.json", json.dumps({**index, "manifests": kept}).encode())
+    blobs = layout / "blobs" / "sha256"
+    for blob in blobs.iterdir() if blobs.is_dir() else ():
+        if f"sha256:{blob.name}" not in used:
+            blob.unlink()

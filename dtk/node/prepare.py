@@ -1,0 +1,153 @@
+"""`dtk node prepare --kernel K`: every declared module made ready for K before
+the reboot, or the reason it will not be.
+
+For each declaration: resolve K's image (kernelMappings), fetch it (skopeo,
+the Module's credentials and registryTLS), unpack it into its own tree,
+check its modules against K as this host has it. The outcome, one per
+declaration, is kept in /var/lib/dtk/kernels/K/NAME.json: what `status`
+answers from and what the boot unit loads from. A failure is an outcome,
+never an exception: a kernel package's installation must not fail because a
+driver image is missing (that is how DKMS hooks leave hosts unbootable).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dtk.errors import DtkError
+from dtk.files import write_atomic
+from dtk.kmm.state import authfile
+from dtk.node import declare, oci
+from dtk.node.declare import Declaration
+from dtk.node.layout import Layout
+from dtk.node.verify import ModuleVerdict, verify
+
+
+@dataclass(frozen=True)
+class Outcome:
+    name: str
+    kernel: str
+    ready: bool
+    reason: str
+    image: str = ""
+    digest: str = ""
+    pinned: str = ""
+    tree: str = ""  # the unpacked image, relative to the state directory
+    targets: tuple[str, ...] = ()  # what modprobe loads: moduleName (+ loading order)
+    modules: tuple[ModuleVerdict, ...] = ()
+    prepared_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(
+        timespec="seconds"))
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["targets"], data["modules"] = list(self.targets), [asdict(m) for m in self.modules]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Outcome:
+        return cls(**{**data, "targets": tuple(data.get("targets", ())),
+                      "modules": tuple(ModuleVerdict(**m) for m in data.get("modules", ()))})
+
+    def line(self) -> str:
+        """The one line apt's output shows for this module."""
+        word = "ready" if self.ready else "NOT READY"
+        return f"dtk node: {self.name} for {self.kernel}: {word}: {self.reason}"
+
+
+def prefixes(decl: Declaration) -> tuple[str, ...]:
+    """What of the image a host needs: what KMM's worker copies out of it."""
+    probe = decl.modprobe
+    parts = [f"{probe.dir_name.strip('/')}/lib/modules"]
+    if probe.firmware_path:
+        parts.append(probe.firmware_path.strip("/"))
+    return tuple(parts)
+
+
+def targets(decl: Declaration) -> tuple[str, ...]:
+    probe = decl.modprobe
+    names = probe.modules_loading_order or (decl.module_name,)
+    return tuple(n.replace("-", "_") for n in names if n)
+
+
+def _judge(decl: Declaration, kernel: str, verdicts: list[ModuleVerdict]) -> tuple[bool, str]:
+    found = {v.module: v for v in verdicts}
+    for name in targets(decl):
+        verdict = found.get(name)
+        if verdict is None:
+            return False, f"the image has no module {name} for {kernel}"
+        if not verdict.loads:
+            return False, f"refused: {name}: {verdict.reason}"
+    first = found[targets(decl)[0]] if targets(decl) else None
+    return True, first.reason if first else "loads"
+
+
+def prepare_one(layout: Layout, decl: Declaration, kernel: str) -> Outcome:
+    image = ""
+    try:
+        plan = decl.resolve(kernel)
+        image = plan.image
+        with authfile(decl.secret()) as auth:
+            fetched = oci.fetch(image, layout.oci, layout.pins,
+                                tls_verify=plan.registry_tls.verify, authfile=auth)
+        tree = oci.unpack(layout.oci, fetched.digest, layout.trees, prefixes(decl))
+        verdicts = verify(tree, decl.modprobe.dir_name, kernel, layout.root)
+    except DtkError as exc:
+        return Outcome(decl.name, kernel, False, _one_line(exc.message), image)
+    ready, reason = _judge(decl, kernel, verdicts)
+    return Outcome(decl.name, kernel, ready, reason, image, fetched.digest, fetched.pinned,
+                   str(tree.relative_to(layout.state)), targets(decl), tuple(verdicts))
+
+
+def _one_line(message: str) -> str:
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def state_file(layout: Layout, kernel: str, name: str) -> Path:
+    return layout.kernel_state(kernel) / f"{name}.json"
+
+
+def record(layout: Layout, outcome: Outcome) -> None:
+    write_atomic(state_file(layout, outcome.kernel, outcome.name),
+                 json.dumps(outcome.to_json(), indent=2).encode())
+
+
+def prepare(layout: Layout, kernel: str,
+            on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    """Every declaration for `kernel`, each outcome recorded as soon as it is known."""
+    outcomes = []
+    for name in declare.names(layout):
+        try:
+            decl = declare.find(layout, name)
+        except DtkError as exc:  # a declaration edited by hand into an invalid one
+            outcome = Outcome(name, kernel, False, _one_line(exc.message))
+        else:
+            outcome = prepare_one(layout, decl, kernel)
+        record(layout, outcome)
+        if on_outcome is not None:
+            on_outcome(outcome)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def recorded(layout: Layout, kernel: str, name: str) -> Outcome | None:
+    try:
+        data = json.loads(state_file(layout, kernel, name).read_text())
+        return Outcome.from_json(data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def status(layout: Layout, kernel: str) -> list[Outcome]:
+    """The recorded outcome of each declaration for `kernel` (not prepared: not ready)."""
+    out = []
+    for name in declare.names(layout):
+        found = recorded(layout, kernel, name)
+        out.append(found or Outcome(name, kernel, False,
+                                    f"not prepared for {kernel} (dtk node prepare --kernel "
+                                    f"{kernel})", prepared_at=""))
+    return out

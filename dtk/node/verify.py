@@ -1,0 +1,105 @@
+"""Would kernel K, as this host has it, load the modules of an unpacked image?
+
+`dtk check`'s rules (dtk.kmod.check) against facts read from the host's own
+files for K (dtk.kernel.installed: /boot/vmlinuz-K, /boot/config-K,
+/lib/modules/K). Without headers the host has no Module.symvers, so the
+exports of in-tree modules come from the modules themselves, only for those
+the image's modules depend on (and what they depend on): reading all of K's
+few thousand modules would cost minutes on a small machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from dtk import rootfs
+from dtk.errors import DtkError
+from dtk.kernel import installed, modules_dep
+from dtk.kernel.facts import KernelFacts
+from dtk.kernel.symvers import Symbol
+from dtk.kmod import check as chk
+from dtk.kmod import elf
+from dtk.kmod.image import ImageModules, depmod_index, modules_from_root
+from dtk.kmod.targets import check_target
+
+
+@dataclass(frozen=True)
+class ModuleVerdict:
+    """One module file of the image, as K would take it."""
+
+    module: str
+    loads: bool
+    reason: str  # the first refusal, or what it taints, or "loads"
+
+
+def with_in_tree_exports(facts: KernelFacts, root: Path, names: Iterable[str]) -> KernelFacts:
+    """`facts` plus the exports of the in-tree modules `names` need (modules.dep)."""
+    wanted = [n for n in names if n in facts.modules]
+    if not wanted:
+        return facts
+    dep_file = rootfs.resolve(root, f"/lib/modules/{facts.release}/modules.dep")
+    if dep_file is None or not dep_file.is_file():
+        return facts
+    index = modules_dep.parse_modules_dep(dep_file.read_text(errors="replace"))
+    symbols = dict(facts.symbols)
+    for rel in index.closure(wanted):
+        host = rootfs.resolve(root, f"/lib/modules/{facts.release}/{rel}")
+        if host is None or not host.is_file():
+            continue
+        module = elf.read_module(host)
+        # As Module.symvers names owners: the source path (modules.dep adds "kernel/").
+        owner = rel.removeprefix("kernel/").rsplit(".ko", 1)[0]
+        for export in module.exports:
+            symbols.setdefault(export.name, Symbol(export.name, export.crc or 0, owner,
+                                                   export.gpl_only, export.namespace))
+    return replace(facts, symbols=symbols)
+
+
+def image_modules(tree: Path, dir_name: str) -> ImageModules:
+    base = f"{dir_name.rstrip('/')}/lib/modules"
+    found = modules_from_root(tree, base)
+    if not found:
+        raise DtkError(f"the image has no kernel modules under {base}/<kernel>/: it is not "
+                       "a driver image",
+                       hint="KMM driver images keep modules in <dirName>/lib/modules/<kernel>/ "
+                            "(dirName defaults to /opt)")
+    return ImageModules(found, {k: depmod_index(tree, base, k) for k in found})
+
+
+def _reason(prediction: chk.Prediction) -> str:
+    refusals = prediction.refusals
+    if refusals:
+        return refusals[0].message
+    taints = [f.message for f in prediction.findings if f.severity is chk.Severity.TAINT]
+    return f"loads (taints: {taints[0]})" if taints else "loads"
+
+
+def host_policy(host_root: Path) -> chk.Policy:
+    """What the machine enforces whichever kernel it boots: lockdown (Debian turns it
+    on under Secure Boot) and module.sig_enforce=1 on the command line."""
+    def read(inner: str) -> str:
+        try:
+            return (host_root / inner.lstrip("/")).read_text()
+        except OSError:
+            return ""
+
+    lockdown = read("/sys/kernel/security/lockdown")
+    return chk.Policy(secure_boot=bool(lockdown) and "[none]" not in lockdown,
+                      sig_enforce="module.sig_enforce=1" in read("/proc/cmdline").split())
+
+
+def verify(tree: Path, dir_name: str, kernel: str, host_root: Path) -> list[ModuleVerdict]:
+    """Every module the image has for `kernel`, checked against the host's `kernel`."""
+    image = image_modules(tree, dir_name)
+    if kernel not in image.modules:
+        raise DtkError(f"the image has modules for {', '.join(sorted(image.modules))}, not for "
+                       f"{kernel}: modprobe -d would not find them",
+                       hint=f"point the kernelMapping for {kernel} at an image built for it")
+    facts = installed.for_installed(host_root, kernel)
+    needed = {d for loaded in image.modules[kernel] for d in loaded.module.depends}
+    facts = with_in_tree_exports(facts, host_root, needed)
+    own = ImageModules({kernel: image.modules[kernel]}, {kernel: image.depmod[kernel]})
+    return [ModuleVerdict(p.module, p.loads, _reason(p))
+            for p in check_target(own, facts, host_policy(host_root))]

@@ -1,0 +1,256 @@
+"""`dtk node` on a host root made of the real linux-image package, with real images:
+the example driver built by `dtk build`, saved by skopeo as an OCI archive and
+pushed to a loopback registry that wants credentials.
+
+Loading modules needs a kernel with module support, which this host lacks; the
+load plan is checked here and the load itself in the VM node test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dtk.distro import debfile
+from dtk.distro.debian import DebianArchive
+from dtk.engine import buildah, skopeo
+from dtk.kernel import bzimage, installed
+from dtk.kernel.symvers import parse as parse_symvers
+from dtk.node import declare, prepare
+from dtk.node.layout import Layout
+from dtk.node.load import plan_load
+from dtk.node.verify import with_in_tree_exports
+from dtk.toolkit.images import ToolkitImage
+from tests.integration.conftest import AuthRegistry
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).parents[2]
+EXAMPLE = ROOT / "examples/dtk-example/Containerfile"
+
+
+def dtk(*args: str, root: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, DTK_NODE_ROOT=str(root))
+    proc = subprocess.run([sys.executable, "-m", "dtk", "node", *args], capture_output=True,
+                          text=True, env=env, timeout=900, check=False)
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def dtk_json(*args: str, root: Path) -> Any:
+    return json.loads(dtk(*args, "--json", root=root).stdout)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory, toolkit_61: ToolkitImage,
+           kernel_61: str, kernel_61_old: str, archive: DebianArchive
+           ) -> Iterator[dict[str, Path]]:
+    """OCI archives: the example built for kernel_61; crc7 from the oldest 6.1 ABI's
+    package laid out for kernel_61 (depmod'ed); an image without modules."""
+    del toolkit_61
+    work = tmp_path_factory.mktemp("node-images")
+    debfile.fetch_unpacked(archive.index, [f"linux-image-{kernel_61_old}"], work / "old",
+                           work / "debs")
+    (crc7,) = (work / "old/lib/modules" / kernel_61_old).rglob("crc7.ko*")
+    prefix = f"localhost/dtk-node-{secrets.token_hex(4)}"
+    example = f"{prefix}/dtk-example:{kernel_61}"
+    env = dict(os.environ, DTK_STATE_DIR=str(work / "state"))
+    made = [example]
+    try:
+        subprocess.run([sys.executable, "-m", "dtk", "build", "-f", str(EXAMPLE), "--kernel",
+                        kernel_61, "--image", example], check=True, env=env, timeout=1800,
+                       capture_output=True)
+        other = work / "other"
+        (other / f"opt/lib/modules/{kernel_61}/extra").mkdir(parents=True)
+        shutil.copy(crc7, other / f"opt/lib/modules/{kernel_61}/extra/{crc7.name}")
+        subprocess.run(["depmod", "-b", str(other / "opt"), kernel_61], check=True)
+        (work / "empty/etc").mkdir(parents=True)
+        (work / "empty/etc/hostname").write_text("x\n")
+        out = {"example": work / "example.tar"}
+        for name, tree in (("other-abi", other), ("empty", work / "empty")):
+            tag = f"{prefix}/{name}:1"
+            made.append(tag)
+            with buildah.working_container("scratch") as ctr:
+                ctr.copy_in(tree, "/")
+                ctr.commit(tag)
+            out[name] = work / f"{name}.tar"
+        for name, path in out.items():
+            tag = example if name == "example" else f"{prefix}/{name}:1"
+            subprocess.run(["skopeo", "copy", f"containers-storage:{tag}",
+                            f"oci-archive:{path}"], check=True, capture_output=True)
+        yield out
+    finally:
+        for tag in made:
+            subprocess.run(["buildah", "rmi", tag], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory, archive: DebianArchive,
+         kernel_61: str) -> Path:
+    """A host root holding kernel_61 as its package installs it (no headers)."""
+    root = tmp_path_factory.mktemp("node-host")
+    debfile.fetch_unpacked(archive.index, [f"linux-image-{kernel_61}"], root,
+                           tmp_path_factory.mktemp("debs"))
+    # What the package's postinst does before it runs the /etc/kernel/postinst.d hooks.
+    subprocess.run(["depmod", "-b", str(root), kernel_61], check=True, timeout=600)
+    return root
+
+
+def fresh_root(tmp_path: Path, host: Path) -> Path:
+    """A node root sharing the host's kernel files (read only) through bind-free links:
+    /boot and /lib/modules are the unpacked package's, copied by hard link."""
+    root = tmp_path / "node"
+    for part in ("boot", "lib"):
+        if (host / part).exists():
+            shutil.copytree(host / part, root / part, copy_function=os.link, symlinks=True)
+    return root
+
+
+def test_prepare_an_oci_archive_for_the_host_kernel(tmp_path: Path, host: Path,
+                                                     images: dict[str, Path],
+                                                     kernel_61: str) -> None:
+    root = fresh_root(tmp_path, host)
+    dtk("add", f"oci-archive:{images['example']}", "--module", "dtk_example",
+        "--kernel", kernel_61, root=root)
+    (outcome,) = dtk_json("prepare", "--kernel", kernel_61, root=root)
+    assert outcome["ready"], outcome
+    assert [m["module"] for m in outcome["modules"]] == ["dtk_example"]
+    tree = root / "var/lib/dtk" / outcome["tree"]
+    assert (tree / f"opt/lib/modules/{kernel_61}/extra/dtk_example.ko").is_file()
+    assert (tree / f"opt/lib/modules/{kernel_61}/modules.dep.bin").is_file()
+    assert not (tree / "bin").exists()  # only what KMM's worker copies out
+    (status,) = dtk_json("status", "--kernel", kernel_61, root=root)
+    assert status["ready"] and status["digest"] == outcome["digest"]
+    text = dtk("status", "--kernel", kernel_61, root=root).stdout
+    assert "dtk-example" in text and " yes " in text
+    # What the boot unit would run (this host cannot load modules: the VM test does).
+    layout = Layout(root)
+    decl = declare.find(layout, "dtk-example")
+    recorded = prepare.recorded(layout, kernel_61, decl.name)
+    assert recorded is not None
+    conf = root / f"var/lib/dtk/kernels/{kernel_61}/dtk-example.modprobe.d"
+    assert plan_load(layout, decl, recorded, ())[-1].argv == (
+        "modprobe", "-C", str(conf), "-vd", str(tree / "opt"), "dtk_example")
+    assert (root / "etc/systemd/system/sysinit.target.wants/dtk-node.service").is_symlink()
+    # The kernel's package removed: its state goes; remove: everything of dtk's goes.
+    dtk("clean", "--kernel", kernel_61, root=root)
+    assert not (root / "var/lib/dtk/kernels" / kernel_61).exists()
+    assert not list((root / "var/lib/dtk/trees").iterdir())
+    assert not list((root / "var/lib/dtk/oci/blobs/sha256").iterdir())
+    dtk("remove", "dtk-example", root=root)
+    assert list((root / "etc/dtk/modules").iterdir()) == []
+    assert list((root / "var/lib/dtk").iterdir()) == []
+
+
+def test_an_image_for_another_abi_is_refused_with_the_kernels_reason(
+        tmp_path: Path, host: Path, images: dict[str, Path], kernel_61: str) -> None:
+    """The kernel's words for it (GUIDE: a 6.1.0-47 module on 6.1.0-56 'disagrees about
+    version of symbol module_layout'); prepare still exits 0, --strict does not."""
+    root = fresh_root(tmp_path, host)
+    dtk("add", f"oci-archive:{images['other-abi']}", "--module", "crc7", "--kernel", kernel_61,
+        root=root)
+    proc = dtk("prepare", "--kernel", kernel_61, root=root)
+    assert "crc7 for" in proc.stdout and "NOT READY" in proc.stdout
+    assert "disagrees about version of symbol" in proc.stdout
+    strict = dtk("prepare", "--kernel", kernel_61, "--strict", root=root, check=False)
+    assert strict.returncode == 1
+
+
+def test_bad_images_are_clear_reasons(tmp_path: Path, host: Path, images: dict[str, Path],
+                                      kernel_61: str) -> None:
+    root = fresh_root(tmp_path, host)
+    corrupt = tmp_path / "corrupt.tar"
+    corrupt.write_bytes(images["example"].read_bytes()[:4096])
+    for name, image in (("empty", images["empty"]), ("corrupt", corrupt)):
+        dtk("add", f"oci-archive:{image}", "--module", name, "--kernel", kernel_61, root=root)
+    by_name = {o["name"]: o for o in dtk_json("prepare", "--kernel", kernel_61, root=root)}
+    assert not by_name["empty"]["ready"]
+    assert "not a driver image" in by_name["empty"]["reason"]
+    assert not by_name["corrupt"]["ready"]
+    assert "fetching oci-archive:" in by_name["corrupt"]["reason"]
+    assert not list((root / "var/lib/dtk/trees").glob(".unpack-*"))
+
+
+def test_a_registry_image_with_credentials_is_pinned(tmp_path: Path, host: Path,
+                                                     images: dict[str, Path], kernel_61: str,
+                                                     auth_registry: AuthRegistry) -> None:
+    root = fresh_root(tmp_path, host)
+    repo = f"{auth_registry.address}/node-{secrets.token_hex(4)}/dtk-example"
+    auth = tmp_path / "auth.json"
+    auth.write_text(auth_registry.dockerconfigjson())
+    subprocess.run(["skopeo", "copy", "--dest-tls-verify=false", "--dest-authfile", str(auth),
+                    f"oci-archive:{images['example']}", f"docker://{repo}:{kernel_61}"],
+                   check=True, capture_output=True)
+    digest = skopeo.remote_digest(f"{repo}:{kernel_61}", tls_verify=False, authfile=auth)
+    module = tmp_path / "module.yaml"
+    module.write_text(f"""\
+apiVersion: kmm.sigs.x-k8s.io/v1beta1
+kind: Module
+metadata: {{name: example, namespace: default}}
+spec:
+  selector: {{}}
+  imageRepoSecret: {{name: pull}}
+  moduleLoader:
+    container:
+      modprobe: {{moduleName: dtk_example}}
+      registryTLS: {{insecure: true}}
+      kernelMappings:
+      - regexp: '^.+$'
+        containerImage: '{repo}:${{KERNEL_FULL_VERSION}}'
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: pull, namespace: default}}
+type: kubernetes.io/dockerconfigjson
+stringData:
+  .dockerconfigjson: '{auth_registry.dockerconfigjson()}'
+""")
+    dtk("add", "-f", str(module), "--kernel", kernel_61, root=root)
+    (outcome,) = dtk_json("prepare", "--kernel", kernel_61, root=root)
+    assert outcome["ready"], outcome
+    assert outcome["pinned"] == digest
+    pins = json.loads((root / "var/lib/dtk/pins.json").read_text())
+    assert pins == {f"{repo}:{kernel_61}": digest}
+    assert auth_registry.password not in json.dumps(outcome)
+    # Credentials the registry refuses: a clear reason, and no secret in it.
+    wrong = module.read_text().replace(auth_registry.dockerconfigjson(),
+                                       auth_registry.dockerconfigjson("wrong"))
+    module.write_text(wrong.replace("name: example,", "name: refused,"))
+    dtk("add", "-f", str(module), "--kernel", kernel_61, root=root)
+    by_name = {o["name"]: o for o in dtk_json("prepare", "--kernel", kernel_61, root=root)}
+    assert by_name["example"]["ready"]
+    assert not by_name["refused"]["ready"]
+    assert "refused the credentials" in by_name["refused"]["reason"], by_name["refused"]
+    assert "wrong" not in json.dumps(by_name["refused"])
+
+
+def test_exports_from_the_kernel_image_agree_with_module_symvers(
+        host: Path, toolkit_61: ToolkitImage, kernel_61: str) -> None:
+    """A host without headers reads vmlinux's exports and CRCs from /boot/vmlinuz-K;
+    the kernel build's own Module.symvers (in the toolkit's headers) is the reference."""
+    vmlinux = bzimage.extract_vmlinux((host / f"boot/vmlinuz-{kernel_61}").read_bytes())
+    found = installed.vmlinux_exports(vmlinux, "vmlinuz")
+    with buildah.working_container(toolkit_61.name) as ctr, ctr.mounted() as root:
+        symvers = (root / f"usr/src/linux-headers-{kernel_61}/Module.symvers").read_text()
+    table = parse_symvers(symvers)
+    reference = {n: s for n, s in table.items() if s.module == "vmlinux"}
+    assert len(reference) > 5000
+    assert found == reference
+    # In-tree modules' exports, read from the modules a driver depends on (videodev,
+    # which v4l2loopback needs) and what they depend on (mc), as Module.symvers has them.
+    facts = installed.for_installed(host, kernel_61)
+    extended = with_in_tree_exports(facts, host, ["videodev"])
+    added = {n: s for n, s in extended.symbols.items() if n not in facts.symbols}
+    owners = {s.module_name for s in added.values()}
+    assert owners == {"videodev", "mc"}
+    assert added == {n: s for n, s in table.items() if s.module_name in owners}

@@ -1,0 +1,170 @@
+"""§5 of the node issue, on a real Debian node under qemu (see node_vm): a driver
+image declared with `dtk node add` loads at boot, before network-pre.target,
+as KMM's worker loads it; nothing of the guest's console is scraped."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from dtk.distro.debian import DebianArchive
+from dtk.kernel import normalize
+from dtk.toolkit.images import ToolkitImage
+from tests.integration import node_vm
+from tests.integration.test_node import EXAMPLE, images
+
+pytestmark = pytest.mark.integration
+
+__all__ = ["images"]  # the fixture, imported so pytest finds it here too
+
+
+@pytest.fixture
+def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The node's root and disks (about 2 GB), removed afterwards."""
+    path = tmp_path_factory.mktemp("node-vm")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_declared_image_loads_at_boot_before_the_network_and_is_removed(
+        work: Path, archive: DebianArchive, kernel_61: str, images: dict[str, Path]) -> None:
+    tar = node_vm.base_tar(archive, kernel_61)
+    node = node_vm.make_node(tar, kernel_61, node_vm.wheels(work / "wheels"), work)
+    disk = work / "images"
+    disk.mkdir()
+    shutil.copy(images["example"], disk / "example.tar")
+    node.dtk("node", "add", "oci-archive:/mnt/images/example.tar", "--module", "dtk_example",
+             "--kernel", kernel_61)
+    # §5.4, once the boot is reported: remove leaves nothing behind.
+    node_vm.then(node, "dtk node remove dtk-example\nfind /etc/dtk /var/lib/dtk\n")
+    node_vm.disks(node, disk)
+    report = node_vm.boot(node, kernel_61)
+    where = f"console:\n{report.console[-3000:]}\nreport: {report.facts} {report.sections}"
+    assert report.facts.get("done") is not None, where
+    assert report.facts["kernel"] == kernel_61
+    assert report.facts["unit"] == "active 0", where
+    assert "dtk_example" in report.facts["modules"].split(), where
+    finished, network_pre = (int(t) for t in report.facts["order"].split())
+    assert 0 < finished <= network_pre, where  # loaded before network-pre.target
+    start, end = (int(t) for t in report.facts["unit-time"].split())
+    print(f"dtk-node.service ran {(end - start) / 1e6:.1f} s, ended at {end / 1e6:.1f} s; "
+          f"multi-user.target at {int(report.facts['multi-user']) / 1e6:.1f} s")
+    (status,) = json.loads(report.sections["status"])
+    assert status["ready"] and status["kernel"] == kernel_61, status
+    assert status["loaded"]["loaded"], status
+    assert "dtk node: dtk-example: loaded" in report.sections["journal"], where
+    assert report.sections["then"].split() == ["removed", "dtk-example", "/etc/dtk",
+                                               "/etc/dtk/modules", "/var/lib/dtk"], where
+    assert "dtk_example" not in report.facts["modules-after"].split(), where
+
+
+def test_an_image_for_another_abi_is_not_inserted_and_the_boot_goes_on(
+        work: Path, archive: DebianArchive, kernel_61: str, images: dict[str, Path]) -> None:
+    """§5.3: crc7 from another 6.1 ABI's package, laid out for kernel_61: refused with
+    the kernel's reason, the unit fails, multi-user.target is still reached."""
+    tar = node_vm.base_tar(archive, kernel_61)
+    node = node_vm.make_node(tar, kernel_61, node_vm.wheels(work / "wheels"), work)
+    disk = work / "images"
+    disk.mkdir()
+    shutil.copy(images["other-abi"], disk / "other.tar")
+    node.dtk("node", "add", "oci-archive:/mnt/images/other.tar", "--module", "crc7",
+             "--kernel", kernel_61)
+    node_vm.disks(node, disk)
+    report = node_vm.boot(node, kernel_61)
+    where = f"console:\n{report.console[-3000:]}\nreport: {report.facts} {report.sections}"
+    assert report.facts.get("done") is not None, where  # multi-user.target was reached
+    assert report.facts["unit"] == "failed 1", where
+    assert "crc7" not in report.facts["modules"].split(), where
+    (status,) = json.loads(report.sections["status"])
+    assert not status["ready"]
+    assert "disagrees about version of symbol" in status["reason"], status
+    assert not status["loaded"]["loaded"], status
+    assert "dtk node: crc7: NOT LOADED: not inserted: refused: crc7" \
+        in report.sections["journal"], where
+
+
+@pytest.fixture(scope="module")
+def example_612(tmp_path_factory: pytest.TempPathFactory, toolkit_612: ToolkitImage,
+                kernel_612: str) -> Iterator[Path]:
+    """The example driver built for kernel_612, as an OCI archive."""
+    del toolkit_612
+    work = tmp_path_factory.mktemp("node-612")
+    tag = f"localhost/dtk-node-{secrets.token_hex(4)}/dtk-example:{normalize(kernel_612)}"
+    try:
+        subprocess.run([sys.executable, "-m", "dtk", "build", "-f", str(EXAMPLE), "--kernel",
+                        kernel_612, "--image", tag], check=True, timeout=1800,
+                       capture_output=True, env=dict(os.environ, DTK_STATE_DIR=str(work)))
+        subprocess.run(["skopeo", "copy", f"containers-storage:{tag}",
+                        f"oci-archive:{work / 'example.tar'}"], check=True, capture_output=True)
+        yield work / "example.tar"
+    finally:
+        subprocess.run(["buildah", "rmi", tag], capture_output=True, check=False)
+
+
+@contextmanager
+def mounted_for_chroot(rootfs: Path) -> Iterator[None]:
+    """/proc, /sys and /dev in the root, as maintainer scripts expect them."""
+    mounts = [("proc", ["-t", "proc", "proc"]), ("sys", ["-t", "sysfs", "sysfs"]),
+              ("dev", ["--bind", "/dev"])]
+    done = []
+    try:
+        for name, args in mounts:
+            subprocess.run(["mount", *args, str(rootfs / name)], check=True)
+            done.append(rootfs / name)
+        yield
+    finally:
+        for path in reversed(done):
+            subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_the_next_kernels_package_prepares_it_and_it_boots_with_the_driver(
+        work: Path, archive: DebianArchive, kernel_61: str, kernel_612: str,
+        images: dict[str, Path], example_612: Path) -> None:
+    """§5.2: `dpkg -i` of the next kernel's linux-image (run in the root from the host,
+    natively: the same /etc/kernel/postinst.d hooks fire) prepares its image; the node
+    then boots that kernel and loads the driver built for it."""
+    tar = node_vm.base_tar(archive, kernel_61)
+    node = node_vm.make_node(tar, kernel_61, node_vm.wheels(work / "wheels"), work)
+    disk = work / "images"
+    disk.mkdir()
+    for kernel, archive_file in ((kernel_61, images["example"]), (kernel_612, example_612)):
+        shutil.copy(archive_file, disk / f"example-{normalize(kernel)}.tar")
+    shutil.copytree(disk, node.rootfs / "mnt/images", dirs_exist_ok=True)  # for the hook
+    node.dtk("node", "add", "oci-archive:/mnt/images/example-${KERNEL_FULL_VERSION}.tar",
+             "--module", "dtk_example", "--kernel", kernel_61, "--kernel", kernel_612)
+    (entry,) = [e for e in archive.kernels() if e.release == kernel_612]
+    (deb,) = archive.index.download([entry.image_package], work / "debs")
+    shutil.copy(deb, node.rootfs / "tmp/kernel.deb")
+    with mounted_for_chroot(node.rootfs):
+        dpkg = subprocess.run(["chroot", str(node.rootfs), "dpkg", "-i", "/tmp/kernel.deb"],
+                              check=False,
+                              capture_output=True, text=True, timeout=1200,
+                              env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
+                                           "/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"})
+    assert dpkg.returncode == 0, dpkg.stdout + dpkg.stderr
+    assert f"dtk node: dtk-example for {kernel_612}: ready: loads" in dpkg.stdout, dpkg.stdout
+    (node.rootfs / "tmp/kernel.deb").unlink()
+    prepared = json.loads((node.rootfs / f"var/lib/dtk/kernels/{kernel_612}/dtk-example.json"
+                           ).read_text())
+    node_vm.disks(node, disk)
+    report = node_vm.boot(node, kernel_612)
+    where = f"console:\n{report.console[-3000:]}\nreport: {report.facts} {report.sections}"
+    assert report.facts.get("kernel") == kernel_612, where
+    assert report.facts["unit"] == "active 0", where
+    assert "dtk_example" in report.facts["modules"].split(), where
+    (status,) = json.loads(report.sections["status"])
+    assert status["ready"] and status["kernel"] == kernel_612
+    # Loaded from what the hook prepared before the reboot, not fetched at boot.
+    assert status["prepared_at"] == prepared["prepared_at"]
+    assert status["digest"] == prepared["digest"]
