@@ -28,7 +28,7 @@ from dtk.distro import catalog_problems
 from dtk.distro.debian import DebianArchive
 from dtk.distro.query import query_kernels
 from dtk.distro.select import open_archive
-from dtk.driver import dkmsconf
+from dtk.driver import dkmsconf, shard
 from dtk.driver import sources as src
 from dtk.driver.base import ensure_base
 from dtk.driver.dkms import evaluate_confs
@@ -36,8 +36,9 @@ from dtk.driver.extras import resolve_extras
 from dtk.driver.matrix import RunOptions, failed, resolve_toolkits, run_matrix, toolkit_target
 from dtk.driver.naming import DEFAULT_TEMPLATE, image_name, module_slug
 from dtk.driver.outcome import Outcome, Status
-from dtk.driver.plan import BuildOptions, ImageRef, plan_matrix
+from dtk.driver.plan import BuildOptions, ImageRef, Matrix, plan_matrix
 from dtk.driver.prune import plan_prune, prune
+from dtk.driver.shard import Shard, parse_shard
 from dtk.errors import DtkError
 from dtk.progress import Monitor
 from dtk.toolkit import plan as tplan
@@ -115,6 +116,9 @@ _BUILD_INPUTS = (
                  help="Cells built at once (default: number of cores)."),
     click.option("--rebuild", is_flag=True,
                  help="Build every cell again: no cache hit, no remembered DKMS failure."),
+    click.option("--shard", default=None, metavar="I/N",
+                 help="Only the cells of part I of N: the same deterministic split on "
+                      "every machine (balanced by source size)."),
     sources_option,
 )
 
@@ -142,6 +146,7 @@ class BuildRequest:
     jobs: int | None
     sources: Path | None
     rebuild: bool = False
+    shard: str | None = None
     push: bool = False
     tls_verify: bool | None = None
 
@@ -151,6 +156,13 @@ class BuildRequest:
                             parse_build_args(self.build_args), self.push,
                             force=self.rebuild)
 
+    def __post_init__(self) -> None:
+        self.part  # noqa: B018 -- a bad --shard is refused before any work
+
+    @property
+    def part(self) -> Shard | None:
+        return parse_shard(self.shard) if self.shard else None
+
     def archive_and_kernels(self) -> tuple[DebianArchive, list[str]]:
         archive = open_archive(self.sources)
         return archive, _kernel_list(self.kernel, self.query, archive)
@@ -158,7 +170,19 @@ class BuildRequest:
 
 def run_build(request: BuildRequest, found: list[src.Source], archive: DebianArchive,
               kernels: list[str], mon: Monitor) -> tuple[list[Outcome], Path]:
-    """Toolkits, DKMS sources, the base, the matrix: every cell built (or a cache hit)."""
+    """Toolkits, DKMS sources, the base, the matrix: every cell of this shard built
+    (or a cache hit)."""
+    matrix, log_dir = plan_build(request, found, archive, kernels, mon)
+    if request.part:
+        matrix = shard.select(matrix, request.part)
+    jobs = request.jobs or os.cpu_count() or 1
+    return run_matrix(matrix, RunOptions(jobs, log_dir, request.tls_verify), mon), log_dir
+
+
+def plan_build(request: BuildRequest, found: list[src.Source], archive: DebianArchive,
+               kernels: list[str], mon: Monitor) -> tuple[Matrix, Path]:
+    """The whole matrix with every cell's input hash: toolkits, DKMS sources and the
+    base are made (or found) on the way, no cell is built."""
     for tag, held, size in _missing_toolkits(kernels, archive):  # up to 1.8 GB each
         mon.step(f"toolkit {tag} for {held} is missing: building it"
                  + (f" (about {human_size(size)} of kernel packages)" if size else ""))
@@ -169,9 +193,7 @@ def run_build(request: BuildRequest, found: list[src.Source], archive: DebianArc
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     log_dir = paths.state_dir() / "build" / f"{stamp}-{os.getpid()}"
     extras = resolve_extras(found, toolkits, log_dir, mon)
-    matrix = plan_matrix(found, kernels, toolkits, base, request.options, extras=extras)
-    jobs = request.jobs or os.cpu_count() or 1
-    return run_matrix(matrix, RunOptions(jobs, log_dir, request.tls_verify), mon), log_dir
+    return plan_matrix(found, kernels, toolkits, base, request.options, extras=extras), log_dir
 
 
 def sources_of(request: BuildRequest) -> list[src.Source]:
@@ -189,9 +211,13 @@ def sources_of(request: BuildRequest) -> list[src.Source]:
 @click.option("--dry-run", is_flag=True,
               help="Show the cells and the toolkits that would be built (with their size); "
                    "build nothing.")
+@click.option("--plan", "plan_only", is_flag=True,
+              help="Show every cell with its key (input hash) and its shard (--shard I/N); "
+                   "builds no cell (missing toolkits and the base image are made first).")
 @json_option
 @click.pass_context
-def build_cmd(ctx: click.Context, /, *, dry_run: bool, as_json: bool, **values: Any) -> None:
+def build_cmd(ctx: click.Context, /, *, dry_run: bool, plan_only: bool, as_json: bool,
+              **values: Any) -> None:
     """Build driver containers: every module for every kernel, in parallel."""
     if ctx.invoked_subcommand:
         return
@@ -209,6 +235,10 @@ def build_cmd(ctx: click.Context, /, *, dry_run: bool, as_json: bool, **values: 
         _print_dry_run(found, request.dkms, kernels,
                        missing=_missing_toolkits(kernels, archive), options=options,
                        as_json=as_json)
+        return
+    if plan_only:
+        matrix, _log_dir = plan_build(request, found, archive, kernels, mon)
+        _print_plan(shard.plan_json(matrix, request.part), as_json=as_json)
         return
     outcomes, log_dir = run_build(request, found, archive, kernels, mon)
     wall = time.monotonic() - started
@@ -255,6 +285,17 @@ def _print_dry_run(found: list[src.Source], dkms: tuple[str, ...], kernels: list
                    + (f" (about {human_size(size)} of kernel packages)" if size else ""))
     click.echo(f"dry run: {len(cells)} cell(s), {len(missing)} toolkit(s) to build; "
                "nothing was built")
+
+
+def _print_plan(plan: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print_json(plan)
+        return
+    print_table(["MODULE", "KERNEL", "SHARD", "KEY"],
+                [[c["module"], c["kernel"], str(c["shard"]),
+                  c["key"] or f"({c['error'].splitlines()[0]})"] for c in plan["cells"]])
+    click.echo(f"{len(plan['cells'])} cell(s) in {plan['shards']} shard(s); estimated "
+               "load per shard (bytes of source): " + ", ".join(map(str, plan["loads"])))
 
 
 def _toolkits(kernels: list[str], archive: DebianArchive,
