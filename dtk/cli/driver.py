@@ -38,6 +38,7 @@ from dtk.driver.naming import DEFAULT_TEMPLATE, image_name, module_slug
 from dtk.driver.outcome import Outcome, Status
 from dtk.driver.plan import BuildOptions, ImageRef, Matrix, plan_matrix
 from dtk.driver.prune import plan_prune, prune
+from dtk.driver.remotecache import RegistryCache, check_repo
 from dtk.driver.shard import Shard, parse_shard
 from dtk.errors import DtkError
 from dtk.progress import Monitor
@@ -119,6 +120,9 @@ _BUILD_INPUTS = (
     click.option("--shard", default=None, metavar="I/N",
                  help="Only the cells of part I of N: the same deterministic split on "
                       "every machine (balanced by source size)."),
+    click.option("--cache", default=None, metavar="REGISTRY/REPO",
+                 help="A registry repository every machine shares: cells found there under "
+                      "their input hash are taken, not built; built cells are stored there."),
     sources_option,
 )
 
@@ -147,6 +151,7 @@ class BuildRequest:
     sources: Path | None
     rebuild: bool = False
     shard: str | None = None
+    cache: str | None = None
     push: bool = False
     tls_verify: bool | None = None
 
@@ -158,6 +163,8 @@ class BuildRequest:
 
     def __post_init__(self) -> None:
         self.part  # noqa: B018 -- a bad --shard is refused before any work
+        if self.cache:
+            check_repo(self.cache)
 
     @property
     def part(self) -> Shard | None:
@@ -168,15 +175,34 @@ class BuildRequest:
         return archive, _kernel_list(self.kernel, self.query, archive)
 
 
+@dataclass(frozen=True)
+class BuildRun:
+    """A run's outcomes (this shard's cells), where its logs are, and the whole
+    matrix's cells in the plan's order (what `dtk report merge` puts shards back by)."""
+
+    outcomes: list[Outcome]
+    log_dir: Path
+    matrix: list[str]
+    shard: Shard | None
+
+    def matrix_json(self) -> dict[str, Any]:
+        return {"cells": self.matrix, "shard": str(self.shard) if self.shard else "1/1"}
+
+
 def run_build(request: BuildRequest, found: list[src.Source], archive: DebianArchive,
-              kernels: list[str], mon: Monitor) -> tuple[list[Outcome], Path]:
+              kernels: list[str], mon: Monitor) -> BuildRun:
     """Toolkits, DKMS sources, the base, the matrix: every cell of this shard built
     (or a cache hit)."""
     matrix, log_dir = plan_build(request, found, archive, kernels, mon)
+    whole = [cell.key for cell in matrix.cells]
     if request.part:
         matrix = shard.select(matrix, request.part)
     jobs = request.jobs or os.cpu_count() or 1
-    return run_matrix(matrix, RunOptions(jobs, log_dir, request.tls_verify), mon), log_dir
+    cache = RegistryCache(check_repo(request.cache), mon.step, request.tls_verify) \
+        if request.cache else None
+    outcomes = run_matrix(matrix, RunOptions(jobs, log_dir, request.tls_verify, cache=cache),
+                          mon)
+    return BuildRun(outcomes, log_dir, whole, request.part)
 
 
 def plan_build(request: BuildRequest, found: list[src.Source], archive: DebianArchive,
@@ -240,13 +266,14 @@ def build_cmd(ctx: click.Context, /, *, dry_run: bool, plan_only: bool, as_json:
         matrix, _log_dir = plan_build(request, found, archive, kernels, mon)
         _print_plan(shard.plan_json(matrix, request.part), as_json=as_json)
         return
-    outcomes, log_dir = run_build(request, found, archive, kernels, mon)
+    run = run_build(request, found, archive, kernels, mon)
+    outcomes, log_dir = run.outcomes, run.log_dir
     wall = time.monotonic() - started
     if as_json:
         print_json({"outcomes": [o.to_json() for o in outcomes], "log_dir": str(log_dir),
-                    "wall_seconds": round(wall, 1)})
+                    "wall_seconds": round(wall, 1), "matrix": run.matrix_json()})
     else:
-        _report(outcomes, log_dir, wall)
+        print_outcomes(outcomes, log_dir, wall)
     if failed(outcomes):
         # Not ctx.exit: the entry point runs click with standalone_mode=False, which
         # turns Exit into a return value that nobody reads.
@@ -306,7 +333,8 @@ def _toolkits(kernels: list[str], archive: DebianArchive,
     return resolve_toolkits(kernels, catalog_problems(archive.kernels()), ensure)
 
 
-def _report(outcomes: list[Outcome], log_dir: Path, wall: float) -> None:
+def print_outcomes(outcomes: list[Outcome], log_dir: Path | str, wall: float) -> None:
+    """The build's table, its notes and failures, and a summary (also `dtk report merge`'s)."""
     rows = []
     for o in outcomes:
         detail = ", ".join(o.modules) if o.status is Status.BUILT else o.reason.splitlines()[0]

@@ -13,7 +13,7 @@ import traceback
 import click
 
 from dtk import __version__, paths
-from dtk.cli import demo, driver, kernels, kmod, module_run, prove, toolkit, vm
+from dtk.cli import demo, driver, kernels, kmod, module_run, prove, report, toolkit, vm
 from dtk.cli import module as module_cli
 from dtk.errors import DtkError
 
@@ -29,7 +29,8 @@ def cli(verbose: int) -> None:
         logging.getLogger("dtk.run").setLevel(logging.DEBUG)
 
 
-for command in (driver, kernels, toolkit, kmod, vm, demo, prove, module_cli, module_run):
+for command in (driver, kernels, toolkit, kmod, vm, demo, prove, module_cli, module_run,
+                report):
     command.register(cli)
 
 

@@ -62,8 +62,8 @@ def prove_cmd(*, built_for: str, modules: tuple[str, ...], check_cmd: str, timeo
     if request.files or request.dkms:
         found = sources_of(request)
         archive, kernels = request.archive_and_kernels()
-        outcomes, _log_dir = run_build(request, found, archive, kernels, mon)
-        cells = cells_from_outcomes(outcomes, modules=modules, check=check_cmd)
+        run = run_build(request, found, archive, kernels, mon)
+        cells = cells_from_outcomes(run.outcomes, modules=modules, check=check_cmd)
     else:
         _archive, kernels = request.archive_and_kernels()
         cells = cells_for_images(request.template, kernels, _image_id,

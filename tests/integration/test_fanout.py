@@ -1,0 +1,184 @@
+"""Many machines, simulated on this one: each has its own container storage (a
+storage.conf with its own graphroot and runroot) and its own dtk cache and state
+directories; they share one loopback registry with htpasswd authentication, and,
+read-only, the toolkits of this machine's storage (an additional image store: a
+worker would pull its toolkit; building 1-2 GB per simulated machine proves nothing
+more). Package downloads are shared too, as a caching proxy would share them.
+
+A and B build the two shards of a matrix with --cache and --push; C runs the whole
+matrix with --cache and compiles nothing; the merged shards equal C's result cell
+for cell. A poisoned entry is not used, and an unreachable or refusing registry
+only costs a warning.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import AuthRegistry
+
+pytestmark = pytest.mark.integration
+
+DATA = Path(__file__).parent.parent / "data" / "build"
+SHARED_STORE = "/var/lib/containers/storage"
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    root: Path
+    env: dict[str, str]
+
+    def dtk(self, *args: str, check_json: bool = True) -> tuple[int, dict[str, Any], str]:
+        proc = subprocess.run([sys.executable, "-m", "dtk", *args, "--json"],
+                              capture_output=True, text=True, env=self.env, timeout=1800,
+                              check=False)
+        assert proc.stdout.strip() or not check_json, f"{self.name}: no JSON:\n{proc.stderr}"
+        return proc.returncode, json.loads(proc.stdout or "{}"), proc.stderr
+
+    def images(self) -> list[str]:
+        out = subprocess.run(["buildah", "images", "--format", "{{.Name}}:{{.Tag}}"],
+                             capture_output=True, text=True, env=self.env, check=True).stdout
+        return out.split()
+
+
+def _machine(base: Path, name: str, authfile: Path) -> Machine:
+    root = base / name
+    (root / "cache" / "dtk").mkdir(parents=True)
+    conf = root / "storage.conf"
+    conf.write_text('[storage]\ndriver = "overlay"\n'
+                    f'graphroot = "{root / "graph"}"\nrunroot = "{root / "run"}"\n'
+                    f'[storage.options]\nadditionalimagestores = ["{SHARED_STORE}"]\n')
+    home_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dtk"
+    for shared in ("apt", "dkms"):  # downloads, not results
+        if (home_cache / shared).exists():
+            (root / "cache" / "dtk" / shared).symlink_to(home_cache / shared)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DTK_")}
+    env.update(CONTAINERS_STORAGE_CONF=str(conf), XDG_CACHE_HOME=str(root / "cache"),
+               XDG_STATE_HOME=str(root / "state"), REGISTRY_AUTH_FILE=str(authfile))
+    return Machine(name, root, env)
+
+
+@pytest.fixture
+def machines(tmp_path: Path, auth_registry: AuthRegistry) -> Iterator[dict[str, Machine]]:
+    token = base64.b64encode(f"{auth_registry.user}:{auth_registry.password}".encode()).decode()
+    authfile = tmp_path / "auth.json"
+    authfile.write_text(json.dumps({"auths": {auth_registry.address: {"auth": token}}}))
+    wrong = tmp_path / "wrong-auth.json"
+    wrong.write_text(json.dumps({"auths": {auth_registry.address: {
+        "auth": base64.b64encode(b"dtk:not-the-password").decode()}}}))
+    found = {name: _machine(tmp_path, name, wrong if name == "refused" else authfile)
+             for name in ("A", "B", "C", "D", "refused")}
+    yield found
+    for machine in found.values():
+        _unmount_under(machine.root)
+        shutil.rmtree(machine.root)
+
+
+def _unmount_under(root: Path) -> None:
+    """containers/storage keeps the overlay directory of a graphroot bind-mounted on
+    itself after the tools exit: unmount what lies under this machine, deepest first."""
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for point in sorted((m for m in mounts if m.startswith(f"{root}/")), reverse=True):
+        subprocess.run(["umount", point], check=True)
+
+
+def by_cell(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {f"{o['module']}@{o['kernel']}": o for o in result["outcomes"]}
+
+
+def verdict(outcome: dict[str, Any]) -> tuple[Any, ...]:
+    """What a cell's result says, without where or how fast it was made."""
+    return (outcome["module"], outcome["kernel"], outcome["status"], outcome["image"],
+            tuple(outcome["modules"]), outcome["reason"], tuple(outcome["tail"]))
+
+
+@pytest.mark.usefixtures("toolkit_61", "toolkit_612")
+def test_two_shards_fill_the_cache_and_a_third_machine_compiles_nothing(
+        machines: dict[str, Machine], auth_registry: AuthRegistry, kernel_61: str,
+        kernel_612: str, tmp_path: Path) -> None:
+    excluded = tmp_path / "src" / "excluded"  # BUILD_EXCLUSIVE_KERNEL="^5\.": no kernel
+    shutil.copytree(DATA / "excluded", excluded)
+    shutil.copy2(DATA / "dtkhello" / "dtkhello.c", excluded)
+    reg = auth_registry.address
+    prefix = f"fanout-{uuid.uuid4().hex[:8]}"
+    cache = f"{reg}/{prefix}/cache"
+    matrix = ("--dkms", str(DATA / "dtkhello"), "--dkms", str(DATA / "dtkold"),
+              "--dkms", str(excluded), "--dkms", "acpi-call-dkms",
+              "--kernel", kernel_61, "--kernel", kernel_612,
+              "--image", f"{reg}/{prefix}/${{MOD_NAME}}:${{KERNEL_FULL_VERSION}}")
+    # dtkold uses an API 6.12 removed: the known failure.
+    shards = {}
+    for index, name in ((1, "A"), (2, "B")):
+        code, shards[name], err = machines[name].dtk(
+            "build", *matrix, "--shard", f"{index}/2", "--cache", cache, "--push")
+        assert code == (1 if f"dtkold@{kernel_612}" in by_cell(shards[name]) else 0), err
+        assert "warning: cache" not in err, err
+    a, b = by_cell(shards["A"]), by_cell(shards["B"])
+    assert a and b and not a.keys() & b.keys()
+    assert all(not o["cached"] for o in [*a.values(), *b.values()])
+    for outcome in [*a.values(), *b.values()]:
+        if outcome["status"] == "built":
+            assert outcome["pushed"].startswith("sha256:")
+
+    code, whole, err = machines["C"].dtk("build", *matrix, "--cache", cache)
+    cells = by_cell(whole)
+    assert code == 1 and "warning: cache" not in err, err
+    assert set(cells) == a.keys() | b.keys()
+    # Nothing compiled: every cell came from the cache, built ones pulled whole.
+    assert [k for k, o in cells.items() if not o["cached"]] == []
+    for key, outcome in cells.items():
+        assert "dkms build" not in Path(outcome["log"]).read_text(), key
+    assert cells[f"dtkold@{kernel_612}"]["status"] == "failed"
+    assert any("uses_an_api_removed_after_6_1" in t for t in cells[f"dtkold@{kernel_612}"]["tail"])
+    assert cells[f"dtkexcluded@{kernel_61}"]["status"] == "excluded"
+    pulled = machines["C"].images()
+    assert all(o["image"] in pulled for o in cells.values() if o["status"] == "built")
+
+    # The shards merged: the same result as the one machine's, cell for cell, in order.
+    files = []
+    for name, result in shards.items():
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(json.dumps(result))
+    code, merged, err = machines["C"].dtk("report", "merge", *map(str, files))
+    assert code == 1, err
+    assert [verdict(o) for o in merged["outcomes"]] == [verdict(o) for o in whole["outcomes"]]
+    code, _bad, err = machines["C"].dtk("report", "merge", str(files[0]))
+    assert code == 2 and "not each of 1..2 once" in _bad["error"]["message"]
+
+    # Poisoned: dtkhello@6.12's image pushed by hand under dtkhello@6.1's key.
+    plan = machines["D"].dtk("build", *matrix, "--plan")[1]
+    keys = {f"{c['module']}@{c['kernel']}": c["key"].removeprefix("sha256:")
+            for c in plan["cells"]}
+    subprocess.run(["skopeo", "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
+                    f"docker://{cache}:{keys[f'dtkhello@{kernel_612}']}",
+                    f"docker://{cache}:{keys[f'dtkhello@{kernel_61}']}"],
+                   env=machines["D"].env, check=True, capture_output=True)
+    code, poisoned, err = machines["D"].dtk(
+        "build", "--dkms", str(DATA / "dtkhello"), "--kernel", kernel_61, "--image",
+        f"{reg}/{prefix}/${{MOD_NAME}}:${{KERNEL_FULL_VERSION}}", "--cache", cache)
+    hello = by_cell(poisoned)[f"dtkhello@{kernel_61}"]
+    assert code == 0 and hello["status"] == "built" and not hello["cached"], err
+    assert "does not carry the labels" in err
+    assert any(m.startswith("dtkhello=") for m in hello["modules"])
+
+    # Credentials refused: one warning, the cell is decided locally.
+    code, refused, err = machines["refused"].dtk(
+        "build", "--dkms", str(excluded), "--kernel", kernel_61, "--image",
+        f"{reg}/{prefix}/${{MOD_NAME}}:${{KERNEL_FULL_VERSION}}", "--cache", cache)
+    assert code == 0 and by_cell(refused)[f"dtkexcluded@{kernel_61}"]["status"] == "excluded"
+    assert not by_cell(refused)[f"dtkexcluded@{kernel_61}"]["cached"]
+    assert [line for line in err.splitlines() if "warning" in line][:1] and \
+        sum("warning: cache" in line for line in err.splitlines()) == 1, err
