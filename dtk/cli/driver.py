@@ -38,7 +38,7 @@ from dtk.driver.naming import DEFAULT_TEMPLATE, image_name, module_slug
 from dtk.driver.outcome import Outcome, Status
 from dtk.driver.plan import BuildOptions, ImageRef, Matrix, plan_matrix
 from dtk.driver.prune import plan_prune, prune
-from dtk.driver.remotecache import RegistryCache, check_repo
+from dtk.driver.remotecache import RegistryCache, base_entry, check_repo, toolkit_entry
 from dtk.driver.shard import Shard, parse_shard
 from dtk.errors import DtkError
 from dtk.progress import Monitor
@@ -170,6 +170,11 @@ class BuildRequest:
     def part(self) -> Shard | None:
         return parse_shard(self.shard) if self.shard else None
 
+    def registry_cache(self, mon: Monitor) -> RegistryCache | None:
+        if not self.cache:
+            return None
+        return RegistryCache(check_repo(self.cache), mon.step, self.tls_verify)
+
     def archive_and_kernels(self) -> tuple[DebianArchive, list[str]]:
         archive = open_archive(self.sources)
         return archive, _kernel_list(self.kernel, self.query, archive)
@@ -198,8 +203,7 @@ def run_build(request: BuildRequest, found: list[src.Source], archive: DebianArc
     if request.part:
         matrix = shard.select(matrix, request.part)
     jobs = request.jobs or os.cpu_count() or 1
-    cache = RegistryCache(check_repo(request.cache), mon.step, request.tls_verify) \
-        if request.cache else None
+    cache = request.registry_cache(mon)
     outcomes = run_matrix(matrix, RunOptions(jobs, log_dir, request.tls_verify, cache=cache),
                           mon)
     return BuildRun(outcomes, log_dir, whole, request.part)
@@ -212,10 +216,11 @@ def plan_build(request: BuildRequest, found: list[src.Source], archive: DebianAr
     for tag, held, size in _missing_toolkits(kernels, archive):  # up to 1.8 GB each
         mon.step(f"toolkit {tag} for {held} is missing: building it"
                  + (f" (about {human_size(size)} of kernel packages)" if size else ""))
-    toolkits = _toolkits(kernels, archive, mon)
+    cache = request.registry_cache(mon)
+    toolkits = _toolkits(kernels, archive, mon, cache)
     if request.dkms:
         found = found + src.resolve_dkms(request.dkms, archive.index, *_evaluator(toolkits))
-    base = ensure_base(archive.index, archive.os.arch) if _needs_base(found) else None
+    base = _base(archive, cache) if _needs_base(found) else None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     log_dir = paths.state_dir() / "build" / f"{stamp}-{os.getpid()}"
     extras = resolve_extras(found, toolkits, log_dir, mon)
@@ -314,6 +319,16 @@ def _print_dry_run(found: list[src.Source], dkms: tuple[str, ...], kernels: list
                "nothing was built")
 
 
+def _base(archive: DebianArchive, cache: RegistryCache | None) -> ImageRef:
+    """The final stage's base; with a cache, taken from it when there, stored when made."""
+    if cache is None:
+        return ensure_base(archive.index, archive.os.arch)
+    base = ensure_base(archive.index, archive.os.arch,
+                       fetch=lambda tag: cache.take_input(tag, *base_entry(tag)))
+    cache.store_input(base.name, *base_entry(base.name))
+    return base
+
+
 def _print_plan(plan: dict[str, Any], *, as_json: bool) -> None:
     if as_json:
         print_json(plan)
@@ -325,10 +340,16 @@ def _print_plan(plan: dict[str, Any], *, as_json: bool) -> None:
                "load per shard (bytes of source): " + ", ".join(map(str, plan["loads"])))
 
 
-def _toolkits(kernels: list[str], archive: DebianArchive,
-              mon: Monitor) -> dict[str, ImageRef | str]:
+def _toolkits(kernels: list[str], archive: DebianArchive, mon: Monitor,
+              cache: RegistryCache | None = None) -> dict[str, ImageRef | str]:
+    """Each kernel's toolkit; with a cache, taken from it when there (storing 1-2 GB
+    toolkits is `dtk toolkit build --cache`'s job, not every worker's)."""
     def ensure(release: str) -> ToolkitImage:
         mon.step(f"toolkit for {release}")
+        if cache:
+            plan = tplan.plan_toolkit(archive, release, "auto")
+            if not is_current(plan):
+                cache.take_input(plan.tag, *toolkit_entry(plan))
         return ensure_toolkit(release, "auto", distro=archive, monitor=mon)
     return resolve_toolkits(kernels, catalog_problems(archive.kernels()), ensure)
 

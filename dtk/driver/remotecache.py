@@ -28,11 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from dtk import kernel as kern
 from dtk.driver.outcome import Outcome, Status
 from dtk.driver.plan import HASH_LABEL, KIND_LABEL, LABEL_PREFIX, Cell
 from dtk.driver.sources import DkmsGroup
 from dtk.engine import buildah, regcache, skopeo
 from dtk.errors import DtkError
+from dtk.toolkit.plan import ToolkitPlan
 
 OUTCOME_LABEL = LABEL_PREFIX + "outcome"  # a failure record's verdict, as JSON
 FAILURE_KIND = "failure"
@@ -142,11 +144,46 @@ class RegistryCache:
             self._give_up("write", exc)
 
     def _push_verified(self, cell: Cell, image: str) -> None:
-        digest = skopeo.push(image, self.ref(cell), tls_verify=self._tls,
-                             authfile=self.authfile)
-        entry = regcache.lookup(self.ref(cell), tls_verify=self._tls, authfile=self.authfile)
-        if entry is None or entry.labels.get(HASH_LABEL) != cell.input_hash:
-            raise DtkError(f"{self.ref(cell)} does not hold what was pushed ({digest[:19]})")
+        self._push_checked(image, self.ref(cell), HASH_LABEL, cell.input_hash)
+
+    def _push_checked(self, image: str, ref: str, label: str, value: str) -> None:
+        """Push, then read the entry back: it must be what was pushed."""
+        digest = skopeo.push(image, ref, tls_verify=self._tls, authfile=self.authfile)
+        entry = regcache.lookup(ref, tls_verify=self._tls, authfile=self.authfile)
+        if entry is None or entry.digest != digest or entry.labels.get(label) != value:
+            raise DtkError(f"{ref} does not hold what was pushed ({digest[:19]})")
+
+    def take_input(self, local: str, name: str, label: str, value: str) -> None:
+        """Pull the image a cell's key is computed from (a toolkit, the base) as `local`,
+        if the cache has it with `label` = `value`: pulled by digest, its image id is
+        the same on every machine, and so are the keys of the cells built on it."""
+        if "read" in self._off:
+            return
+        ref = f"{self.repo}:{name}"
+        try:
+            entry = regcache.lookup(ref, tls_verify=self._tls, authfile=self.authfile)
+            if entry is None:
+                return
+            if entry.labels.get(label) != value:
+                self.warn(f"warning: cache entry {ref} is not {local} ({label} differs): "
+                          "not used")
+                return
+            regcache.pull_by_digest(self.repo, entry.digest, local, tls_verify=self._tls,
+                                    authfile=self.authfile)
+        except DtkError as exc:
+            self._give_up("read", exc)
+
+    def store_input(self, local: str, name: str, label: str, value: str) -> None:
+        """Push an input image made here, unless the cache has it already."""
+        if self._off:
+            return
+        ref = f"{self.repo}:{name}"
+        try:
+            entry = regcache.lookup(ref, tls_verify=self._tls, authfile=self.authfile)
+            if entry is None or entry.labels.get(label) != value:
+                self._push_checked(local, ref, label, value)
+        except DtkError as exc:
+            self._give_up("write", exc)
 
     def _push_failure(self, cell: Cell, failure: Outcome) -> None:
         local = f"localhost/dtk-cache-record:{cell.input_hash.removeprefix('sha256:')}"
@@ -159,6 +196,18 @@ class RegistryCache:
             self._push_verified(cell, local)
         finally:
             buildah.remove_image(local)
+
+
+def toolkit_entry(plan: ToolkitPlan) -> tuple[str, str, str]:
+    """(entry name, label, value) of a toolkit in the cache: keyed by its plan hash,
+    as `dtk.toolkit.images.is_current` decides reuse locally."""
+    return (f"toolkit-{kern.normalize(plan.release)}-{plan.plan_hash}", "dtk.plan",
+            plan.plan_hash)
+
+
+def base_entry(tag: str) -> tuple[str, str, str]:
+    """The same for the base image, whose tag is a hash of its packages' versions."""
+    return f"base-{tag.rsplit(':', 1)[-1]}", KIND_LABEL, "base"
 
 
 def failure_from(cell: Cell, base: Outcome, entry: regcache.Entry) -> Outcome | None:

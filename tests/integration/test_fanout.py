@@ -27,6 +27,10 @@ from typing import Any
 
 import pytest
 
+from dtk.distro.debian import DebianArchive
+from dtk.driver.base import ensure_base
+from dtk.driver.remotecache import RegistryCache, base_entry
+from dtk.engine import buildah
 from tests.integration.conftest import AuthRegistry
 
 pytestmark = pytest.mark.integration
@@ -182,3 +186,37 @@ def test_two_shards_fill_the_cache_and_a_third_machine_compiles_nothing(
     assert not by_cell(refused)[f"dtkexcluded@{kernel_61}"]["cached"]
     assert [line for line in err.splitlines() if "warning" in line][:1] and \
         sum("warning: cache" in line for line in err.splitlines()) == 1, err
+
+
+def test_a_base_image_through_the_cache_keeps_its_id(
+        machines: dict[str, Machine], auth_registry: AuthRegistry, archive: DebianArchive,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What makes keys the same on every machine: an input image (here the 10 MB base;
+    toolkits go the same way) stored from one machine and taken on a machine whose
+    storage has nothing, by digest, has the same image id. A wrong entry is not taken."""
+    base = ensure_base(archive.index, archive.os.arch)  # the shared store's
+    repo = f"{auth_registry.address}/fanout-{uuid.uuid4().hex[:8]}/cache"
+    warnings: list[str] = []
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", machines["A"].env["REGISTRY_AUTH_FILE"])
+    monkeypatch.setenv("CONTAINERS_STORAGE_CONF", machines["A"].env["CONTAINERS_STORAGE_CONF"])
+    cache = RegistryCache(repo, warnings.append)
+    cache.store_input(base.name, *base_entry(base.name))
+    empty = tmp_path / "empty"
+    conf = empty / "storage.conf"
+    empty.mkdir()
+    conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{empty / "graph"}"\n'
+                    f'runroot = "{empty / "run"}"\n')
+    monkeypatch.setenv("CONTAINERS_STORAGE_CONF", str(conf))
+    try:
+        assert not buildah.image_exists(base.name)
+        # Poisoned: another image under the base's entry is refused.
+        name, label, _value = base_entry(base.name)
+        RegistryCache(repo, warnings.append).take_input(base.name, name, label, "not-base")
+        assert not buildah.image_exists(base.name)
+        assert warnings and "not used" in warnings[-1]
+        cache.take_input(base.name, *base_entry(base.name))
+        assert buildah.image_id(base.name) == base.image_id
+        assert len(warnings) == 1
+    finally:
+        buildah.remove_image(base.name)
+        _unmount_under(empty)
