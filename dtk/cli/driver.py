@@ -198,25 +198,25 @@ def run_build(request: BuildRequest, found: list[src.Source], archive: DebianArc
               kernels: list[str], mon: Monitor) -> BuildRun:
     """Toolkits, DKMS sources, the base, the matrix: every cell of this shard built
     (or a cache hit)."""
-    matrix, log_dir = plan_build(request, found, archive, kernels, mon)
+    cache = request.registry_cache(mon)
+    matrix, log_dir = plan_build(request, found, archive, kernels, mon, cache=cache)
     whole = [cell.key for cell in matrix.cells]
     if request.part:
         matrix = shard.select(matrix, request.part)
     jobs = request.jobs or os.cpu_count() or 1
-    cache = request.registry_cache(mon)
     outcomes = run_matrix(matrix, RunOptions(jobs, log_dir, request.tls_verify, cache=cache),
                           mon)
     return BuildRun(outcomes, log_dir, whole, request.part)
 
 
 def plan_build(request: BuildRequest, found: list[src.Source], archive: DebianArchive,
-               kernels: list[str], mon: Monitor) -> tuple[Matrix, Path]:
+               kernels: list[str], mon: Monitor, *,
+               cache: RegistryCache | None = None) -> tuple[Matrix, Path]:
     """The whole matrix with every cell's input hash: toolkits, DKMS sources and the
     base are made (or found) on the way, no cell is built."""
     for tag, held, size in _missing_toolkits(kernels, archive):  # up to 1.8 GB each
         mon.step(f"toolkit {tag} for {held} is missing: building it"
                  + (f" (about {human_size(size)} of kernel packages)" if size else ""))
-    cache = request.registry_cache(mon)
     toolkits = _toolkits(kernels, archive, mon, cache)
     if request.dkms:
         found = found + src.resolve_dkms(request.dkms, archive.index, *_evaluator(toolkits))
@@ -268,7 +268,8 @@ def build_cmd(ctx: click.Context, /, *, dry_run: bool, plan_only: bool, as_json:
                        as_json=as_json)
         return
     if plan_only:
-        matrix, _log_dir = plan_build(request, found, archive, kernels, mon)
+        matrix, _log_dir = plan_build(request, found, archive, kernels, mon,
+                                      cache=request.registry_cache(mon))
         _print_plan(shard.plan_json(matrix, request.part), as_json=as_json)
         return
     run = run_build(request, found, archive, kernels, mon)

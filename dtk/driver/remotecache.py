@@ -70,13 +70,15 @@ class RegistryCache:
         return f"{self.repo}:{cell.input_hash.removeprefix('sha256:')}"
 
     def _give_up(self, what: str, exc: DtkError) -> None:
+        """Stop using the cache for `what` ("read": anything) in this run; one warning
+        per run, however many cells find it down."""
         with self._lock:
-            if what in self._off:
-                return
+            first_time = not self._off
             self._off.add(what)
-        first = exc.message.splitlines()[0]
-        self.warn(f"warning: cache {self.repo}: {first}; "
-                  + ("building locally" if what == "read" else "not storing results there"))
+        if first_time:
+            self.warn(f"warning: cache {self.repo}: {exc.message.splitlines()[0]}; "
+                      + ("building locally" if what == "read"
+                         else "not storing results there"))
 
     def _lookup(self, cell: Cell) -> regcache.Entry | None:
         if "read" in self._off or not cell.input_hash:
@@ -180,6 +182,10 @@ class RegistryCache:
         ref = f"{self.repo}:{name}"
         try:
             entry = regcache.lookup(ref, tls_verify=self._tls, authfile=self.authfile)
+        except DtkError as exc:
+            self._give_up("read", exc)
+            return
+        try:
             if entry is None or entry.labels.get(label) != value:
                 self._push_checked(local, ref, label, value)
         except DtkError as exc:
