@@ -13,7 +13,18 @@ import traceback
 import click
 
 from dtk import __version__, paths
-from dtk.cli import demo, driver, kernels, kmod, module_run, prove, report, toolkit, vm
+from dtk.cli import (
+    demo,
+    driver,
+    kernels,
+    kmod,
+    module_run,
+    prove,
+    render,
+    report,
+    toolkit,
+    vm,
+)
 from dtk.cli import module as module_cli
 from dtk.errors import DtkError
 
@@ -30,7 +41,7 @@ def cli(verbose: int) -> None:
 
 
 for command in (driver, kernels, toolkit, kmod, vm, demo, prove, module_cli, module_run,
-                report):
+                report, render):
     command.register(cli)
 
 

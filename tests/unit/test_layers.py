@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("distro", "engine"),
     ("toolkit",),
     ("driver", "kmod", "vm"),
-    ("demo", "kmm", "prove"),
+    ("demo", "kmm", "prove", "fanout"),
     ("cli",),
     ("__main__",),
 )
