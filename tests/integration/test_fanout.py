@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -161,6 +162,22 @@ def test_two_shards_fill_the_cache_and_a_third_machine_compiles_nothing(
     assert [verdict(o) for o in merged["outcomes"]] == [verdict(o) for o in whole["outcomes"]]
     code, _bad, err = machines["C"].dtk("report", "merge", str(files[0]))
     assert code == 2 and "not each of 1..2 once" in _bad["error"]["message"]
+    _copy_poison_and_refuse(machines, cache, matrix, kernel_61, kernel_612, excluded)
+
+
+def _copy_poison_and_refuse(machines: dict[str, Machine], cache: str, matrix: tuple[str, ...],
+                            kernel_61: str, kernel_612: str, excluded: Path) -> None:
+    """After the cache is full: D pushes a hit by copying it within the registry, then
+    meets a poisoned entry; a machine with the wrong password meets a refusal."""
+    reg, prefix, _repo = cache.split("/")
+    # --push into the cache's registry: a hit is copied there, no layer comes here.
+    code, copied, err = machines["D"].dtk(
+        "build", "--dkms", str(DATA / "dtkhello"), "--kernel", kernel_612, "--image",
+        f"{reg}/{prefix}/copies/${{MOD_NAME}}:${{KERNEL_FULL_VERSION}}", "--cache", cache,
+        "--push")
+    hit = by_cell(copied)[f"dtkhello@{kernel_612}"]
+    assert code == 0 and hit["cached"] and hit["pushed"].startswith("sha256:"), err
+    assert not [i for i in machines["D"].images() if prefix in i]
 
     # Poisoned: dtkhello@6.12's image pushed by hand under dtkhello@6.1's key.
     plan = machines["D"].dtk("build", *matrix, "--plan")[1]
@@ -220,3 +237,58 @@ def test_a_base_image_through_the_cache_keeps_its_id(
     finally:
         buildah.remove_image(base.name)
         _unmount_under(empty)
+
+
+def _skopeo_pushing_to(prefix: str) -> bool:
+    """Whether a skopeo process is writing to a reference that starts with `prefix`."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"skopeo") and \
+                any(a.startswith(prefix.encode()) for a in argv[1:]):
+            return True
+    return False
+
+
+@pytest.mark.usefixtures("toolkit_61")
+def test_a_machine_killed_mid_push_leaves_nothing_partial(
+        machines: dict[str, Machine], auth_registry: AuthRegistry, kernel_61: str) -> None:
+    """A is killed (SIGKILL, dtk and skopeo together) while it pushes a cell to the
+    cache; C then takes that cell whole or builds it, never a part of it."""
+    prefix = f"fanout-{uuid.uuid4().hex[:8]}"
+    cache = f"{auth_registry.address}/{prefix}/cache"
+    args = ("build", "--dkms", str(DATA / "dtkhello"), "--kernel", kernel_61, "--image",
+            f"localhost/{prefix}/${{MOD_NAME}}:${{KERNEL_FULL_VERSION}}", "--cache", cache,
+            "--json")
+    proc = subprocess.Popen([sys.executable, "-m", "dtk", *args], env=machines["A"].env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    caught = False
+    try:
+        while proc.poll() is None and not caught:
+            caught = _skopeo_pushing_to(f"docker://{cache}:")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert caught, "the push to the cache was not seen"
+    key = machines["C"].dtk(*args[:-1], "--plan")[1]["cells"][0]["key"]
+
+    def entry() -> dict[str, Any] | None:
+        found = subprocess.run(
+            ["skopeo", "inspect", "--tls-verify=false", f"docker://{cache}:{key[7:]}"],
+            env=machines["C"].env, capture_output=True, text=True, check=False)
+        return json.loads(found.stdout) if found.returncode == 0 else None
+
+    left = entry()  # the registry tags a manifest only once it has all of it
+    assert left is None or left["Labels"]["dtk.build.input-hash"] == key
+    code, result, err = machines["C"].dtk(*args[:-1])
+    hello = by_cell(result)[f"dtkhello@{kernel_61}"]
+    assert code == 0 and hello["status"] == "built", err
+    assert hello["cached"] == (left is not None)  # taken whole, or built again
+    assert any(m.startswith("dtkhello=") for m in hello["modules"])
+    stored = entry()  # and now the cache holds the whole cell
+    assert stored is not None and stored["Labels"]["dtk.build.input-hash"] == key
