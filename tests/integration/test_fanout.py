@@ -179,12 +179,13 @@ def _copy_poison_and_refuse(machines: dict[str, Machine], cache: str, matrix: tu
     assert code == 0 and hit["cached"] and hit["pushed"].startswith("sha256:"), err
     assert not [i for i in machines["D"].images() if prefix in i]
 
-    # Poisoned: dtkhello@6.12's image pushed by hand under dtkhello@6.1's key.
+    # Poisoned: acpi-call's image for the same kernel pushed by hand under dtkhello's
+    # key (a driver image, for the right kernel: only the key in its labels differs).
     plan = machines["D"].dtk("build", *matrix, "--plan")[1]
     keys = {f"{c['module']}@{c['kernel']}": c["key"].removeprefix("sha256:")
             for c in plan["cells"]}
     subprocess.run(["skopeo", "copy", "--src-tls-verify=false", "--dest-tls-verify=false",
-                    f"docker://{cache}:{keys[f'dtkhello@{kernel_612}']}",
+                    f"docker://{cache}:{keys[f'acpi-call@{kernel_61}']}",
                     f"docker://{cache}:{keys[f'dtkhello@{kernel_61}']}"],
                    env=machines["D"].env, check=True, capture_output=True)
     code, poisoned, err = machines["D"].dtk(
