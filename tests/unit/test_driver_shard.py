@@ -117,8 +117,8 @@ def test_plan_json_names_each_cells_key_cost_and_shard(tmp_path: Path) -> None:
     assert plan["loads"] == [CONTAINERFILE_COST, 2 * (9000 + 5000 + 100)]
 
 
-@pytest.mark.parametrize("command", [["build"], ["prove"]])
-def test_build_and_prove_refuse_a_bad_shard_before_any_work(
+@pytest.mark.parametrize("command", [["build"], ["prove"], ["module", "build"]])
+def test_builds_refuse_a_bad_shard_before_any_work(
         capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str]) -> None:
     (tmp_path / "Containerfile").write_text("FROM scratch\n")
     code = run_cli([*command, "-f", str(tmp_path / "Containerfile"), "--kernel",
