@@ -44,6 +44,7 @@ def serve_registry(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    root.mkdir(parents=True)
     config = root / "config.yml"
     config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n"
                       f"http:\n  addr: 127.0.0.1:{port}\nlog:\n  level: error\n")
