@@ -114,7 +114,7 @@ class RegistryCache:
                        cached=True, modules=_modules(entry.labels))
 
     def matches(self, cell: Cell, entry: regcache.Entry) -> bool:
-        """Whether an entry is what the cell's key promises; a mismatch is said once."""
+        """Whether an entry is what the cell's key promises; a mismatch is warned about."""
         labels = entry.labels
         kind = labels.get(KIND_LABEL)
         ok = (labels.get(HASH_LABEL) == cell.input_hash
