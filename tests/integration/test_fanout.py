@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -196,14 +197,19 @@ def _copy_poison_and_refuse(machines: dict[str, Machine], cache: str, matrix: tu
     assert "does not carry the labels" in err
     assert any(m.startswith("dtkhello=") for m in hello["modules"])
 
-    # Credentials refused: one warning, the cell is decided locally.
-    code, refused, err = machines["refused"].dtk(
-        "build", "--dkms", str(excluded), "--kernel", kernel_61, "--image",
-        f"{reg}/{prefix}/${{MOD_NAME}}:${{KERNEL_FULL_VERSION}}", "--cache", cache)
-    assert code == 0 and by_cell(refused)[f"dtkexcluded@{kernel_61}"]["status"] == "excluded"
-    assert not by_cell(refused)[f"dtkexcluded@{kernel_61}"]["cached"]
-    assert [line for line in err.splitlines() if "warning" in line][:1] and \
-        sum("warning: cache" in line for line in err.splitlines()) == 1, err
+    # Credentials refused, or no registry at all: one warning, the cell decided here.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        nobody = f"127.0.0.1:{sock.getsockname()[1]}/{prefix}/cache"  # closed again below
+    for where, why in ((cache, "refused the credentials"), (nobody, "cannot inspect")):
+        code, refused, err = machines["refused"].dtk(
+            "build", "--dkms", str(excluded), "--kernel", kernel_61, "--image",
+            f"{reg}/{prefix}/${{MOD_NAME}}:${{KERNEL_FULL_VERSION}}", "--cache", where)
+        cell = by_cell(refused)[f"dtkexcluded@{kernel_61}"]
+        assert code == 0 and cell["status"] == "excluded", err
+        assert cell["cached"] == (where == nobody)  # the second time, remembered here
+        warnings = [line for line in err.splitlines() if "warning: cache" in line]
+        assert len(warnings) == 1 and why in warnings[0], err
 
 
 def test_a_base_image_through_the_cache_keeps_its_id(
