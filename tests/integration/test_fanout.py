@@ -33,6 +33,7 @@ from dtk.distro.debian import DebianArchive
 from dtk.driver.base import ensure_base
 from dtk.driver.remotecache import RegistryCache, base_entry
 from dtk.engine import buildah
+from tests.integration import kmm_docs as docs
 from tests.integration.conftest import AuthRegistry
 
 pytestmark = pytest.mark.integration
@@ -299,3 +300,34 @@ def test_a_machine_killed_mid_push_leaves_nothing_partial(
     assert any(m.startswith("dtkhello=") for m in hello["modules"])
     stored = entry()  # and now the cache holds the whole cell
     assert stored is not None and stored["Labels"]["dtk.build.input-hash"] == key
+
+
+@pytest.mark.usefixtures("toolkit_61")
+def test_a_modules_kernels_split_and_shared_between_machines(
+        machines: dict[str, Machine], auth_registry: AuthRegistry, kernel_61: str,
+        kernel_61_rt: str, tmp_path: Path) -> None:
+    """`dtk module build --shard --cache`: A and B build a KMM Module's two kernels,
+    one each; C builds the whole Module and compiles nothing. The cache speaks with
+    the Module's imageRepoSecret, as its pushes do."""
+    reg = auth_registry.address
+    prefix = f"{reg}/fanout-{uuid.uuid4().hex[:8]}"
+    module = docs.module("fan", [{"regexp": ".", "containerImage":
+                                  f"{prefix}/fan:${{KERNEL_FULL_VERSION}}"}],
+                         build={"dockerfileConfigMap": {"name": "df"}},
+                         registryTLS={"insecure": True})
+    module["spec"]["imageRepoSecret"] = {"name": "repo"}
+    files = docs.write(tmp_path / "module.yaml", module, docs.configmap("df", docs.DOCKERFILE),
+                       docs.repo_secret(auth_registry.dockerconfigjson()))
+    args = ("module", "build", "-f", str(files), "--kernel", kernel_61, "--kernel",
+            kernel_61_rt, "--cache", f"{prefix}/cache")
+    kernels = []
+    for name, shard in (("A", "1/2"), ("B", "2/2")):
+        code, result, err = machines[name].dtk(*args, "--shard", shard)
+        [one] = result["results"]
+        assert code == 0 and one["action"] == "built" and not one["cached"], err
+        kernels.append(one["kernel"])
+    assert sorted(kernels) == sorted([kernel_61, kernel_61_rt])
+    code, whole, err = machines["C"].dtk(*args)
+    assert code == 0, err
+    assert [(r["kernel"], r["cached"]) for r in whole["results"]] == [
+        (kernel_61, True), (kernel_61_rt, True)]
