@@ -199,32 +199,59 @@ def run_build(request: BuildRequest, found: list[src.Source], archive: DebianArc
     """Toolkits, DKMS sources, the base, the matrix: every cell of this shard built
     (or a cache hit)."""
     cache = request.registry_cache(mon)
-    matrix, log_dir = plan_build(request, found, archive, kernels, mon, cache=cache)
-    whole = [cell.key for cell in matrix.cells]
-    if request.part:
-        matrix = shard.select(matrix, request.part)
+    planned = plan_build(request, found, archive, kernels, mon, cache=cache, part=request.part)
     jobs = request.jobs or os.cpu_count() or 1
-    outcomes = run_matrix(matrix, RunOptions(jobs, log_dir, request.tls_verify, cache=cache),
-                          mon)
-    return BuildRun(outcomes, log_dir, whole, request.part)
+    outcomes = run_matrix(planned.matrix,
+                          RunOptions(jobs, planned.log_dir, request.tls_verify, cache=cache), mon)
+    return BuildRun(outcomes, planned.log_dir, planned.whole, request.part)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """The cells to build (one shard's, or all), where their logs go, and the names of
+    the whole matrix's cells in the plan's order."""
+
+    matrix: Matrix
+    log_dir: Path
+    whole: list[str]
 
 
 def plan_build(request: BuildRequest, found: list[src.Source], archive: DebianArchive,
-               kernels: list[str], mon: Monitor, *,
-               cache: RegistryCache | None = None) -> tuple[Matrix, Path]:
-    """The whole matrix with every cell's input hash: toolkits, DKMS sources and the
-    base are made (or found) on the way, no cell is built."""
-    for tag, held, size in _missing_toolkits(kernels, archive):  # up to 1.8 GB each
-        mon.step(f"toolkit {tag} for {held} is missing: building it"
-                 + (f" (about {human_size(size)} of kernel packages)" if size else ""))
-    toolkits = _toolkits(kernels, archive, mon, cache)
+               kernels: list[str], mon: Monitor, *, cache: RegistryCache | None = None,
+               part: Shard | None = None) -> Planned:
+    """The matrix (`part`'s cells only) with every cell's input hash: toolkits, DKMS
+    sources and the base are made (or found) on the way, no cell is built. A shard
+    makes only the toolkits of its own kernels (and the first kernel's, in which
+    dkms.conf is read: the split depends on what it says)."""
+    toolkits: dict[str, ImageRef | str] = {}
+
+    def need(wanted: list[str]) -> None:
+        missing = [k for k in wanted if k not in toolkits]
+        for tag, held, size in _missing_toolkits(missing, archive):  # up to 1.8 GB each
+            mon.step(f"toolkit {tag} for {held} is missing: building it"
+                     + (f" (about {human_size(size)} of kernel packages)" if size else ""))
+        toolkits.update(_toolkits(missing, archive, mon, cache) if missing else {})
+
     if request.dkms:
+        if part:  # dkms.conf is read in the first kernel's toolkit that can be made
+            for kernel in kernels:
+                need([kernel])
+                if isinstance(toolkits.get(kernel), ImageRef):
+                    break
+        else:
+            need(kernels)
         found = found + src.resolve_dkms(request.dkms, archive.index, *_evaluator(toolkits))
+    whole = [f"{source.name}@{kernel}" for source in found for kernel in kernels]
+    keep = shard.keys_in(found, kernels, part) if part else set(whole)
+    mine = [k for k in kernels if any(f"{s.name}@{k}" in keep for s in found)]
+    need(mine)
     base = _base(archive, cache) if _needs_base(found) else None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     log_dir = paths.state_dir() / "build" / f"{stamp}-{os.getpid()}"
-    extras = resolve_extras(found, toolkits, log_dir, mon)
-    return plan_matrix(found, kernels, toolkits, base, request.options, extras=extras), log_dir
+    ours = {k: toolkits[k] for k in mine}
+    extras = resolve_extras(found, ours, log_dir, mon)
+    matrix = plan_matrix(found, mine, ours, base, request.options, extras=extras)
+    return Planned(Matrix(tuple(c for c in matrix.cells if c.key in keep)), log_dir, whole)
 
 
 def sources_of(request: BuildRequest) -> list[src.Source]:
@@ -268,9 +295,9 @@ def build_cmd(ctx: click.Context, /, *, dry_run: bool, plan_only: bool, as_json:
                        as_json=as_json)
         return
     if plan_only:
-        matrix, _log_dir = plan_build(request, found, archive, kernels, mon,
-                                      cache=request.registry_cache(mon))
-        _print_plan(shard.plan_json(matrix, request.part), as_json=as_json)
+        planned = plan_build(request, found, archive, kernels, mon,
+                             cache=request.registry_cache(mon))
+        _print_plan(shard.plan_json(planned.matrix, request.part), as_json=as_json)
         return
     run = run_build(request, found, archive, kernels, mon)
     outcomes, log_dir = run.outcomes, run.log_dir

@@ -3,7 +3,8 @@
 Every worker computes the same split from the same inputs, without talking to the
 others: the partition depends only on each cell's name (module@kernel) and dtk's
 cost estimate (the bytes of its DKMS sources, a fixed guess for a Containerfile),
-never on the order dicts iterate in, a host name or the time. Cells go costliest
+never on the order dicts iterate in, a host name, the time or which toolkits this
+machine has (a shard makes only its own kernels' toolkits). Cells go costliest
 first to the least-loaded shard (Graham's LPT rule), so no shard's load exceeds an
 even share by more than one cell's cost.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from dtk.driver.matrix import source_bytes
 from dtk.driver.plan import Cell, Matrix
-from dtk.driver.sources import ContainerfileSource, DkmsGroup
+from dtk.driver.sources import BrokenSource, ContainerfileSource, DkmsGroup, Source
 from dtk.errors import DtkError
 
 # A Containerfile's build cannot be sized from its files (it may download or
@@ -48,11 +49,12 @@ def parse_shard(text: str) -> Shard:
     return Shard(int(match[1]), int(match[2]))
 
 
-def cell_cost(cell: Cell, sizes: Callable[[Path], int] = source_bytes) -> int:
-    """What a cell is expected to cost, in bytes of source: a cell known to fail
-    before any work costs nothing but must still land in exactly one shard."""
-    source = cell.source
-    if cell.error:
+def source_cost(source: Source, sizes: Callable[[Path], int] = source_bytes) -> int:
+    """What a source's cell is expected to cost, in bytes of source, whatever the
+    kernel: a source that cannot be read costs nothing (its cells fail at once) but
+    each of its cells still lands in exactly one shard. Nothing this machine's
+    toolkits say enters it, so a worker can split before it has any."""
+    if isinstance(source, BrokenSource):
         return 0
     if isinstance(source, DkmsGroup):
         return sum(sizes(p.tree) for p in source.packages)
@@ -78,18 +80,20 @@ def assign(costs: Sequence[tuple[str, int]], count: int) -> list[int]:
     return out
 
 
+def keys_in(sources: Sequence[Source], kernels: Sequence[str], shard: Shard) -> set[str]:
+    """The cells (module@kernel) of one shard of the matrix sources x kernels."""
+    sizes = functools.cache(source_bytes)  # a package's tree serves every kernel
+    cells = [(f"{s.name}@{k}", source_cost(s, sizes)) for s in sources for k in kernels]
+    return {key for (key, _cost), index in zip(cells, assign(cells, shard.count), strict=True)
+            if index == shard.index}
+
+
 def shards_of(matrix: Matrix, count: int) -> list[tuple[Cell, int, int]]:
     """(cell, its shard, its cost) for every cell of the matrix, in the plan's order."""
-    sizes = functools.cache(source_bytes)  # a package's tree serves every kernel
-    costs = [(cell.key, cell_cost(cell, sizes)) for cell in matrix.cells]
+    sizes = functools.cache(source_bytes)
+    costs = [(cell.key, source_cost(cell.source, sizes)) for cell in matrix.cells]
     return [(cell, shard, cost) for cell, shard, (_key, cost)
             in zip(matrix.cells, assign(costs, count), costs, strict=True)]
-
-
-def select(matrix: Matrix, shard: Shard) -> Matrix:
-    """The cells of one shard, in the plan's order."""
-    return Matrix(tuple(cell for cell, index, _cost in shards_of(matrix, shard.count)
-                        if index == shard.index))
 
 
 def plan_json(matrix: Matrix, shard: Shard | None) -> dict[str, object]:

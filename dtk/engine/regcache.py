@@ -8,12 +8,13 @@ read that matters is by digest: a tag is only where the search starts.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from dtk import run as runner
-from dtk.engine import buildah, skopeo
+from dtk.engine import buildah
 from dtk.errors import DtkError
 
 
@@ -40,14 +41,31 @@ def _auth(flag: str, authfile: Path | None) -> list[str]:
     return [f"--{flag}authfile", str(authfile)] if authfile else []
 
 
+# Whole words only: a registry's address in the message ("127.0.0.1:40301") must not
+# read as a status code.
+_REFUSED = re.compile(r"unauthorized|authentication required|denied|\b40[13]\b", re.I)
+_MISSING = re.compile(r"manifest unknown|name unknown|not found|\b404\b", re.I)
+
+
+def says_refused(text: str) -> bool:
+    """Whether a registry's answer (skopeo's message) says the credentials were refused."""
+    return _REFUSED.search(text) is not None
+
+
 def lookup(ref: str, *, tls_verify: bool, authfile: Path | None) -> Entry | None:
     """The entry a tag names, or None if there is none. Refused credentials and an
     unreachable registry raise DtkError (the caller decides to go on without)."""
-    data = skopeo.remote_inspect(ref, tls_verify=tls_verify, authfile=authfile)
-    if data is None:
+    result = runner.run(["skopeo", "inspect", "--no-tags", _tls("", tls_verify),
+                         *_auth("", authfile), f"docker://{ref}"], check=False, timeout=120)
+    if result.returncode == 0:
+        data = json.loads(result.stdout)
+        labels = {str(k): str(v) for k, v in (data.get("Labels") or {}).items()}
+        return Entry(str(data["Digest"]), labels)
+    if says_refused(result.stderr):
+        raise DtkError(f"the registry refused the credentials for {ref}")
+    if _MISSING.search(result.stderr):
         return None
-    labels = {str(k): str(v) for k, v in (data.get("Labels") or {}).items()}
-    return Entry(str(data["Digest"]), labels)
+    raise DtkError(f"cannot reach {ref}: {_last(result.stderr)}")
 
 
 def pull_by_digest(repo: str, digest: str, local: str, *, tls_verify: bool,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dtk.cli.main import run_cli
 from dtk.driver.plan import Cell, ImageRef, Matrix
-from dtk.driver.shard import CONTAINERFILE_COST, Shard, assign, parse_shard, plan_json, select
+from dtk.driver.shard import CONTAINERFILE_COST, Shard, assign, keys_in, parse_shard, plan_json
 from dtk.driver.sources import BrokenSource, ContainerfileSource, DkmsGroup, DkmsPackage
 from dtk.errors import DtkError
 
@@ -95,14 +95,20 @@ def _matrix(tmp_path: Path) -> Matrix:
     return Matrix(tuple(cells))
 
 
-def test_select_takes_one_shard_in_the_plans_order(tmp_path: Path) -> None:
+def test_a_worker_splits_before_it_has_toolkits_as_the_plan_does(tmp_path: Path) -> None:
+    """keys_in (sources x kernels, before any toolkit) and the planned matrix's shards
+    (plan_json, after) are the same split: disjoint parts covering the matrix."""
     matrix = _matrix(tmp_path)
-    parts = [select(matrix, Shard(i, 2)) for i in (1, 2)]
-    keys = [[c.key for c in p.cells] for p in parts]
-    assert sorted(keys[0] + keys[1]) == sorted(c.key for c in matrix.cells)
-    assert not set(keys[0]) & set(keys[1])
-    for part in keys:  # each part keeps the plan's order
-        assert part == [c.key for c in matrix.cells if c.key in part]
+    sources = list(dict.fromkeys(c.source for c in matrix.cells))
+    kernels = ["6.1.0-57-amd64", "6.12.48+deb12-amd64"]
+    whole = {f"{s.name}@{k}" for s in sources for k in kernels}
+    parts = [keys_in(sources, kernels, Shard(i, 3)) for i in (1, 2, 3)]
+    assert set.union(*parts) == whole and sum(map(len, parts)) == len(whole)
+    planned = plan_json(Matrix(tuple(Cell(s, k, f"i/{s.name}:{k}", TK, TK, (), "h")
+                                     for s in sources for k in kernels)), Shard(1, 3))
+    for i, part in enumerate(parts, 1):
+        assert part == {c["module"] + "@" + c["kernel"]
+                        for c in planned["cells"] if c["shard"] == i}  # type: ignore[attr-defined]
 
 
 def test_plan_json_names_each_cells_key_cost_and_shard(tmp_path: Path) -> None:
