@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,18 +33,79 @@ def monitor(as_json: bool) -> Monitor:
     return JsonMonitor() if as_json else TextMonitor()
 
 
+class TaggedTally:
+    """A Monitor that passes everything on and remembers the images finished cells
+    tagged: what an interrupted build says it leaves behind."""
+
+    def __init__(self, inner: Monitor) -> None:
+        self.inner = inner
+        self.tagged: list[str] = []
+
+    def step(self, message: str) -> None:
+        self.inner.step(message)
+
+    def detail(self, line: str) -> None:
+        self.inner.detail(line)
+
+    def event(self, kind: str, **data: Any) -> None:
+        if kind == "cell" and data.get("status") == "built" and data.get("image"):
+            self.tagged.append(str(data["image"]))
+        self.inner.event(kind, **data)
+
+
+@contextmanager
+def interrupt_summary(tally: TaggedTally) -> Iterator[None]:
+    """On Ctrl-C (or SIGTERM), say which images are tagged before exiting 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        images = list(dict.fromkeys(tally.tagged))
+        click.echo(f"\ninterrupted: {len(images)} image(s) tagged before the interrupt"
+                   + "".join(f"\n  {image}" for image in images), err=True)
+        raise
+
+
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
 
 
+_NARROWEST = 8  # a column is not cut below this (or its header)
+
+
+def table_width() -> int:
+    """The terminal's width: $COLUMNS, else the terminal's own, else 120 (a pipe or
+    a file has no width; 120 keeps a log readable)."""
+    return shutil.get_terminal_size((120, 24)).columns
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A plain aligned table; wide columns are not truncated (they are names)."""
+    """An aligned table that fits the terminal: the widest columns give way first, and
+    a cell cut short ends in '…' (--json has every value in full)."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    widths = fit([max(len(r[i]) for r in cells) for i in range(len(headers))],
+                 [len(h) for h in headers], table_width())
     for n, row in enumerate(cells):
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        click.echo("  ".join(_cut(c, w).ljust(w)
+                             for c, w in zip(row, widths, strict=True)).rstrip())
         if n == 0:
             click.echo("  ".join("-" * w for w in widths))
+
+
+def fit(widths: list[int], floors: list[int], limit: int) -> list[int]:
+    """Column widths whose sum with 2-space gaps is at most `limit`, taking from the
+    widest column one character at a time (as far as each column's floor allows)."""
+    out = list(widths)
+    gaps = 2 * (len(out) - 1)
+    while sum(out) + gaps > limit:
+        wide = max(range(len(out)), key=lambda i: out[i] - max(floors[i], _NARROWEST))
+        if out[wide] <= max(floors[wide], _NARROWEST):
+            break  # nothing left to take: wider than the terminal, but whole
+        out[wide] -= 1
+    return out
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def human_size(n: int) -> str:
@@ -60,10 +123,21 @@ def stderr(text: str) -> None:
 
 def registry_options(func: F) -> F:
     """For images that live only in a registry: pulled into local storage first."""
-    func = click.option("--authfile", type=click.Path(path_type=Path, dir_okay=False,
-                                                      exists=True), default=None,
-                        help="Registry credentials (containers-auth.json / docker config) "
-                             "for pulling an image that is not in local storage.")(func)
-    return click.option("--tls-verify/--no-tls-verify", "tls_verify", default=True,
-                        show_default=True,
-                        help="Verify the registry's TLS when pulling (KMM's registryTLS).")(func)
+    return registry_auth_options("for pulling an image that is not in local storage")(func)
+
+
+TLS_HELP = ("Verify the registry's TLS certificate (default: yes, except for a loopback "
+            "registry: 127.0.0.0/8, ::1, localhost).")
+
+
+def registry_auth_options(purpose: str) -> Callable[[F], F]:
+    """--authfile and --tls-verify/--no-tls-verify, the same on every command that talks
+    to a registry (unset TLS: dtk.engine.registry's one rule)."""
+    def decorate(func: F) -> F:
+        func = click.option("--authfile", type=click.Path(path_type=Path, dir_okay=False,
+                                                          exists=True), default=None,
+                            help="Registry credentials (containers-auth.json / docker "
+                                 f"config) {purpose}.")(func)
+        return click.option("--tls-verify/--no-tls-verify", "tls_verify", default=None,
+                            help=TLS_HELP)(func)
+    return decorate

@@ -18,16 +18,20 @@ def print_report(report: DemoReport) -> None:
                     [[role, name, human_size(size)] for role, name, size in report.images])
     if report.checks:
         click.echo("")
-        print_table(["CHECK (static)", "KERNEL", "VERDICT (predicted)", "WHY"],
-                    [[img, k, "loaded" if ok else "refused", why or "-"]
-                     for img, k, ok, why in report.checks])
+        print_table(["CHECK (static)", "KERNEL", "VERDICT (predicted)"],
+                    [[img, k, "loaded" if ok else "refused"] for img, k, ok, _ in report.checks])
+        for img, k, _ok, why in report.checks:  # in full, below the table: it fits there
+            if why:
+                click.echo(f"  why, {img} on {k}: {why}")
     boots = [*report.boots, *([report.negative] if report.negative else [])]
     if boots:
         click.echo("")
-        print_table(["VM", "IMAGE", "VERDICT", "SECONDS", "KERNEL SAYS / READ"],
-                    [[b.kernel, b.image, b.verdict.value, f"{b.seconds:.1f}",
-                      b.sections.get("check", "").strip() if b.verdict.ok else b.reason]
-                     for b in boots])
+        print_table(["VM", "IMAGE", "VERDICT", "SECONDS"],
+                    [[b.kernel, b.image, b.verdict.value, f"{b.seconds:.1f}"] for b in boots])
+        for b in boots:
+            said = b.sections.get("check", "").strip() if b.verdict.ok else b.reason
+            if said:
+                click.echo(f"  {b.kernel} says: " + said.replace("\n", "\n    "))
     if any("signature" in b.reason for b in report.boots):
         click.echo("\nnote: the signed modules load with a taint because the demo key is not "
                    "enrolled in these kernels' keyrings (a VM has no MOK); on a Secure Boot "

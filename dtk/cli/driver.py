@@ -13,14 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
+from dtk import kernel as kern
 from dtk import paths
 from dtk.cli.common import (
+    TaggedTally,
     human_size,
+    interrupt_summary,
     json_option,
     monitor,
     print_json,
     print_table,
+    registry_auth_options,
     sources_option,
     stderr,
 )
@@ -154,11 +159,13 @@ class BuildRequest:
     cache: str | None = None
     push: bool = False
     tls_verify: bool | None = None
+    authfile: Path | None = None
 
     @property
     def options(self) -> BuildOptions:
         return BuildOptions(self.template, self.mod_namespace, self.mod_name,
                             parse_build_args(self.build_args), self.push,
+                            pull_tls_verify=self.tls_verify is not False,  # FROM pulls too
                             force=self.rebuild)
 
     def __post_init__(self) -> None:
@@ -173,7 +180,7 @@ class BuildRequest:
     def registry_cache(self, mon: Monitor) -> RegistryCache | None:
         if not self.cache:
             return None
-        return RegistryCache(check_repo(self.cache), mon.step, self.tls_verify)
+        return RegistryCache(check_repo(self.cache), mon.step, self.tls_verify, self.authfile)
 
     def archive_and_kernels(self) -> tuple[DebianArchive, list[str]]:
         archive = open_archive(self.sources)
@@ -201,8 +208,9 @@ def run_build(request: BuildRequest, found: list[src.Source], archive: DebianArc
     cache = request.registry_cache(mon)
     planned = plan_build(request, found, archive, kernels, mon, cache=cache, part=request.part)
     jobs = request.jobs or os.cpu_count() or 1
-    outcomes = run_matrix(planned.matrix,
-                          RunOptions(jobs, planned.log_dir, request.tls_verify, cache=cache), mon)
+    options = RunOptions(jobs, planned.log_dir, request.tls_verify, request.authfile,
+                         cache=cache)
+    outcomes = run_matrix(planned.matrix, options, mon)
     return BuildRun(outcomes, planned.log_dir, planned.whole, request.part)
 
 
@@ -263,9 +271,7 @@ def sources_of(request: BuildRequest) -> list[src.Source]:
 @click.group("build", invoke_without_command=True)
 @build_input_options
 @click.option("--push", is_flag=True, help="Push each built image to its registry.")
-@click.option("--tls-verify/--no-tls-verify", default=None,
-              help="Verify the registry's TLS certificate (default: yes, except for a "
-                   "loopback registry).")
+@registry_auth_options("for pushing and for pulling FROM images")
 @click.option("--dry-run", is_flag=True,
               help="Show the cells and the toolkits that would be built (with their size); "
                    "build nothing.")
@@ -278,9 +284,12 @@ def build_cmd(ctx: click.Context, /, *, dry_run: bool, plan_only: bool, as_json:
               **values: Any) -> None:
     """Build driver containers: every module for every kernel, in parallel."""
     if ctx.invoked_subcommand:
+        _no_build_options(ctx)
         return
     started = time.monotonic()
     request = BuildRequest(**values)
+    for release in request.kernel:  # "did you mean" for a tag-form kernel, before any work
+        kern.parse(release)
     if request.push and request.template.startswith("localhost/"):
         raise DtkError("--push needs a registry in --image",
                        hint="e.g. --image "
@@ -290,16 +299,22 @@ def build_cmd(ctx: click.Context, /, *, dry_run: bool, plan_only: bool, as_json:
     archive, kernels = request.archive_and_kernels()
     mon = monitor(as_json)
     if dry_run:
-        _print_dry_run(found, request.dkms, kernels,
+        known = catalog_problems(archive.kernels())
+        unknown = {k: problem for k in kernels if (problem := known(k))}
+        _print_dry_run(found, request.dkms, [k for k in kernels if k not in unknown],
                        missing=_missing_toolkits(kernels, archive), options=options,
-                       as_json=as_json)
+                       unknown=unknown, as_json=as_json)
+        if unknown:  # their cells would fail: the dry run says so the same way
+            raise SystemExit(1)
         return
     if plan_only:
         planned = plan_build(request, found, archive, kernels, mon,
                              cache=request.registry_cache(mon))
         _print_plan(shard.plan_json(planned.matrix, request.part), as_json=as_json)
         return
-    run = run_build(request, found, archive, kernels, mon)
+    tally = TaggedTally(mon)
+    with interrupt_summary(tally):
+        run = run_build(request, found, archive, kernels, tally)
     outcomes, log_dir = run.outcomes, run.log_dir
     wall = time.monotonic() - started
     if as_json:
@@ -311,6 +326,18 @@ def build_cmd(ctx: click.Context, /, *, dry_run: bool, plan_only: bool, as_json:
         # Not ctx.exit: the entry point runs click with standalone_mode=False, which
         # turns Exit into a return value that nobody reads.
         raise SystemExit(1)
+
+
+def _no_build_options(ctx: click.Context) -> None:
+    """`dtk build -f CF prune` would silently drop -f: options given before a
+    subcommand belong to `dtk build` itself, and are an error there."""
+    given = [max(p.opts, key=len) for p in ctx.command.params if p.name
+             and ctx.get_parameter_source(p.name) not in (ParameterSource.DEFAULT, None)]
+    if given:
+        verb = "belongs" if len(given) == 1 else "belong"
+        raise DtkError(f"{', '.join(given)} {verb} to `dtk build`, not to `dtk build "
+                       f"{ctx.invoked_subcommand}`",
+                       hint=f"see `dtk build {ctx.invoked_subcommand} --help` for its options")
 
 
 def _missing_toolkits(kernels: list[str], archive: DebianArchive
@@ -329,22 +356,27 @@ def _missing_toolkits(kernels: list[str], archive: DebianArchive
 
 def _print_dry_run(found: list[src.Source], dkms: tuple[str, ...], kernels: list[str], *,
                    missing: list[tuple[str, str, int]], options: BuildOptions,
-                   as_json: bool) -> None:
+                   unknown: dict[str, str], as_json: bool) -> None:
     names = [s.name for s in found] + [module_slug(Path(d).name or d) for d in dkms]
     cells = [{"module": n, "kernel": k,
               "image": image_name(options.image_template, k, options.mod_name or n,
                                   options.mod_namespace)} for n in names for k in kernels]
     toolkits = [{"toolkit": t, "kernels": h, "package_bytes": b} for t, h, b in missing]
     if as_json:
-        print_json({"dry_run": True, "cells": cells, "toolkits_to_build": toolkits})
+        print_json({"dry_run": True, "cells": cells, "toolkits_to_build": toolkits,
+                    "unknown_kernels": [{"kernel": k, "reason": why}
+                                        for k, why in unknown.items()]})
         return
     print_table(["MODULE", "KERNEL", "IMAGE"], [[c["module"], c["kernel"], c["image"]]
                                                 for c in cells])
     for tag, held, size in missing:
         click.echo(f"would build toolkit {tag} for {held}"
                    + (f" (about {human_size(size)} of kernel packages)" if size else ""))
-    click.echo(f"dry run: {len(cells)} cell(s), {len(missing)} toolkit(s) to build; "
-               "nothing was built")
+    for kernel, why in unknown.items():
+        click.echo(f"not in the archive, would fail: {kernel}: {why}", err=True)
+    click.echo(f"dry run: {len(cells)} cell(s), {len(missing)} toolkit(s) to build"
+               + (f", {len(unknown)} kernel(s) not in the archive" if unknown else "")
+               + "; nothing was built")
 
 
 def _base(archive: DebianArchive, cache: RegistryCache | None) -> ImageRef:
@@ -386,8 +418,9 @@ def print_outcomes(outcomes: list[Outcome], log_dir: Path | str, wall: float) ->
     """The build's table, its notes and failures, and a summary (also `dtk report merge`'s)."""
     rows = []
     for o in outcomes:
-        detail = ", ".join(o.modules) if o.status is Status.BUILT else o.reason.splitlines()[0]
-        detail = detail if len(detail) <= 90 else detail[:89] + "…"
+        # A failure's reason is printed once, below the table, in full.
+        detail = ", ".join(o.modules) if o.status is Status.BUILT else (
+            "see below" if o.status is Status.FAILED else o.reason.splitlines()[0])
         state = o.status.value + (" (cached)" if o.cached else "") + (" +pushed" if o.pushed
                                                                          else "")
         rows.append([o.module, o.kernel, state, f"{o.seconds:.1f}", detail])

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from cryptography import x509
 
 from dtk import kernel as kern
 from dtk.cli.common import json_option, print_json, print_table, registry_options
@@ -31,7 +32,7 @@ def _not_a_directory(target: str) -> None:
                             "directory of modules, list the files")
 
 
-def load_target(target: str, cert_path: Path | None = None, *, tls_verify: bool = True,
+def load_target(target: str, cert_path: Path | None = None, *, tls_verify: bool | None = None,
                 authfile: Path | None = None) -> image.ImageModules | Loaded:
     """A module file, or an image's modules grouped by kernel directory (an image only
     in a registry is pulled into local storage first)."""
@@ -148,7 +149,7 @@ def _cell(verdicts: list[chk.Prediction]) -> str:
 @json_option
 def check_cmd(*, targets: tuple[str, ...], kernels: tuple[str, ...], cert: Path | None,
                secure_boot: bool, sig_enforce: bool, kernel_root: Path | None, download: bool,
-               tls_verify: bool, authfile: Path | None, as_json: bool) -> None:
+               tls_verify: bool | None, authfile: Path | None, as_json: bool) -> None:
     """Predict whether each kernel loads each module, and why not. Exit 1 if any is refused.
 
     TARGETS are module files or images; several targets or kernels print a matrix.
@@ -162,7 +163,8 @@ def check_cmd(*, targets: tuple[str, ...], kernels: tuple[str, ...], cert: Path 
     results = {(t, k.release): check_target(loaded[t], k, policy)
                for t in targets for k in kernel_facts}
     refused = any(not v.loads for verdicts in results.values() for v in verdicts)
-    sources = {k.release: k.source for k in kernel_facts}
+    sources = {k.release: {"source": k.source, "image": k.image or None,
+                           "image_id": k.image_id or None} for k in kernel_facts}
     if as_json:
         print_json([v.to_json() | {"target": t, "kernel_facts": sources[k]}
                     for (t, k), vs in results.items() for v in vs])
@@ -201,7 +203,7 @@ def check_cmd(*, targets: tuple[str, ...], kernels: tuple[str, ...], cert: Path 
 @json_option
 def sign_cmd(*, module: Path | None, unsigned_image: str | None, key_path: Path,
              cert_path: Path, hash_algo: str, use_key_id: bool, output: str | None,
-             kernel: str | None, patterns: tuple[str, ...], tls_verify: bool,
+             kernel: str | None, patterns: tuple[str, ...], tls_verify: bool | None,
              authfile: Path | None, as_json: bool) -> None:
     """Sign MODULE (.ko, .ko.xz, …) like the kernel's sign-file, or every module of
     --unsigned-image matching --files-to-sign into a new image, like KMM's sign."""
@@ -255,9 +257,7 @@ def verify_cmd(target: str, cert_path: Path, as_json: bool) -> None:
         rows.append((target, sign.verify_file(Path(target), cert)))
     else:
         for items in image.read_modules(target, cert=cert).values():
-            for item in items:
-                trusted = item.trust is chk.SignatureTrust.TRUSTED
-                rows.append((item.module.path, sign.VerifyResult(trusted, item.trust.value)))
+            rows += [(item.module.path, _verdict(item, cert)) for item in items]
     if as_json:
         print_json([{"path": p, "ok": r.ok, "reason": r.reason} for p, r in rows])
     else:
@@ -266,14 +266,27 @@ def verify_cmd(target: str, cert_path: Path, as_json: bool) -> None:
     sys.exit(0 if all(r.ok for _p, r in rows) else 1)
 
 
+def _verdict(item: image.Loaded, cert: x509.Certificate) -> sign.VerifyResult:
+    """An image's module in the words a file gets (verify_bytes): the same check, on
+    the digest kept when the image was read."""
+    sig = item.module.signature
+    if sig is None:
+        return sign.VerifyResult(False, "unsigned")
+    if item.digest is None:
+        return sign.VerifyResult(False, f"unsupported hash {sig.hash_algo}")
+    return sign.verify_digest(sig, item.digest, cert)
+
+
 @click.command("keygen")
 @click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
               default=None, help="Where to write the key and cert (default: dtk's state "
                                  "directory, ~/.local/state/dtk/keys, mode 0700).")
 @click.option("--cn", "common_name", default="dtk module signing key", show_default=True,
               help="Common name (what modinfo shows as signer).")
-@click.option("--bits", default=2048, show_default=True, type=click.IntRange(2048, 4096))
-@click.option("--days", default=3650, show_default=True, type=click.IntRange(1, 36500))
+@click.option("--bits", default=2048, show_default=True, type=click.IntRange(2048, 4096),
+              help="RSA key size.")
+@click.option("--days", default=3650, show_default=True, type=click.IntRange(1, 36500),
+              help="Days the certificate is valid.")
 @click.option("--force", is_flag=True,
               help="Overwrite existing files, or write inside a git work tree.")
 @json_option

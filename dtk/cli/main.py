@@ -26,14 +26,21 @@ from dtk.cli import (
     vm,
 )
 from dtk.cli import module as module_cli
-from dtk.errors import DtkError
+from dtk.distro import aptindex
+from dtk.errors import DtkError, ProblemsError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dtk")
 @click.option("-v", "--verbose", count=True, help="Log every command dtk runs (-vv: debug).")
-def cli(verbose: int) -> None:
+@click.option("--offline", is_flag=True,
+              help="Never touch the network for package indexes and packages: use the "
+                   "index this machine has (as DTK_OFFLINE=1 does). The index is refreshed "
+                   "otherwise when older than DTK_INDEX_MAX_AGE minutes (default 15).")
+def cli(verbose: int, offline: bool) -> None:
     """dtk: out-of-tree kernel drivers for whatever kernel a machine runs."""
+    if offline:  # one switch for every floor, threads included: the variable
+        os.environ[aptindex.OFFLINE_ENV] = "1"
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(name)s: %(message)s")
     if verbose:
@@ -56,8 +63,12 @@ def _wants_json(argv: list[str]) -> bool:
     return "--json" in argv
 
 
-def _error_json(message: str, hint: str | None, kind: str) -> str:
-    return json.dumps({"error": {"kind": kind, "message": message, "hint": hint}}, indent=2)
+def _error_json(message: str, hint: str | None, kind: str,
+                problems: list[dict[str, object]] | None = None) -> str:
+    error: dict[str, object] = {"kind": kind, "message": message, "hint": hint}
+    if problems is not None:
+        error["problems"] = problems
+    return json.dumps({"error": error}, indent=2)
 
 
 def _report_bug(exc: BaseException, argv: list[str]) -> str:
@@ -87,8 +98,9 @@ def run_cli(argv: list[str]) -> int:
 def _exit_status(exc: BaseException, argv: list[str]) -> int:
     as_json = _wants_json(argv)
     if isinstance(exc, DtkError):
-        click.echo(_error_json(exc.message, exc.hint, "input") if as_json else exc.render(),
-                   err=not as_json)
+        problems = exc.problems if isinstance(exc, ProblemsError) else None
+        click.echo(_error_json(exc.message, exc.hint, "input", problems) if as_json
+                   else exc.render(), err=not as_json)
         return 2
     if isinstance(exc, click.exceptions.Exit):
         return exc.exit_code

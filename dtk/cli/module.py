@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+from dtk import kernel as kern
 from dtk.cli.common import json_option, print_json, print_table, sources_option
 from dtk.distro.query import query_kernels
 from dtk.distro.select import open_archive
@@ -53,6 +54,8 @@ def catalog_kernels(query: str, sources: Path | None) -> list[str]:
 
 def _kernels(mod: m.Module, kernel: tuple[str, ...], query: str | None, nodes_file: Path | None,
              sources: Path | None) -> tuple[list[str], dict[str, tuple[str, ...]]]:
+    for release in kernel:  # a tag-form kernel gets "did you mean", as check does
+        kern.parse(release)
     nodes = read_nodes(nodes_file, mod.selector or {}) if nodes_file else {}
     wanted = [*kernel, *(catalog_kernels(query, sources) if query else []), *nodes]
     if not wanted:
@@ -64,6 +67,8 @@ def _kernels(mod: m.Module, kernel: tuple[str, ...], query: str | None, nodes_fi
 
 def _load(files: tuple[Path, ...], namespace: str | None) -> m.Bundle:
     bundle = load_documents(files, namespace)
+    for note in bundle.skipped:
+        _note(f"note: {note}")
     validator.check(bundle)
     return bundle
 
@@ -84,7 +89,8 @@ def _repo_secret(bundle: m.Bundle, plan: planner.Plan) -> m.Secret | None:
 
 @click.group("module")
 def module_group() -> None:
-    """KMM Modules: validate, plan and render `kmm.sigs.x-k8s.io/v1beta1` manifests."""
+    """KMM Modules (`kmm.sigs.x-k8s.io/v1beta1`): validate, plan, build, vmtest,
+    preflight and render."""
 
 
 @module_group.command("validate")
@@ -110,21 +116,24 @@ def validate_cmd(files: tuple[Path, ...], namespace: str | None, module_name: st
 @_manifest_options
 @_kernel_options
 @click.option("--no-state", is_flag=True, help="Do not look the images up (no tools run).")
+@click.option("--strict", is_flag=True,
+              help="Exit 1 when a kernel given matches no mapping (KMM loads nothing there).")
 @json_option
 def plan_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: str | None,
              kernel: tuple[str, ...], query: str | None, nodes_file: Path | None,
-             sources: Path | None, no_state: bool, as_json: bool) -> None:
+             sources: Path | None, no_state: bool, strict: bool, as_json: bool) -> None:
     """Per kernel: the mapping KMM picks, its image, build and sign, and the image state."""
     bundle, plan = _plan(files, namespace, module_name, (kernel, query, nodes_file, sources))
     result: list[image_state.KernelState] = []
     if not no_state:
         with image_state.image_lookup(_repo_secret(bundle, plan)) as lookup:
-            result = image_state.states(plan, lookup)
+            result = image_state.states(
+                plan, lookup, bundle.module(plan.module).image_rebuild_trigger_generation)
     if as_json:
         print_json({**planner.to_json(plan), "states": image_state.to_json(result)})
     else:
         _plan_table(plan, result)
-    if any(s.state is None for s in result):
+    if any(s.state is None for s in result) or (strict and plan.unmatched):
         raise SystemExit(1)
 
 
@@ -137,6 +146,8 @@ def _plan_table(plan: planner.Plan, result: list[image_state.KernelState]) -> No
         steps = "+".join(x for x, on in (("build", kp.build), ("sign", kp.sign)) if on) or "-"
         rows.append([kp.kernel, f"[{kp.mapping_index}] {kp.matched_by} {kp.pattern}", kp.image,
                      steps, state, ", ".join(kp.nodes) or "-"])
+    rows += [[k, "no mapping matches", "-", "-", "-",
+              ", ".join(plan.unmatched_nodes.get(k, ())) or "-"] for k in plan.unmatched]
     click.echo(f"Module {plan.namespace}/{plan.module}")
     print_table(["KERNEL", "MAPPING", "IMAGE", "STEPS", "STATE", "NODES"], rows)
     for kernel in plan.unmatched:
@@ -158,15 +169,20 @@ def _plan_table(plan: planner.Plan, result: list[image_state.KernelState]) -> No
 @click.option("--toolkit-registry", default=None, metavar="REG",
               help="Where toolkits were pushed (REG/driver-toolkit:<kernel>), for "
                    "--in-cluster-build.")
+@click.option("--allow-local", is_flag=True,
+              help="Pin images that live only in local storage (localhost/…), which no "
+                   "cluster can pull (a test cluster loaded by hand can).")
 def render_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: str | None,
                kernel: tuple[str, ...], query: str | None, nodes_file: Path | None,
                sources: Path | None, output: Path | None, in_cluster_build: bool,
-               toolkit_registry: str | None) -> None:
+               toolkit_registry: str | None, allow_local: bool) -> None:
     """Write the Module for the cluster: a literal mapping per kernel.
 
     By default each image is pinned by digest (name@sha256:…) and build and sign
-    are dropped. Only the Module is written, not its ConfigMaps or Secrets:
-    apply those from your own files.
+    are dropped. The registry's digest is pinned, and only when it holds the bytes
+    local storage has; an image only in local storage needs --allow-local. Only
+    the Module is written, not its ConfigMaps or Secrets: apply those from your
+    own files.
     """
     if in_cluster_build and not toolkit_registry:
         raise DtkError("--in-cluster-build needs --toolkit-registry REG",
@@ -179,9 +195,16 @@ def render_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: s
         doc = renderer.render_in_cluster(bundle.module(plan.module), plan, toolkit)
     else:
         bundle, plan = _plan(files, namespace, module_name, kernels)
+        generation = bundle.module(plan.module).image_rebuild_trigger_generation
         with image_state.image_lookup(_repo_secret(bundle, plan), prefer_registry=True) as look:
             found = {kp.kernel: look(kp.image, kp.registry_tls) for kp in plan.kernels}
-        digests = {k: f.digest for k, f in found.items() if f is not None}
+        # An image made for another sign spec or generation is not pinned: build it first.
+        usable = {kp.kernel: f for kp in plan.kernels
+                  if (f := found[kp.kernel]) is not None
+                  and image_state.usable(kp, f, generation)}
+        digests, warnings = renderer.pins(plan, usable, allow_local=allow_local)
+        for warning in warnings:
+            _note(f"warning: {warning}")
         doc = renderer.render(bundle.module(plan.module), plan, digests)
     text = renderer.to_yaml(doc)
     if output:

@@ -14,14 +14,33 @@ import yaml
 
 from dtk import kernel as kern
 from dtk import paths
-from dtk.cli.common import json_option, monitor, print_json, print_table, stderr
-from dtk.cli.module import _kernel_options, _load, _manifest_options, _note, _plan, module_group
+from dtk.cli.common import (
+    TaggedTally,
+    interrupt_summary,
+    json_option,
+    monitor,
+    print_json,
+    print_table,
+    stderr,
+)
+from dtk.cli.module import (
+    _kernel_options,
+    _load,
+    _manifest_options,
+    _note,
+    _plan,
+    _repo_secret,
+    module_group,
+)
 from dtk.cli.vm import print_results
 from dtk.distro.select import open_archive
 from dtk.driver.remotecache import RegistryCache, check_repo
 from dtk.driver.shard import assign, parse_shard
 from dtk.errors import DtkError
+from dtk.kmm import model as m
+from dtk.kmm import state as image_state
 from dtk.kmm.build import BuildRequest, KernelResult, build_module
+from dtk.kmm.plan import Plan
 from dtk.kmm.preflight import PreflightRequest, preflight, validation_object
 from dtk.kmm.vmtest import DEFAULT_FIRMWARE_HOST, VmOptions, module_vmtest
 
@@ -66,8 +85,10 @@ def build_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: st
     request = BuildRequest(log_dir("module-build"), push=push, rebuild=rebuild,
                            jobs=jobs or os.cpu_count() or 1, cache=shared)
     request.log_dir.mkdir(parents=True, exist_ok=True)
-    results = build_module(bundle, plan, request, monitor(as_json),
-                           cache(lambda: open_archive(sources)))
+    tally = TaggedTally(monitor(as_json))
+    with interrupt_summary(tally):
+        results = build_module(bundle, plan, request, tally,
+                               cache(lambda: open_archive(sources)))
     wall = time.monotonic() - started
     if as_json:
         print_json({"module": plan.module, "namespace": plan.namespace,
@@ -81,11 +102,19 @@ def build_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: st
         raise SystemExit(1)
 
 
+def _short(digest: str) -> str:
+    return digest[:19] + "…" if digest else "-"
+
+
 def _report(results: list[KernelResult], wall: float) -> None:
     rows = [[r.kernel, r.image, r.action + (" (cached)" if r.cached else ""),
-             r.pushed[:19] + "…" if r.pushed else "-", f"{r.seconds:.1f}s",
-             r.reason.splitlines()[0] if r.reason else "-"] for r in results]
-    print_table(["KERNEL", "IMAGE", "ACTION", "PUSHED", "TIME", "REASON"], rows)
+             _short(r.pushed), _short(r.registry), f"{r.seconds:.1f}s"] for r in results]
+    # PUSHED: what this run pushed; ALREADY THERE: the same bytes the registry held.
+    # A failure's reason is printed once, below the table, in full.
+    print_table(["KERNEL", "IMAGE", "ACTION", "PUSHED", "ALREADY THERE", "TIME"], rows)
+    for r in results:
+        if r.note:
+            stderr(f"note: {r.kernel}: {r.note}")
     for r in results:
         if r.failed:
             stderr(f"\n{r.kernel} failed: {r.reason}")
@@ -171,8 +200,23 @@ def vmtest_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: s
         print_results(results)
     for k in plan.unmatched:
         _note(f"note: no mapping matches {k}; KMM loads nothing there")
+    _warn_if_not_the_registrys(bundle, plan)
     if not all(r.verdict.ok for r in results):
         raise SystemExit(1)
+
+
+def _warn_if_not_the_registrys(bundle: m.Bundle, plan: Plan) -> None:
+    """vmtest boots the local image; when the registry holds other bytes under the
+    name, what it proved is not what a cluster pulls: say so."""
+    with image_state.image_lookup(_repo_secret(bundle, plan), prefer_registry=True) as look:
+        for kp in plan.kernels:
+            try:
+                found = look(kp.image, kp.registry_tls)
+            except DtkError:
+                continue  # the boot used a local image; an unreachable registry is no news
+            if found is not None and found.local_differs:
+                _note(f"warning: {kp.kernel}: booted the local {kp.image}; its registry holds "
+                      "other bytes under that name (`dtk module build --push` pushes it)")
 
 
 def register(group: click.Group) -> None:

@@ -6,7 +6,17 @@ from pathlib import Path
 
 import click
 
-from dtk.cli.common import human_size, json_option, monitor, print_json, print_table, sources_option
+from dtk import kernel as kern
+from dtk.cli.common import (
+    human_size,
+    json_option,
+    monitor,
+    print_json,
+    print_table,
+    registry_auth_options,
+    sources_option,
+    stderr,
+)
 from dtk.distro import find_kernel
 from dtk.distro.debian import DebianArchive
 from dtk.distro.select import open_archive
@@ -15,6 +25,7 @@ from dtk.engine import buildah, skopeo
 from dtk.progress import Monitor
 from dtk.toolkit import plan as tplan
 from dtk.toolkit.images import ToolkitImage, ensure_toolkit, is_current
+from dtk.toolkit.locate import find_toolkit
 from dtk.toolkit.prune import plan_prune, prune
 from dtk.toolkit.query import inspect_toolkit, list_toolkits
 
@@ -96,7 +107,11 @@ def list_cmd(as_json: bool) -> None:
 @click.argument("image")
 @json_option
 def inspect_cmd(image: str, as_json: bool) -> None:
-    """Show a toolkit's release file, labels, size and kernel packages."""
+    """Show a toolkit's release file, labels, size and kernel packages.
+
+    IMAGE is a toolkit image or a kernel release (its toolkit in local storage)."""
+    if kern.try_parse(image) is not None and not buildah.image_exists(image):
+        image = find_toolkit(image)[0]
     info = inspect_toolkit(image)
     if as_json:
         print_json(info.to_json())
@@ -113,13 +128,12 @@ def inspect_cmd(image: str, as_json: bool) -> None:
 @toolkit.command("push")
 @click.argument("image")
 @click.argument("dest")
-@click.option("--tls-verify/--no-tls-verify", default=None,
-              help="Verify the registry's TLS certificate (default: yes, except for a "
-                   "loopback registry).")
-def push_cmd(image: str, dest: str, tls_verify: bool | None) -> None:
+@registry_auth_options("for pushing")
+def push_cmd(image: str, dest: str, tls_verify: bool | None, authfile: Path | None) -> None:
     """Push a toolkit image to a registry (DEST like registry:5000/ns/driver-toolkit:TAG)."""
     buildah.inspect(image)  # a clear error if it does not exist
-    digest = skopeo.push(image, dest, tls_verify=tls_verify)
+    digest = skopeo.push(image, dest, tls_verify=tls_verify, authfile=authfile,
+                         on_retry=stderr)
     click.echo(f"pushed {image} to {dest} ({digest})")
 
 

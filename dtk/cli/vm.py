@@ -14,9 +14,12 @@ from dtk.vm.vmtest import VmResult, VmTestSpec, image_for, vmtest
 
 
 def print_results(results: list[VmResult]) -> None:
-    print_table(["KERNEL", "VERDICT", "SECONDS", "ACCEL", "MODULE", "REASON"],
+    print_table(["KERNEL", "VERDICT", "SECONDS", "ACCEL", "MODULE"],
                 [[r.kernel, r.verdict.value, f"{r.seconds:.1f}", r.accel or "-",
-                  r.module or "-", r.reason or "-"] for r in results])
+                  r.module or "-"] for r in results])
+    for r in results:  # each reason once, in full, below the table
+        if r.reason:
+            click.echo(f"{r.kernel}: {r.verdict.value}: {r.reason}")
     for r in results:
         for note in r.notes:
             click.echo(f"note: {r.kernel}: {note}")
@@ -45,7 +48,7 @@ def _check_params(values: tuple[str, ...]) -> tuple[str, ...]:
               callback=lambda _c, _p, v: _check_params(v),
               help="Module parameter (KMM parameters; repeatable).")
 @click.option("--modprobe-arg", "load_args", multiple=True, metavar="ARG",
-              help="KMM args.load for modprobe (default: -v).")
+              help="KMM args.load: added after the worker's own `-vd DIR` (repeatable).")
 @click.option("--order", "loading_order", multiple=True, metavar="MODULE",
               help="KMM modulesLoadingOrder, first = moduleName (repeatable).")
 @click.option("--remove-in-tree", "remove", multiple=True, metavar="MODULE",
@@ -78,7 +81,7 @@ def vmtest_cmd(*, image: str, kernels: tuple[str, ...], module: str, params: tup
                remove: tuple[str, ...], preload_in_tree: bool, firmware_path: str,
                firmware_host_path: str, dir_name: str, built_for: str, check_cmd: str,
                sig_enforce: bool, memory: int, cpus: int, append: str, timeout: float,
-               keep_log: bool, accel: str, tls_verify: bool, authfile: Path | None,
+               keep_log: bool, accel: str, tls_verify: bool | None, authfile: Path | None,
                as_json: bool) -> None:
     """Boot each kernel K under qemu and load IMAGE's module as KMM's worker does.
 
@@ -87,7 +90,7 @@ def vmtest_cmd(*, image: str, kernels: tuple[str, ...], module: str, params: tup
     """
     config = GuestConfig(module=module,
                          dir_name=dir_name, parameters=params,
-                         load_args=load_args or ("-v",), loading_order=loading_order,
+                         load_args=load_args, loading_order=loading_order,
                          in_tree_to_remove=remove, firmware_host=firmware_host_path,
                          check=check_cmd)
     spec = VmTestSpec(image=image, kernels=kernels, guest=config, built_for=built_for,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +26,40 @@ from dtk.lock import locked
 
 Stanza = dict[str, str]
 
-_FRESH_S = 15 * 60
+log = logging.getLogger(__name__)
+
+OFFLINE_ENV = "DTK_OFFLINE"  # 1: never fetch; use the index there is (also `dtk --offline`)
+MAX_AGE_ENV = "DTK_INDEX_MAX_AGE"  # minutes an index is used before it is refreshed
+_DEFAULT_MAX_AGE_MIN = 15.0
+
+
+def offline() -> bool:
+    """Whether the user said this machine must not touch the network."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "no", "false")
+
+
+def max_age_s() -> float:
+    """How old an index may be before a command refreshes it ($DTK_INDEX_MAX_AGE
+    minutes, 15 by default; 0 refreshes every time)."""
+    text = os.environ.get(MAX_AGE_ENV, "").strip()
+    if not text:
+        return _DEFAULT_MAX_AGE_MIN * 60
+    try:
+        minutes = float(text)
+    except ValueError:
+        minutes = -1.0
+    if not minutes >= 0:  # also refuses nan
+        raise DtkError(f"{MAX_AGE_ENV}={text!r} is not a number of minutes",
+                       hint=f"e.g. {MAX_AGE_ENV}=60 (an hour), or unset it for 15")
+    return minutes * 60
+
+
+def describe_age(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours < 48 else f"{hours // 24} days"
 _FETCH_OPTIONS = (
     "Acquire::Retries=3",
     "Acquire::http::Timeout=30",
@@ -41,6 +76,7 @@ class AptIndex:
         digest = hashlib.sha256(self.sources_text.encode()).hexdigest()[:16]
         self.root = root / "apt" / digest
         self._parts = self.root / "etc"
+        self._age_said = False
 
     def _options(self) -> list[str]:
         opts = [
@@ -68,11 +104,16 @@ class AptIndex:
         if not status.exists():
             status.write_text("")
 
-    def update(self, *, max_age_s: float = _FRESH_S) -> None:
-        """Fetch indexes unless they are younger than `max_age_s`."""
+    def update(self, *, max_age: float | None = None) -> None:
+        """Fetch indexes unless they are younger than `max_age` seconds (default:
+        `max_age_s()`); offline, use the index there is and say how old it is."""
         stamp = self.root / "updated"
+        if offline():
+            self._offline(stamp)
+            return
+        limit = max_age_s() if max_age is None else max_age
         with locked(self.root / "lock", "package index"):
-            if stamp.exists() and time.time() - stamp.stat().st_mtime < max_age_s:
+            if stamp.exists() and time.time() - stamp.stat().st_mtime < limit:
                 return
             self._prepare()
             result = runner.run(["apt-get", "-q", *self._options(), "update"],
@@ -87,6 +128,17 @@ class AptIndex:
                          "reachable mirror",
                 )
             stamp.write_text(self.sources_text)
+
+    def _offline(self, stamp: Path) -> None:
+        if not stamp.exists() or not self.index_files():
+            raise DtkError("offline (--offline or DTK_OFFLINE=1), and there is no package "
+                           "index of these APT sources on this machine yet",
+                           hint="run a command that reads the kernel catalog (e.g. `dtk "
+                                "kernels`) once with network access, then go offline")
+        if not self._age_said:
+            self._age_said = True
+            log.warning("offline: using the package index fetched %s ago",
+                        describe_age(time.time() - stamp.stat().st_mtime))
 
     def index_files(self) -> list[Path]:
         lists = self.root / "state/lists"
@@ -121,6 +173,11 @@ class AptIndex:
 
     def download(self, packages: list[str], dest: Path) -> list[Path]:
         """Download `name` or `name=version` packages into dest (signature-checked)."""
+        if offline():
+            raise DtkError(f"offline (--offline or DTK_OFFLINE=1): cannot download "
+                           f"{' '.join(packages)}",
+                           hint="run this once with network access; what it fetches is "
+                                "kept for offline runs")
         dest.mkdir(parents=True, exist_ok=True)
         self.update()
         before = set(dest.glob("*.deb"))

@@ -21,6 +21,8 @@ from dtk.driver.outcome import CellFailedError, find_modules, module_versions
 from dtk.driver.plan import BuildSecret, Cell
 from dtk.driver.sources import ContainerfileSource
 from dtk.engine import buildah
+from dtk.errors import DtkError
+from dtk.k8snames import config_map_key_problems, dns1123_subdomain_problems
 
 STAGING_REPO = "localhost/dtk-staging"
 
@@ -42,21 +44,42 @@ def staging_owner(name: str) -> int | None:
 def secret_volumes(secrets: Sequence[BuildSecret]) -> Iterator[list[str]]:
     """Each Secret as a directory of 0600 files, mounted read-only at
     /run/secrets/<name> for RUN steps (KMM's layout: /run/secrets/<name>/<key>).
-    `buildah bud -v` mounts never enter a layer; the files are removed afterwards."""
+    `buildah bud -v` mounts never enter a layer; the files are removed afterwards.
+    Names and keys come from manifests: each is checked as Kubernetes checks it before
+    anything is written, each Secret gets a directory of its own that no name chooses,
+    and files are created relative to it (no link followed, none replaced)."""
     if not secrets:
         yield []
         return
+    _check_secret_names(secrets)
     with tempfile.TemporaryDirectory(prefix="dtk-secrets-") as tmp:
         volumes = []
         for secret in secrets:
-            directory = Path(tmp) / secret.name
-            directory.mkdir(mode=0o700)
-            for key, value in secret.files:
-                fd = os.open(directory / key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as out:
-                    out.write(value)
+            directory = tempfile.mkdtemp(prefix="secret-", dir=tmp)  # mode 0700
+            dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                for key, value in secret.files:
+                    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                                 0o600, dir_fd=dir_fd)
+                    with os.fdopen(fd, "wb") as out:
+                        out.write(value)
+            finally:
+                os.close(dir_fd)
             volumes.append(f"{directory}:/run/secrets/{secret.name}:ro")
         yield volumes
+
+
+def _check_secret_names(secrets: Sequence[BuildSecret]) -> None:
+    for secret in secrets:
+        problems = dns1123_subdomain_problems(secret.name)
+        if problems:
+            raise DtkError(f"build secret name {secret.name!r} is not a Kubernetes object "
+                           f"name: {'; '.join(problems)}")
+        for key, _ in secret.files:
+            problems = config_map_key_problems(key)
+            if problems:
+                raise DtkError(f"build secret {secret.name}: key {key!r} is not a Kubernetes "
+                               f"Secret key: {'; '.join(problems)}")
 
 
 def build_cell(cell: Cell, source: ContainerfileSource, log: Path,
@@ -73,7 +96,7 @@ def build_cell(cell: Cell, source: ContainerfileSource, log: Path,
             _bud(spec, cell, log, on_line)
         with buildah.working_container(staging) as ctr:
             with ctr.mounted() as root:
-                versions = module_versions(find_modules(root, cell.kernel))
+                versions = module_versions(find_modules(root, cell.kernel, cell.layout))
             ctr.config("--label", "dtk.build.modules=" + ",".join(versions))
             image_id = ctr.commit(cell.image)
     finally:

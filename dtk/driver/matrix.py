@@ -53,6 +53,7 @@ class RunOptions:
     log_dir: Path
     tls_verify: bool | None = None
     authfile: Path | None = None  # registry credentials for pulls and pushes
+    progress: Callable[[str], None] | None = None  # run_matrix sets it: the monitor's step
     cache: RegistryCache | None = None  # the registry every machine shares (--cache)
 
 
@@ -97,6 +98,7 @@ def run_matrix(matrix: Matrix, options: RunOptions, monitor: Monitor) -> list[Ou
     known: they run costliest first (the last cells running are short ones, not one
     long build on one core while the others idle), and share the cores (`make_jobs`)."""
     options.log_dir.mkdir(parents=True, exist_ok=True)
+    options = replace(options, progress=options.progress or monitor.step)
     lock = threading.Lock()
     total = len(matrix.cells)
     done = [0]
@@ -331,13 +333,17 @@ def _build(cell: Cell, base: Outcome, log_file: Path, on_line: Callable[[str], N
 
 def _push(cell: Cell, outcome: Outcome, options: RunOptions) -> Outcome:
     """Push with retries; an image is reported pushed only with the registry's digest."""
+    def retrying(text: str) -> None:
+        if options.progress is not None:
+            options.progress(f"{cell.key}: {text}")
     try:
         digest = skopeo.push(cell.image, cell.image, tls_verify=options.tls_verify,
-                             authfile=options.authfile)
+                             authfile=options.authfile, on_retry=retrying)
     except DtkError as exc:
-        return replace(outcome, status=Status.FAILED,
-                       reason=f"built, but pushing failed: {exc.message.splitlines()[0]}",
-                       tail=tail_of(exc.message))
+        lines = exc.message.splitlines()
+        return replace(outcome, status=Status.FAILED, reason=f"built, but {lines[0]}",
+                       tail=tuple(x for x in (*lines[1:], f"hint: {exc.hint}" if exc.hint
+                                              else "") if x))
     return replace(outcome, pushed=digest)
 
 

@@ -13,10 +13,24 @@ from dtk.errors import DtkError
 from dtk.kernel import depindex, modfile
 
 TAIL_LINES = 15
-# KMM's worker runs `/bin/sh -c "mkdir -p …; cp -R …"`, its pull check runs
-# `/bin/sh -c "exit 0"`, and people load by hand with modprobe.
-REQUIRED_TOOLS = ("sh", "cp", "mkdir", "modprobe")
+# KMM's worker runs `/bin/sh -c "mkdir -p …; cp -R …"` in the image and its pull check
+# `/bin/sh -c "exit 0"`; modprobe comes from the worker's own image, not the kmod image.
+KMM_TOOLS = ("sh", "cp", "mkdir")
+# What `dtk build` promises besides: people load its images by hand with modprobe.
+REQUIRED_TOOLS = (*KMM_TOOLS, "modprobe")
 _BIN_DIRS = ("bin", "usr/bin", "sbin", "usr/sbin")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where an image's modules live (KMM's `dirName`) and which tools it must hold."""
+
+    dir_name: str = "/opt"
+    tools: tuple[str, ...] = REQUIRED_TOOLS
+
+    @property
+    def modules_dir(self) -> str:
+        return f"{self.dir_name.rstrip('/')}/lib/modules"
 
 
 class CellFailedError(DtkError):
@@ -67,22 +81,23 @@ def tail_of(text: str, lines: int = TAIL_LINES) -> tuple[str, ...]:
     return tuple(kept[-lines:])
 
 
-def find_modules(root: Path, kernel: str) -> list[tuple[str, Path]]:
+def find_modules(root: Path, kernel: str,
+                 layout: Layout = Layout()) -> list[tuple[str, Path]]:
     """The module files of `kernel` in an image root, as (path in the image, host
     path), checking KMM's layout on the way. Read through `dtk.rootfs`: a link
     in the image never leads dtk out of it."""
-    base = f"/opt/lib/modules/{kernel}"
+    base = f"{layout.modules_dir}/{kernel}"
     moddir = rootfs.resolve(root, base)
     if moddir is None or not moddir.is_dir():
         raise DtkError(f"the image has no {base}",
-                       hint="KMM loads modules from /opt/lib/modules/<kernel>/ "
+                       hint=f"KMM loads modules from {layout.modules_dir}/<kernel>/ "
                             "(copy the .ko files there in the final stage)")
     modules = [(inner, host) for inner, host in rootfs.walk_files(root, base)
                if modfile.is_module(inner)]
     if not modules:
         raise DtkError(f"the image has no .ko file under {base}")
     check_index(root, base, kernel, [inner for inner, _ in modules])
-    missing = [tool for tool in REQUIRED_TOOLS
+    missing = [tool for tool in layout.tools
                if not any(rootfs.resolve(root, f"/{d}/{tool}") for d in _BIN_DIRS)]
     if missing:
         raise DtkError("the image lacks " + ", ".join(missing) + ", which KMM's worker runs",

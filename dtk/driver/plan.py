@@ -15,6 +15,7 @@ from dtk import kernel as kern
 from dtk.digest import inputs_digest, keyed_digest, parts_digest
 from dtk.driver import dkmscell, dkmsconf
 from dtk.driver.naming import image_name
+from dtk.driver.outcome import Layout
 from dtk.driver.sources import BrokenSource, ContainerfileSource, DkmsGroup, Source
 from dtk.errors import DtkError
 
@@ -68,6 +69,7 @@ class BuildOptions:
     labels: tuple[tuple[str, str], ...] = ()  # extra labels, part of the cache key
     pull_tls_verify: bool = True  # for FROM images in a registry
     force: bool = False  # build even when an image with the same inputs exists
+    layout: Layout = field(default_factory=Layout)  # what the built image is checked for
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class Cell:
     extra_labels: tuple[tuple[str, str], ...] = ()
     pull_tls_verify: bool = True
     force: bool = False
+    layout: Layout = field(default_factory=Layout)
 
     @property
     def module(self) -> str:
@@ -148,6 +151,8 @@ def cell_hash(source: Source, release: str, args: Mapping[str, str],
         inputs["secrets"] = secrets_digest(options.secrets, options.secrets_key)
     if options is not None and (options.secrets or options.labels):
         inputs["labels"] = dict(options.labels)
+    if options is not None and options.layout != Layout():  # a cached image met another check
+        inputs["layout"] = [options.layout.dir_name, *options.layout.tools]
     if isinstance(source, DkmsGroup):
         # The evaluation script and dkms's recipe are part of how the image is made.
         inputs["dkms-eval"] = parts_digest(dkmsconf.eval_script())
@@ -187,14 +192,15 @@ def _plan_cell(source: Source, release: str, mod_name: str, *,
         error = error or f"no toolkit for kernel {release}"
     if isinstance(source, BrokenSource) or toolkit is None:
         return Cell(source, release, image, toolkit, base, (), "", error, options.push,
-                    options.secrets, options.labels, options.pull_tls_verify, options.force)
+                    options.secrets, options.labels, options.pull_tls_verify, options.force,
+                    options.layout)
     uses_base = isinstance(source, DkmsGroup) or "DTK_BASE" in source.text
     cell_base = base if uses_base else None
     args = build_args_for(source, release, mod_name, options, toolkit=toolkit, base=cell_base)
     digest = cell_hash(source, release, args, toolkit, cell_base, options=options)
     return Cell(source, release, image, toolkit, cell_base, tuple(sorted(args.items())),
                 digest, None, options.push, options.secrets, options.labels,
-                options.pull_tls_verify, options.force)
+                options.pull_tls_verify, options.force, options.layout)
 
 
 def _check_unique(cells: Sequence[Cell]) -> None:

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from dtk import paths
 from dtk.digest import file_digest, inputs_digest, tree_digest
-from dtk.distro import debfile
+from dtk.distro import aptindex, debfile
 from dtk.distro.debver import parse_depends
 from dtk.driver import dkmsconf
 from dtk.driver.naming import module_slug
@@ -190,7 +190,8 @@ def _recent_download(base: Path, name: str, fetcher: PackageFetcher) -> Path | N
         return None
     resolved = memo.stat().st_mtime
     index_changed = max((p.stat().st_mtime for p in fetcher.index_files()), default=resolved)
-    if time.time() - resolved > _FRESH_S and index_changed >= resolved:
+    if time.time() - resolved > _FRESH_S and index_changed >= resolved \
+            and not aptindex.offline():  # offline, the .deb there is is the one to use
         return None
     deb = base / "debs" / memo.read_text().strip()
     return deb if deb.is_file() else None

@@ -155,12 +155,10 @@ def tag(image: str, *names: str) -> None:
 
 
 def image_size(name: str) -> int:
-    """Bytes of the image's layers as stored (uncompressed)."""
-    wanted = image_id(name)
-    for row in images():
-        if row["id"] and wanted.startswith(row["id"]):
-            return parse_size(str(row.get("size", "0")))
-    return 0
+    """Bytes of the image's layers, exact, as its manifest in local storage records them
+    (uncompressed tars for images built here; `buildah images` rounds to 3 digits)."""
+    manifest = json.loads(inspect(name).get("Manifest") or "{}")
+    return sum(int(layer.get("size", 0)) for layer in manifest.get("layers") or [])
 
 
 def parse_size(text: str) -> int:

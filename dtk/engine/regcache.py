@@ -8,14 +8,12 @@ read that matters is by digest: a tag is only where the search starts.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from dtk import run as runner
-from dtk.engine import buildah
-from dtk.errors import DtkError
+from dtk.engine import buildah, registry
 
 
 @dataclass(frozen=True)
@@ -27,10 +25,8 @@ class Entry:
 
 
 def tls_verify_for(repo: str, tls_verify: bool | None) -> bool:
-    """As skopeo.push decides: a loopback registry is plain HTTP, any other keeps TLS."""
-    if tls_verify is not None:
-        return tls_verify
-    return not repo.split("/", 1)[0].startswith(("localhost", "127.", "[::1]"))
+    """dtk's one rule (dtk.engine.registry): the user's choice, else TLS unless loopback."""
+    return registry.tls_verify(repo, tls_verify)
 
 
 def _tls(flag: str, verify: bool) -> str:
@@ -39,17 +35,6 @@ def _tls(flag: str, verify: bool) -> str:
 
 def _auth(flag: str, authfile: Path | None) -> list[str]:
     return [f"--{flag}authfile", str(authfile)] if authfile else []
-
-
-# Whole words only: a registry's address in the message ("127.0.0.1:40301") must not
-# read as a status code.
-_REFUSED = re.compile(r"unauthorized|authentication required|denied|\b40[13]\b", re.I)
-_MISSING = re.compile(r"manifest unknown|name unknown|not found|\b404\b", re.I)
-
-
-def says_refused(text: str) -> bool:
-    """Whether a registry's answer (skopeo's message) says the credentials were refused."""
-    return _REFUSED.search(text) is not None
 
 
 def lookup(ref: str, *, tls_verify: bool, authfile: Path | None) -> Entry | None:
@@ -61,11 +46,9 @@ def lookup(ref: str, *, tls_verify: bool, authfile: Path | None) -> Entry | None
         data = json.loads(result.stdout)
         labels = {str(k): str(v) for k, v in (data.get("Labels") or {}).items()}
         return Entry(str(data["Digest"]), labels)
-    if says_refused(result.stderr):
-        raise DtkError(f"the registry refused the credentials for {ref}")
-    if _MISSING.search(result.stderr):
+    if registry.classify(result.stderr) is registry.Failure.NOT_FOUND:
         return None
-    raise DtkError(f"cannot reach {ref}: {_last(result.stderr)}")
+    raise registry.error(ref, result.stderr, f"looking up {ref}")
 
 
 def pull_by_digest(repo: str, digest: str, local: str, *, tls_verify: bool,
@@ -78,7 +61,7 @@ def pull_by_digest(repo: str, digest: str, local: str, *, tls_verify: bool,
                     f"containers-storage:{buildah.ref(local)}"],
                    timeout=1800, what=f"pulling {repo}@{digest} failed")
     except runner.CommandError as exc:
-        raise DtkError(exc.message.splitlines()[0] + ": " + _last(exc.tail)) from None
+        raise registry.error(repo, exc.tail, f"pulling {repo}@{digest}") from None
 
 
 def copy_within(repo: str, digest: str, dest: str, *, tls_verify: bool,
@@ -92,7 +75,7 @@ def copy_within(repo: str, digest: str, dest: str, *, tls_verify: bool,
              "--digestfile", "/dev/stdout", f"docker://{repo}@{digest}", f"docker://{dest}"],
             timeout=1800, what=f"copying {repo}@{digest} to {dest} failed")
     except runner.CommandError as exc:
-        raise DtkError(exc.message.splitlines()[0] + ": " + _last(exc.tail)) from None
+        raise registry.error(dest, exc.tail, f"copying {repo}@{digest} to {dest}") from None
     return result.stdout.strip().splitlines()[-1]
 
 
@@ -106,8 +89,3 @@ def record_image(name: str, labels: dict[str, str]) -> None:
 
 def encode(data: Mapping[str, object]) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
-
-
-def _last(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"

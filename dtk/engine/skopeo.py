@@ -1,129 +1,127 @@
-"""skopeo: copy images between local storage and registries, inspect remote ones."""
+"""skopeo: copy images between local storage and registries, inspect remote ones.
+
+Every call takes `tls_verify` as the user gave it (None: dtk's rule, see
+`dtk.engine.registry`) and turns skopeo's refusals into `RegistryError`s that
+name the cause and the fix.
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dtk import run as runner
-from dtk.engine import buildah
+from dtk.engine import buildah, registry
+from dtk.engine.registry import Failure, RegistryError
 from dtk.errors import DtkError
 
-_RETRIES = 3
+_ATTEMPTS = 3
 
 
-def _tls(dest: str, tls_verify: bool | None) -> list[str]:
-    if tls_verify is None:
-        # Loopback registries are plain HTTP by nature; anything else keeps TLS on.
-        host = dest.removeprefix("docker://").split("/", 1)[0]
-        tls_verify = not host.startswith(("localhost", "127.", "[::1]"))
-    return [f"--dest-tls-verify={'true' if tls_verify else 'false'}"]
+def _docker(image: str) -> str:
+    return image if "://" in image else f"docker://{image}"
 
 
-_NOT_FOUND = ("manifest unknown", "name unknown", "not found", "404")
-_REFUSED = ("unauthorized", "authentication required", "denied", "401", "403")
+def _flag(name: str, image: str, tls_verify: bool | None) -> str:
+    return f"{name}={'true' if registry.tls_verify(image, tls_verify) else 'false'}"
 
 
-def _auth(authfile: Path | None) -> list[str]:
-    return ["--authfile", str(authfile)] if authfile is not None else []
+def _auth(authfile: Path | None, flag: str = "--authfile") -> list[str]:
+    return [flag, str(authfile)] if authfile is not None else []
 
 
 def push(image: str, dest: str, *, tls_verify: bool | None = None,
-         authfile: Path | None = None) -> str:
-    """Push a local image to `dest` (a docker:// reference); return the pushed digest.
+         authfile: Path | None = None,
+         on_retry: Callable[[str], None] | None = None) -> str:
+    """Push a local image to `dest`; return the manifest digest the registry holds.
 
-    Transient registry errors are retried; the digest is only returned once the
-    registry has the whole manifest, so nothing half-pushed is reported as pushed.
-    """
-    ref = dest if "://" in dest else f"docker://{dest}"
-    last: runner.CommandError | None = None
-    for attempt in range(_RETRIES):
-        try:
-            result = runner.run(
-                ["skopeo", "copy", "--retry-times", "2", *_tls(ref, tls_verify),
-                 *_auth(authfile), "--digestfile", "/dev/stdout",
-                 f"containers-storage:{image}", ref],
-                timeout=1800, what=f"pushing {image} to {dest} failed")
+    Only failures that may pass (a reset connection, a 5xx, a timeout) are retried,
+    each retry announced through `on_retry`; a refused connection, refused
+    credentials or a TLS mismatch fail at once. The digest is only returned once
+    the registry has the whole manifest, so nothing half-pushed counts as pushed."""
+    ref = _docker(dest)
+    for attempt in range(1, _ATTEMPTS + 1):
+        result = runner.run(
+            ["skopeo", "copy", _flag("--dest-tls-verify", dest, tls_verify),
+             *_auth(authfile, "--dest-authfile"), "--digestfile", "/dev/stdout",
+             f"containers-storage:{image}", ref],
+            check=False, timeout=1800)
+        if result.returncode == 0:
             return result.stdout.strip().splitlines()[-1]
-        except runner.CommandError as exc:
-            last = exc
-            if refused(exc.tail):  # wrong credentials do not get better by retrying
-                break
-            time.sleep(2 ** attempt)
-    assert last is not None
-    raise DtkError(last.message, hint="check that the registry is reachable and that you "
-                   "are logged in ('skopeo login'); pass --tls-verify=false for a plain-HTTP one")
+        err = registry.error(dest, result.stderr, f"pushing {image} to {dest}")
+        if err.failure is not Failure.TRANSIENT or attempt == _ATTEMPTS:
+            raise err
+        if on_retry is not None:
+            on_retry(f"{err.message}; retrying ({attempt + 1}/{_ATTEMPTS})")
+        time.sleep(2 ** attempt)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
-def inspect_remote(ref: str, *, tls_verify: bool | None = None) -> dict[str, Any]:
-    ref = ref if "://" in ref else f"docker://{ref}"
-    tls = _tls(ref, tls_verify)[0].replace("--dest-", "--")
-    result = runner.run(["skopeo", "inspect", tls, ref], timeout=120,
-                        what=f"cannot inspect {ref}")
-    data: dict[str, Any] = json.loads(result.stdout)
-    return data
-
-
-def refused(text: str) -> bool:
-    """Whether a registry's answer says the credentials were refused."""
-    return any(marker in text.lower() for marker in _REFUSED)
-
-
-def _inspect(ref: str, tls_verify: bool, authfile: Path | None) -> runner.Result:
-    ref = ref if "://" in ref else f"docker://{ref}"
-    argv = ["skopeo", "inspect", "--no-tags", f"--tls-verify={'true' if tls_verify else 'false'}",
-            *_auth(authfile), ref]
+def _inspect(image: str, tls_verify: bool | None, authfile: Path | None,
+             *extra: str) -> runner.Result:
+    argv = ["skopeo", "inspect", "--no-tags", *extra, _flag("--tls-verify", image, tls_verify),
+            *_auth(authfile), _docker(image)]
     return runner.run(argv, check=False, timeout=120)
 
 
-def remote_inspect(image: str, *, tls_verify: bool = True,
+def remote_inspect(image: str, *, tls_verify: bool | None = None,
                    authfile: Path | None = None) -> dict[str, Any] | None:
     """`skopeo inspect` of an image in its registry; None if the registry says it is
-    not there. Refused credentials and unreachable registries are errors."""
+    not there. Refused credentials and unreachable registries are `RegistryError`s."""
     result = _inspect(image, tls_verify, authfile)
     if result.returncode == 0:
         data: dict[str, Any] = json.loads(result.stdout)
         return data
-    stderr = result.stderr.strip()
-    if refused(stderr):
-        raise DtkError(f"the registry refused the credentials for {image}",
-                       hint="check the Module's imageRepoSecret (a kubernetes.io/"
-                            "dockerconfigjson Secret with an entry for this registry)")
-    if any(marker in stderr.lower() for marker in _NOT_FOUND):
+    err = registry.error(image, result.stderr, f"looking up {image}")
+    if err.failure is Failure.NOT_FOUND:
         return None
-    last = (stderr.splitlines() or ["no output"])[-1]
-    raise DtkError(f"cannot inspect {image} in its registry: {last}")
+    raise err
 
 
-def remote_digest(image: str, *, tls_verify: bool = True,
+def remote_digest(image: str, *, tls_verify: bool | None = None,
                   authfile: Path | None = None) -> str | None:
     data = remote_inspect(image, tls_verify=tls_verify, authfile=authfile)
     return str(data["Digest"]) if data else None
 
 
-def pull(image: str, *, tls_verify: bool = True, authfile: Path | None = None) -> str:
+def remote_config_digest(image: str, *, tls_verify: bool | None = None,
+                         authfile: Path | None = None) -> str | None:
+    """The digest of the image's config in its registry: the same bytes as a local
+    image whose id it is (skopeo copies the config unchanged, while layers may be
+    recompressed and the manifest rewritten). None if the registry lacks the image
+    or holds a manifest list (nothing single to compare)."""
+    result = _inspect(image, tls_verify, authfile, "--raw")
+    if result.returncode != 0:
+        err = registry.error(image, result.stderr, f"looking up {image}")
+        if err.failure is Failure.NOT_FOUND:
+            return None
+        raise err
+    try:  # the registry's own bytes: anything may come back
+        manifest = json.loads(result.stdout)
+    except ValueError:
+        raise RegistryError(Failure.OTHER, f"looking up {image} failed: its registry "
+                            "answered with a manifest that is not JSON", None, "") from None
+    config = manifest.get("config") if isinstance(manifest, dict) else None
+    digest = config.get("digest") if isinstance(config, dict) else None
+    return str(digest) if digest else None
+
+
+def pull(image: str, *, tls_verify: bool | None = None, authfile: Path | None = None) -> str:
     """Copy a registry image into local container storage under its own name."""
-    ref = image if "://" in image else f"docker://{image}"
     name = image.split("://", 1)[-1]
-    try:
-        runner.run(["skopeo", "copy", "--retry-times", "2",
-                    f"--src-tls-verify={'true' if tls_verify else 'false'}",
-                    *(["--src-authfile", str(authfile)] if authfile else []),
-                    ref, f"containers-storage:{name}"],
-                   timeout=1800, what=f"pulling {image} failed")
-    except runner.CommandError as exc:
-        if refused(exc.tail):
-            raise DtkError(f"the registry refused the credentials for {image}",
-                           hint="pass the registry's credentials (dtk module: the "
-                                "imageRepoSecret; otherwise --authfile or 'skopeo login')"
-                           ) from None
-        raise
+    result = runner.run(["skopeo", "copy", _flag("--src-tls-verify", image, tls_verify),
+                         *_auth(authfile, "--src-authfile"), _docker(image),
+                         f"containers-storage:{name}"], check=False, timeout=1800)
+    if result.returncode != 0:
+        raise registry.error(image, result.stderr, f"pulling {image}")
     return name
 
 
-def ensure_local(image: str, *, tls_verify: bool = True, authfile: Path | None = None) -> bool:
+def ensure_local(image: str, *, tls_verify: bool | None = None,
+                 authfile: Path | None = None) -> bool:
     """Make a registry-only image usable from local storage; True if it was pulled.
 
     An image already in local storage is used as it is (as `buildah from
@@ -138,8 +136,5 @@ def ensure_local(image: str, *, tls_verify: bool = True, authfile: Path | None =
 
 
 def registry_of(image: str) -> str | None:
-    """The registry an image names, or None for local-only names (no dot, colon, localhost)."""
-    first, sep, _ = image.partition("/")
-    if not sep or first == "localhost" or not ("." in first or ":" in first):
-        return None
-    return first
+    """The registry an image names (HOST[:PORT]), or None for a local-only name."""
+    return registry.parse(image).registry

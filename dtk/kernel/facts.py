@@ -47,6 +47,10 @@ class KernelFacts:
     # modules.builtin: modules compiled into vmlinux (dashes as underscores); modprobe
     # treats them as loaded, so a dependency on one is satisfied
     builtin: frozenset[str] = frozenset()
+    # Where the facts came from, for scripts: the toolkit image and its full id (empty
+    # for a directory or a headers package). Not cached: the cache key holds the id.
+    image: str = ""
+    image_id: str = ""
 
     def enabled(self, option: str) -> bool:
         return self.config.get(option) == "y"

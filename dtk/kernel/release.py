@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from dtk.errors import DtkError
+from dtk.kernel.envsubst import envsubst
 
 
 class Family(enum.StrEnum):
@@ -174,16 +175,16 @@ def _untag(text: str) -> str | None:
 def kmm_variables(release: str) -> dict[str, str]:
     """The variables KMM substitutes in image names and sign paths.
 
-    KMM splits the kernel on [.,-] and needs three parts; there is no KERNEL_XY.
-    KERNEL_FULL_VERSION and KERNEL_VERSION are normalised here because this
-    mapping is for names (tags, paths in `filesToSign`); build args carry the
-    raw release (see `kmm_build_args`).
+    As KMM's kernel mapper does (`KernelComponentsAsEnvVars(NormalizeVersion(k))`):
+    every one comes from the *normalised* kernel, split on [.,-] into at least three
+    parts, so `6.12.117+deb12-amd64` gives KERNEL_Z `117_deb12` and no variable holds
+    a `+`. There is no KERNEL_XY. Build args carry the raw release (`kmm_build_args`).
     """
-    parts = _KMM_SPLIT.split(release)
+    norm = normalize(release)
+    parts = _KMM_SPLIT.split(norm)
     if len(parts) < 3:
         raise DtkError(f"kernel '{release}' has fewer than three [.,-] separated parts",
                        hint="KMM needs a full release such as 6.1.0-56-amd64")
-    norm = normalize(release)
     return {
         "KERNEL_FULL_VERSION": norm,
         "KERNEL_VERSION": norm,
@@ -204,9 +205,7 @@ def kmm_build_args(release: str, mod_name: str, mod_namespace: str) -> dict[str,
     }
 
 
-_VAR = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")
-
-
 def substitute(template: str, variables: dict[str, str]) -> str:
-    """envsubst as KMM uses it: $VAR and ${VAR}; unknown variables become ''."""
-    return _VAR.sub(lambda m: variables.get(m["braced"] or m["bare"], ""), template)
+    """KMM's substitution (a8m/envsubst, see `dtk.kernel.envsubst`): $VAR, ${VAR},
+    $$, ${VAR:-default} and the rest; unknown variables become ''."""
+    return envsubst(template, variables)

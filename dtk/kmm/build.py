@@ -6,14 +6,22 @@ differs from the one recorded on the image (label) or `--rebuild` is given;
 otherwise the Dockerfile from the ConfigMap is built on dtk's build matrix
 (toolkits, DTK_BASE, the input-hash cache, cells in parallel), then signed
 (from the built image, or from `unsignedImage`, pulled first when it lives
-only in a registry) under the `containerImage` name, which KMM overwrites in
-place, then pushed. The imageRepoSecret is a 0600 authfile for the whole run.
+only in a registry). With build and sign, the build writes KMM's
+intermediate name (`plan.intermediate_image`) and only the signed result is
+ever tagged `containerImage`: a failed signing leaves that name absent, never
+an unsigned image a later run would take for done. The signed image's label
+records the sign spec (`plan.sign_digest`), so a Module that gains or changes
+its `sign` section is not satisfied by an image made without it. With `--push`,
+every local image the plan names is then compared with the registry's (config
+digest against image id) and pushed where they differ, in parallel. The
+imageRepoSecret is a 0600 authfile for the whole run.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,24 +31,32 @@ from dtk.distro import catalog_problems
 from dtk.distro.debian import DebianArchive
 from dtk.driver.base import ensure_base
 from dtk.driver.matrix import RunOptions, resolve_toolkits, run_matrix
-from dtk.driver.outcome import Outcome, Status
+from dtk.driver.outcome import KMM_TOOLS, Layout, Outcome, Status
 from dtk.driver.plan import BuildOptions, BuildSecret, Cell, Matrix, plan_matrix
 from dtk.driver.remotecache import RegistryCache
 from dtk.driver.sources import containerfile_source
 from dtk.engine import buildah, skopeo
+from dtk.engine.registry import RegistryError
 from dtk.errors import DtkError
 from dtk.files import host_key
 from dtk.kernel import normalize
 from dtk.kmm import model as m
-from dtk.kmm.plan import DTK_AUTO, KernelPlan, Plan
+from dtk.kmm.plan import (
+    DTK_AUTO,
+    GENERATION_LABEL,
+    MODULE_LABEL,
+    SIGN_LABEL,
+    KernelPlan,
+    Plan,
+    image_current,
+)
 from dtk.kmm.state import authfile, registry_host
 from dtk.kmod import sign
 from dtk.kmod.image import sign_image
 from dtk.progress import Monitor
 from dtk.toolkit.images import ToolkitImage, ensure_toolkit
 
-GENERATION_LABEL = "dtk.kmm.image-rebuild-trigger-generation"
-MODULE_LABEL = "dtk.kmm.module"
+_PUSHES = 4  # pushes at once: network-bound, and registries throttle more
 
 
 @dataclass(frozen=True)
@@ -58,7 +74,9 @@ class KernelResult:
     image: str
     action: str  # exists | built | signed | built+signed | failed
     image_id: str = ""
-    pushed: str = ""  # the registry's digest, only once it has the whole image
+    pushed: str = ""  # the digest this run pushed, only once the registry has it all
+    registry: str = ""  # the digest the registry already held with the same bytes
+    note: str = ""  # what the push step found (another image under the name)
     reason: str = ""
     tail: tuple[str, ...] = ()
     log: str = ""
@@ -94,10 +112,14 @@ def labels_for(mod: m.Module) -> dict[str, str]:
     return out
 
 
-def current(mod: m.Module, labels: dict[str, str]) -> bool:
-    """An existing image counts unless the Module asks for another generation."""
-    gen = mod.image_rebuild_trigger_generation
-    return gen is None or labels.get(GENERATION_LABEL) == str(gen)
+def signed_labels(mod: m.Module, kp: KernelPlan) -> dict[str, str]:
+    """The labels of the final image of a kernel whose plan signs."""
+    assert kp.sign is not None
+    return {**labels_for(mod), SIGN_LABEL: kp.sign.digest}
+
+
+def current(mod: m.Module, kp: KernelPlan, labels: dict[str, str]) -> bool:
+    return image_current(mod.image_rebuild_trigger_generation, kp, labels)
 
 
 def build_module(bundle: m.Bundle, plan: Plan, request: BuildRequest, monitor: Monitor,
@@ -120,6 +142,8 @@ def build_module(bundle: m.Bundle, plan: Plan, request: BuildRequest, monitor: M
         built = _build_all(run, [kp for kp in todo if kp.build is not None])
         for kp in todo:
             results[kp.kernel] = _finish(run, kp, built.get(kp.kernel))
+        if request.push:
+            results.update(_sync_all(run, plan, results))
     return [replace(results[kp.kernel], seconds=results[kp.kernel].seconds
                     or time.monotonic() - run.started[kp.kernel]) for kp in plan.kernels]
 
@@ -129,17 +153,17 @@ def _existing(run: _Run, kp: KernelPlan) -> KernelResult | None:
     if run.request.rebuild and (kp.build or kp.sign):
         return None
     try:
-        if buildah.image_exists(kp.image) and current(run.mod, buildah.labels(kp.image)):
-            image_id = buildah.image_id(kp.image)
-            pushed = _push_if_missing(run, kp) if run.request.push else ""
-            return KernelResult(kp.kernel, kp.image, "exists", image_id, pushed)
+        if buildah.image_exists(kp.image) and current(run.mod, kp, buildah.labels(kp.image)):
+            # With --push, _sync_all makes the registry hold these very bytes.
+            return KernelResult(kp.kernel, kp.image, "exists", buildah.image_id(kp.image))
         if registry_host(kp.image) is not None:
-            data = skopeo.remote_inspect(kp.image, tls_verify=kp.registry_tls.verify,
+            data = skopeo.remote_inspect(kp.image, tls_verify=kp.registry_tls.tls_verify,
                                          authfile=run.auth)
-            if data is not None and current(run.mod, dict(data.get("Labels") or {})):
-                return KernelResult(kp.kernel, kp.image, "exists", pushed=str(data["Digest"]))
+            if data is not None and current(run.mod, kp, dict(data.get("Labels") or {})):
+                return KernelResult(kp.kernel, kp.image, "exists",
+                                    registry=str(data["Digest"]))
     except DtkError as exc:
-        return KernelResult(kp.kernel, kp.image, "failed", reason=exc.message.splitlines()[0])
+        return _registry_failed(run, KernelResult(kp.kernel, kp.image, "failed"), exc)
     if kp.build is None and kp.sign is None:
         return KernelResult(kp.kernel, kp.image, "failed",
                             reason=f"image {kp.image} does not exist and the Module has no "
@@ -147,21 +171,55 @@ def _existing(run: _Run, kp: KernelPlan) -> KernelResult | None:
     return None
 
 
-def _push_if_missing(run: _Run, kp: KernelPlan) -> str:
-    """A local image the registry lacks is pushed (KMM's cluster pulls from there)."""
-    if registry_host(kp.image) is None:
-        return ""
-    remote = skopeo.remote_inspect(kp.image, tls_verify=kp.registry_tls.verify,
-                                   authfile=run.auth)
-    if remote is not None and current(run.mod, dict(remote.get("Labels") or {})):
-        return str(remote["Digest"])
-    return _push(run, kp)
+def _sync_all(run: _Run, plan: Plan, results: dict[str, KernelResult]
+              ) -> dict[str, KernelResult]:
+    """Every local image the plan names, made the registry's truth (in parallel: the
+    images are independent); registry-only and failed kernels are left as they are."""
+    todo = [kp for kp in plan.kernels if not results[kp.kernel].failed
+            and results[kp.kernel].image_id and registry_host(kp.image) is not None]
+    if not todo:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(len(todo), _PUSHES),
+                            thread_name_prefix="dtk-kmm-push") as pool:
+        futures = {kp.kernel: pool.submit(_sync, run, kp, results[kp.kernel]) for kp in todo}
+        return {kernel: future.result() for kernel, future in futures.items()}
 
 
-def _push(run: _Run, kp: KernelPlan) -> str:
-    run.monitor.step(f"{kp.kernel}: pushing {kp.image}")
-    return skopeo.push(kp.image, kp.image, tls_verify=kp.registry_tls.verify,
-                       authfile=run.auth)
+def _sync(run: _Run, kp: KernelPlan, result: KernelResult) -> KernelResult:
+    """Push the local image unless the registry holds the same bytes (its config digest
+    is the local image's id); never raises. A registry that holds another image under
+    the name gets this one, and the result says so."""
+    tls, began = kp.registry_tls.tls_verify, time.monotonic()
+    try:
+        remote = skopeo.remote_config_digest(kp.image, tls_verify=tls, authfile=run.auth)
+        if remote is not None and remote.removeprefix("sha256:") == \
+                result.image_id.removeprefix("sha256:"):
+            digest = skopeo.remote_digest(kp.image, tls_verify=tls, authfile=run.auth)
+            return replace(result, registry=digest or "")
+        run.monitor.step(f"{kp.kernel}: pushing {kp.image}")
+        pushed = skopeo.push(kp.image, kp.image, tls_verify=tls, authfile=run.auth,
+                             on_retry=lambda text: run.monitor.step(f"{kp.kernel}: {text}"))
+    except DtkError as exc:
+        return _registry_failed(run, result, exc)
+    note = f"the registry held another image ({remote[:19]}…); pushed this one" \
+        if remote else ""
+    # A result without seconds yet is timed from the run's start (build_module).
+    seconds = result.seconds + (time.monotonic() - began) if result.seconds else 0.0
+    return replace(result, pushed=pushed, note=note, seconds=seconds)
+
+
+def _registry_failed(run: _Run, result: KernelResult, exc: DtkError) -> KernelResult:
+    """The cause is the reason; skopeo's own words and the fix go to the tail and to
+    the run's registry log."""
+    detail = exc.detail if isinstance(exc, RegistryError) else ""
+    lines = exc.message.splitlines()
+    tail = tuple(x for x in (*lines[1:], detail, f"hint: {exc.hint}" if exc.hint else "") if x)
+    log = run.request.log_dir / "registry.log"
+    with log.open("a") as sink:
+        sink.write(f"{result.kernel} {result.image}\n  {exc.message}\n"
+                   + "".join(f"  {x}\n" for x in tail))
+    return replace(result, action="failed", reason=lines[0], tail=tail,
+                   log=result.log or str(log))
 
 
 def _build_all(run: _Run, kps: list[KernelPlan]) -> dict[str, Outcome]:
@@ -182,14 +240,15 @@ def _build_all(run: _Run, kps: list[KernelPlan]) -> dict[str, Outcome]:
         assert kp.build is not None
         source = _dockerfile_source(run, kp)
         options = BuildOptions(
-            image_template=kp.image, mod_namespace=run.mod.namespace, mod_name=run.mod.name,
+            image_template=kp.build_image or kp.image, mod_namespace=run.mod.namespace,
+            mod_name=run.mod.name,
             build_args=tuple((a.name, a.value) for a in kp.build.build_args
                              if a.name != DTK_AUTO),  # dtk's resolved toolkit goes in
             secrets=build_secrets(run.bundle, run.mod, kp.build.secrets),
             secrets_key=host_key(paths.cache_dir() / "keys" / "secrets-digest.key"),
             labels=tuple(sorted(labels_for(run.mod).items())),
             pull_tls_verify=kp.build.base_image_registry_tls.verify,
-            force=run.request.rebuild)
+            force=run.request.rebuild, layout=kmm_layout(run.mod))
         cells += plan_matrix([source], [kp.kernel], toolkits, base, options).cells
     # The cache speaks with the imageRepoSecret's credentials, as the pushes do.
     cache = replace(run.request.cache, authfile=run.auth) if run.request.cache else None
@@ -198,6 +257,13 @@ def _build_all(run: _Run, kps: list[KernelPlan]) -> dict[str, Outcome]:
                                      cache=cache),
                           run.monitor)
     return {o.kernel: o for o in outcomes}
+
+
+def kmm_layout(mod: m.Module) -> Layout:
+    """What KMM's worker needs of an image: modules under the Module's dirName, and a
+    shell, cp and mkdir (it brings its own modprobe)."""
+    assert mod.module_loader is not None
+    return Layout(mod.module_loader.container.modprobe.dir_name, KMM_TOOLS)
 
 
 def _dockerfile_source(run: _Run, kp: KernelPlan) -> Any:
@@ -222,8 +288,8 @@ def build_secrets(bundle: m.Bundle, mod: m.Module, names: tuple[str, ...]
 
 
 def _finish(run: _Run, kp: KernelPlan, outcome: Outcome | None) -> KernelResult:
-    """Sign and push what the matrix built (or sign-only kernels); never raises.
-    Its time: the cell's build, then signing and pushing."""
+    """Sign what the matrix built (or sign-only kernels); never raises. Its time: the
+    cell's build, then signing (pushing is `_sync_all`'s, for every kernel at once)."""
     began = time.monotonic()
     result = _sign_and_push(run, kp, outcome)
     return replace(result, seconds=(outcome.seconds if outcome else 0.0)
@@ -238,19 +304,15 @@ def _sign_and_push(run: _Run, kp: KernelPlan, outcome: Outcome | None) -> Kernel
         if outcome.status is not Status.BUILT:
             reason = outcome.reason or outcome.status.value
             return replace(result, action="failed", reason=reason, tail=outcome.tail)
-    stage = "signing"
     try:
         if kp.sign is not None:
             run.monitor.step(f"{kp.kernel}: signing {kp.image}")
             signed = _sign(run, kp, built=outcome is not None)
             result = replace(result, image_id=signed,
                              action="built+signed" if outcome is not None else "signed")
-        stage = "pushing"
-        if run.request.push and registry_host(kp.image) is not None:
-            result = replace(result, pushed=_push(run, kp))
     except DtkError as exc:
         lines = exc.message.splitlines()
-        return replace(result, action="failed", reason=f"{stage} failed: {lines[0]}",
+        return replace(result, action="failed", reason=f"signing failed: {lines[0]}",
                        tail=tuple(line.strip() for line in lines[1:]))
     return result
 
@@ -278,14 +340,14 @@ def _sign(run: _Run, kp: KernelPlan, *, built: bool) -> str:
         if registry_host(unsigned) is None:
             raise DtkError(f"unsigned image {unsigned} is not in local storage")
         run.monitor.step(f"{kp.kernel}: pulling {unsigned}")
-        skopeo.pull(unsigned, tls_verify=kp.sign.unsigned_image_registry_tls.verify,
+        skopeo.pull(unsigned, tls_verify=kp.sign.unsigned_image_registry_tls.tls_verify,
                     authfile=run.auth)
         pulled = True
     try:
         signer = signer_from(run.bundle, run.mod, kp.sign)
         signed = sign_image(unsigned, kp.image, list(kp.sign.files_to_sign_templates
                                                      or kp.sign.files_to_sign), kp.kernel,
-                            signer=signer, labels=labels_for(run.mod))
+                            signer=signer, labels=signed_labels(run.mod, kp))
     finally:
         if pulled and unsigned != kp.image:
             buildah.remove_image(unsigned)

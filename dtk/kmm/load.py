@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dtk.errors import DtkError
+from dtk.errors import DtkError, ProblemsError
+from dtk.k8snames import config_map_key_problems, dns1123_label_problems, dns1123_subdomain_problems
 from dtk.kmm import model as m
 from dtk.kmm import spec as spec_reader
 from dtk.kmm.reader import Reader, child
+from dtk.kmm.validate import violations
 
 _SUFFIXES = (".yaml", ".yml", ".json")
 # ObjectMeta fields kubectl passes through; dtk reads name and namespace only.
@@ -27,54 +30,116 @@ _META = ["name", "namespace", "labels", "annotations", "generateName", "uid",
          "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
          "deletionGracePeriodSeconds", "finalizers", "ownerReferences", "managedFields"]
 _MAX_SHOWN = 40  # errors on one screen
+_KINDS = {"Module": m.API_VERSION, "ConfigMap": "v1", "Secret": "v1"}
 
 
 def load_documents(paths: Sequence[Path], namespace: str | None = None) -> m.Bundle:
     """Read every -f path; `namespace` is -n (None: documents' own, else 'default')."""
     r = Reader()
     objects: list[m.Module | m.ConfigMap | m.Secret] = []
+    clean: set[m.Source] = set()  # documents that read without a schema error
+    skipped: list[str] = []
     for source, doc in _documents(paths):
+        other = _skipped(source, doc)
+        if other:
+            skipped.append(other)
+            continue
         before = len(r.errors)
         obj = _object(r, doc, source, namespace)
+        if len(r.errors) == before:
+            clean.add(source)
         _prefix(r, before, str(source))
+        r.place(before, source.file, source.index, source.item)
         if obj is not None:
             objects.append(obj)
     bundle = _bundle(r, objects)
     check_references(r, bundle)
     if r.errors:
+        # What the webhook says too, in the same pass: a missing Secret must not hide
+        # it (a Module with schema errors is left out: its defaults would only add noise).
+        _webhook_too(r, [mod for mod in bundle.modules if mod.source in clean])
         shown = r.errors[:_MAX_SHOWN]
         more = len(r.errors) - len(shown)
         text = "\n  ".join(shown) + (f"\n  … and {more} more" if more else "")
-        raise DtkError(f"invalid manifests ({len(r.errors)} problem(s)):\n  {text}",
-                       hint="fix the fields named above; `kubectl apply --dry-run=server` "
-                            "would reject them too")
-    return bundle
+        raise ProblemsError(f"invalid manifests ({len(r.errors)} problem(s)):\n  {text}",
+                            r.problems, hint=_hint(r.problems))
+    return replace(bundle, skipped=tuple(skipped))
+
+
+_MISSING = "is not among the documents given"
+
+
+def _webhook_too(r: Reader, modules: list[m.Module]) -> None:
+    """KMM's admission verdict on these Modules, as problems of their documents."""
+    for mod in modules:
+        for v in violations(mod):
+            r.errors.append(f"Module {mod.namespace}/{mod.name} ({mod.source}): {v}")
+            r.problems.append({"file": mod.source.file, "document": mod.source.index + 1,
+                               "item": mod.source.item, "path": v.path,
+                               "message": v.message})
+
+
+def _hint(problems: list[dict[str, Any]]) -> str:
+    """The fix that is true for these problems: a missing Secret or ConfigMap is made
+    and passed with -f (the API server would not notice it missing; KMM would, later)."""
+    if all(_MISSING in str(p["message"]) for p in problems):
+        return ("pass the missing objects with -f. Make a signing key and cert with `dtk "
+                "keygen`, then the Secrets with `kubectl create secret generic NAME "
+                "--from-file=key=signing_key.pem -n NS --dry-run=client -o yaml` (cert: "
+                "--from-file=cert=signing_cert.pem; registry credentials: `kubectl create "
+                "secret docker-registry NAME --docker-server=… --dry-run=client -o yaml`)")
+    return ("fix the fields named above (the API server would reject the same fields; "
+            "missing objects: pass them with -f)")
+
+
+def _skipped(source: m.Source, doc: Any) -> str | None:
+    """Why a document is left out: another kind of object (a directory for `kubectl
+    apply -f` holds Deployments and Services too) or an empty file; None to read it."""
+    if doc is None:
+        return f"{source.file}: empty (no document in it), skipped"
+    if not isinstance(doc, dict):
+        return None
+    kind, api = doc.get("kind"), doc.get("apiVersion")
+    if not (isinstance(kind, str) and isinstance(api, str)) or kind in _KINDS:
+        return None
+    meta = doc.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return f"{source}: {kind} {name or '(no name)'} skipped (dtk module reads Module, " \
+        "ConfigMap and Secret)"
 
 
 def _prefix(r: Reader, start: int, where: str) -> None:
     r.errors[start:] = [f"{where}: {e}" for e in r.errors[start:]]
 
 
-def _files(paths: Sequence[Path]) -> Iterator[Path]:
+def _files(paths: Sequence[Path]) -> Iterator[tuple[Path, bool]]:
+    """Each file, and whether it was named itself (not found in a directory)."""
     for path in paths:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in _SUFFIXES)
             if not found:
                 raise DtkError(f"directory {path} has no *.yaml, *.yml or *.json file")
-            yield from found
+            yield from ((p, False) for p in found)
         elif path.is_file():
-            yield path
+            yield path, True
         else:
             raise DtkError(f"{path}: no such file or directory",
                            hint="-f takes a manifest file or a directory of them")
 
 
 def _documents(paths: Sequence[Path]) -> Iterator[tuple[m.Source, Any]]:
-    for path in _files(paths):
+    for path, named in _files(paths):
         try:
             docs = list(yaml.safe_load_all(path.read_text()))
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise DtkError(f"{path} is not valid YAML or JSON: {_yaml_reason(exc)}") from None
+        if all(doc is None for doc in docs):
+            if named:
+                raise DtkError(f"{path} is empty: it holds no YAML or JSON document",
+                               hint="give the file with the Module (and its ConfigMaps and "
+                                    "Secrets)")
+            yield m.Source(str(path), 0), None  # noted as skipped
+            continue
         for index, doc in enumerate(docs):
             if doc is None:  # an empty document between '---' separators
                 continue
@@ -98,7 +163,7 @@ def _object(r: Reader, doc: Any, source: m.Source,
         r.fail("(document)", "must be an object with apiVersion and kind")
         return None
     kind, api = doc.get("kind"), doc.get("apiVersion")
-    expected = {"Module": m.API_VERSION, "ConfigMap": "v1", "Secret": "v1"}
+    expected = _KINDS
     if kind not in expected:
         r.fail("kind", f"{kind!r} is not one dtk module reads (Module, ConfigMap, Secret)")
         return None
@@ -120,7 +185,24 @@ def _metadata(r: Reader, value: Any, namespace: str | None) -> tuple[str, str]:
     if own and namespace and own != namespace:
         # kubectl refuses this too rather than guessing which one was meant.
         r.fail("metadata.namespace", f"is {own!r} but -n/--namespace is {namespace!r}")
-    return name, own or namespace or "default"
+    # The API server's rules: names become directories, mount targets and pod names.
+    if body.get("name") is not None:
+        _name_rule(r, name, "metadata.name", dns1123_subdomain_problems)
+    ns = own or namespace or "default"
+    _name_rule(r, ns, "metadata.namespace", dns1123_label_problems)
+    return name, ns
+
+
+def _name_rule(r: Reader, value: str, path: str, rule: Callable[[str], list[str]]) -> None:
+    problems = rule(value)
+    if problems:
+        r.fail(path, f"{_shown(value)} is invalid: " + "; ".join(problems))
+
+
+def _shown(value: str) -> str:
+    """A hostile name as one short, printable quote (it may hold newlines or escapes)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _module(r: Reader, doc: dict[str, Any], source: m.Source, name: str,
@@ -134,8 +216,12 @@ def _configmap(r: Reader, doc: dict[str, Any], source: m.Source, name: str,
                ns: str) -> m.ConfigMap:
     r.obj(doc, "", ["apiVersion", "kind", "metadata", "data", "binaryData", "immutable"])
     r.boolean(doc.get("immutable"), "immutable")
-    r.string_map(doc.get("binaryData"), "binaryData")
-    return m.ConfigMap(name, ns, source, r.string_map(doc.get("data"), "data") or {})
+    data = r.string_map(doc.get("data"), "data") or {}
+    binary = r.string_map(doc.get("binaryData"), "binaryData") or {}
+    for field, keys in (("data", data), ("binaryData", binary)):
+        for key in keys:
+            _name_rule(r, key, child(field, key), config_map_key_problems)
+    return m.ConfigMap(name, ns, source, data)
 
 
 def _secret(r: Reader, doc: dict[str, Any], source: m.Source, name: str, ns: str) -> m.Secret:
@@ -144,12 +230,15 @@ def _secret(r: Reader, doc: dict[str, Any], source: m.Source, name: str, ns: str
     r.boolean(doc.get("immutable"), "immutable")
     data: dict[str, bytes] = {}
     for key, text in (r.string_map(doc.get("data"), "data") or {}).items():
+        _name_rule(r, key, child("data", key), config_map_key_problems)
         try:
             data[key] = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             r.fail(child("data", key), "is not valid base64 (value not shown)")
+            data[key] = b""  # the key is there: one error, not a knock-on "has no key"
     # As the API server does: stringData is merged over data, and wins.
     for key, text in (r.string_map(doc.get("stringData"), "stringData") or {}).items():
+        _name_rule(r, key, child("stringData", key), config_map_key_problems)
         data[key] = text.encode()
     kind = r.string(doc.get("type"), "type") or "Opaque"
     return m.Secret(name, ns, source, kind, data)
@@ -162,6 +251,7 @@ def _bundle(r: Reader, objects: list[m.Module | m.ConfigMap | m.Secret]) -> m.Bu
         if key in seen:
             r.fail(f"{obj.source}", f"{key[0]} {obj.namespace}/{obj.name} is also defined "
                    f"in {seen[key]}")
+            r.place(len(r.problems) - 1, obj.source.file, obj.source.index, obj.source.item)
         seen[key] = obj.source
     return m.Bundle(
         modules=tuple(o for o in objects if isinstance(o, m.Module)),
@@ -190,6 +280,7 @@ def check_references(r: Reader, bundle: m.Bundle) -> None:
                 r.fail(path, f"Secret {mod.namespace}/{name} must be of type "
                        f"{m.DOCKERCONFIGJSON}, got {obj.type!r}")
         _prefix(r, before, f"{mod.source} Module {mod.namespace}/{mod.name}")
+        r.place(before, mod.source.file, mod.source.index, mod.source.item)
 
 
 def _references(mod: m.Module) -> Iterator[tuple[str, str, str, str | None]]:

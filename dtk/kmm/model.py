@@ -45,6 +45,12 @@ class TLSOptions:
         """Whether a client should verify TLS (skopeo's --tls-verify)."""
         return not (self.insecure or self.insecure_skip_tls_verify)
 
+    @property
+    def tls_verify(self) -> bool | None:
+        """For dtk's registry calls: False when the Module turns verification off, else
+        None, dtk's one rule (verify, except for a loopback registry)."""
+        return None if self.verify else False
+
 
 @dataclass(frozen=True)
 class BuildArg:
@@ -180,6 +186,7 @@ class Bundle:
     modules: tuple[Module, ...]
     configmaps: Mapping[tuple[str, str], ConfigMap]
     secrets: Mapping[tuple[str, str], Secret] = field(repr=False)
+    skipped: tuple[str, ...] = ()  # documents left out, and why (other kinds, empty files)
 
     def configmap(self, namespace: str, name: str) -> ConfigMap | None:
         return self.configmaps.get((namespace, name))

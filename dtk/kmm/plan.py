@@ -13,13 +13,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from dtk.digest import parts_digest
 from dtk.errors import DtkError
 from dtk.kernel import kmm_build_args, kmm_variables, normalize, substitute
 from dtk.kmm import model as m
-from dtk.kmm.merge import merged_build, merged_sign
+from dtk.kmm.merge import apply_overrides, merged_build, merged_sign
 from dtk.kmm.validate import compile_regexp
 
 DTK_AUTO = "DTK_AUTO"
+UNSIGNED_TAG_SUFFIX = "_kmm_unsigned"
+GENERATION_LABEL = "dtk.kmm.image-rebuild-trigger-generation"
+MODULE_LABEL = "dtk.kmm.module"
+SIGN_LABEL = "dtk.kmm.sign"
 Toolkit = Callable[[str], str]
 
 
@@ -46,7 +51,7 @@ class PlannedBuild:
 
 @dataclass(frozen=True)
 class PlannedSign:
-    unsigned_image: str  # with a build, KMM builds to containerImage and signs it in place
+    unsigned_image: str  # with a build: the intermediate image the build writes
     unsigned_image_registry_tls: m.TLSOptions
     key_secret: str
     cert_secret: str
@@ -54,6 +59,9 @@ class PlannedSign:
     # As written, for signing: KMM substitutes the normalised kernel (`+` → `_`)
     # but images lay modules out under the raw one, so `dtk module build` tries both.
     files_to_sign_templates: tuple[str, ...] = ()
+    # What the signed image's label records: the certificate's fingerprint (public; the
+    # key must match it) and the paths, so that another sign spec is not satisfied by it.
+    digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,7 @@ class KernelPlan:
     sign: PlannedSign | None
     in_tree_modules_to_remove: tuple[str, ...]
     nodes: tuple[str, ...] = ()
+    build_image: str = ""  # where the build writes: `image`, or the intermediate when signing
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,30 @@ class Plan:
     kernels: tuple[KernelPlan, ...]
     unmatched: tuple[str, ...]
     unmatched_nodes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def intermediate_image(name: str, namespace: str, image: str) -> str:
+    """Where a build that is followed by signing writes, so that `image` only ever holds
+    the signed result: KMM's IntermediateImageName (`AppendToTag(image,
+    "<namespace>_<name>_kmm_unsigned")`, internal/module/helper.go until KMM 9d626f4,
+    which now overwrites in place; dtk keeps the intermediate because it decides
+    "exists" by the final name)."""
+    return image + ("_" if ":" in image else ":") + f"{namespace}_{name}{UNSIGNED_TAG_SUFFIX}"
+
+
+def sign_digest(cert: bytes, files_to_sign: Sequence[str]) -> str:
+    """The sign spec as a signed image's label records it: the certificate's sha256
+    fingerprint (public), never the key, and the filesToSign templates."""
+    return parts_digest("kmm-sign/1", parts_digest(cert), *files_to_sign)
+
+
+def image_current(generation: int | None, kp: KernelPlan, labels: Mapping[str, str]) -> bool:
+    """Whether an existing image with `labels` is what the Module asks for: not when it
+    asks for another imageRebuildTriggerGeneration, nor for another signing than the
+    one the image records (none, when the Module signs none)."""
+    if generation is not None and labels.get(GENERATION_LABEL) != str(generation):
+        return False
+    return labels.get(SIGN_LABEL, "") == (kp.sign.digest if kp.sign else "")
 
 
 def find_mapping(mappings: Sequence[m.KernelMapping],
@@ -118,10 +151,9 @@ def _kernel_plan(mod: m.Module, cont: m.Container, found: tuple[int, m.KernelMap
     image = substitute(km.container_image or cont.container_image, image_vars)
     build = merged_build(cont.build, km.build)
     sign = merged_sign(cont.sign, km.sign)
-    in_tree = (km.in_tree_modules_to_remove
-               or ((km.in_tree_module_to_remove,) if km.in_tree_module_to_remove else None)
-               or cont.in_tree_modules_to_remove
-               or ((cont.in_tree_module_to_remove,) if cont.in_tree_module_to_remove else ()))
+    in_tree = _in_tree(cont, km)
+    planned_sign = _sign(sign, intermediate_image(mod.name, mod.namespace, image) if build
+                         else None, kvars, _cert(bundle, mod, sign)) if sign else None
     return KernelPlan(
         kernel=kernel,
         mapping_index=index,
@@ -130,9 +162,26 @@ def _kernel_plan(mod: m.Module, cont: m.Container, found: tuple[int, m.KernelMap
         image=image,
         registry_tls=km.registry_tls or cont.registry_tls or m.TLSOptions(),
         build=_build(mod, build, kernel, bundle, toolkit) if build else None,
-        sign=_sign(sign, image if build else None, kvars) if sign else None,
+        sign=planned_sign,
         in_tree_modules_to_remove=tuple(in_tree),
+        build_image=(planned_sign.unsigned_image if planned_sign else image) if build else "",
     )
+
+
+def _in_tree(cont: m.Container, km: m.KernelMapping) -> tuple[str, ...]:
+    """KMM's prepareModuleLoaderData: the mapping's list replaces the container's
+    whenever it is given (`[]` means none), then a deprecated single name, the
+    mapping's before the container's, replaces both."""
+    names = cont.in_tree_modules_to_remove
+    if km.in_tree_modules_to_remove is not None:
+        names = km.in_tree_modules_to_remove
+    single = km.in_tree_module_to_remove or cont.in_tree_module_to_remove
+    return (single,) if single else tuple(names or ())
+
+
+def _cert(bundle: m.Bundle, mod: m.Module, sign: m.Sign) -> bytes:
+    secret = bundle.secret(mod.namespace, sign.cert_secret)
+    return secret.data.get(m.CERT_KEY, b"") if secret else b""
 
 
 def _build(mod: m.Module, build: m.Build, kernel: str, bundle: m.Bundle,
@@ -148,25 +197,18 @@ def _build(mod: m.Module, build: m.Build, kernel: str, bundle: m.Bundle,
     return PlannedBuild(
         dockerfile_configmap=build.dockerfile_configmap,
         dockerfile=dockerfile,
-        build_args=override_args(build.build_args, injected),
+        build_args=apply_overrides(build.build_args,
+                                   [m.BuildArg(k, v) for k, v in injected.items()]),
         secrets=build.secrets,
         base_image_registry_tls=build.base_image_registry_tls or m.TLSOptions(),
-        selector=build.selector if build.selector is not None else (mod.selector or {}),
+        # KMM's buildSpec: an empty build selector means the Module's.
+        selector=build.selector or mod.selector or {},
         kaniko_tag=build.kaniko_tag,
     )
 
 
-def override_args(user: Sequence[m.BuildArg],
-                  injected: Mapping[str, str]) -> tuple[m.BuildArg, ...]:
-    """KMM's buildargoverrider: its values replace same-named user args in place;
-    names the user did not give are appended."""
-    out = [m.BuildArg(a.name, injected.get(a.name, a.value)) for a in user]
-    given = {a.name for a in user}
-    out += [m.BuildArg(k, v) for k, v in injected.items() if k not in given]
-    return tuple(out)
-
-
-def _sign(sign: m.Sign, built_image: str | None, kvars: Mapping[str, str]) -> PlannedSign:
+def _sign(sign: m.Sign, built_image: str | None, kvars: Mapping[str, str],
+          cert: bytes) -> PlannedSign:
     # unsignedImage and filesToSign see the kernel variables only, not MOD_*
     # (KMM #187); filesToSign gets the normalised kernel, as KMM does.
     return PlannedSign(
@@ -176,6 +218,7 @@ def _sign(sign: m.Sign, built_image: str | None, kvars: Mapping[str, str]) -> Pl
         cert_secret=sign.cert_secret,
         files_to_sign=tuple(substitute(f, dict(kvars)) for f in sign.files_to_sign),
         files_to_sign_templates=tuple(sign.files_to_sign),
+        digest=sign_digest(cert, sign.files_to_sign),
     )
 
 
@@ -187,7 +230,8 @@ def to_json(p: Plan) -> dict[str, Any]:
     def one(k: KernelPlan) -> dict[str, Any]:
         out: dict[str, Any] = {
             "kernel": k.kernel, "mapping": k.mapping_index, "matchedBy": k.matched_by,
-            "pattern": k.pattern, "image": k.image, "registryTLS": tls(k.registry_tls),
+            "pattern": k.pattern, "image": k.image, "buildImage": k.build_image or None,
+            "registryTLS": tls(k.registry_tls),
             "inTreeModulesToRemove": list(k.in_tree_modules_to_remove), "nodes": list(k.nodes),
             "build": None, "sign": None}
         if k.build:

@@ -130,8 +130,10 @@ def _check(bundle: m.Bundle, mod: m.Module, image: str, tls: m.TLSOptions,
     secret = bundle.secret(mod.namespace, mod.image_repo_secret) \
         if mod.image_repo_secret else None
     with authfile(secret) as auth:
-        skopeo.ensure_local(image, tls_verify=tls.verify, authfile=auth)
-    target = read_image_index(image)
+        skopeo.ensure_local(image, tls_verify=tls.tls_verify, authfile=auth)
+    assert mod.module_loader is not None
+    dir_name = mod.module_loader.container.modprobe.dir_name.rstrip("/")
+    target = read_image_index(image, f"{dir_name}/lib/modules")
     facts = locate.kernel_facts(kernel, download=True)
     verdicts = check_target(target, facts, chk.Policy())
     lines = []

@@ -7,12 +7,17 @@ same), each with the field path the cluster would name.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*$")
+
 
 def child(path: str, key: str | int) -> str:
-    if isinstance(key, int):
+    """`path.key` for a field, `path[key]` for an index or for a map key that is no
+    identifier (`data[.dockerconfigjson]`, as the API server writes it)."""
+    if isinstance(key, int) or (path and not _IDENTIFIER.match(key)):
         return f"{path}[{key}]"
     return f"{path}.{key}" if path else key
 
@@ -20,9 +25,20 @@ def child(path: str, key: str | int) -> str:
 class Reader:
     def __init__(self) -> None:
         self.errors: list[str] = []
+        # The same problems for scripts: {file, document, item, path, message}; `place`
+        # fills in where, once the caller knows the document.
+        self.problems: list[dict[str, Any]] = []
 
     def fail(self, path: str, message: str) -> None:
         self.errors.append(f"{path}: {message}")
+        self.problems.append({"file": None, "document": None, "item": None, "path": path,
+                              "message": message})
+
+    def place(self, start: int, file: str, index: int, item: int | None) -> None:
+        """Problems from `start` on are in document `index` (0-based) of `file`."""
+        for problem in self.problems[start:]:
+            if problem["file"] is None:
+                problem.update(file=file, document=index + 1, item=item)
 
     def obj(self, value: Any, path: str, allowed: Iterable[str],
             required: Iterable[str] = ()) -> Mapping[str, Any]:

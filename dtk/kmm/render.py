@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from dtk.engine.registry import parse
 from dtk.errors import DtkError
 from dtk.kmm import model as m
 from dtk.kmm.plan import DTK_AUTO, KernelPlan, Plan, Toolkit
@@ -110,3 +111,35 @@ def _require_kernels(plan: Plan) -> None:
 
 def to_yaml(doc: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(doc), sort_keys=False, default_flow_style=False)
+
+
+def pins(plan: Plan, found: Mapping[str, Any], *, allow_local: bool
+         ) -> tuple[dict[str, str], list[str]]:
+    """The digest to pin per kernel, and warnings; refuses what no cluster could pull
+    or what is not the bytes dtk built and tested. `found` maps a kernel to its
+    `state.Found` (or None)."""
+    digests: dict[str, str] = {}
+    warnings: list[str] = []
+    problems: list[str] = []
+    for kp in plan.kernels:
+        where = found.get(kp.kernel)
+        if where is None:
+            continue  # render() says these are missing
+        if where.where == "local" and parse(kp.image).registry is not None:
+            problems.append(f"{kp.image} is only in local storage, not in its registry")
+        elif where.where == "local" and not allow_local:
+            problems.append(f"{kp.image} lives only in local storage (no registry in its "
+                            "name): no cluster can pull it")
+        elif where.where == "local":
+            warnings.append(f"{kp.kernel}: {kp.image} lives only in local storage; pinned "
+                            "anyway (--allow-local)")
+        elif where.local_differs:
+            problems.append(f"{kp.image}: the registry holds other bytes than local "
+                            "storage (what `dtk module vmtest` boots)")
+        digests[kp.kernel] = where.digest
+    if problems:
+        raise DtkError("cannot pin: " + "; ".join(problems),
+                       hint="run `dtk module build --push` to push the local images (for "
+                            "localhost/… names, name the containerImage with a registry), "
+                            "or pass --allow-local to pin local-only images anyway")
+    return digests, warnings

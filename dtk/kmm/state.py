@@ -11,15 +11,15 @@ from __future__ import annotations
 import enum
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dtk.engine import buildah, skopeo
 from dtk.errors import DtkError
 from dtk.kmm import model as m
-from dtk.kmm.plan import KernelPlan, Plan
+from dtk.kmm.plan import KernelPlan, Plan, image_current
 
 
 class ImageState(enum.StrEnum):
@@ -32,6 +32,8 @@ class ImageState(enum.StrEnum):
 class Found:
     digest: str  # sha256:…
     where: str  # "local" or "registry"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    local_differs: bool = False  # found in the registry, and local storage holds other bytes
 
 
 @dataclass(frozen=True)
@@ -46,24 +48,36 @@ class KernelState:
 Lookup = Callable[[str, m.TLSOptions], Found | None]
 
 
-def state_of(kp: KernelPlan, lookup: Lookup) -> KernelState:
+def state_of(kp: KernelPlan, lookup: Lookup, generation: int | None = None) -> KernelState:
+    """`generation`: the Module's imageRebuildTriggerGeneration. An image that exists
+    but was made for another generation or another sign spec (its labels say) needs
+    making again, as `dtk module build` decides, when the Module can make it."""
     try:
         found = lookup(kp.image, kp.registry_tls)
-    except DtkError as exc:
-        return KernelState(kp.kernel, kp.image, None, error=exc.message.splitlines()[0])
-    if found is not None:
+    except DtkError as exc:  # the cause, and its fix when known
+        return KernelState(kp.kernel, kp.image, None, error=exc.message.splitlines()[0]
+                           + (f" (hint: {exc.hint})" if exc.hint else ""))
+    if found is not None and usable(kp, found, generation):
         return KernelState(kp.kernel, kp.image, ImageState.EXISTS, found)
     if kp.build is not None:  # a build is followed by the sign step when both are set
-        return KernelState(kp.kernel, kp.image, ImageState.NEEDS_BUILDING)
+        return KernelState(kp.kernel, kp.image, ImageState.NEEDS_BUILDING, found)
     if kp.sign is not None:
-        return KernelState(kp.kernel, kp.image, ImageState.NEEDS_SIGNING)
+        return KernelState(kp.kernel, kp.image, ImageState.NEEDS_SIGNING, found)
     return KernelState(kp.kernel, kp.image, None,
                        error=f"image {kp.image} does not exist and the Module has no build "
                              "or sign for this kernel")
 
 
-def states(plan: Plan, lookup: Lookup) -> list[KernelState]:
-    return [state_of(kp, lookup) for kp in plan.kernels]
+def usable(kp: KernelPlan, found: Found, generation: int | None) -> bool:
+    """Whether an existing image is the one the Module asks for: any image, when the
+    Module cannot make one; else one labelled with its generation and sign spec."""
+    if kp.build is None and kp.sign is None:
+        return True
+    return image_current(generation, kp, found.labels)
+
+
+def states(plan: Plan, lookup: Lookup, generation: int | None = None) -> list[KernelState]:
+    return [state_of(kp, lookup, generation) for kp in plan.kernels]
 
 
 def registry_host(image: str) -> str | None:
@@ -89,15 +103,24 @@ def authfile(secret: m.Secret | None) -> Iterator[Path | None]:
         Path(name).unlink(missing_ok=True)
 
 
-def local_digest(image: str) -> str | None:
+def local_found(image: str) -> Found | None:
     if not buildah.image_exists(image):
         return None
-    return str(buildah.inspect(image).get("FromImageDigest") or "") or None
+    data = buildah.inspect(image)
+    digest = str(data.get("FromImageDigest") or "")
+    labels = (data.get("OCIv1") or {}).get("config", {}).get("Labels") or {}
+    return Found(digest, "local", dict(labels)) if digest else None
 
 
-def remote_digest(image: str, tls: m.TLSOptions, auth: Path | None) -> str | None:
-    """The manifest digest in the registry, None if the registry says it is not there."""
-    return skopeo.remote_digest(image, tls_verify=tls.verify, authfile=auth)
+def remote_found(image: str, tls: m.TLSOptions, auth: Path | None,
+                 check_local: bool = False) -> Found | None:
+    """The manifest digest and labels in the registry, None if it says it is not there;
+    `check_local`: also whether local storage holds other bytes under the name."""
+    data = skopeo.remote_inspect(image, tls_verify=tls.tls_verify, authfile=auth)
+    if data is None:
+        return None
+    return Found(str(data["Digest"]), "registry", dict(data.get("Labels") or {}),
+                 check_local and _local_differs(image, tls, auth))
 
 
 @contextmanager
@@ -109,12 +132,10 @@ def image_lookup(secret: m.Secret | None, *, prefer_registry: bool = False) -> I
             def remote() -> Found | None:
                 if registry_host(image) is None:
                     return None
-                digest = remote_digest(image, tls, auth)
-                return Found(digest, "registry") if digest else None
+                return remote_found(image, tls, auth, check_local=prefer_registry)
 
             def local() -> Found | None:
-                digest = local_digest(image)
-                return Found(digest, "local") if digest else None
+                return local_found(image)
 
             order = (remote, local) if prefer_registry else (local, remote)
             for step in order:
@@ -123,6 +144,17 @@ def image_lookup(secret: m.Secret | None, *, prefer_registry: bool = False) -> I
                     return found
             return None
         yield lookup
+
+
+def _local_differs(image: str, tls: m.TLSOptions, auth: Path | None) -> bool:
+    """Whether local storage holds an image under this name that is not the registry's
+    (its id is not the registry's config digest): what vmtest would boot is then not
+    what the cluster would pull."""
+    if not buildah.image_exists(image):
+        return False
+    config = skopeo.remote_config_digest(image, tls_verify=tls.tls_verify, authfile=auth)
+    return config is None or config.removeprefix("sha256:") != \
+        buildah.image_id(image).removeprefix("sha256:")
 
 
 def to_json(result: list[KernelState]) -> list[dict[str, object]]:

@@ -8,6 +8,7 @@ Every rule yields a `Violation` with the field path; all are reported at once.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,17 +16,16 @@ from typing import Any
 
 import re2
 
-from dtk.errors import DtkError
+from dtk.errors import ProblemsError
+from dtk.k8snames import dns1123_subdomain_problems
 from dtk.kmm import model as m
 from dtk.kmm.merge import merged_sign
 
-# 63 (a label value) minus len("version-schedule-pod..")? KMM's check is on
-# name+namespace of Modules that set `version`, whose pod names embed both.
+# KMM's maxCombinedLength: checked for every Module (webhook validateModule), although
+# its message says "when version is set" (pod names embed both).
 MAX_NAME_NAMESPACE = 41
 DRA_HOST_PATHS = ("/dev", "/sys", "/var", "/opt", "/run")
 _NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS1123_SUBDOMAIN = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 _CONTAINER = "spec.moduleLoader.container"
 
@@ -57,19 +57,49 @@ def violations(mod: m.Module) -> list[Violation]:
 
 def check(bundle: m.Bundle) -> None:
     """Raise one DtkError listing every violation of every Module in the bundle."""
-    lines = [f"Module {mod.namespace}/{mod.name} ({mod.source}): {v}"
+    found = [(f"Module {mod.namespace}/{mod.name}", mod.source, v)
              for mod in bundle.modules for v in violations(mod)]
+    found += [(f"Secret {s.namespace}/{s.name}", s.source, v)
+              for s in bundle.secrets.values() for v in _dockerconfigjson(s)]
+    lines = [f"{what} ({source}): {v}" for what, source, v in found]
+    problems = [{"file": source.file, "document": source.index + 1, "item": source.item,
+                 "path": v.path, "message": v.message} for _what, source, v in found]
     if lines:
-        raise DtkError(f"KMM would reject {len(lines)} field(s):\n  " + "\n  ".join(lines),
-                       hint="these are the rules KMM's admission webhook and CRD enforce")
+        raise ProblemsError(f"KMM would reject {len(lines)} field(s):\n  " + "\n  ".join(lines),
+                            problems,
+                       hint="these are the rules KMM's admission webhook and CRD enforce"
+                       + (" (and, for Secrets, the API server)"
+                          if any(x.startswith("Secret ") for x in lines) else ""))
+
+
+def _dockerconfigjson(secret: m.Secret) -> Iterator[Violation]:
+    """The API server's rule for this type (a JSON object under .dockerconfigjson),
+    and the `auths` map every reader of it (kubelet, skopeo) takes credentials from.
+    The content is never quoted: it holds credentials."""
+    if secret.type != m.DOCKERCONFIGJSON:
+        return
+    path = "data[.dockerconfigjson]"
+    raw = secret.data.get(".dockerconfigjson")
+    if raw is None:
+        yield Violation(path, f"required for type {m.DOCKERCONFIGJSON}")
+        return
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        where = f" (line {exc.lineno}, column {exc.colno})" \
+            if isinstance(exc, json.JSONDecodeError) else ""
+        yield Violation(path, f"is not valid JSON{where}; content not shown")
+        return
+    if not isinstance(doc, dict) or not isinstance(doc.get("auths"), dict):
+        yield Violation(path, "has no 'auths' object: no registry credentials in it "
+                              '(expected {"auths": {"HOST[:PORT]": {"auth": "…"}}})')
 
 
 def _names(mod: m.Module) -> Iterator[Violation]:
-    loader = mod.module_loader
     total = len(mod.name) + len(mod.namespace)
-    if loader and loader.container.version and total > MAX_NAME_NAMESPACE:
+    if total > MAX_NAME_NAMESPACE:
         yield Violation("metadata.name", f"name and namespace are {total} characters together; "
-                        f"at most {MAX_NAME_NAMESPACE} when {_CONTAINER}.version is set")
+                        f"at most {MAX_NAME_NAMESPACE}")
 
 
 def _selector(mod: m.Module) -> Iterator[Violation]:
@@ -106,25 +136,44 @@ def _tolerations(mod: m.Module) -> Iterator[Violation]:
 
 def _qualified_name(key: str) -> bool:
     prefix, sep, name = key.rpartition("/")
-    if sep and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+    if sep and (not prefix or dns1123_subdomain_problems(prefix)):
         return False
     return 0 < len(name) <= 63 and bool(_NAME.match(name))
 
 
 def _dra(mod: m.Module) -> Iterator[Violation]:
+    if mod.device_plugin is not None:
+        yield from _host_paths(mod.device_plugin, "spec.devicePlugin")
     if mod.dra is None:
         return
     driver = mod.dra.get("driverName")
     if not isinstance(driver, str) or not driver:
         yield Violation("spec.dra.driverName", "required")
-    elif len(driver) > 253 or not _DNS1123_SUBDOMAIN.match(driver):
+    elif dns1123_subdomain_problems(driver):
         yield Violation("spec.dra.driverName", f"{driver!r} is not a DNS subdomain")
-    volumes = mod.dra.get("volumes") or []
+    classes = mod.dra.get("deviceClasses")
+    seen: set[str] = set()
+    for n, dc in enumerate(classes if isinstance(classes, list) else []):
+        name = dc.get("name") if isinstance(dc, dict) else None
+        path = f"spec.dra.deviceClasses[{n}].name"
+        if not isinstance(name, str) or not name:
+            yield Violation(path, "required")
+        elif dns1123_subdomain_problems(name):
+            yield Violation(path, f"{name!r} is not a DNS subdomain")
+        elif name in seen:
+            yield Violation(path, f"{name!r} is a duplicate")
+        else:
+            seen.add(name)
+    yield from _host_paths(mod.dra, "spec.dra")
+
+
+def _host_paths(body: Any, where: str) -> Iterator[Violation]:
+    volumes = body.get("volumes") or []
     for n, volume in enumerate(volumes if isinstance(volumes, list) else []):
         host = volume.get("hostPath") if isinstance(volume, dict) else None
         path = host.get("path") if isinstance(host, dict) else None
         if isinstance(path, str) and not _under_any(path, DRA_HOST_PATHS):
-            yield Violation(f"spec.dra.volumes[{n}].hostPath.path",
+            yield Violation(f"{where}.volumes[{n}].hostPath.path",
                             f"{path!r} is not under {', '.join(DRA_HOST_PATHS)}")
 
 
@@ -146,6 +195,7 @@ def _loader(mod: m.Module) -> Iterator[Violation]:
     yield from _in_tree(cont.in_tree_module_to_remove, cont.in_tree_modules_to_remove, _CONTAINER)
     yield from _image(cont.container_image, f"{_CONTAINER}.containerImage")
     yield from _modprobe(cont.modprobe)
+    yield from _sign_section(cont, cont.sign, f"{_CONTAINER}.sign")
     if not cont.kernel_mappings:
         yield Violation(f"{_CONTAINER}.kernelMappings", "at least one mapping is required")
     for n, km in enumerate(cont.kernel_mappings or ()):
@@ -178,7 +228,11 @@ def _mapping(cont: m.Container, km: m.KernelMapping, path: str) -> Iterator[Viol
             (km.in_tree_module_to_remove and cont.in_tree_modules_to_remove is not None):
         yield Violation(path, "inTreeModuleToRemove and inTreeModulesToRemove cannot be mixed "
                         "between the mapping and the container")
-    yield from _sign(cont, km, path)
+    yield from _sign_section(cont, km.sign, f"{path}.sign")
+    sign = merged_sign(cont.sign, km.sign)
+    if sign is not None and not sign.unsigned_image and cont.build is None and km.build is None:
+        where = f"{path}.sign" if km.sign is not None else f"{_CONTAINER}.sign"
+        yield Violation(f"{where}.unsignedImage", "required when there is no build")
 
 
 def _re2_reason(exc: Exception) -> str:
@@ -186,20 +240,18 @@ def _re2_reason(exc: Exception) -> str:
     return reason.decode() if isinstance(reason, bytes) else str(reason)
 
 
-def _sign(cont: m.Container, km: m.KernelMapping, path: str) -> Iterator[Violation]:
-    sign = merged_sign(cont.sign, km.sign)
+def _sign_section(cont: m.Container, sign: m.Sign | None, where: str) -> Iterator[Violation]:
+    """KMM's validateSignSection, for the container's sign and each mapping's own (not
+    the merged one): filesToSign given, each starting with dirName + '/'."""
     if sign is None:
         return
-    where = f"{path}.sign" if km.sign is not None else f"{_CONTAINER}.sign"
     if not sign.files_to_sign:
         yield Violation(f"{where}.filesToSign", "required (at least one path) when sign is set")
-    root = cont.modprobe.dir_name.rstrip("/") or "/"
+    root = cont.modprobe.dir_name
     for n, pattern in enumerate(sign.files_to_sign):
-        if not pattern.startswith("/") or not _under_any(pattern, (root,)) or pattern == root:
+        if not pattern.startswith(root + "/"):
             yield Violation(f"{where}.filesToSign[{n}]",
                             f"{pattern!r} must be an absolute path or glob under dirName {root}")
-    if not sign.unsigned_image and cont.build is None and km.build is None:
-        yield Violation(f"{where}.unsignedImage", "required when there is no build")
 
 
 def _modprobe(mp: m.Modprobe) -> Iterator[Violation]:

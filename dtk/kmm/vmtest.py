@@ -44,8 +44,8 @@ def guest_config(mod: m.Module, kp: KernelPlan, options: VmOptions) -> GuestConf
     return GuestConfig(
         module=probe.module_name or (probe.modules_loading_order or ("",))[0],
         dir_name=probe.dir_name, parameters=probe.parameters,
-        load_args=(args.load if args and args.load else ("-v",)),
-        unload_args=(args.unload if args and args.unload else ("-rv",)),
+        load_args=(args.load or ()) if args else (),
+        unload_args=(args.unload or ()) if args else (),
         raw_load=(raw.load or ()) if raw else (), raw_unload=(raw.unload or ()) if raw else (),
         loading_order=probe.modules_loading_order or (),
         in_tree_to_remove=kp.in_tree_modules_to_remove,
@@ -78,7 +78,7 @@ def module_vmtest(bundle: m.Bundle, plan: Plan, options: VmOptions,
 def _one_kernel(mod: m.Module, kp: KernelPlan, options: VmOptions, auth: Path | None,
                 monitor: Monitor) -> list[VmResult]:
     try:
-        skopeo.ensure_local(kp.image, tls_verify=kp.registry_tls.verify, authfile=auth)
+        skopeo.ensure_local(kp.image, tls_verify=kp.registry_tls.tls_verify, authfile=auth)
         return vmtest(vm_spec(mod, kp, options), monitor)
     except DtkError as exc:
         why = " ".join(line.strip() for line in exc.message.splitlines())

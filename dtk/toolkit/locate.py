@@ -8,6 +8,8 @@ toolkit, or its standard sibling's, which carries the RT kernel too.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from dtk import kernel as kern
 from dtk.engine import buildah
 from dtk.errors import DtkError
@@ -62,10 +64,9 @@ def kernel_facts(release: str, *, download: bool = True) -> KernelFacts:
         return facts.for_directory(headers.headers_root(release), release,
                                    source=f"linux-headers-{release} (no toolkit)")
     key = image_key(image_id, release)
-    cached = facts.load_cached(key)
-    if cached is not None:
-        return cached
-    with buildah.working_container(name) as ctr, ctr.mounted() as root:
-        found = facts.from_root(root, release, f"{name} ({image_id[:12]})")
-    facts.store(key, found)
-    return found
+    found = facts.load_cached(key)
+    if found is None:
+        with buildah.working_container(name) as ctr, ctr.mounted() as root:
+            found = facts.from_root(root, release, f"{name} ({image_id[:12]})")
+        facts.store(key, found)
+    return replace(found, image=name, image_id=image_id)

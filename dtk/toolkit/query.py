@@ -40,12 +40,13 @@ def list_toolkits() -> list[dict[str, Any]]:
         for name in image.get("names") or []:
             try:
                 labels = buildah.labels(name)
+                size = buildah.image_size(name)
             except DtkError:
                 continue  # removed while we looked
             rows.append({
                 "name": name, "image_id": image["id"],
                 "created": str(image.get("createdatraw", "")),
-                "size": buildah.parse_size(str(image.get("size", "0"))),
+                "size": size,
                 "kernel": labels.get("kernel-version", ""),
                 "rt_kernel": labels.get("kernel-rt-version", ""),
             })

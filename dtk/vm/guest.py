@@ -68,8 +68,8 @@ class GuestConfig:
     module: str  # moduleName, as modprobe takes it
     dir_name: str = "/opt"  # dirName
     parameters: tuple[str, ...] = ()  # parameters
-    load_args: tuple[str, ...] = ("-v",)  # args.load (KMM's default is -v)
-    unload_args: tuple[str, ...] = ("-rv",)  # args.unload
+    load_args: tuple[str, ...] = ()  # args.load, after the worker's own `-vd DIR`
+    unload_args: tuple[str, ...] = ()  # args.unload, after the worker's own `-rvd DIR`
     loading_order: tuple[str, ...] = ()  # modulesLoadingOrder
     in_tree_to_remove: tuple[str, ...] = ()  # inTreeModulesToRemove present in K
     preload: tuple[str, ...] = ()  # in-tree modules loaded before the worker runs
@@ -87,15 +87,19 @@ class GuestConfig:
         return self.module.replace("-", "_")
 
     def load_argv(self) -> list[str]:
+        """KMM's worker (internal/worker/worker.go): its own `-vd DIR`, then args.load,
+        the module and its parameters; rawArgs alone when given."""
         if self.raw_load:
             return list(self.raw_load)
-        return [*self.load_args, "-d", self.dir_name, self.module, *self.parameters]
+        return ["-vd", self.dir_name, *self.load_args, self.module, *self.parameters]
 
     def unload_argv(self) -> list[str]:
+        """`-rvd DIR`, args.unload, then modulesLoadingOrder or the module (no
+        parameters); rawArgs alone when given."""
         if self.raw_unload:
             return list(self.raw_unload)
         names = list(self.loading_order) or [self.module]
-        return [*self.unload_args, "-d", self.dir_name, *names]
+        return ["-rvd", self.dir_name, *self.unload_args, *names]
 
 
 def render_config(config: GuestConfig) -> str:

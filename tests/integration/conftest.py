@@ -155,3 +155,43 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthRegi
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+class RestartableRegistry:
+    """An htpasswd registry a test stops and starts again on the same port and storage,
+    as a registry restarting under dtk does (its own, so other tests never see it down)."""
+
+    def __init__(self, root: Path) -> None:
+        user, password = "dtk", secrets.token_hex(12)
+        (root / "htpasswd").write_text(subprocess.run(
+            ["htpasswd", "-Bbn", user, password], check=True, capture_output=True,
+            text=True).stdout)
+        port = free_port()
+        self.config = _registry_config(root, port, "auth:\n  htpasswd:\n    realm: dtk-test\n"
+                                                   f"    path: {root / 'htpasswd'}\n")
+        self.auth = AuthRegistry(f"127.0.0.1:{port}", user, password)
+        self.authfile = root / "auth.json"
+        self.authfile.write_text(self.auth.dockerconfigjson())
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert self._proc is None
+        self._proc = _serve(self.config, self.auth.address,
+                            (self.auth.user, self.auth.password))
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=10)
+            self._proc = None
+
+
+@pytest.fixture(scope="module")
+def restartable_registry(tmp_path_factory: pytest.TempPathFactory
+                         ) -> Iterator[RestartableRegistry]:
+    served = RestartableRegistry(tmp_path_factory.mktemp("restartable-registry"))
+    served.start()
+    try:
+        yield served
+    finally:
+        served.stop()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dtk.engine import buildah, skopeo
-from tests.integration.conftest import free_port
+from tests.integration.conftest import RestartableRegistry, free_port
 from tests.integration.test_driver_dkms import (
     by_cell,
     check_driver_image,
@@ -70,8 +70,8 @@ def test_push_to_a_loopback_registry(tmp_path: Path, prefix: str, registry: str,
     assert code == 0, err
     (cell,) = result["outcomes"]
     assert cell["status"] == "built"
-    remote = skopeo.inspect_remote(cell["image"])
-    assert cell["pushed"] == remote["Digest"]
+    remote = skopeo.remote_inspect(cell["image"])
+    assert remote is not None and cell["pushed"] == remote["Digest"]
     assert remote["Labels"]["dtk.build.kernel"] == kernel_61
 
 
@@ -85,5 +85,28 @@ def test_unreachable_registry_is_a_failed_cell_not_a_push(tmp_path: Path, prefix
     (cell,) = result["outcomes"]
     assert cell["status"] == "failed"
     assert cell["pushed"] == ""
-    assert cell["reason"].startswith("built, but pushing failed")
-    assert any("connection refused" in line for line in cell["tail"])
+    assert cell["reason"].startswith("built, but pushing ")
+    assert cell["reason"].endswith(f"the registry at 127.0.0.1:{closed} is not reachable "
+                                   "(connection refused)")
+    assert cell["reason"] in Path(cell["log"]).read_text()
+
+
+@pytest.mark.usefixtures("toolkit_61")
+def test_push_with_authfile_and_unauthorized_as_the_reason(
+        tmp_path: Path, prefix: str, kernel_61: str,
+        restartable_registry: RestartableRegistry) -> None:
+    image = f"{restartable_registry.auth.address}/{prefix}/{TEMPLATE}"
+    code, result, _ = run_build(tmp_path, "-f", str(EXAMPLE), "--kernel", kernel_61, "--push",
+                                "--image", image)
+    assert code == 1
+    (cell,) = result["outcomes"]
+    assert cell["reason"].endswith("refused the credentials (unauthorized)"), cell
+    assert any("--authfile" in line for line in cell["tail"])
+    assert cell["reason"] in Path(cell["log"]).read_text()
+    code, result, err = run_build(tmp_path, "-f", str(EXAMPLE), "--kernel", kernel_61, "--push",
+                                  "--image", image, "--authfile",
+                                  str(restartable_registry.authfile))
+    assert code == 0, err
+    (cell,) = result["outcomes"]
+    remote = skopeo.remote_inspect(cell["image"], authfile=restartable_registry.authfile)
+    assert remote is not None and cell["pushed"] == remote["Digest"]

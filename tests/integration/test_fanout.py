@@ -206,7 +206,7 @@ def _copy_poison_and_refuse(machines: dict[str, Machine], cache: str, matrix: tu
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         nobody = f"127.0.0.1:{sock.getsockname()[1]}/{prefix}/cache"  # closed again below
-    for where, why in ((cache, "refused the credentials"), (nobody, "cannot reach")):
+    for where, why in ((cache, "refused the credentials"), (nobody, "is not reachable")):
         code, refused, err = machines["refused"].dtk(
             "build", "--dkms", str(excluded), "--kernel", kernel_61, "--image",
             f"{reg}/{prefix}/${{MOD_NAME}}:${{KERNEL_FULL_VERSION}}", "--cache", where)

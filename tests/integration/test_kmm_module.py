@@ -18,6 +18,7 @@ import yaml
 from dtk import run as runner
 from dtk.engine import buildah, skopeo
 from dtk.errors import DtkError
+from dtk.kmm.plan import intermediate_image
 from dtk.kmm.state import registry_host
 from dtk.kmod import keygen
 from dtk.kmod.check import SignatureTrust
@@ -54,9 +55,11 @@ def _stdout_json(code_text: tuple[int, str]) -> tuple[int, Any]:
     return code, data
 
 
-def _cleanup(*images: str) -> None:
+def _cleanup(*images: str, module: str = "kmm-ci") -> None:
+    """The images, and the intermediate ones a build that signs leaves locally."""
     for image in images:
         buildah.remove_image(image)
+        buildah.remove_image(intermediate_image(module, "kmm-test", image))
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +116,9 @@ def test_build_signs_pushes_and_a_second_build_is_a_noop(built: Built, kernel_61
                 for i in group} == {"kmm_ci_a.ko": SignatureTrust.TRUSTED,
                                     "kmm_ci_b.ko": SignatureTrust.TRUSTED}
     assert [r["action"] for r in built.second["results"]] == ["exists", "exists"]
-    assert [r["pushed"] for r in built.second["results"]] == \
-        [results[k]["pushed"] for k in (kernel_61, kernel_61_rt)]
+    # Nothing pushed the second time: the registry already held these very bytes.
+    assert [(r["pushed"], r["registry"]) for r in built.second["results"]] == \
+        [("", results[k]["pushed"]) for k in (kernel_61, kernel_61_rt)]
 
 
 def keygen_cert(built: Built) -> Any:
@@ -178,15 +182,18 @@ def test_preflight_with_and_without_an_image(built: Built, kernel_61: str, kerne
 
 def test_sign_only_from_an_unsigned_image_in_the_registry(
         built: Built, auth_registry: AuthRegistry, kernel_61_rt: str, tmp_path: Path) -> None:
-    signed_from = built.images[kernel_61_rt]  # pushed above; stands in for an unsigned one
+    # Pushed above, signed with the first key: re-signing it with another key shows the
+    # signature was made here (it verifies with this cert, the input's does not).
+    signed_from = built.images[kernel_61_rt]
     prefix = signed_from.rsplit("/", 1)[0]
+    keys = keygen.keygen(tmp_path, "dtk kmm re-sign")
     files = docs.write(tmp_path / "m.yaml", docs.module("signer", [
         {"regexp": "rt", "containerImage": f"{prefix}/signed:${{KERNEL_FULL_VERSION}}"}],
         sign={"unsignedImage": signed_from.replace(kernel_61_rt, "${KERNEL_FULL_VERSION}"),
               "unsignedImageRegistryTLS": {"insecure": True},
               "keySecret": {"name": "signing-key"}, "certSecret": {"name": "signing-cert"},
               "filesToSign": ["/opt/lib/modules/${KERNEL_FULL_VERSION}/kmm_ci_a.ko"]},
-        registryTLS={"insecure": True}), *docs.signing(built.keys.key, built.keys.cert_pem),
+        registryTLS={"insecure": True}), *docs.signing(keys.key, keys.cert_pem),
         docs.repo_secret(auth_registry.dockerconfigjson()))
     _patch_spec(files, imageRepoSecret={"name": "repo"})
     buildah.remove_image(signed_from)
@@ -198,6 +205,10 @@ def test_sign_only_from_an_unsigned_image_in_the_registry(
         (r,) = data["results"]
         assert r["action"] == "signed" and r["pushed"].startswith("sha256:")
         assert not buildah.image_exists(signed_from)  # pulled to sign, then removed
+        trust = {i.module.path.rsplit("/", 1)[-1]: i.trust for group in
+                 read_modules(target, cert=load_cert(keys.cert_pem)).values() for i in group}
+        assert trust["kmm_ci_a.ko"] is SignatureTrust.TRUSTED  # signed here, with this cert
+        assert trust["kmm_ci_b.ko"] is not SignatureTrust.TRUSTED  # not in filesToSign
         # The registry refuses other credentials: a clear error, nothing pushed.
         bad = docs.write(tmp_path / "bad.yaml", *[
             d if d["kind"] != "Secret" or d["metadata"]["name"] != "repo"
@@ -335,3 +346,99 @@ def test_check_sign_and_vmtest_pull_registry_only_images(built: Built, kernel_61
         assert code == 2 and "refused the credentials" in text, text
     finally:
         _cleanup(signed)
+
+
+def test_failed_signing_never_publishes_the_unsigned_build(
+        tmp_path: Path, registry: str, kernel_61: str, toolkit_61: Any) -> None:
+    """KMM writes containerImage only with the signed result (its build went to an
+    intermediate name); a Module that gains a sign section is not satisfied by an image
+    built without it."""
+    del toolkit_61
+    keys = keygen.keygen(tmp_path, "dtk kmm sign-fails")
+    image = f"{registry}/kmmt-{secrets.token_hex(4)}/sf:{kernel_61}"
+    good = "/opt/lib/modules/${KERNEL_FULL_VERSION}/kmm_ci_a.ko"
+
+    def manifests(sign: list[str] | None) -> str:
+        extra = {} if sign is None else {"sign": {
+            "keySecret": {"name": "signing-key"}, "certSecret": {"name": "signing-cert"},
+            "filesToSign": sign}}
+        return str(docs.write(tmp_path / "m.yaml", docs.module(
+            "sf", [{"literal": kernel_61, "containerImage": image}],
+            build={"dockerfileConfigMap": {"name": "df"}}, registryTLS={"insecure": True},
+            **extra), docs.configmap("df", docs.DOCKERFILE),
+            *docs.signing(keys.key, keys.cert_pem)))
+
+    def build(sign: list[str] | None) -> tuple[int, dict[str, Any]]:
+        code, data = _stdout_json(_run("module", "build", "-f", manifests(sign), "--kernel",
+                                       kernel_61, "--push", "--json"))
+        (result,) = data["results"]
+        return code, result
+
+    def state(sign: list[str] | None) -> str:
+        code, data = _stdout_json(_run("module", "plan", "-f", manifests(sign), "--kernel",
+                                       kernel_61, "--json"))
+        assert code == 0, data
+        return str(data["states"][0]["state"])
+
+    try:
+        for _ in range(2):  # the second run must not take the unsigned build for done
+            code, r = build(["/opt/lib/modules/${KERNEL_FULL_VERSION}/absent.ko"])
+            assert code == 1 and r["action"] == "failed", r
+            assert "sign" in r["reason"] and r["pushed"] == ""
+            assert not buildah.image_exists(image)
+            assert skopeo.remote_inspect(image, tls_verify=False) is None
+        code, r = build(None)
+        assert (code, r["action"]) == (0, "built"), r
+        assert (state(None), state([good])) == ("Exists", "NeedsBuilding")
+        code, r = build([good])  # gains a sign section: the unsigned image does not count
+        assert (code, r["action"]) == (0, "built+signed"), r
+        remote = skopeo.remote_inspect(image, tls_verify=False)
+        assert remote is not None and r["pushed"] == remote["Digest"]
+        modules = read_modules(image, cert=load_cert(keys.cert_pem))
+        trust = {i.module.path.rsplit("/", 1)[-1]: i.trust
+                 for group in modules.values() for i in group}
+        assert trust == {"kmm_ci_a.ko": SignatureTrust.TRUSTED,
+                         "kmm_ci_b.ko": SignatureTrust.UNSIGNED}
+        code, r = build([good])
+        assert (code, r["action"]) == (0, "exists"), r
+        assert state([good]) == "Exists"
+    finally:
+        _cleanup(image, module="sf")
+
+
+# KMM's worker copies <dirName>/lib/modules/<kernel> out of the image with the image's
+# own sh, mkdir and cp, and loads with the modprobe of its own image: a kmod image with
+# another dirName and no modprobe is one KMM loads (internal/worker, workerpodmanager.go).
+DIRNAME_DOCKERFILE = docs.DOCKERFILE.replace(
+    "COPY --from=builder /src/*.ko /opt/lib/modules/${KERNEL_VERSION}/",
+    "COPY --from=builder /src/*.ko /drivers/lib/modules/${KERNEL_VERSION}/").replace(
+    "RUN depmod -b /opt",
+    "RUN depmod -b /drivers ${KERNEL_VERSION} && rm -f /bin/modprobe /sbin/modprobe "
+    "/usr/bin/modprobe /usr/sbin/modprobe")
+
+
+def test_dir_name_and_no_modprobe_as_kmm_loads_them(tmp_path: Path, kernel_61: str,
+                                                    toolkit_61: Any) -> None:
+    del toolkit_61
+    image = f"localhost/kmmt-{secrets.token_hex(4)}/dirname:{kernel_61}"
+    module = docs.module("dirname", [{"literal": kernel_61, "containerImage": image}],
+                         build={"dockerfileConfigMap": {"name": "df"}})
+    module["spec"]["moduleLoader"]["container"]["modprobe"]["dirName"] = "/drivers"
+    files = docs.write(tmp_path / "m.yaml", module, docs.configmap("df", DIRNAME_DOCKERFILE))
+    try:
+        code, data = _stdout_json(_run("module", "build", "-f", str(files), "--kernel",
+                                       kernel_61, "--json"))
+        (r,) = data["results"]
+        assert (code, r["action"]) == (0, "built"), r
+        modules = read_modules(image, base="/drivers/lib/modules")
+        assert sorted(i.module.path.rsplit("/", 1)[-1] for group in modules.values()
+                      for i in group) == ["kmm_ci_a.ko", "kmm_ci_b.ko"]
+        # Preflight reads the same dirName: dtk check, then a boot that loads it.
+        code, data = _stdout_json(_run("module", "preflight", "-f", str(files), "--kernel",
+                                       kernel_61, "--json"))
+        (status,) = data["modules"]
+        assert (code, status["verification_status"]) == (0, "Success"), status
+        assert any(line.startswith(f"/drivers/lib/modules/{kernel_61}/") and
+                   line.endswith(": loads") for line in status["check"]), status
+    finally:
+        _cleanup(image)

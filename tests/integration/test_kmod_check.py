@@ -146,7 +146,8 @@ def test_cli_matrix_and_json(example_61: Path, example_612: Path, kernel_61: str
     try:
         argv = [DTK, "check", image, str(example_612), "--kernel", kernel_61,
                 "--kernel", kernel_61_rt, "--kernel", kernel_612]
-        table = runner.run(argv, check=False, timeout=300)
+        # A wide terminal: a narrower one cuts the long target names this test reads.
+        table = runner.run(argv, check=False, timeout=300, env={"COLUMNS": "400"})
         assert table.returncode == 1, table.stderr
         rows = {line.split()[0]: line for line in table.stdout.splitlines()[2:]}
         assert rows[image].split()[1] == "loaded"
@@ -157,7 +158,10 @@ def test_cli_matrix_and_json(example_61: Path, example_612: Path, kernel_61: str
         [verdict] = json.loads(single.stdout)
         assert verdict["loads"] and verdict["module"] == "dtk_example"
         assert verdict["verdict"] == "loaded"  # the word dtk vmtest uses
-        assert verdict["kernel_facts"].startswith(f"localhost/driver-toolkit:{kernel_61}")
+        name, image_id = locate.find_toolkit(kernel_61)  # structured: name and full id
+        assert verdict["kernel_facts"]["image"] == name
+        assert verdict["kernel_facts"]["image_id"] == image_id and len(image_id) == 64
+        assert verdict["kernel_facts"]["source"].startswith(name)
         assert verdict["path"] == f"/opt/lib/modules/{kernel_61}/extra/dtk_example.ko"
     finally:
         buildah.remove_image(image)

@@ -120,9 +120,15 @@ def test_sign_image_like_kmm(kit: Path, unsigned_image: tuple[str, str]) -> None
         verified = runner.run([DTK, "verify", signed, "--cert", str(cert)], timeout=300,
                               check=False)
         assert verified.returncode == 0, verified.stdout
+        # An image's modules are worded as a file's are (sign.verify_bytes' words).
+        assert verified.stdout.count("), verified") == 2, verified.stdout
         original = runner.run([DTK, "verify", unsigned, "--cert", str(cert)], timeout=300,
                               check=False)
         assert original.returncode == 1  # the unsigned image is untouched
+        file_words = runner.run([DTK, "verify", str(kit / "crc7.ko"), "--cert", str(cert)],
+                                timeout=300, check=False).stdout
+        assert [line.split()[-1] for line in original.stdout.splitlines()[2:]] == \
+            [file_words.splitlines()[2].split()[-1]] * 2 == ["unsigned"] * 2
         secret = serialization.load_pem_private_key(key.read_bytes(), None).private_bytes(
             serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption())

@@ -143,8 +143,8 @@ def test_unknown_and_host_kernels_are_clear_errors() -> None:
 def test_push_to_a_loopback_registry(registry: str, toolkit_612: ToolkitImage) -> None:
     dest = f"{registry}/dtk/driver-toolkit:{kern.normalize(toolkit_612.kernel)}"
     digest = skopeo.push(toolkit_612.name, dest)
-    remote = skopeo.inspect_remote(dest)
-    assert remote["Digest"] == digest
+    remote = skopeo.remote_inspect(dest)
+    assert remote is not None and remote["Digest"] == digest
     assert remote["Labels"]["kernel-version"] == toolkit_612.kernel
     assert remote["Labels"]["kernel-rt-version"] == toolkit_612.rt_kernel
 

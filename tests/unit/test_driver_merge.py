@@ -9,7 +9,6 @@ import pytest
 from dtk.driver.merge import merge_builds, outcome_from_json
 from dtk.driver.outcome import Outcome, Status
 from dtk.driver.remotecache import check_repo
-from dtk.engine.regcache import says_refused
 from dtk.errors import DtkError
 
 CELLS = ["a@k1", "a@k2", "b@k1", "b@k2"]
@@ -61,16 +60,3 @@ def test_a_cache_must_be_a_registry_repository(repo: str) -> None:
     with pytest.raises(DtkError, match="is not REGISTRY/REPOSITORY"):
         check_repo(repo)
     assert check_repo("docker://127.0.0.1:5000/team/cache") == "127.0.0.1:5000/team/cache"
-
-
-@pytest.mark.parametrize(("text", "refused"), [
-    ('reading manifest 1 in 127.0.0.1:40301/c: manifest unknown', False),
-    ("pinging container registry 127.0.0.1:40399: connection refused", False),
-    ("unauthorized: authentication required", True),
-    ("received unexpected HTTP status: 403 Forbidden", True),
-    ("requested access to the resource is denied", True),
-])
-def test_a_port_number_is_not_a_refusal(text: str, refused: bool) -> None:
-    """Regression: a registry on port 403xx made every miss read as refused
-    credentials, and the cache was given up at the first lookup."""
-    assert says_refused(text) is refused

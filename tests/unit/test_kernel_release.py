@@ -84,8 +84,8 @@ def test_kmm_variables() -> None:
         "KERNEL_X": "5", "KERNEL_Y": "14", "KERNEL_Z": "0",
     }
     assert "KERNEL_XY" not in v
-    # KMM splits on [.,-] only, so '+' stays inside KERNEL_Z: compatible, if surprising.
-    assert kern.kmm_variables("6.12.117+deb12-amd64")["KERNEL_Z"] == "117+deb12"
+    # KMM splits the normalised kernel (kernelmapper.go), so '+' is already '_'.
+    assert kern.kmm_variables("6.12.117+deb12-amd64")["KERNEL_Z"] == "117_deb12"
 
 
 def test_kmm_variables_need_three_parts() -> None:

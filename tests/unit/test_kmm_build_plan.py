@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from pathlib import Path
 
 from dtk.driver.plan import BuildSecret, secrets_digest
 from dtk.kmm import model as m
-from dtk.kmm.build import GENERATION_LABEL, current, labels_for
+from dtk.kmm.build import current, labels_for, signed_labels
 from dtk.kmm.load import load_documents
-from dtk.kmm.plan import plan
+from dtk.kmm.plan import GENERATION_LABEL, SIGN_LABEL, intermediate_image, plan
 from dtk.kmm.preflight import ModuleStatus, validation_object
 from dtk.kmm.vmtest import VmOptions, guest_config
 from dtk.run import masker
-from tests.unit.kmm_support import MANIFESTS
+from tests.unit.kmm_support import MANIFESTS, container, minimal, write
 
 STD = "6.1.0-56-amd64"
 
@@ -41,11 +42,43 @@ def test_build_secret_repr_and_digest_hide_values() -> None:
 def test_generation_label_decides_reuse() -> None:
     bundle = load_documents([MANIFESTS])
     mod = bundle.module(None)
-    assert current(mod, {}) and labels_for(mod) == {"dtk.kmm.module": "drivers/kmm-ci"}
+    kp = replace(plan(mod, [STD], bundle).kernels[0], sign=None)
+    assert current(mod, kp, {}) and labels_for(mod) == {"dtk.kmm.module": "drivers/kmm-ci"}
     bumped = replace(mod, image_rebuild_trigger_generation=3)
     assert labels_for(bumped)[GENERATION_LABEL] == "3"
-    assert not current(bumped, {GENERATION_LABEL: "2"}) and not current(bumped, {})
-    assert current(bumped, {GENERATION_LABEL: "3"})
+    assert not current(bumped, kp, {GENERATION_LABEL: "2"}) and not current(bumped, kp, {})
+    assert current(bumped, kp, {GENERATION_LABEL: "3"})
+
+
+def test_sign_label_decides_reuse() -> None:
+    """An image made without the Module's sign spec (or with another) does not count."""
+    bundle = load_documents([MANIFESTS])
+    mod = bundle.module(None)
+    kp = plan(mod, [STD], bundle).kernels[0]
+    assert kp.sign is not None and kp.sign.digest
+    assert not current(mod, kp, {})  # built before the Module had a sign section
+    assert current(mod, kp, signed_labels(mod, kp))
+    assert not current(mod, kp, {SIGN_LABEL: "another spec"})
+    assert not current(mod, replace(kp, sign=None), signed_labels(mod, kp))
+    # The label holds no secret: not the key's bytes, nor anything of them.
+    key = bundle.secret(mod.namespace, kp.sign.key_secret)
+    assert key is not None
+    assert hashlib.sha256(key.data["key"]).hexdigest() not in kp.sign.digest
+
+
+def test_build_and_sign_build_to_kmms_intermediate_name() -> None:
+    # KMM's helper_test.go (before 9d626f4): IntermediateImageName("module-name",
+    # "test-namespace", "some-image-name") and AppendToTag on a tagged name.
+    assert intermediate_image("module-name", "test-namespace", "some-image-name") == \
+        "some-image-name:test-namespace_module-name_kmm_unsigned"
+    assert intermediate_image("m", "ns", "some-container-image-name:with-a-tag") == \
+        "some-container-image-name:with-a-tag_ns_m_kmm_unsigned"
+    bundle = load_documents([MANIFESTS])
+    mod = bundle.module(None)
+    kp = plan(mod, [STD], bundle).kernels[0]
+    assert kp.sign is not None and kp.build is not None
+    assert kp.build_image == kp.sign.unsigned_image == \
+        f"{kp.image}_{mod.namespace}_{mod.name}_kmm_unsigned"
 
 
 def test_guest_config_follows_the_modprobe_spec() -> None:
@@ -53,8 +86,8 @@ def test_guest_config_follows_the_modprobe_spec() -> None:
     mod = bundle.module(None)
     kp = plan(mod, [STD], bundle).kernels[0]
     config = guest_config(mod, kp, VmOptions(firmware_host="/lib/firmware"))
-    assert config.load_argv() == ["-v", "-d", "/opt", "kmm_ci_a", "debug=1"]
-    assert config.unload_argv() == ["-rv", "-d", "/opt", "kmm_ci_a", "kmm_ci_b"]
+    assert config.load_argv() == ["-vd", "/opt", "kmm_ci_a", "debug=1"]
+    assert config.unload_argv() == ["-rvd", "/opt", "kmm_ci_a", "kmm_ci_b"]
     assert config.loading_order == ("kmm_ci_a", "kmm_ci_b")
     assert config.in_tree_to_remove == ("kmm_ci_old",)
     assert config.firmware_host == "/lib/firmware"
@@ -77,3 +110,20 @@ def test_validation_object_has_kmm_v1beta2_shape() -> None:
         "name": "m", "namespace": "ns", "verificationStatus": "Failure",
         "statusReason": "no kernelMapping matches", "verificationStage": "Image",
         "lastTransitionTime": "T"}]
+
+
+def test_worker_appends_args_to_its_own(tmp_path: Path) -> None:
+    """KMM's worker (internal/worker/worker.go): load is `modprobe -vd /tmp/<dirName>
+    [args.load…] moduleName [parameters…]`, unload `modprobe -rvd /tmp/<dirName>
+    [args.unload…] (modulesLoadingOrder | moduleName)`: args are appended to its own
+    flags, never in their place (an args.unload without -r would load, not unload)."""
+    doc = minimal()
+    container(doc)["modprobe"] = {
+        "moduleName": "hello", "dirName": "/drivers", "parameters": ["p=1"],
+        "args": {"load": ["--first-time"], "unload": ["--syslog"]}}
+    bundle = load_documents([write(tmp_path, doc)])
+    mod = bundle.module(None)
+    kp = plan(mod, [STD], bundle).kernels[0]
+    config = guest_config(mod, kp, VmOptions())
+    assert config.load_argv() == ["-vd", "/drivers", "--first-time", "hello", "p=1"]
+    assert config.unload_argv() == ["-rvd", "/drivers", "--syslog", "hello"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from dtk.kmm import model as m
 from dtk.kmm import state as image_state
 from dtk.kmm.load import load_documents
 from dtk.kmm.nodes import read_nodes
-from dtk.kmm.plan import find_mapping, plan, registry_toolkit
+from dtk.kmm.plan import SIGN_LABEL, find_mapping, plan, registry_toolkit
 from dtk.kmm.render import pinned, render, render_in_cluster
 from tests.unit.kmm_support import MANIFESTS, NODES, container, dtk, minimal, write
 
@@ -58,12 +59,13 @@ def test_merged_build_and_injected_args(bundle: m.Bundle) -> None:
     p = plan(bundle.module(None), [STD, RT], bundle)
     std, rt = p.kernels
     assert std.build is not None and rt.build is not None
-    # KMM's own args override the user's KERNEL_VERSION=wrong in place; DTK_AUTO only
-    # because the container's Dockerfile mentions it.
+    # KMM's own args override the user's KERNEL_VERSION=wrong in place, the others are
+    # appended sorted by name (ApplyBuildArgOverrides); DTK_AUTO only because the
+    # container's Dockerfile mentions it.
     assert _args(std.build) == [
-        ("KERNEL_VERSION", STD), ("VENDOR", "acme"), ("KERNEL_FULL_VERSION", STD),
-        ("MOD_NAME", "kmm-ci"), ("MOD_NAMESPACE", "drivers"),
-        ("DTK_AUTO", f"localhost/driver-toolkit:{STD}")]
+        ("KERNEL_VERSION", STD), ("VENDOR", "acme"),
+        ("DTK_AUTO", f"localhost/driver-toolkit:{STD}"), ("KERNEL_FULL_VERSION", STD),
+        ("MOD_NAME", "kmm-ci"), ("MOD_NAMESPACE", "drivers")]
     assert std.build.dockerfile_configmap == "kmm-ci-dockerfile"
     assert std.build.secrets == ("git-token",)
     assert rt.build.dockerfile_configmap == "kmm-ci-dockerfile-rt"  # replaced by the mapping
@@ -89,7 +91,8 @@ def test_merged_sign_tls_and_in_tree(bundle: m.Bundle) -> None:
     assert rt.sign is not None and std.sign is not None
     assert rt.sign.files_to_sign == (f"/opt/lib/modules/{RT}/kmm_ci_a.ko",
                                      f"/opt/lib/modules/{RT}/kmm_ci_b.ko")
-    assert rt.sign.unsigned_image == rt.image  # built, then signed in place
+    # Built to KMM's intermediate name, then signed to containerImage.
+    assert rt.sign.unsigned_image == rt.build_image == f"{rt.image}_drivers_kmm-ci_kmm_unsigned"
     assert (rt.sign.key_secret, rt.sign.cert_secret) == ("signing-key", "signing-cert")
     assert rt.registry_tls == m.TLSOptions(insecure_skip_tls_verify=True)
     assert std.registry_tls == m.TLSOptions()
@@ -121,20 +124,35 @@ def test_nodes_filtered_by_selector(bundle: m.Bundle) -> None:
     assert dict(p.unmatched_nodes) == {ARM: ("arm-1",)}
 
 
-def _found(digests: dict[str, str]) -> image_state.Lookup:
+def _found(digests: dict[str, str],
+           labels: dict[str, str] | None = None) -> image_state.Lookup:
     def lookup(image: str, tls: m.TLSOptions) -> image_state.Found | None:
         del tls
         if image == "boom":
             raise DtkError("registry unreachable")
-        return image_state.Found(digests[image], "registry") if image in digests else None
+        return image_state.Found(digests[image], "registry", labels or {}) \
+            if image in digests else None
     return lookup
 
 
 def test_states(bundle: m.Bundle, tmp_path: Path) -> None:
     p = plan(bundle.module(None), [STD, TRIXIE], bundle)
-    got = image_state.states(p, _found({f"{REG}/kmm-ci:{STD}-literal": "sha256:aa"}))
+    std = p.kernels[0]
+    assert std.sign is not None
+    existing = {f"{REG}/kmm-ci:{STD}-literal": "sha256:aa"}
+    got = image_state.states(p, _found(existing, {SIGN_LABEL: std.sign.digest}))
     assert [(s.kernel, s.state) for s in got] == [
         (STD, image_state.ImageState.EXISTS), (TRIXIE, image_state.ImageState.NEEDS_BUILDING)]
+    # Made without this sign spec (or for another generation): made again, as build does.
+    (stale, _) = image_state.states(p, _found(existing))
+    assert stale.state is image_state.ImageState.NEEDS_BUILDING and stale.found is not None
+    (old, _) = image_state.states(p, _found(existing, {SIGN_LABEL: std.sign.digest}), 2)
+    assert old.state is image_state.ImageState.NEEDS_BUILDING
+    # What render pins: the same rule; an image the Module cannot make is always used.
+    foreign = image_state.Found("sha256:aa", "registry")
+    assert not image_state.usable(std, foreign, None)
+    prebuilt = replace(std, build=None, sign=None)
+    assert image_state.usable(prebuilt, foreign, 2)
     doc = minimal()
     b = load_documents([write(tmp_path, doc)])
     (missing,) = image_state.states(plan(b.module(None), [STD], b), _found({}))
@@ -216,3 +234,77 @@ def test_render_cli_in_cluster_needs_registry(monkeypatch: pytest.MonkeyPatch) -
                      "--in-cluster-build")
     assert code == 2
     assert text.startswith("error: --in-cluster-build needs --toolkit-registry REG")
+
+
+def test_merge_keeps_what_only_the_container_decides(tmp_path: Path) -> None:
+    """KMM's getRelevantBuild/getRelevantSign (kernelmapper.go): with both sections, a
+    mapping changes only the ConfigMap, build args, secrets, unsignedImage, key, cert
+    and filesToSign; TLS options, kanikoParams and the build selector stay the
+    container's. Unused arg overrides are appended sorted by name."""
+    doc = minimal()
+    c = container(doc)
+    c["build"] = {"dockerfileConfigMap": {"name": "df"},
+                  "buildArgs": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}],
+                  "secrets": [{"name": "s1"}], "baseImageRegistryTLS": {"insecure": True},
+                  "kanikoParams": {"tag": "debug"}, "selector": {"a": "b"}}
+    c["sign"] = {"keySecret": {"name": "k"}, "certSecret": {"name": "c"},
+                 "unsignedImageRegistryTLS": {"insecure": True},
+                 "filesToSign": ["/opt/lib/modules/${KERNEL_FULL_VERSION}/a.ko"]}
+    c["kernelMappings"][0]["build"] = {
+        "dockerfileConfigMap": {"name": "df2"},
+        "buildArgs": [{"name": "Z", "value": "3"}, {"name": "X", "value": "9"},
+                      {"name": "A", "value": "0"}],
+        "secrets": [{"name": "s2"}], "baseImageRegistryTLS": {"insecureSkipTLSVerify": True},
+        "kanikoParams": {"tag": "other"}, "selector": {"c": "d"}}
+    c["kernelMappings"][0]["sign"] = {
+        "keySecret": {"name": "k2"}, "certSecret": {"name": "c2"},
+        "unsignedImageRegistryTLS": {"insecureSkipTLSVerify": True},
+        "filesToSign": ["/opt/lib/modules/${KERNEL_FULL_VERSION}/b.ko"]}
+    others = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": n},
+               "data": {"dockerfile": "FROM scratch\n"}} for n in ("df", "df2")]
+    others += [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": n},
+                "stringData": {key: "x"}}
+               for n, key in (("k", "key"), ("c", "cert"), ("k2", "key"), ("c2", "cert"),
+                              ("s1", "t"), ("s2", "t"))]
+    b = load_documents([write(tmp_path, doc, *others)])
+    (kp,) = plan(b.module(None), [STD], b).kernels
+    assert kp.build is not None and kp.sign is not None
+    assert kp.build.dockerfile_configmap == "df2"
+    assert _args(kp.build)[:4] == [("X", "9"), ("Y", "2"), ("A", "0"), ("Z", "3")]
+    assert kp.build.secrets == ("s1", "s2")
+    assert kp.build.base_image_registry_tls == m.TLSOptions(insecure=True)
+    assert kp.build.kaniko_tag == "debug"
+    assert dict(kp.build.selector) == {"a": "b"}
+    assert (kp.sign.key_secret, kp.sign.cert_secret) == ("k2", "c2")
+    assert kp.sign.unsigned_image_registry_tls == m.TLSOptions(insecure=True)
+    assert kp.sign.files_to_sign == (f"/opt/lib/modules/{STD}/a.ko",
+                                     f"/opt/lib/modules/{STD}/b.ko")
+
+
+def test_empty_build_selector_means_the_modules(tmp_path: Path) -> None:
+    """KMM's buildSpec: `if len(mld.Build.Selector) != 0` — `{}` is the Module's."""
+    doc = minimal()
+    container(doc)["build"] = {"dockerfileConfigMap": {"name": "df"}, "selector": {}}
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "df"},
+          "data": {"dockerfile": "FROM scratch\n"}}
+    b = load_documents([write(tmp_path, doc, cm)])
+    (kp, _) = plan(b.module(None), [STD, TRIXIE], b).kernels
+    assert kp.build is not None and dict(kp.build.selector) == doc["spec"]["selector"]
+
+
+@pytest.mark.parametrize(("cont", "mapping", "expected"), [
+    ({"inTreeModulesToRemove": ["a"]}, {"inTreeModulesToRemove": []}, ()),  # [] is none
+    ({"inTreeModulesToRemove": ["a"]}, {}, ("a",)),
+    ({"inTreeModulesToRemove": ["a"]}, {"inTreeModulesToRemove": ["b"]}, ("b",)),
+    ({"inTreeModuleToRemove": "a"}, {"inTreeModuleToRemove": "b"}, ("b",)),
+    ({"inTreeModuleToRemove": "a"}, {}, ("a",)),
+])
+def test_in_tree_modules_to_remove_as_kmm_merges_them(
+        tmp_path: Path, cont: dict[str, Any], mapping: dict[str, Any],
+        expected: tuple[str, ...]) -> None:
+    doc = minimal()
+    container(doc).update(cont)
+    container(doc)["kernelMappings"][0].update(mapping)
+    b = load_documents([write(tmp_path, doc)])
+    (kp,) = plan(b.module(None), [STD], b).kernels
+    assert kp.in_tree_modules_to_remove == expected

@@ -35,20 +35,24 @@ def test_minimal_module_is_admitted(monkeypatch: pytest.MonkeyPatch, tmp_path: P
                                 "0 ConfigMap(s), 0 Secret(s))\n")
 
 
-def test_name_and_namespace_too_long_when_version_set(monkeypatch: pytest.MonkeyPatch,
-                                                       tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", ["v1", None])
+def test_name_and_namespace_too_long(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                     version: str | None) -> None:
+    """KMM's validateModule checks len(name+namespace) <= maxCombinedLength (41) first,
+    for every Module, whether or not version is set (its message says otherwise)."""
     doc = minimal()
     doc["metadata"]["name"] = "h" * 35  # + "default" = 42
-    container(doc)["version"] = "v1"
+    if version:
+        container(doc)["version"] = version
     text = check(monkeypatch, tmp_path, doc, "metadata.name: name and namespace are 42 "
                  "characters together; at most 41")
     assert "Module default/" + "h" * 35 in text
 
 
-def test_long_name_is_fine_without_version(monkeypatch: pytest.MonkeyPatch,
-                                           tmp_path: Path) -> None:
+def test_name_and_namespace_of_41_pass(monkeypatch: pytest.MonkeyPatch,
+                                       tmp_path: Path) -> None:
     doc = minimal()
-    doc["metadata"]["name"] = "h" * 35
+    doc["metadata"]["name"] = "h" * 34
     code, _ = dtk(monkeypatch, "module", "validate", "-f", str(write(tmp_path, doc)))
     assert code == 0
 
@@ -296,3 +300,56 @@ def test_every_violation_is_listed(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert [line.split(": ", 1)[1].split(":", 1)[0] for line in text.splitlines()[1:6]] == [
         "spec.selector", f"{C}.modprobe.modulesLoadingOrder",
         f"{C}.modprobe.modulesLoadingOrder[0]", KM0, f"{KM0}.regexp"]
+
+
+def test_files_to_sign_checked_per_section(monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    """KMM's validateFilesToSign checks the container's sign and each mapping's sign on
+    its own: a mapping section without filesToSign is refused even when the container's
+    has some (the merged list would not be empty)."""
+    doc = _signed(minimal(), ["/opt/lib/modules/${KERNEL_FULL_VERSION}/a.ko"],
+                  unsignedImage="r.example/u:1")
+    container(doc)["kernelMappings"][0]["sign"] = {"keySecret": {"name": "k"},
+                                                   "certSecret": {"name": "c"}}
+    text = rejected(monkeypatch, write(tmp_path, doc, *_sign_secrets()))
+    assert f"{KM0}.sign.filesToSign: required (at least one path) when sign is set" in text
+    assert f"{C}.sign.filesToSign" not in text
+
+
+def test_files_to_sign_prefix_is_kmms(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """strings.HasPrefix(path, dirName+"/"): KMM admits what starts with it, as it is."""
+    doc = _signed(minimal(), ["/opt/../opt/lib/modules/x.ko", "/opt//lib/x.ko"],
+                  unsignedImage="r.example/u:1")
+    code, text = dtk(monkeypatch, "module", "validate", "-f",
+                     str(write(tmp_path, doc, *_sign_secrets())))
+    assert code == 0, text
+
+
+def test_admission_and_missing_references_in_one_pass(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    doc = minimal()
+    container(doc)["kernelMappings"][0]["regexp"] = ".*"
+    container(doc)["build"] = {"dockerfileConfigMap": {"name": "missing-cm"}}
+    text = rejected(monkeypatch, write(tmp_path, doc))
+    assert "ConfigMap default/missing-cm is not among the documents given" in text
+    assert f"{KM0}: literal and regexp are mutually exclusive" in text
+
+
+def test_dra_device_classes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    doc = minimal()
+    doc["spec"]["dra"] = {"driverName": "gpu.example.com", "container": {"image": "r/d:1"},
+                          "deviceClasses": [{"name": "a"}, {"name": "Bad_Name"}, {"name": "a"},
+                                            {}]}
+    text = check(monkeypatch, tmp_path, doc, "spec.dra.deviceClasses[1].name: 'Bad_Name' is "
+                 "not a DNS subdomain")
+    assert "spec.dra.deviceClasses[2].name: 'a' is a duplicate" in text
+    assert "spec.dra.deviceClasses[3].name: required" in text
+
+
+def test_device_plugin_host_path_volumes(monkeypatch: pytest.MonkeyPatch,
+                                         tmp_path: Path) -> None:
+    doc = minimal()
+    doc["spec"]["devicePlugin"] = {"container": {"image": "r.example/dp:1"},
+                                   "volumes": [{"name": "x", "hostPath": {"path": "/etc"}}]}
+    check(monkeypatch, tmp_path, doc, "spec.devicePlugin.volumes[0].hostPath.path: '/etc' "
+          "is not under /dev, /sys, /var, /opt, /run")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import lzma
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from dtk.cli.main import cli
@@ -38,12 +40,39 @@ def test_keygen_makes_a_mok_fit_certificate(keys: keygen.KeyFiles) -> None:
         keygen.keygen(keys.key.parent, "again")
 
 
+_TRAILER = b"~Module signature appended~\n"
+
+
+def _verified_independently(signed: bytes, cert: x509.Certificate, hash_algo: str) -> bytes:
+    """The module's content, once its appended signature is checked without dtk's code:
+    the kernel's layout (content, PKCS#7, 12-byte `struct module_signature` whose last 4
+    bytes are the PKCS#7 length, the magic string), and the RSA signature — the last
+    key-size bytes of a PKCS#7 without signed attributes, as sign-file makes it —
+    verified by `cryptography` over the content."""
+    assert signed.endswith(_TRAILER)
+    info = signed[-len(_TRAILER) - 12:-len(_TRAILER)]
+    sig_len = int.from_bytes(info[8:12], "big")
+    end = len(signed) - len(_TRAILER) - 12
+    content, p7 = signed[:end - sig_len], signed[end - sig_len:end]
+    key = cert.public_key()
+    assert isinstance(key, rsa.RSAPublicKey)
+    digest = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(),
+              "sha512": hashes.SHA512()}[hash_algo]
+    key.verify(p7[-key.key_size // 8:], content, padding.PKCS1v15(), digest)
+    return content
+
+
 @pytest.mark.parametrize("hash_algo", ["sha256", "sha384", "sha512"])
 def test_sign_then_read_and_verify(keys: keygen.KeyFiles, hash_algo: str) -> None:
     signer = sign.make_signer(keys.key, keys.cert_pem, hash_algo)
-    signed, replaced = sign.sign_bytes(CRC7.read_bytes(), signer)
+    original = CRC7.read_bytes()
+    signed, replaced = sign.sign_bytes(original, signer)
     assert replaced  # the Debian signature was stripped, not stacked
     assert signed.count(sigmod.MAGIC) == 1
+    content = _verified_independently(signed, signer.cert, hash_algo)
+    assert original.startswith(content) and signed != original  # same module, new signature
+    with pytest.raises(InvalidSignature):  # the input's signature is Debian's, not ours
+        _verified_independently(original, signer.cert, "sha256")
     mod = elf.parse_module(signed)
     assert mod.signature is not None
     assert mod.signature.signer.issuer_cn == "dtk unit test"
@@ -105,6 +134,7 @@ def test_sign_file_keeps_xz_compression(tmp_path: Path, keys: keygen.KeyFiles) -
     assert sign.sign_file(target, signer)
     assert target.read_bytes().startswith(b"\xfd7zXZ")
     assert sign.verify_file(target, signer.cert).ok
+    _verified_independently(lzma.decompress(target.read_bytes()), signer.cert, "sha256")
     not_a_module = tmp_path / "x.ko"
     not_a_module.write_bytes(b"plain text")
     with pytest.raises(modfile.ModuleError):

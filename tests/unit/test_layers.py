@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2] / "dtk"
 # Low to high. Every top-level module and package of dtk must be placed.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__init__", "errors", "run", "paths", "lock", "progress", "files", "digest", "rootfs",
-     "scripts"),
+     "scripts", "k8snames"),
     ("kernel",),
     ("distro", "engine"),
     ("toolkit",),

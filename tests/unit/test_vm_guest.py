@@ -24,9 +24,9 @@ def sourced(config: str, tmp_path: Path, *names: str) -> list[str]:
 def test_load_and_unload_follow_kmm() -> None:
     config = GuestConfig(module="v4l2loopback", parameters=("devices=2",),
                          loading_order=("v4l2loopback", "videodev"))
-    assert config.load_argv() == ["-v", "-d", "/opt", "v4l2loopback", "devices=2"]
-    assert config.unload_argv() == ["-rv", "-d", "/opt", "v4l2loopback", "videodev"]
-    assert GuestConfig(module="a-b").unload_argv() == ["-rv", "-d", "/opt", "a-b"]
+    assert config.load_argv() == ["-vd", "/opt", "v4l2loopback", "devices=2"]
+    assert config.unload_argv() == ["-rvd", "/opt", "v4l2loopback", "videodev"]
+    assert GuestConfig(module="a-b").unload_argv() == ["-rvd", "/opt", "a-b"]
     assert GuestConfig(module="a-b").kernel_name == "a_b"
 
 
@@ -46,7 +46,7 @@ def test_config_survives_the_shell(tmp_path: Path) -> None:
     script = f'. {tmp_path / "config"}; eval "set -- $DTK_LOAD_ARGV"; printf "%s\\n" "$@"'
     argv = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
                           check=True).stdout.splitlines()
-    assert argv == ["-v", "-d", "/opt", "dtk_example", nasty]
+    assert argv == ["-vd", "/opt", "dtk_example", nasty]
 
 
 def test_init_script_uses_kmod_where_the_userland_puts_it() -> None:
@@ -142,7 +142,7 @@ def test_many_modules_render_one_unit_each() -> None:
     text = guest.render_units(units, 12)
     assert "DTK_UNITS='1 2'\n" in text and "DTK_STEP_TIMEOUT=12\n" in text
     assert "DTK_NAME_2=oops\n" in text and "DTK_MODULE_2=dtk_oops\n" in text
-    assert "DTK_LOAD_ARGV_1='-v -d /opt/acpi-call acpi_call'\n" in text
+    assert "DTK_LOAD_ARGV_1='-vd /opt/acpi-call acpi_call'\n" in text
     assert "DTK_CHECK_2='cat /proc/x'\n" in text
     with pytest.raises(ValueError, match="one word"):
         guest.render_units([guest.Unit("a b", guest.GuestConfig("x"))], 5)
