@@ -33,6 +33,7 @@ from dtk.distro.debian import DebianArchive
 from dtk.driver.base import ensure_base
 from dtk.driver.remotecache import RegistryCache, base_entry
 from dtk.engine import buildah
+from dtk.toolkit.images import ToolkitImage
 from tests.integration import kmm_docs as docs
 from tests.integration.conftest import AuthRegistry
 
@@ -48,7 +49,7 @@ class Machine:
     root: Path
     env: dict[str, str]
 
-    def dtk(self, *args: str, check_json: bool = True) -> tuple[int, dict[str, Any], str]:
+    def dtk(self, *args: str, check_json: bool = True) -> tuple[int, Any, str]:
         proc = subprocess.run([sys.executable, "-m", "dtk", *args, "--json"],
                               capture_output=True, text=True, env=self.env, timeout=1800,
                               check=False)
@@ -335,3 +336,29 @@ def test_a_modules_kernels_split_and_shared_between_machines(
     assert code == 0, err
     assert [(r["kernel"], r["cached"]) for r in whole["results"]] == [
         (kernel_61, True), (kernel_61_rt, True)]
+
+
+def test_a_toolkit_through_the_cache_keeps_its_id(
+        machines: dict[str, Machine], auth_registry: AuthRegistry,
+        toolkit_612: ToolkitImage, tmp_path: Path) -> None:
+    """`dtk toolkit build --cache` stores the toolkit (keyed by its plan hash) from a
+    machine that has it; a machine with empty storage takes it from there instead of
+    building it, with the same image id, so both compute the same cell keys."""
+    cache = f"{auth_registry.address}/fanout-{uuid.uuid4().hex[:8]}/cache"
+    args = ("toolkit", "build", "--kernel", toolkit_612.kernel, "--cache", cache)
+    code, stored, err = machines["A"].dtk(*args)
+    assert code == 0 and stored[0]["image_id"] == toolkit_612.image_id, err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    conf = empty / "storage.conf"
+    conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{empty / "graph"}"\n'
+                    f'runroot = "{empty / "run"}"\n')
+    fresh = Machine("E", machines["B"].root, {**machines["B"].env,
+                                              "CONTAINERS_STORAGE_CONF": str(conf)})
+    try:
+        code, taken, err = fresh.dtk(*args)
+        assert code == 0, err
+        assert taken[0]["image_id"] == toolkit_612.image_id
+        assert "is up to date" in err  # taken, not built
+    finally:
+        _unmount_under(empty)
