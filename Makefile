@@ -17,7 +17,7 @@ SYSTEM_PACKAGES := buildah skopeo podman runc uidmap fuse-overlayfs mmdebstrap \
 	qemu-system-x86 docker-registry busybox-static kmod cpio xz-utils zstd \
 	openssl gpgv python3-venv ca-certificates shellcheck apache2-utils chromium
 
-.PHONY: all deps system-deps python-deps demo test lint typecheck unit integration bench clean
+.PHONY: all deps system-deps python-deps demo test lint typecheck unit integration bench clean image
 
 all: test
 
@@ -68,6 +68,17 @@ bench: deps
 	@failed=""; for b in bench/*.py; do echo "== $$b"; \
 	  $(BIN)/python $$b || failed="$$failed $$b"; done; \
 	  if [ -n "$$failed" ]; then echo "failed:$$failed" >&2; exit 1; fi
+
+# dtk's own image (Containerfile), on the Debian base its toolkits use (built by any
+# `dtk toolkit build`); IMAGE names it.
+IMAGE ?= localhost/dtk:latest
+image: python-deps
+	@base=$$(buildah images --format '{{.Name}}:{{.Tag}}' --filter reference='localhost/dtk-base' | head -n 1); \
+	if [ -z "$$base" ]; then echo "no dtk-base image: run 'dtk toolkit build --kernel K' once" >&2; exit 2; fi; \
+	rm -rf build/image && mkdir -p build/image && \
+	$(BIN)/pip wheel -q -w build/image/wheels . && \
+	buildah bud --isolation chroot --layers --build-arg BASE=$$base -f Containerfile \
+		-t $(IMAGE) build/image
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -33,7 +33,7 @@ from dtk.distro import catalog_problems
 from dtk.distro.debian import DebianArchive
 from dtk.distro.query import query_kernels
 from dtk.distro.select import open_archive
-from dtk.driver import dkmsconf
+from dtk.driver import dkmsconf, shard
 from dtk.driver import sources as src
 from dtk.driver.base import ensure_base
 from dtk.driver.dkms import evaluate_confs
@@ -41,8 +41,10 @@ from dtk.driver.extras import resolve_extras
 from dtk.driver.matrix import RunOptions, failed, resolve_toolkits, run_matrix, toolkit_target
 from dtk.driver.naming import DEFAULT_TEMPLATE, image_name, module_slug
 from dtk.driver.outcome import Outcome, Status
-from dtk.driver.plan import BuildOptions, ImageRef, plan_matrix
+from dtk.driver.plan import BuildOptions, ImageRef, Matrix, plan_matrix
 from dtk.driver.prune import plan_prune, prune
+from dtk.driver.remotecache import RegistryCache, base_entry, check_repo, toolkit_entry
+from dtk.driver.shard import Shard, parse_shard
 from dtk.errors import DtkError
 from dtk.progress import Monitor
 from dtk.toolkit import plan as tplan
@@ -120,6 +122,12 @@ _BUILD_INPUTS = (
                  help="Cells built at once (default: number of cores)."),
     click.option("--rebuild", is_flag=True,
                  help="Build every cell again: no cache hit, no remembered DKMS failure."),
+    click.option("--shard", default=None, metavar="I/N",
+                 help="Only the cells of part I of N: the same deterministic split on "
+                      "every machine (balanced by source size)."),
+    click.option("--cache", default=None, metavar="REGISTRY/REPO",
+                 help="A registry repository every machine shares: cells found there under "
+                      "their input hash are taken, not built; built cells are stored there."),
     sources_option,
 )
 
@@ -147,6 +155,8 @@ class BuildRequest:
     jobs: int | None
     sources: Path | None
     rebuild: bool = False
+    shard: str | None = None
+    cache: str | None = None
     push: bool = False
     tls_verify: bool | None = None
     authfile: Path | None = None
@@ -158,28 +168,98 @@ class BuildRequest:
                             pull_tls_verify=self.tls_verify is not False,  # FROM pulls too
                             force=self.rebuild)
 
+    def __post_init__(self) -> None:
+        self.part  # noqa: B018 -- a bad --shard is refused before any work
+        if self.cache:
+            check_repo(self.cache)
+
+    @property
+    def part(self) -> Shard | None:
+        return parse_shard(self.shard) if self.shard else None
+
+    def registry_cache(self, mon: Monitor) -> RegistryCache | None:
+        if not self.cache:
+            return None
+        return RegistryCache(check_repo(self.cache), mon.step, self.tls_verify, self.authfile)
+
     def archive_and_kernels(self) -> tuple[DebianArchive, list[str]]:
         archive = open_archive(self.sources)
         return archive, _kernel_list(self.kernel, self.query, archive)
 
 
+@dataclass(frozen=True)
+class BuildRun:
+    """A run's outcomes (this shard's cells), where its logs are, and the whole
+    matrix's cells in the plan's order (what `dtk report merge` puts shards back by)."""
+
+    outcomes: list[Outcome]
+    log_dir: Path
+    matrix: list[str]
+    shard: Shard | None
+
+    def matrix_json(self) -> dict[str, Any]:
+        return {"cells": self.matrix, "shard": str(self.shard) if self.shard else "1/1"}
+
+
 def run_build(request: BuildRequest, found: list[src.Source], archive: DebianArchive,
-              kernels: list[str], mon: Monitor) -> tuple[list[Outcome], Path]:
-    """Toolkits, DKMS sources, the base, the matrix: every cell built (or a cache hit)."""
-    for tag, held, size in _missing_toolkits(kernels, archive):  # up to 1.8 GB each
-        mon.step(f"toolkit {tag} for {held} is missing: building it"
-                 + (f" (about {human_size(size)} of kernel packages)" if size else ""))
-    toolkits = _toolkits(kernels, archive, mon)
+              kernels: list[str], mon: Monitor) -> BuildRun:
+    """Toolkits, DKMS sources, the base, the matrix: every cell of this shard built
+    (or a cache hit)."""
+    cache = request.registry_cache(mon)
+    planned = plan_build(request, found, archive, kernels, mon, cache=cache, part=request.part)
+    jobs = request.jobs or os.cpu_count() or 1
+    options = RunOptions(jobs, planned.log_dir, request.tls_verify, request.authfile,
+                         cache=cache)
+    outcomes = run_matrix(planned.matrix, options, mon)
+    return BuildRun(outcomes, planned.log_dir, planned.whole, request.part)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """The cells to build (one shard's, or all), where their logs go, and the names of
+    the whole matrix's cells in the plan's order."""
+
+    matrix: Matrix
+    log_dir: Path
+    whole: list[str]
+
+
+def plan_build(request: BuildRequest, found: list[src.Source], archive: DebianArchive,
+               kernels: list[str], mon: Monitor, *, cache: RegistryCache | None = None,
+               part: Shard | None = None) -> Planned:
+    """The matrix (`part`'s cells only) with every cell's input hash: toolkits, DKMS
+    sources and the base are made (or found) on the way, no cell is built. A shard
+    makes only the toolkits of its own kernels (and the first kernel's, in which
+    dkms.conf is read: the split depends on what it says)."""
+    toolkits: dict[str, ImageRef | str] = {}
+
+    def need(wanted: list[str]) -> None:
+        missing = [k for k in wanted if k not in toolkits]
+        for tag, held, size in _missing_toolkits(missing, archive):  # up to 1.8 GB each
+            mon.step(f"toolkit {tag} for {held} is missing: building it"
+                     + (f" (about {human_size(size)} of kernel packages)" if size else ""))
+        toolkits.update(_toolkits(missing, archive, mon, cache) if missing else {})
+
     if request.dkms:
+        if part:  # dkms.conf is read in the first kernel's toolkit that can be made
+            for kernel in kernels:
+                need([kernel])
+                if isinstance(toolkits.get(kernel), ImageRef):
+                    break
+        else:
+            need(kernels)
         found = found + src.resolve_dkms(request.dkms, archive.index, *_evaluator(toolkits))
-    base = ensure_base(archive.index, archive.os.arch) if _needs_base(found) else None
+    whole = [f"{source.name}@{kernel}" for source in found for kernel in kernels]
+    keep = shard.keys_in(found, kernels, part) if part else set(whole)
+    mine = [k for k in kernels if any(f"{s.name}@{k}" in keep for s in found)]
+    need(mine)
+    base = _base(archive, cache) if _needs_base(found) else None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     log_dir = paths.state_dir() / "build" / f"{stamp}-{os.getpid()}"
-    extras = resolve_extras(found, toolkits, log_dir, mon)
-    matrix = plan_matrix(found, kernels, toolkits, base, request.options, extras=extras)
-    jobs = request.jobs or os.cpu_count() or 1
-    options = RunOptions(jobs, log_dir, request.tls_verify, request.authfile)
-    return run_matrix(matrix, options, mon), log_dir
+    ours = {k: toolkits[k] for k in mine}
+    extras = resolve_extras(found, ours, log_dir, mon)
+    matrix = plan_matrix(found, mine, ours, base, request.options, extras=extras)
+    return Planned(Matrix(tuple(c for c in matrix.cells if c.key in keep)), log_dir, whole)
 
 
 def sources_of(request: BuildRequest) -> list[src.Source]:
@@ -195,9 +275,13 @@ def sources_of(request: BuildRequest) -> list[src.Source]:
 @click.option("--dry-run", is_flag=True,
               help="Show the cells and the toolkits that would be built (with their size); "
                    "build nothing.")
+@click.option("--plan", "plan_only", is_flag=True,
+              help="Show every cell with its key (input hash) and its shard (--shard I/N); "
+                   "builds no cell (missing toolkits and the base image are made first).")
 @json_option
 @click.pass_context
-def build_cmd(ctx: click.Context, /, *, dry_run: bool, as_json: bool, **values: Any) -> None:
+def build_cmd(ctx: click.Context, /, *, dry_run: bool, plan_only: bool, as_json: bool,
+              **values: Any) -> None:
     """Build driver containers: every module for every kernel, in parallel."""
     if ctx.invoked_subcommand:
         _no_build_options(ctx)
@@ -223,15 +307,21 @@ def build_cmd(ctx: click.Context, /, *, dry_run: bool, as_json: bool, **values: 
         if unknown:  # their cells would fail: the dry run says so the same way
             raise SystemExit(1)
         return
+    if plan_only:
+        planned = plan_build(request, found, archive, kernels, mon,
+                             cache=request.registry_cache(mon))
+        _print_plan(shard.plan_json(planned.matrix, request.part), as_json=as_json)
+        return
     tally = TaggedTally(mon)
     with interrupt_summary(tally):
-        outcomes, log_dir = run_build(request, found, archive, kernels, tally)
+        run = run_build(request, found, archive, kernels, tally)
+    outcomes, log_dir = run.outcomes, run.log_dir
     wall = time.monotonic() - started
     if as_json:
         print_json({"outcomes": [o.to_json() for o in outcomes], "log_dir": str(log_dir),
-                    "wall_seconds": round(wall, 1)})
+                    "wall_seconds": round(wall, 1), "matrix": run.matrix_json()})
     else:
-        _report(outcomes, log_dir, wall)
+        print_outcomes(outcomes, log_dir, wall)
     if failed(outcomes):
         # Not ctx.exit: the entry point runs click with standalone_mode=False, which
         # turns Exit into a return value that nobody reads.
@@ -289,15 +379,43 @@ def _print_dry_run(found: list[src.Source], dkms: tuple[str, ...], kernels: list
                + "; nothing was built")
 
 
-def _toolkits(kernels: list[str], archive: DebianArchive,
-              mon: Monitor) -> dict[str, ImageRef | str]:
+def _base(archive: DebianArchive, cache: RegistryCache | None) -> ImageRef:
+    """The final stage's base; with a cache, taken from it when there, stored when made."""
+    if cache is None:
+        return ensure_base(archive.index, archive.os.arch)
+    base = ensure_base(archive.index, archive.os.arch,
+                       fetch=lambda tag: cache.take_input(tag, *base_entry(tag)))
+    cache.store_input(base.name, *base_entry(base.name))
+    return base
+
+
+def _print_plan(plan: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print_json(plan)
+        return
+    print_table(["MODULE", "KERNEL", "SHARD", "KEY"],
+                [[c["module"], c["kernel"], str(c["shard"]),
+                  c["key"] or f"({c['error'].splitlines()[0]})"] for c in plan["cells"]])
+    click.echo(f"{len(plan['cells'])} cell(s) in {plan['shards']} shard(s); estimated "
+               "load per shard (bytes of source): " + ", ".join(map(str, plan["loads"])))
+
+
+def _toolkits(kernels: list[str], archive: DebianArchive, mon: Monitor,
+              cache: RegistryCache | None = None) -> dict[str, ImageRef | str]:
+    """Each kernel's toolkit; with a cache, taken from it when there (storing 1-2 GB
+    toolkits is `dtk toolkit build --cache`'s job, not every worker's)."""
     def ensure(release: str) -> ToolkitImage:
         mon.step(f"toolkit for {release}")
+        if cache:
+            plan = tplan.plan_toolkit(archive, release, "auto")
+            if not is_current(plan):
+                cache.take_input(plan.tag, *toolkit_entry(plan))
         return ensure_toolkit(release, "auto", distro=archive, monitor=mon)
     return resolve_toolkits(kernels, catalog_problems(archive.kernels()), ensure)
 
 
-def _report(outcomes: list[Outcome], log_dir: Path, wall: float) -> None:
+def print_outcomes(outcomes: list[Outcome], log_dir: Path | str, wall: float) -> None:
+    """The build's table, its notes and failures, and a summary (also `dtk report merge`'s)."""
     rows = []
     for o in outcomes:
         # A failure's reason is printed once, below the table, in full.

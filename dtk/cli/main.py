@@ -13,7 +13,19 @@ import traceback
 import click
 
 from dtk import __version__, paths
-from dtk.cli import demo, driver, kernels, kmod, module_run, node, prove, toolkit, vm
+from dtk.cli import (
+    demo,
+    driver,
+    kernels,
+    kmod,
+    module_run,
+    node,
+    prove,
+    render,
+    report,
+    toolkit,
+    vm,
+)
 from dtk.cli import module as module_cli
 from dtk.distro import aptindex
 from dtk.errors import DtkError, ProblemsError
@@ -36,7 +48,8 @@ def cli(verbose: int, offline: bool) -> None:
         logging.getLogger("dtk.run").setLevel(logging.DEBUG)
 
 
-for command in (driver, kernels, toolkit, kmod, vm, demo, prove, module_cli, module_run, node):
+for command in (driver, kernels, toolkit, kmod, vm, demo, prove, module_cli, module_run,
+                node, report, render):
     command.register(cli)
 
 

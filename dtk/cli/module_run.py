@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -33,6 +34,8 @@ from dtk.cli.module import (
 )
 from dtk.cli.vm import print_results
 from dtk.distro.select import open_archive
+from dtk.driver.remotecache import RegistryCache, check_repo
+from dtk.driver.shard import assign, parse_shard
 from dtk.errors import DtkError
 from dtk.kmm import model as m
 from dtk.kmm import state as image_state
@@ -55,20 +58,32 @@ def log_dir(kind: str) -> Path:
 @click.option("--rebuild", is_flag=True, help="Build and sign even images that exist.")
 @click.option("-j", "--jobs", type=click.IntRange(1), default=None,
               help="Images built at once (default: number of cores).")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Only the kernels of part I of N (the same split on every machine).")
+@click.option("--cache", "cache_repo", default=None, metavar="REGISTRY/REPO",
+              help="A registry repository every machine shares: images found there under "
+                   "their input hash are taken, not built; built ones are stored there.")
 @json_option
 def build_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: str | None,
               kernel: tuple[str, ...], query: str | None, nodes_file: Path | None,
               sources: Path | None, push: bool, rebuild: bool, jobs: int | None,
-              as_json: bool) -> None:
+              shard: str | None, cache_repo: str | None, as_json: bool) -> None:
     """Build and sign every image the plan needs, as KMM's build and sign would.
 
     Images that exist (locally or in the registry) are kept unless
     imageRebuildTriggerGeneration changed or --rebuild is given.
     """
     started = time.monotonic()
+    part = parse_shard(shard) if shard else None
+    shared = RegistryCache(check_repo(cache_repo), monitor(as_json).step) if cache_repo \
+        else None
     bundle, plan = _plan(files, namespace, module_name, (kernel, query, nodes_file, sources))
+    if part:
+        mine = assign([(kp.kernel, 1) for kp in plan.kernels], part.count)
+        plan = replace(plan, kernels=tuple(kp for kp, s in zip(plan.kernels, mine, strict=True)
+                                           if s == part.index))
     request = BuildRequest(log_dir("module-build"), push=push, rebuild=rebuild,
-                           jobs=jobs or os.cpu_count() or 1)
+                           jobs=jobs or os.cpu_count() or 1, cache=shared)
     request.log_dir.mkdir(parents=True, exist_ok=True)
     tally = TaggedTally(monitor(as_json))
     with interrupt_summary(tally):

@@ -59,11 +59,13 @@ def prove_cmd(*, built_for: str, modules: tuple[str, ...], check_cmd: str, timeo
     request = BuildRequest(**values)
     mon = monitor(as_json)
     cells: list[ProveCell]
+    matrix: dict[str, Any] | None = None
     if request.files or request.dkms:
         found = sources_of(request)
         archive, kernels = request.archive_and_kernels()
-        outcomes, _log_dir = run_build(request, found, archive, kernels, mon)
-        cells = cells_from_outcomes(outcomes, modules=modules, check=check_cmd)
+        run = run_build(request, found, archive, kernels, mon)
+        cells = cells_from_outcomes(run.outcomes, modules=modules, check=check_cmd)
+        matrix = run.matrix_json()
     else:
         _archive, kernels = request.archive_and_kernels()
         cells = cells_for_images(request.template, kernels, _image_id,
@@ -72,6 +74,8 @@ def prove_cmd(*, built_for: str, modules: tuple[str, ...], check_cmd: str, timeo
                                  modules=modules, check=check_cmd)
     result = prove(cells, mon, timeout_s=timeout, accel=accel, use_cache=not no_cache)
     data = result.to_json()
+    if matrix is not None:  # what `dtk report merge` puts shards back together by
+        data["matrix"] = matrix
     if html_file:
         write_atomic(html_file, render_html(data).encode())
         data["html"] = str(html_file)

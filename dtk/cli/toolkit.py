@@ -18,10 +18,13 @@ from dtk.cli.common import (
     stderr,
 )
 from dtk.distro import find_kernel
+from dtk.distro.debian import DebianArchive
 from dtk.distro.select import open_archive
+from dtk.driver.remotecache import RegistryCache, check_repo, toolkit_entry
 from dtk.engine import buildah, skopeo
+from dtk.progress import Monitor
 from dtk.toolkit import plan as tplan
-from dtk.toolkit.images import ensure_toolkit
+from dtk.toolkit.images import ToolkitImage, ensure_toolkit, is_current
 from dtk.toolkit.locate import find_toolkit
 from dtk.toolkit.prune import plan_prune, prune
 from dtk.toolkit.query import inspect_toolkit, list_toolkits
@@ -39,23 +42,38 @@ def toolkit() -> None:
               help="Kernel release as `uname -r` prints it (repeatable).")
 @click.option("--rt-kernel", default="auto", show_default=True, help=_RT_HELP)
 @click.option("--rebuild", is_flag=True, help="Build even if an up-to-date image exists.")
+@click.option("--cache", default=None, metavar="REGISTRY/REPO",
+              help="Take each toolkit from this registry repository if it is there (keyed "
+                   "by its plan hash), and store it there once made, for every machine.")
 @sources_option
 @json_option
-def build_cmd(kernels: tuple[str, ...], rt_kernel: str, rebuild: bool, sources: Path | None,
-              as_json: bool) -> None:
+def build_cmd(*, kernels: tuple[str, ...], rt_kernel: str, rebuild: bool, cache: str | None,
+              sources: Path | None, as_json: bool) -> None:
     """Build (or reuse) the toolkit image for each kernel."""
+    shared = RegistryCache(check_repo(cache), monitor(as_json).step) if cache else None
     distro = open_archive(sources)
     catalog = distro.kernels()
     for release in kernels:  # check all first: fail before any work
         find_kernel(catalog, release)
-    built = [ensure_toolkit(r, rt_kernel, distro=distro, monitor=monitor(as_json),
-                            rebuild=rebuild) for r in kernels]
+    built = [_ensure(r, rt_kernel, distro, monitor(as_json), rebuild=rebuild, cache=shared)
+             for r in kernels]
     if as_json:
         print_json([{"name": t.name, "image_id": t.image_id, "kernel": t.kernel,
                      "rt_kernel": t.rt_kernel} for t in built])
         return
     print_table(["IMAGE", "KERNEL", "RT KERNEL", "ID"],
                 [[t.name, t.kernel, t.rt_kernel or "-", t.image_id[:12]] for t in built])
+
+
+def _ensure(release: str, rt_kernel: str, distro: DebianArchive, mon: Monitor, *,
+            rebuild: bool, cache: RegistryCache | None) -> ToolkitImage:
+    plan = tplan.plan_toolkit(distro, release, rt_kernel)
+    if cache and not rebuild and not is_current(plan):
+        cache.take_input(plan.tag, *toolkit_entry(plan))
+    toolkit = ensure_toolkit(release, rt_kernel, distro=distro, monitor=mon, rebuild=rebuild)
+    if cache:
+        cache.store_input(plan.tag, *toolkit_entry(plan))
+    return toolkit
 
 
 @toolkit.command("containerfile")

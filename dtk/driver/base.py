@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from dtk import paths, scripts
@@ -47,11 +48,15 @@ KMOD_TOOLS = ("modprobe", "insmod", "rmmod", "lsmod", "modinfo")
 REAL_DEPMOD = "/usr/libexec/dtk/depmod"
 
 
-def ensure_base(index: AptIndex, arch: str) -> ImageRef:
-    """The base image for the archive's newest busybox-static and kmod, built if missing."""
+def ensure_base(index: AptIndex, arch: str, *,
+                fetch: Callable[[str], None] | None = None) -> ImageRef:
+    """The base image for the archive's newest busybox-static and kmod, built if missing
+    (`fetch(tag)` may bring it from elsewhere first: a shared build cache)."""
     stanzas = _resolved(index, arch)
     tag = f"{KMOD_BASE_REPO}:{base_key(stanzas)[7:27]}"
     with locked(paths.cache_dir() / "locks" / "driver-base", "driver base image"):
+        if fetch is not None and not buildah.image_exists(tag):
+            fetch(tag)
         if not buildah.image_exists(tag):
             _build(index, stanzas, tag)
     return ImageRef(tag, buildah.image_id(tag))

@@ -26,6 +26,7 @@ from dtk import run as runner
 from dtk.driver import containerfile, dkms
 from dtk.driver.outcome import CellFailedError, Outcome, Status, machine_fault, tail_of
 from dtk.driver.plan import HASH_LABEL, Cell, ImageRef, Matrix
+from dtk.driver.remotecache import RegistryCache
 from dtk.driver.sources import ContainerfileSource, DkmsGroup
 from dtk.engine import buildah, skopeo
 from dtk.errors import DtkError
@@ -53,6 +54,7 @@ class RunOptions:
     tls_verify: bool | None = None
     authfile: Path | None = None  # registry credentials for pulls and pushes
     progress: Callable[[str], None] | None = None  # run_matrix sets it: the monitor's step
+    cache: RegistryCache | None = None  # the registry every machine shares (--cache)
 
 
 def toolkit_target(release: str, known: Callable[[str], str | None]) -> str:
@@ -207,8 +209,10 @@ def settle_cell(cell: Cell, options: RunOptions) -> Outcome | None:
 
     def lookup(base: Outcome) -> Outcome | None:
         known = _cached(cell, base) or remembered(cell)
+        if options.cache:
+            known = _shared(cell, base, known, options.cache, log_file)
         return _push(cell, known, options) if known and known.status is Status.BUILT \
-            and cell.push else known
+            and cell.push and not known.pushed else known
     return _guarded(cell, options, lookup)
 
 
@@ -222,7 +226,22 @@ def build_cell(cell: Cell, options: RunOptions, on_line: Callable[[str], None] |
             else outcome
     outcome = _guarded(cell, options, compile_and_push)
     assert outcome is not None
+    if options.cache:
+        options.cache.publish(cell, outcome, remembered(cell))
     return outcome
+
+
+def _shared(cell: Cell, base: Outcome, known: Outcome | None, cache: RegistryCache,
+            log_file: Path) -> Outcome | None:
+    """What this machine knows, stored in the shared cache too; or what the cache
+    knows, a failure remembered here as well."""
+    if known is not None:
+        cache.publish(cell, known, remembered(cell))
+        return known
+    fetched = cache.fetch(cell, base)
+    if fetched is not None and fetched.status is not Status.BUILT:
+        remember(cell, fetched, log_file)
+    return fetched
 
 
 def _failed(cell: Cell, options: RunOptions) -> Outcome:

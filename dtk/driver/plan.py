@@ -146,8 +146,10 @@ def cell_hash(source: Source, release: str, args: Mapping[str, str],
         "toolkit": toolkit.image_id if toolkit else None,
         "base": base.image_id if base else None,
     }
-    if options is not None and (options.secrets or options.labels):
+    if options is not None and options.secrets:
+        # Keyed by this host's key: a cell with secrets is shared by no two hosts.
         inputs["secrets"] = secrets_digest(options.secrets, options.secrets_key)
+    if options is not None and (options.secrets or options.labels):
         inputs["labels"] = dict(options.labels)
     if options is not None and options.layout != Layout():  # a cached image met another check
         inputs["layout"] = [options.layout.dir_name, *options.layout.tools]

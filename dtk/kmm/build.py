@@ -33,6 +33,7 @@ from dtk.driver.base import ensure_base
 from dtk.driver.matrix import RunOptions, resolve_toolkits, run_matrix
 from dtk.driver.outcome import KMM_TOOLS, Layout, Outcome, Status
 from dtk.driver.plan import BuildOptions, BuildSecret, Cell, Matrix, plan_matrix
+from dtk.driver.remotecache import RegistryCache
 from dtk.driver.sources import containerfile_source
 from dtk.engine import buildah, skopeo
 from dtk.engine.registry import RegistryError
@@ -64,6 +65,7 @@ class BuildRequest:
     push: bool = False
     rebuild: bool = False
     jobs: int = 1
+    cache: RegistryCache | None = None  # the registry every machine shares (--cache)
 
 
 @dataclass(frozen=True)
@@ -248,8 +250,11 @@ def _build_all(run: _Run, kps: list[KernelPlan]) -> dict[str, Outcome]:
             pull_tls_verify=kp.build.base_image_registry_tls.verify,
             force=run.request.rebuild, layout=kmm_layout(run.mod))
         cells += plan_matrix([source], [kp.kernel], toolkits, base, options).cells
+    # The cache speaks with the imageRepoSecret's credentials, as the pushes do.
+    cache = replace(run.request.cache, authfile=run.auth) if run.request.cache else None
     outcomes = run_matrix(Matrix(tuple(cells)),
-                          RunOptions(run.request.jobs, run.request.log_dir, authfile=run.auth),
+                          RunOptions(run.request.jobs, run.request.log_dir, authfile=run.auth,
+                                     cache=cache),
                           run.monitor)
     return {o.kernel: o for o in outcomes}
 

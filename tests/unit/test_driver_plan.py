@@ -14,6 +14,7 @@ from dtk.driver.naming import DEFAULT_TEMPLATE, image_name, module_slug
 from dtk.driver.plan import (
     HASH_LABEL,
     BuildOptions,
+    BuildSecret,
     ImageRef,
     build_args_for,
     plan_matrix,
@@ -234,3 +235,21 @@ def test_extras_are_what_the_toolkit_lacks_and_replace_its_toolkit() -> None:
     (failed,) = plan_matrix([group], [K], {K: TK}, BASE, BuildOptions(DEFAULT_TEMPLATE),
                             extras={("west-chamber", K): "apt failed"}).cells
     assert failed.error == "apt failed"
+
+
+def test_the_key_is_the_same_on_every_host_unless_secrets_are_in_it(tmp_path: Path) -> None:
+    """Each host keys its secrets' digest with its own key (dtk.digest.keyed_digest);
+    a cell without secrets must not carry that key, or no two machines would ever
+    share a cache entry (a KMM Module's cells all carry labels)."""
+    source = _containerfile(tmp_path)
+    labels = (("kmm.node.kubernetes.io/module.name", "m"),)
+
+    def key(host: bytes, secrets: tuple[BuildSecret, ...] = ()) -> str:
+        options = BuildOptions(DEFAULT_TEMPLATE, labels=labels, secrets=secrets,
+                               secrets_key=host)
+        return plan_matrix([source], [K], {K: TK}, BASE, options).cells[0].input_hash
+
+    assert key(b"host a") == key(b"host b")
+    secret = (BuildSecret("tok", (("token", b"s3cret"),)),)
+    assert key(b"host a", secret) != key(b"host b", secret)  # by design: keyed per host
+    assert key(b"host a", secret) != key(b"host a")

@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("distro", "engine"),
     ("toolkit",),
     ("driver", "kmod", "vm"),
-    ("demo", "kmm", "prove"),
+    ("demo", "kmm", "prove", "fanout"),
     # A host's workflow built on KMM's: it reads and resolves Modules with dtk.kmm.
     ("node",),
     ("cli",),

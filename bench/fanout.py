@@ -1,0 +1,145 @@
+"""Benchmark: one matrix split over two machines through a registry cache, then run
+whole on a third, against one machine running it cold.
+
+    .venv/bin/python bench/fanout.py [--packages a-dkms,b-dkms] [--kernels K1,K2]
+
+Machines are simulated as in tests/integration/test_fanout.py: each has its own
+container storage (CONTAINERS_STORAGE_CONF, with this machine's toolkits shared
+read-only as an additional image store) and its own dtk cache and state; they share
+one loopback registry. They run one after another, each with the whole machine, as
+separate machines would. Prints, per machine, the cells it compiled and took from the
+cache, its wall and CPU time; then (a) the work per shard machine against the single
+machine's, and (b) the third machine's wall against the cold single run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from dtk.distro.select import open_archive
+
+PACKAGES = ("v4l2loopback-dkms", "acpi-call-dkms", "bbswitch-dkms", "dm-writeboost-dkms",
+            "tp-smapi-dkms", "xtrx-dkms")
+SHARED_STORE = "/var/lib/containers/storage"
+
+
+def newest_61() -> str:
+    return next(e.release for e in open_archive().kernels()
+                if e.line == "6.1" and e.flavour == "standard")
+
+
+def serve_registry(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root.mkdir(parents=True)
+    config = root / "config.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n"
+                      f"http:\n  addr: 127.0.0.1:{port}\nlog:\n  level: error\n")
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(150):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2):
+                return proc, f"127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.2)
+    proc.terminate()
+    raise SystemExit("docker-registry did not start")
+
+
+def machine(base: Path, name: str) -> dict[str, str]:
+    root = base / name
+    (root / "cache" / "dtk").mkdir(parents=True)
+    conf = root / "storage.conf"
+    conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{root}/graph"\n'
+                    f'runroot = "{root}/run"\n[storage.options]\n'
+                    f'additionalimagestores = ["{SHARED_STORE}"]\n')
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dtk"
+    for shared in ("apt", "dkms"):  # package downloads, as a caching proxy shares them
+        if (home / shared).exists():
+            (root / "cache" / "dtk" / shared).symlink_to(home / shared)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DTK_")}
+    env.update(CONTAINERS_STORAGE_CONF=str(conf), XDG_CACHE_HOME=str(root / "cache"),
+               XDG_STATE_HOME=str(root / "state"))
+    return env
+
+
+def run(env: dict[str, str], args: list[str]) -> tuple[dict[str, Any], float, float]:
+    """dtk build ARGS --json: its result, wall seconds, CPU seconds of its processes."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "dtk", "build", *args, "--json"], env=env,
+                          capture_output=True, text=True, check=False, timeout=7200)
+    wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if not proc.stdout.strip():
+        raise SystemExit(f"dtk build failed:\n{proc.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return json.loads(proc.stdout), wall, cpu
+
+
+def unmount_under(root: Path) -> None:
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for point in sorted((m for m in mounts if m.startswith(f"{root}/")), reverse=True):
+        subprocess.run(["umount", point], check=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--packages", default=",".join(PACKAGES))
+    parser.add_argument("--kernels", default="")
+    opts = parser.parse_args()
+    kernels = [k for k in opts.kernels.split(",") if k] or [newest_61()]
+    matrix = [a for p in opts.packages.split(",") for a in ("--dkms", p)]
+    matrix += [a for k in kernels for a in ("--kernel", k)]
+    base = Path(tempfile.mkdtemp(prefix="dtk-bench-fanout-"))
+    registry, address = serve_registry(base / "registry")
+    rows: list[tuple[str, dict[str, Any], float, float]] = []
+    try:
+        cache = ["--cache", f"{address}/bench/cache"]
+        image = ["--image", "localhost/dtk-bench-fanout/${MOD_NAME}:${KERNEL_FULL_VERSION}"]
+        for name, extra in (("single (cold, no cache)", []),
+                            ("A: shard 1/2", ["--shard", "1/2", *cache]),
+                            ("B: shard 2/2", ["--shard", "2/2", *cache]),
+                            ("C: whole, from cache", cache)):
+            env = machine(base, name[0])
+            result, wall, cpu = run(env, [*matrix, *image, *extra])
+            rows.append((name, result, wall, cpu))
+    finally:
+        registry.terminate()
+        registry.wait()
+        unmount_under(base)
+        shutil.rmtree(base, ignore_errors=True)
+    report(rows)
+
+
+def report(rows: list[tuple[str, dict[str, Any], float, float]]) -> None:
+    print(f"{'MACHINE':<26}{'CELLS':>6}{'COMPILED':>9}{'CACHED':>7}{'WALL s':>8}{'CPU s':>8}")
+    for name, result, wall, cpu in rows:
+        outcomes = result["outcomes"]
+        compiled = sum(not o["cached"] and o["status"] != "excluded" for o in outcomes)
+        cached = sum(o["cached"] for o in outcomes)
+        print(f"{name:<26}{len(outcomes):>6}{compiled:>9}{cached:>7}{wall:>8.1f}{cpu:>8.1f}")
+    single, shard_a, shard_b, third = rows
+    print(f"(a) work per shard machine / one machine: wall {shard_a[2] / single[2]:.2f}, "
+          f"{shard_b[2] / single[2]:.2f}; CPU {shard_a[3] / single[3]:.2f}, "
+          f"{shard_b[3] / single[3]:.2f}")
+    print(f"(b) third machine / cold single run: wall {third[2] / single[2]:.1%} "
+          "(target <= 5%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""`dtk report merge`: the JSON of N shards (`--shard I/N`) as one result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dtk.cli.common import json_option, print_json
+from dtk.cli.driver import print_outcomes
+from dtk.cli.prove import use_colour
+from dtk.driver.merge import merge_builds, outcome_from_json
+from dtk.driver.outcome import Status
+from dtk.errors import DtkError
+from dtk.files import write_atomic
+from dtk.prove.html import render_html
+from dtk.prove.merge import merge_proofs
+from dtk.prove.report import render_text
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise DtkError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise DtkError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise DtkError(f"{path} is not the --json output of dtk build or dtk prove")
+    return data
+
+
+@click.group("report")
+def report_group() -> None:
+    """Results of several runs, as one."""
+
+
+@report_group.command("merge")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--html", "html_file", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, help="For dtk prove's shards: also write the merged matrix as "
+                                 "one HTML page.")
+@json_option
+def merge_cmd(files: tuple[Path, ...], html_file: Path | None, as_json: bool) -> None:
+    """Merge the `--json` outputs of every shard of one `dtk build` or `dtk prove` into
+    what one machine running the whole matrix prints."""
+    inputs = [_read(f) for f in files]
+    if all("rows" in d for d in inputs):
+        _merge_proofs(inputs, html_file, as_json)
+        return
+    if html_file:
+        raise DtkError("--html is for the shards of dtk prove")
+    merged = merge_builds(inputs)
+    outcomes = [outcome_from_json(o) for o in merged["outcomes"]]
+    if as_json:
+        print_json(merged)
+    else:
+        print_outcomes(outcomes, ", ".join(merged["log_dirs"]), merged["wall_seconds"])
+    if any(o.status is Status.FAILED for o in outcomes):
+        raise SystemExit(1)
+
+
+def _merge_proofs(inputs: list[dict[str, Any]], html_file: Path | None,
+                  as_json: bool) -> None:
+    result, cells = merge_proofs(inputs)
+    data = result.to_json()
+    data["matrix"] = {"cells": cells, "shard": "1/1"}
+    if html_file:
+        write_atomic(html_file, render_html(data).encode())
+        data["html"] = str(html_file)
+    if as_json:
+        print_json(data)
+    else:
+        click.echo(render_text(result, colour=use_colour()), nl=False)
+        if html_file:
+            click.echo(f"page: {html_file}")
+    if not result.ok:
+        raise SystemExit(1)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(report_group)

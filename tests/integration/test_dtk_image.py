@@ -1,0 +1,65 @@
+"""dtk's own image (`make image`) builds a driver cell the way a Job pod runs it:
+dtk and buildah inside the container, the container storage inside it too (a
+directory of its own, as a pod's emptyDir), privileged as KMM's build pods are.
+
+The toolkit comes from this machine's storage, mounted read-only as an additional
+image store (a worker would take it from the registry cache; pulling 1-2 GB here
+proves nothing more), so the pod's storage must use the same driver (overlay)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dtk.engine import buildah
+from dtk.toolkit.images import ToolkitImage
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED_STORE = "/var/lib/containers/storage"
+
+
+@pytest.fixture
+def dtk_image() -> Iterator[str]:
+    tag = f"localhost/dtk-test-image-{uuid.uuid4().hex[:8]}:latest"
+    subprocess.run(["make", "-C", str(ROOT), "image", f"IMAGE={tag}"], check=True,
+                   capture_output=True, timeout=1800)
+    yield tag
+    buildah.remove_image(tag)
+
+
+def test_the_dtk_image_builds_a_driver_cell_inside_a_container(
+        dtk_image: str, toolkit_612: ToolkitImage, kernel_612: str, tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    conf = tmp_path / "storage.conf"
+    conf.write_text('[storage]\ndriver = "overlay"\ngraphroot = "/var/lib/containers/storage"\n'
+                    'runroot = "/run/containers/storage"\n[storage.options]\n'
+                    'additionalimagestores = ["/var/lib/shared"]\n')
+    try:
+        proc = subprocess.run(
+            ["podman", "run", "--rm", "--privileged", "--runtime", "runc",
+             "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+             "-v", f"{storage}:/var/lib/containers/storage",
+             "-v", f"{SHARED_STORE}:/var/lib/shared:ro",
+             "-v", f"{conf}:/etc/containers/storage.conf:ro",
+             "-v", f"{ROOT / 'tests/data/build/dtkhello'}:/src/dtkhello:ro",
+             "-e", "STORAGE_DRIVER=overlay", dtk_image,
+             "build", "--dkms", "/src/dtkhello", "--kernel", kernel_612, "--json"],
+            capture_output=True, text=True, timeout=1200, check=False)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        [cell] = json.loads(proc.stdout)["outcomes"]
+        assert cell["status"] == "built" and not cell["cached"]
+        assert cell["modules"] and cell["modules"][0].startswith("dtkhello=")
+        assert toolkit_612.name in proc.stderr  # the toolkit was found, not rebuilt
+        assert "is up to date" in proc.stderr
+    finally:
+        # The pod's storage holds root-owned overlay layers; its mounts end with it.
+        shutil.rmtree(storage, ignore_errors=True)
