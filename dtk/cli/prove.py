@@ -14,7 +14,7 @@ from dtk.cli.driver import BuildRequest, build_input_options, run_build, sources
 from dtk.engine import buildah
 from dtk.files import write_atomic
 from dtk.prove.html import render_html
-from dtk.prove.model import ProveCell
+from dtk.prove.model import ProveCell, ProveResult
 from dtk.prove.plan import cells_for_images, cells_from_outcomes
 from dtk.prove.report import render_text
 from dtk.prove.run import prove
@@ -73,8 +73,15 @@ def prove_cmd(*, built_for: str, modules: tuple[str, ...], check_cmd: str, timeo
                                  mod_namespace=request.mod_namespace, built_for=built_for,
                                  modules=modules, check=check_cmd)
     result = prove(cells, mon, timeout_s=timeout, accel=accel, use_cache=not no_cache)
+    show_proof(result, matrix, html_file, as_json)
+
+
+def show_proof(result: ProveResult, matrix: dict[str, Any] | None, html_file: Path | None,
+               as_json: bool) -> None:
+    """A proof on the terminal or as JSON, and as a page; exit 1 unless all is well.
+    `matrix`: what `dtk report merge` puts shards back together by."""
     data = result.to_json()
-    if matrix is not None:  # what `dtk report merge` puts shards back together by
+    if matrix is not None:
         data["matrix"] = matrix
     if html_file:
         write_atomic(html_file, render_html(data).encode())

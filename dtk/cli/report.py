@@ -10,14 +10,11 @@ import click
 
 from dtk.cli.common import json_option, print_json
 from dtk.cli.driver import print_outcomes
-from dtk.cli.prove import use_colour
+from dtk.cli.prove import show_proof
 from dtk.driver.merge import merge_builds, outcome_from_json
 from dtk.driver.outcome import Status
 from dtk.errors import DtkError
-from dtk.files import write_atomic
-from dtk.prove.html import render_html
 from dtk.prove.merge import merge_proofs
-from dtk.prove.report import render_text
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -66,19 +63,7 @@ def merge_cmd(files: tuple[Path, ...], html_file: Path | None, as_json: bool) ->
 def _merge_proofs(inputs: list[dict[str, Any]], html_file: Path | None,
                   as_json: bool) -> None:
     result, cells = merge_proofs(inputs)
-    data = result.to_json()
-    data["matrix"] = {"cells": cells, "shard": "1/1"}
-    if html_file:
-        write_atomic(html_file, render_html(data).encode())
-        data["html"] = str(html_file)
-    if as_json:
-        print_json(data)
-    else:
-        click.echo(render_text(result, colour=use_colour()), nl=False)
-        if html_file:
-            click.echo(f"page: {html_file}")
-    if not result.ok:
-        raise SystemExit(1)
+    show_proof(result, {"cells": cells, "shard": "1/1"}, html_file, as_json)
 
 
 def register(group: click.Group) -> None:

@@ -11,23 +11,24 @@ chroot can act on a tree that is not the running system: DTK_NODE_ROOT or
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from dtk.errors import DtkError
+from dtk.k8snames import dns1123_label_problems
 from dtk.lock import locked
 
 ROOT_ENV = "DTK_NODE_ROOT"
-# A declaration's name is a file name and a Kubernetes object name (RFC 1123 label).
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise DtkError(f"{name!r} is not a valid declaration name",
+    """A declaration's name is a file name and a Kubernetes object name (a DNS-1123
+    label, which never holds '/' or '..')."""
+    problems = dns1123_label_problems(name)
+    if problems:
+        raise DtkError(f"{name!r} is not a valid declaration name: {'; '.join(problems)}",
                        hint="lower-case letters, digits and '-', at most 63 characters "
                             "(a Kubernetes object name)")
     return name
