@@ -13,13 +13,13 @@ from dtk.cli.common import json_option, print_json, print_table, sources_option
 from dtk.distro.query import query_kernels
 from dtk.distro.select import open_archive
 from dtk.errors import DtkError
-from dtk.kmm import model as m
-from dtk.kmm import plan as planner
 from dtk.kmm import render as renderer
 from dtk.kmm import state as image_state
-from dtk.kmm import validate as validator
-from dtk.kmm.load import load_documents
 from dtk.kmm.nodes import read_nodes
+from dtk.kmmapi import model as m
+from dtk.kmmapi import plan as planner
+from dtk.kmmapi import validate as validator
+from dtk.kmmapi.load import load_documents
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -37,12 +37,12 @@ from dtk.distro.select import open_archive
 from dtk.driver.remotecache import RegistryCache, check_repo
 from dtk.driver.shard import assign, parse_shard
 from dtk.errors import DtkError
-from dtk.kmm import model as m
 from dtk.kmm import state as image_state
 from dtk.kmm.build import BuildRequest, KernelResult, build_module
-from dtk.kmm.plan import Plan
 from dtk.kmm.preflight import PreflightRequest, preflight, validation_object
 from dtk.kmm.vmtest import DEFAULT_FIRMWARE_HOST, VmOptions, module_vmtest
+from dtk.kmmapi import model as m
+from dtk.kmmapi.plan import Plan
 
 
 def log_dir(kind: str) -> Path:

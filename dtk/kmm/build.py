@@ -40,8 +40,10 @@ from dtk.engine.registry import RegistryError
 from dtk.errors import DtkError
 from dtk.files import host_key
 from dtk.kernel import normalize
-from dtk.kmm import model as m
-from dtk.kmm.plan import (
+from dtk.kmm.state import registry_host
+from dtk.kmmapi import model as m
+from dtk.kmmapi.authfile import authfile
+from dtk.kmmapi.plan import (
     DTK_AUTO,
     GENERATION_LABEL,
     MODULE_LABEL,
@@ -50,7 +52,6 @@ from dtk.kmm.plan import (
     Plan,
     image_current,
 )
-from dtk.kmm.state import authfile, registry_host
 from dtk.kmod import sign
 from dtk.kmod.image import sign_image
 from dtk.progress import Monitor

@@ -20,11 +20,11 @@ from dtk.distro.debian import DebianArchive
 from dtk.engine import skopeo
 from dtk.errors import DtkError
 from dtk.kernel import normalize
-from dtk.kmm import model as m
 from dtk.kmm.build import BuildRequest, build_module
-from dtk.kmm.plan import Plan, plan
-from dtk.kmm.state import authfile
 from dtk.kmm.vmtest import VmOptions, module_vmtest
+from dtk.kmmapi import model as m
+from dtk.kmmapi.authfile import authfile
+from dtk.kmmapi.plan import Plan, plan
 from dtk.kmod import check as chk
 from dtk.kmod.image import read_image_index
 from dtk.kmod.targets import check_target

@@ -15,8 +15,8 @@ import yaml
 
 from dtk.engine.registry import parse
 from dtk.errors import DtkError
-from dtk.kmm import model as m
-from dtk.kmm.plan import DTK_AUTO, KernelPlan, Plan, Toolkit
+from dtk.kmmapi import model as m
+from dtk.kmmapi.plan import DTK_AUTO, KernelPlan, Plan, Toolkit
 
 # Server-set metadata: applying it back would fail or pin a stale revision.
 _SERVER_META = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields",

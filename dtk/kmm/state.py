@@ -9,8 +9,6 @@ the registry (skopeo inspect), with the Module's imageRepoSecret written to a
 from __future__ import annotations
 
 import enum
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,8 +16,9 @@ from pathlib import Path
 
 from dtk.engine import buildah, skopeo
 from dtk.errors import DtkError
-from dtk.kmm import model as m
-from dtk.kmm.plan import KernelPlan, Plan, image_current
+from dtk.kmmapi import model as m
+from dtk.kmmapi.authfile import authfile
+from dtk.kmmapi.plan import KernelPlan, Plan, image_current
 
 
 class ImageState(enum.StrEnum):
@@ -83,24 +82,6 @@ def states(plan: Plan, lookup: Lookup, generation: int | None = None) -> list[Ke
 def registry_host(image: str) -> str | None:
     """The registry an image names, or None for local-only names (no dot, colon, localhost)."""
     return skopeo.registry_of(image)
-
-
-@contextmanager
-def authfile(secret: m.Secret | None) -> Iterator[Path | None]:
-    """The imageRepoSecret's .dockerconfigjson as a 0600 file for --authfile, then removed."""
-    if secret is None:
-        yield None
-        return
-    payload = secret.data.get(".dockerconfigjson")
-    if payload is None:
-        raise DtkError(f"Secret {secret.namespace}/{secret.name} has no .dockerconfigjson key")
-    fd, name = tempfile.mkstemp(prefix="dtk-auth-", suffix=".json")  # mkstemp: mode 0600
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(payload)
-        yield Path(name)
-    finally:
-        Path(name).unlink(missing_ok=True)
 
 
 def local_found(image: str) -> Found | None:

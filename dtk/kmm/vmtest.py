@@ -17,9 +17,9 @@ from pathlib import Path
 from dtk.engine import skopeo
 from dtk.errors import DtkError
 from dtk.kernel.verdict import Verdict
-from dtk.kmm import model as m
-from dtk.kmm.plan import KernelPlan, Plan
-from dtk.kmm.state import authfile
+from dtk.kmmapi import model as m
+from dtk.kmmapi.authfile import authfile
+from dtk.kmmapi.plan import KernelPlan, Plan
 from dtk.progress import Monitor
 from dtk.vm.guest import GuestConfig
 from dtk.vm.vmtest import VmResult, VmTestSpec, vmtest

@@ -12,6 +12,6 @@ or daemon on the host:
 * `load`    — KMM's worker sequence from the prepared tree (the boot unit);
 * `hooks`   — the kernel postinst/postrm hooks and the systemd unit.
 
-`dtk.node` composes `dtk.kmm`'s Module reader and resolver, so it sits one
-floor above the other workflows (tests/unit/test_layers.py).
+`dtk.node` stands on `dtk.kmmapi` (the Module reader and resolver it shares
+with `dtk.kmm`), beside the other workflows.
 """

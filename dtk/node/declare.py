@@ -1,8 +1,8 @@
 """What a host declares: one KMM Module file per module under /etc/dtk/modules.
 
 Both forms of `dtk node add` end as the same thing, a Module document that
-`dtk module` reads too, so one reader (dtk.kmm.load, strict, naming field
-paths) and one resolver (dtk.kmm.plan: kernelMappings, KMM's variables,
+`dtk module` reads too, so one reader (dtk.kmmapi.load, strict, naming field
+paths) and one resolver (dtk.kmmapi.plan: kernelMappings, KMM's variables,
 registryTLS, inTreeModulesToRemove) serve the host as they serve a cluster.
 
 What is stored is what the host needs and nothing more: the Module without
@@ -27,10 +27,10 @@ import yaml
 
 from dtk.errors import DtkError
 from dtk.files import write_atomic
-from dtk.kmm import model as m
-from dtk.kmm import plan as planner
-from dtk.kmm import validate
-from dtk.kmm.load import load_documents
+from dtk.kmmapi import model as m
+from dtk.kmmapi import plan as planner
+from dtk.kmmapi import validate
+from dtk.kmmapi.load import load_documents
 from dtk.node.layout import Layout, check_name
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from dtk.errors import DtkError
 from dtk.files import write_atomic
-from dtk.kmm.state import authfile
+from dtk.kmmapi.authfile import authfile
 from dtk.node import declare, oci
 from dtk.node.declare import Declaration
 from dtk.node.layout import Layout

@@ -18,8 +18,8 @@ import yaml
 from dtk import run as runner
 from dtk.engine import buildah, skopeo
 from dtk.errors import DtkError
-from dtk.kmm.plan import intermediate_image
 from dtk.kmm.state import registry_host
+from dtk.kmmapi.plan import intermediate_image
 from dtk.kmod import keygen
 from dtk.kmod.check import SignatureTrust
 from dtk.kmod.image import read_modules

@@ -8,12 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from dtk.driver.plan import BuildSecret, secrets_digest
-from dtk.kmm import model as m
 from dtk.kmm.build import current, labels_for, signed_labels
-from dtk.kmm.load import load_documents
-from dtk.kmm.plan import GENERATION_LABEL, SIGN_LABEL, intermediate_image, plan
 from dtk.kmm.preflight import ModuleStatus, validation_object
 from dtk.kmm.vmtest import VmOptions, guest_config
+from dtk.kmmapi import model as m
+from dtk.kmmapi.load import load_documents
+from dtk.kmmapi.plan import GENERATION_LABEL, SIGN_LABEL, intermediate_image, plan
 from dtk.run import masker
 from tests.unit.kmm_support import MANIFESTS, container, minimal, write
 

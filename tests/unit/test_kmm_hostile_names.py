@@ -21,7 +21,7 @@ from dtk.k8snames import (
     dns1123_label_problems,
     dns1123_subdomain_problems,
 )
-from dtk.kmm.reader import child
+from dtk.kmmapi.reader import child
 from tests.unit.kmm_support import container, dtk, minimal, rejected, write
 
 # Examples from apimachinery's validation_test.go (TestIsConfigMapKey).

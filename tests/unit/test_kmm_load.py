@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dtk.errors import DtkError
-from dtk.kmm.load import load_documents
+from dtk.kmmapi.load import load_documents
 from tests.unit.kmm_support import MANIFESTS, container, dtk, minimal, rejected, write
 
 C = "spec.moduleLoader.container"

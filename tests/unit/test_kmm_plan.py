@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 
 from dtk.errors import DtkError
-from dtk.kmm import model as m
 from dtk.kmm import state as image_state
-from dtk.kmm.load import load_documents
 from dtk.kmm.nodes import read_nodes
-from dtk.kmm.plan import SIGN_LABEL, find_mapping, plan, registry_toolkit
 from dtk.kmm.render import pinned, render, render_in_cluster
+from dtk.kmmapi import model as m
+from dtk.kmmapi.authfile import authfile
+from dtk.kmmapi.load import load_documents
+from dtk.kmmapi.plan import SIGN_LABEL, find_mapping, plan, registry_toolkit
 from tests.unit.kmm_support import MANIFESTS, NODES, container, dtk, minimal, write
 
 STD = "6.1.0-56-amd64"
@@ -172,7 +173,7 @@ def test_needs_signing(bundle: m.Bundle) -> None:
 
 def test_authfile_is_private_and_removed(bundle: m.Bundle) -> None:
     secret = bundle.secret("drivers", "registry-auth")
-    with image_state.authfile(secret) as path:
+    with authfile(secret) as path:
         assert path is not None
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert json.loads(path.read_text())["auths"]["registry.example.com"]

@@ -1,4 +1,5 @@
-"""Imports point one way: cli → workflows → features → toolkit → distro/engine → kernel → base.
+"""Imports point one way: cli → workflows → features → toolkit → distro/engine → kmmapi → kernel
+→ base.
 
 A package may import its own modules and any package in a lower layer; never
 a higher layer, and never a sibling in its own layer (features stay apart, so
@@ -20,12 +21,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("__init__", "errors", "run", "paths", "lock", "progress", "files", "digest", "rootfs",
      "scripts", "k8snames"),
     ("kernel",),
+    # KMM's Module API, read and resolved as the cluster does (pure): what the KMM
+    # workflow and the host workflow (node) both stand on.
+    ("kmmapi",),
     ("distro", "engine"),
     ("toolkit",),
     ("driver", "kmod", "vm"),
-    ("demo", "kmm", "prove", "fanout"),
-    # A host's workflow built on KMM's: it reads and resolves Modules with dtk.kmm.
-    ("node",),
+    ("demo", "kmm", "node", "prove", "fanout"),
     ("cli",),
     ("__main__",),
 )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from dtk.kmm import model as m
+from dtk.kmmapi import model as m
 from dtk.kmod.check import Policy
 from dtk.node import declare, hooks
 from dtk.node.layout import Layout

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from dtk.kmm import model as m
+from dtk.kmmapi import model as m
 
 
 def apply_overrides(args: Sequence[m.BuildArg],

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dtk.kmm import model as m
-from dtk.kmm.reader import Reader, child
+from dtk.kmmapi import model as m
+from dtk.kmmapi.reader import Reader, child
 
 _TLS = ["insecure", "insecureSkipTLSVerify"]
 _BUILD = ["buildArgs", "dockerfileConfigMap", "baseImageRegistryTLS", "secrets",

@@ -18,8 +18,8 @@ import re2
 
 from dtk.errors import ProblemsError
 from dtk.k8snames import dns1123_subdomain_problems
-from dtk.kmm import model as m
-from dtk.kmm.merge import merged_sign
+from dtk.kmmapi import model as m
+from dtk.kmmapi.merge import merged_sign
 
 # KMM's maxCombinedLength: checked for every Module (webhook validateModule), although
 # its message says "when version is set" (pod names embed both).

@@ -19,10 +19,10 @@ import yaml
 
 from dtk.errors import DtkError, ProblemsError
 from dtk.k8snames import config_map_key_problems, dns1123_label_problems, dns1123_subdomain_problems
-from dtk.kmm import model as m
-from dtk.kmm import spec as spec_reader
-from dtk.kmm.reader import Reader, child
-from dtk.kmm.validate import violations
+from dtk.kmmapi import model as m
+from dtk.kmmapi import spec as spec_reader
+from dtk.kmmapi.reader import Reader, child
+from dtk.kmmapi.validate import violations
 
 _SUFFIXES = (".yaml", ".yml", ".json")
 # ObjectMeta fields kubectl passes through; dtk reads name and namespace only.

@@ -16,9 +16,9 @@ from typing import Any
 from dtk.digest import parts_digest
 from dtk.errors import DtkError
 from dtk.kernel import kmm_build_args, kmm_variables, normalize, substitute
-from dtk.kmm import model as m
-from dtk.kmm.merge import apply_overrides, merged_build, merged_sign
-from dtk.kmm.validate import compile_regexp
+from dtk.kmmapi import model as m
+from dtk.kmmapi.merge import apply_overrides, merged_build, merged_sign
+from dtk.kmmapi.validate import compile_regexp
 
 DTK_AUTO = "DTK_AUTO"
 UNSIGNED_TAG_SUFFIX = "_kmm_unsigned"
