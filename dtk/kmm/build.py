@@ -48,6 +48,7 @@ from dtk.kmm.plan import (
     KernelPlan,
     Plan,
     image_current,
+    sign_problem,
 )
 from dtk.kmm.state import authfile, registry_host
 from dtk.kmod import sign
@@ -329,6 +330,9 @@ def signer_from(bundle: m.Bundle, mod: m.Module, signing: Any) -> sign.Signer:
 
 def _sign(run: _Run, kp: KernelPlan, *, built: bool) -> str:
     assert kp.sign is not None
+    problem = sign_problem(kp)
+    if problem is not None:
+        raise DtkError(problem.removeprefix("cannot sign: "))
     unsigned = kp.sign.unsigned_image
     pulled = False
     if not built and not buildah.image_exists(unsigned):
