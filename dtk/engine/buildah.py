@@ -168,13 +168,6 @@ def image_size(name: str) -> int:
     return sum(int(layer.get("size", 0)) for layer in manifest.get("layers") or [])
 
 
-def parse_size(text: str) -> int:
-    """Bytes from the human size `buildah images` prints ("2.28 MB")."""
-    number, _, unit = text.partition(" ")
-    scale = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3}.get(unit.strip(), 1)
-    return int(float(number) * scale)
-
-
 class Container:
     """A working container; use `working_container` so it is always removed."""
 
