@@ -53,7 +53,9 @@ class BuildSpec:
     volumes: Sequence[str] = ()  # "host:container[:opts]": RUN steps only, never a layer
     layers: bool = False
     timeout: float = 3600
-    tls_verify: bool = True  # for pulling FROM images (KMM's baseImageRegistryTLS)
+    # FROM pulls (KMM's baseImageRegistryTLS): None is dtk's rule, verified except for
+    # loopback registries; True or False, the user's choice for every registry.
+    tls_verify: bool | None = None
     authfile: Path | None = None  # registry credentials for those pulls
     mask: Sequence[str] = field(default=(), repr=False)  # secret values kept out of output
     # Someone else's Containerfile: its RUN steps get a pid namespace and a /dev of
@@ -74,8 +76,8 @@ def bud(spec: BuildSpec, *, log_file: Path | None = None,
         argv += ["--label", f"{key}={value}"]
     for volume in spec.volumes:
         argv += ["-v", volume]
-    if not spec.tls_verify:
-        argv.append("--tls-verify=false")
+    if spec.tls_verify is not None:
+        argv.append(f"--tls-verify={'true' if spec.tls_verify else 'false'}")
     if spec.authfile is not None:
         argv += ["--authfile", str(spec.authfile)]
     argv.append(str(spec.context))
@@ -87,13 +89,13 @@ def bud(spec: BuildSpec, *, log_file: Path | None = None,
 
 @contextmanager
 def _loopback_insecure(spec: BuildSpec) -> Iterator[dict[str, str] | None]:
-    """dtk's registry rule for FROM pulls that verify TLS: loopback registries are not
-    verified. buildah takes one TLS setting for every pull, so those registries are
+    """dtk's registry rule for FROM pulls the user left to it: loopback registries are
+    not verified. buildah takes one TLS setting for every pull, so those registries are
     marked `insecure` in a registries.conf of this build's own: the one buildah would
     read, extended (never the host's file)."""
     hosts = registry.loopback_registries(from_images(
         spec.containerfile.read_text(errors="replace"), spec.build_args)) \
-        if spec.tls_verify else []
+        if spec.tls_verify is None else []
     named = os.environ.get("CONTAINERS_REGISTRIES_CONF")
     base = Path(named) if named else next((p for p in _REGISTRIES_CONFS if p.is_file()), None)
     text = registry.registries_conf(base.read_text() if base and base.is_file() else "",

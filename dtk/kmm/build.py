@@ -246,7 +246,7 @@ def _build_all(run: _Run, kps: list[KernelPlan]) -> dict[str, Outcome]:
             secrets=build_secrets(run.bundle, run.mod, kp.build.secrets),
             secrets_key=host_key(paths.cache_dir() / "keys" / "secrets-digest.key"),
             labels=tuple(sorted(labels_for(run.mod).items())),
-            pull_tls_verify=kp.build.base_image_registry_tls.verify,
+            pull_tls_verify=kp.build.base_image_registry_tls.tls_verify,
             force=run.request.rebuild, layout=kmm_layout(run.mod))
         cells += plan_matrix([source], [kp.kernel], toolkits, base, options).cells
     outcomes = run_matrix(Matrix(tuple(cells)),

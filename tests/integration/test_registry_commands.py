@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dtk import run as runner
 from dtk.engine import buildah, skopeo
 from dtk.kmod import keygen
 from tests.integration import kmm_docs as docs
@@ -180,6 +181,11 @@ def test_from_a_loopback_registry_builds_without_no_tls_verify(
         buildah.bud(buildah.BuildSpec(cf, tmp_path, built, build_args={"REG": registry},
                                       untrusted=True))
         assert buildah.labels(built)["dtk-test"] == "from-loopback"
+        # An explicit --tls-verify is the user's choice, loopback or not (as for skopeo).
+        buildah.remove_image(base)
+        with pytest.raises(runner.CommandError, match="HTTP response to HTTPS client"):
+            buildah.bud(buildah.BuildSpec(cf, tmp_path, built + "-verified",
+                                          build_args={"REG": registry}, tls_verify=True))
     finally:
         buildah.remove_image(built)
         buildah.remove_image(base)
