@@ -150,10 +150,8 @@ def _run_steps(report: DemoReport, monitor: Monitor, vm_timeout_s: float) -> Non
 
 
 def _with_sizes(images: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
-    """Sizes from one `buildah images` listing (one inspect per image is slow)."""
-    sizes = {name: buildah.parse_size(str(row.get("size", "0")))
-             for row in buildah.images() for name in row.get("names") or ()}
-    return [(role, name, sizes.get(name, 0)) for role, name, _ in images]
+    """Exact sizes (`buildah images` rounds to three digits), as `toolkit list` shows."""
+    return [(role, name, buildah.image_size(name)) for role, name, _ in images]
 
 
 def _require(condition: bool, message: str) -> None:

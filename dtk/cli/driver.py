@@ -165,7 +165,7 @@ class BuildRequest:
     def options(self) -> BuildOptions:
         return BuildOptions(self.template, self.mod_namespace, self.mod_name,
                             parse_build_args(self.build_args), self.push,
-                            pull_tls_verify=self.tls_verify is not False,  # FROM pulls too
+                            pull_tls_verify=self.tls_verify,  # FROM pulls too
                             force=self.rebuild)
 
     def __post_init__(self) -> None:

@@ -67,7 +67,7 @@ class BuildOptions:
     secrets: tuple[BuildSecret, ...] = ()
     secrets_key: bytes = field(default=b"", repr=False)  # the host's key for their digest
     labels: tuple[tuple[str, str], ...] = ()  # extra labels, part of the cache key
-    pull_tls_verify: bool = True  # for FROM images in a registry
+    pull_tls_verify: bool | None = None  # FROM pulls; None: dtk's rule (loopback unverified)
     force: bool = False  # build even when an image with the same inputs exists
     layout: Layout = field(default_factory=Layout)  # what the built image is checked for
 
@@ -87,7 +87,7 @@ class Cell:
     push: bool = False
     secrets: tuple[BuildSecret, ...] = ()
     extra_labels: tuple[tuple[str, str], ...] = ()
-    pull_tls_verify: bool = True
+    pull_tls_verify: bool | None = None
     force: bool = False
     layout: Layout = field(default_factory=Layout)
 

@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import shlex
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,10 +21,15 @@ from typing import Any
 
 from dtk import run as runner
 from dtk import scripts
+from dtk.engine import registry
 from dtk.errors import DtkError
 
 ISOLATION = "chroot"
 _INSPECT_TIMEOUT = 60
+# Where containers/image reads registries.conf from when no variable says (the user's
+# file replaces the system's).
+_REGISTRIES_CONFS = (Path.home() / ".config/containers/registries.conf",
+                     Path("/etc/containers/registries.conf"))
 
 
 def ref(name: str) -> str:
@@ -47,7 +53,9 @@ class BuildSpec:
     volumes: Sequence[str] = ()  # "host:container[:opts]": RUN steps only, never a layer
     layers: bool = False
     timeout: float = 3600
-    tls_verify: bool = True  # for pulling FROM images (KMM's baseImageRegistryTLS)
+    # FROM pulls (KMM's baseImageRegistryTLS): None is dtk's rule, verified except for
+    # loopback registries; True or False, the user's choice for every registry.
+    tls_verify: bool | None = None
     authfile: Path | None = None  # registry credentials for those pulls
     mask: Sequence[str] = field(default=(), repr=False)  # secret values kept out of output
     # Someone else's Containerfile: its RUN steps get a pid namespace and a /dev of
@@ -68,14 +76,74 @@ def bud(spec: BuildSpec, *, log_file: Path | None = None,
         argv += ["--label", f"{key}={value}"]
     for volume in spec.volumes:
         argv += ["-v", volume]
-    if not spec.tls_verify:
-        argv.append("--tls-verify=false")
+    if spec.tls_verify is not None:
+        argv.append(f"--tls-verify={'true' if spec.tls_verify else 'false'}")
     if spec.authfile is not None:
         argv += ["--authfile", str(spec.authfile)]
     argv.append(str(spec.context))
-    runner.stream(argv, timeout=spec.timeout, log_file=log_file, on_line=on_line,
-                  what=f"building {spec.tag} failed", mask=spec.mask)
+    with _loopback_insecure(spec) as env:
+        runner.stream(argv, timeout=spec.timeout, log_file=log_file, on_line=on_line,
+                      what=f"building {spec.tag} failed", mask=spec.mask, env=env)
     return image_id(spec.tag)
+
+
+@contextmanager
+def _loopback_insecure(spec: BuildSpec) -> Iterator[dict[str, str] | None]:
+    """dtk's registry rule for FROM pulls the user left to it: loopback registries are
+    not verified. buildah takes one TLS setting for every pull, so those registries are
+    marked `insecure` in a registries.conf of this build's own: the one buildah would
+    read, extended (never the host's file)."""
+    hosts = registry.loopback_registries(from_images(
+        spec.containerfile.read_text(errors="replace"), spec.build_args)) \
+        if spec.tls_verify is None else []
+    named = os.environ.get("CONTAINERS_REGISTRIES_CONF")
+    base = Path(named) if named else next((p for p in _REGISTRIES_CONFS if p.is_file()), None)
+    text = registry.registries_conf(base.read_text() if base and base.is_file() else "",
+                                    hosts) if hosts else None
+    if text is None:
+        yield None
+        return
+    fd, name = tempfile.mkstemp(prefix="dtk-registries-", suffix=".conf")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        yield {"CONTAINERS_REGISTRIES_CONF": name}
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+_ARG_REF = re.compile(r"\$(?:\{(\w+)(?::?([-+])([^}]*))?\}|(\w+))")
+
+
+def from_images(containerfile: str, build_args: Mapping[str, str]) -> list[str]:
+    """The images a Containerfile's FROM lines name (stage names too), with the ARGs
+    declared before the first FROM substituted (`$V`, `${V}`, `${V:-default}`,
+    `${V:+alt}`; a build arg wins over the default), as buildah resolves them."""
+    values = dict(build_args)
+    images: list[str] = []
+    for line in re.sub(r"\\[ \t]*\r?\n", "", containerfile).splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0].upper() == "ARG" and not images:
+            for word in words[1:]:
+                name, eq, default = word.partition("=")
+                if eq and name not in build_args:
+                    values[name] = default.strip("\"'")
+        elif words[0].upper() == "FROM":
+            image = next((w for w in words[1:] if not w.startswith("--")), "")
+            images.append(_ARG_REF.sub(lambda m: _arg_value(m, values), image))
+    return images
+
+
+def _arg_value(match: re.Match[str], values: Mapping[str, str]) -> str:
+    name, op, word, bare = match.groups()
+    value = values.get(name or bare, "")
+    if op == "-":
+        return value or word
+    if op == "+":
+        return word if value else ""
+    return value
 
 
 def image_exists(name: str) -> bool:
@@ -166,13 +234,6 @@ def image_size(name: str) -> int:
     (uncompressed tars for images built here; `buildah images` rounds to 3 digits)."""
     manifest = json.loads(inspect(name).get("Manifest") or "{}")
     return sum(int(layer.get("size", 0)) for layer in manifest.get("layers") or [])
-
-
-def parse_size(text: str) -> int:
-    """Bytes from the human size `buildah images` prints ("2.28 MB")."""
-    number, _, unit = text.partition(" ")
-    scale = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3}.get(unit.strip(), 1)
-    return int(float(number) * scale)
 
 
 class Container:

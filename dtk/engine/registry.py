@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import json
 import re
+import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dtk.errors import DtkError
@@ -78,6 +81,36 @@ def tls_verify(image: str, explicit: bool | None = None) -> bool:
     if explicit is not None:
         return explicit
     return not parse(image).loopback
+
+
+def loopback_registries(images: Iterable[str]) -> list[str]:
+    """The loopback registries (HOST:PORT as written) `images` name, sorted."""
+    return sorted({r.registry for r in map(parse, images) if r.registry and r.loopback})
+
+
+def registries_conf(base: str, registries: Iterable[str]) -> str | None:
+    """containers-registries.conf(5) text: `base` (the file the tools would read) with
+    `insecure = true` for each of `registries` it does not list itself, which is dtk's
+    rule for loopback registries in tools that only take one TLS setting for all
+    (buildah's FROM pulls). None when `base` cannot be extended so: not TOML, or the
+    old v1 format (which the v2 tables cannot join); the tools then apply their own."""
+    try:
+        data = tomllib.loads(base)
+    except tomllib.TOMLDecodeError:
+        return None
+    if "registries" in data:
+        return None
+    listed = data.get("registry")
+    known = {str(r.get("location") or r.get("prefix") or "")
+             for r in listed if isinstance(r, dict)} if isinstance(listed, list) else set()
+    added = "".join(f"\n[[registry]]\nlocation = {json.dumps(host)}\ninsecure = true\n"
+                    for host in registries if host not in known)
+    text = base.rstrip("\n") + "\n" + added
+    try:
+        tomllib.loads(text)  # an inline `registry = [...]` array cannot be extended
+    except tomllib.TOMLDecodeError:
+        return None
+    return text
 
 
 class Failure(enum.StrEnum):

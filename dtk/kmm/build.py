@@ -51,6 +51,7 @@ from dtk.kmmapi.plan import (
     KernelPlan,
     Plan,
     image_current,
+    sign_problem,
 )
 from dtk.kmod import sign
 from dtk.kmod.image import sign_image
@@ -248,7 +249,7 @@ def _build_all(run: _Run, kps: list[KernelPlan]) -> dict[str, Outcome]:
             secrets=build_secrets(run.bundle, run.mod, kp.build.secrets),
             secrets_key=host_key(paths.cache_dir() / "keys" / "secrets-digest.key"),
             labels=tuple(sorted(labels_for(run.mod).items())),
-            pull_tls_verify=kp.build.base_image_registry_tls.verify,
+            pull_tls_verify=kp.build.base_image_registry_tls.tls_verify,
             force=run.request.rebuild, layout=kmm_layout(run.mod))
         cells += plan_matrix([source], [kp.kernel], toolkits, base, options).cells
     # The cache speaks with the imageRepoSecret's credentials, as the pushes do.
@@ -335,6 +336,9 @@ def signer_from(bundle: m.Bundle, mod: m.Module, signing: Any) -> sign.Signer:
 
 def _sign(run: _Run, kp: KernelPlan, *, built: bool) -> str:
     assert kp.sign is not None
+    problem = sign_problem(kp)
+    if problem is not None:
+        raise DtkError(problem.removeprefix("cannot sign: "))
     unsigned = kp.sign.unsigned_image
     pulled = False
     if not built and not buildah.image_exists(unsigned):

@@ -18,7 +18,7 @@ from dtk.engine import buildah, skopeo
 from dtk.errors import DtkError
 from dtk.kmmapi import model as m
 from dtk.kmmapi.authfile import authfile
-from dtk.kmmapi.plan import KernelPlan, Plan, image_current
+from dtk.kmmapi.plan import KernelPlan, Plan, image_current, sign_problem
 
 
 class ImageState(enum.StrEnum):
@@ -61,6 +61,9 @@ def state_of(kp: KernelPlan, lookup: Lookup, generation: int | None = None) -> K
     if kp.build is not None:  # a build is followed by the sign step when both are set
         return KernelState(kp.kernel, kp.image, ImageState.NEEDS_BUILDING, found)
     if kp.sign is not None:
+        problem = sign_problem(kp)
+        if problem is not None:
+            return KernelState(kp.kernel, kp.image, None, found, error=problem)
         return KernelState(kp.kernel, kp.image, ImageState.NEEDS_SIGNING, found)
     return KernelState(kp.kernel, kp.image, None,
                        error=f"image {kp.image} does not exist and the Module has no build "

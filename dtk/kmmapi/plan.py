@@ -103,6 +103,16 @@ def sign_digest(cert: bytes, files_to_sign: Sequence[str]) -> str:
     return parts_digest("kmm-sign/1", parts_digest(cert), *files_to_sign)
 
 
+def sign_problem(kp: KernelPlan) -> str | None:
+    """Why the sign step cannot run, or None: without a build, only `unsignedImage`
+    (after substitution) names what to sign. KMM admits such a Module and fails when it
+    makes the sign pod (makeSignTemplate, "no image to sign given"); so does dtk."""
+    if kp.sign is None or kp.build is not None or kp.sign.unsigned_image:
+        return None
+    return ("cannot sign: no image to sign given (the sign section has no unsignedImage "
+            "and there is no build)")
+
+
 def image_current(generation: int | None, kp: KernelPlan, labels: Mapping[str, str]) -> bool:
     """Whether an existing image with `labels` is what the Module asks for: not when it
     asks for another imageRebuildTriggerGeneration, nor for another signing than the

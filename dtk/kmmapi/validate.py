@@ -19,7 +19,6 @@ import re2
 from dtk.errors import ProblemsError
 from dtk.k8snames import dns1123_subdomain_problems
 from dtk.kmmapi import model as m
-from dtk.kmmapi.merge import merged_sign
 
 # KMM's maxCombinedLength: checked for every Module (webhook validateModule), although
 # its message says "when version is set" (pod names embed both).
@@ -228,11 +227,9 @@ def _mapping(cont: m.Container, km: m.KernelMapping, path: str) -> Iterator[Viol
             (km.in_tree_module_to_remove and cont.in_tree_modules_to_remove is not None):
         yield Violation(path, "inTreeModuleToRemove and inTreeModulesToRemove cannot be mixed "
                         "between the mapping and the container")
+    # A sign without unsignedImage or build is admitted, as KMM admits it: it fails
+    # when signing (plan.sign_problem).
     yield from _sign_section(cont, km.sign, f"{path}.sign")
-    sign = merged_sign(cont.sign, km.sign)
-    if sign is not None and not sign.unsigned_image and cont.build is None and km.build is None:
-        where = f"{path}.sign" if km.sign is not None else f"{_CONTAINER}.sign"
-        yield Violation(f"{where}.unsignedImage", "required when there is no build")
 
 
 def _re2_reason(exc: Exception) -> str:

@@ -28,7 +28,7 @@ class Removal:
     image_id: str
     names: tuple[str, ...]
     why: str
-    size: int  # bytes, as buildah reports the image (its layers may be shared)
+    size: int  # exact bytes of the image's layers (they may be shared)
 
     def to_json(self) -> dict[str, Any]:
         return {"image_id": self.image_id, "names": list(self.names), "why": self.why,
@@ -59,7 +59,7 @@ def plan_prune(available: set[str], current: set[str]) -> list[Removal]:
         why = _why(record.kind, labels, tuple(row.get("names") or ()), available, current)
         if why:
             removals.append(Removal(row["id"], tuple(row.get("names") or ()), why,
-                                    buildah.parse_size(str(row.get("size", "0")))))
+                                    buildah.image_size(row["id"])))
     return removals
 
 

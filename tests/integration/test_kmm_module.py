@@ -322,6 +322,32 @@ def test_plan_reports_an_image_nothing_can_make(tmp_path: Path, kernel_61: str) 
     assert "no mapping: 6.1.0-1-arm64 — KMM loads nothing there" in text
 
 
+def test_sign_with_nothing_to_sign_fails_where_kmm_fails(tmp_path: Path,
+                                                          kernel_61: str) -> None:
+    """KMM admits a sign section without unsignedImage and without a build, then fails
+    making the sign pod ("no image to sign given"): validate admits it, plan and build
+    report that kernel as unable to sign."""
+    keys = keygen.keygen(tmp_path, "dtk kmm nothing to sign")
+    files = docs.write(tmp_path / "m.yaml", docs.module("nosrc", [
+        {"literal": kernel_61, "containerImage": f"localhost/kmmt-nosrc/x:{kernel_61}"}],
+        sign={"keySecret": {"name": "signing-key"}, "certSecret": {"name": "signing-cert"},
+              "filesToSign": ["/opt/lib/modules/${KERNEL_FULL_VERSION}/kmm_ci_a.ko"]}),
+        *docs.signing(keys.key, keys.cert_pem))
+    code, text = _run("module", "validate", "-f", str(files))
+    assert code == 0, text
+    code, text = _run("module", "plan", "-f", str(files), "--kernel", kernel_61)
+    assert code == 1 and "Traceback" not in text
+    assert f"error: {kernel_61}: cannot sign: no image to sign given" in text, text
+    code, data = _stdout_json(_run("module", "build", "-f", str(files), "--kernel", kernel_61,
+                                   "--json"))
+    assert code == 1, data
+    (r,) = data["results"]
+    assert r["action"] == "failed", r
+    assert r["reason"].startswith("signing failed: no image to sign given (the sign section "
+                                  "has no unsignedImage and there is no build)"), r
+    assert not buildah.image_exists(f"localhost/kmmt-nosrc/x:{kernel_61}")
+
+
 def test_check_sign_and_vmtest_pull_registry_only_images(built: Built, kernel_61: str) -> None:
     image = built.images[kernel_61]
     reg = ("--no-tls-verify", "--authfile", str(built.auth))

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from dtk import run as runner
 from dtk.distro import aptsources
 from dtk.driver import prune as driver_prune
 from dtk.driver.plan import KIND_LABEL as DRIVER_KIND_LABEL
@@ -111,3 +113,28 @@ def test_build_prune_spares_images_built_on_a_driver_image() -> None:
     assert ids(removals) == {driver, superseded}
     driver_prune.prune(removals)
     assert buildah.image_exists(users) and buildah.image_exists(users_cache)
+
+
+@pytest.mark.usefixtures("own_storage")
+def test_toolkit_prune_reports_exact_bytes(tmp_path: Path) -> None:
+    """Sizes are the image's bytes, not `buildah images`' three rounded digits turned
+    back into a number: the expected value is the layer blobs skopeo copies out of
+    container storage, measured on disk."""
+    payload = tmp_path / "payload"
+    payload.write_bytes(os.urandom(1_234_567))  # random: no layer compresses it away
+    gone = "6.1.0-998-amd64"
+    with buildah.working_container("scratch") as ctr:
+        ctr.copy_in(payload, "/payload")
+        ctr.config("--label", f"{TOOLKIT_KIND_LABEL}=toolkit", "--label",
+                   f"kernel-version={gone}")
+        toolkit = ctr.commit(f"localhost/driver-toolkit:{gone}")
+    made.record(toolkit, f"localhost/driver-toolkit:{gone}", "toolkit")
+    out = tmp_path / "copied"
+    runner.run(["skopeo", "copy", "--quiet", f"containers-storage:{toolkit}", f"dir:{out}"],
+               timeout=300)
+    manifest = json.loads((out / "manifest.json").read_text())
+    expected = sum((out / layer["digest"].split(":", 1)[1]).stat().st_size
+                   for layer in manifest["layers"])
+    (removal,) = toolkit_prune.plan_prune({"6.1.0-57-amd64"}, set())
+    assert removal.image_id == toolkit
+    assert removal.size == expected > 1_234_567

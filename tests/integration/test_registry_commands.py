@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dtk.engine import buildah
+from dtk import run as runner
+from dtk.engine import buildah, skopeo
 from dtk.kmod import keygen
 from tests.integration import kmm_docs as docs
 from tests.integration.conftest import RestartableRegistry
@@ -160,3 +161,31 @@ def test_a_registry_that_may_recover_is_retried_with_progress(tiny: str) -> None
     assert code == 2, text
     assert "retrying (2/3)" in text and "retrying (3/3)" in text, text
     assert text.count("error: ") == 1 and "503" in text
+
+
+def test_from_a_loopback_registry_builds_without_no_tls_verify(
+        registry: str, tiny: str, tmp_path: Path) -> None:
+    """A Containerfile FROM an image in a loopback registry (plain HTTP, as such
+    registries serve) builds with TLS verification left on: the one registry rule
+    holds for FROM pulls too. The registry is named through a build arg, as KMM-style
+    Dockerfiles name theirs."""
+    base = f"{registry}/dtk-test/from-loopback:{secrets.token_hex(4)}"
+    skopeo.push(tiny, base)
+    built = f"localhost/dtk-test-from-loopback:{secrets.token_hex(4)}"
+    cf = tmp_path / "Containerfile"
+    cf.write_text("ARG REG=nowhere.invalid\nFROM ${REG}/dtk-test/from-loopback:"
+                  f"{base.rsplit(':', 1)[1]}\nLABEL dtk-test=from-loopback\n")
+    try:
+        assert not buildah.image_exists(base)  # the build must pull it
+        # untrusted: as `dtk build` and `dtk module build` run someone else's Containerfile
+        buildah.bud(buildah.BuildSpec(cf, tmp_path, built, build_args={"REG": registry},
+                                      untrusted=True))
+        assert buildah.labels(built)["dtk-test"] == "from-loopback"
+        # An explicit --tls-verify is the user's choice, loopback or not (as for skopeo).
+        buildah.remove_image(base)
+        with pytest.raises(runner.CommandError, match="HTTP response to HTTPS client"):
+            buildah.bud(buildah.BuildSpec(cf, tmp_path, built + "-verified",
+                                          build_args={"REG": registry}, tls_verify=True))
+    finally:
+        buildah.remove_image(built)
+        buildah.remove_image(base)

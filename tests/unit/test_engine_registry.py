@@ -6,9 +6,11 @@ reference grammar is the container tools' (docker/distribution reference)."""
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 
-from dtk.engine import registry
+from dtk.engine import buildah, registry
 from dtk.engine.registry import Failure
 
 
@@ -104,3 +106,38 @@ def test_each_error_is_one_line_of_cause_and_one_of_fix() -> None:
     auth = registry.error("127.0.0.1:5391/a/b:c", _UNAUTH, "pushing x")
     assert auth.message.endswith("refused the credentials (unauthorized)")
     assert auth.hint is not None and "--authfile" in auth.hint and "imageRepoSecret" in auth.hint
+
+
+def test_from_images_substitute_global_args_as_the_dockerfile_reference_says() -> None:
+    """Dockerfile reference: ARGs declared before the first FROM may be used in FROM
+    lines; --build-arg overrides their default; `${V:-word}` / `${V:+word}` are
+    supported; options such as --platform precede the image; `\\` continues a line."""
+    text = ("# syntax note\nARG REG=127.0.0.1:5000\nARG TAG\nARG EMPTY=\n"
+            "FROM --platform=linux/amd64 ${REG}/base:$TAG AS build\n"
+            "ARG REG=ignored.example.com\n"
+            "FROM ${EMPTY:-localhost:5001}/second \\\n  AS two\n"
+            "FROM ${EMPTY:+registry.example.com/}build\n")
+    assert buildah.from_images(text, {"TAG": "1"}) == [
+        "127.0.0.1:5000/base:1", "localhost:5001/second", "build"]
+    assert buildah.from_images(text, {"REG": "registry.example.com", "TAG": "1"})[0] == \
+        "registry.example.com/base:1"
+    assert registry.loopback_registries(buildah.from_images(text, {"TAG": "1"})) == [
+        "127.0.0.1:5000", "localhost:5001"]
+
+
+def test_registries_conf_marks_loopback_registries_insecure_and_keeps_the_rest() -> None:
+    """containers-registries.conf(5), v2: `[[registry]]` tables with `location` and
+    `insecure`; a registry the user's file already lists keeps the user's setting; the
+    v1 format (`[registries.insecure]`) cannot be mixed with v2 tables."""
+    base = ('unqualified-search-registries = ["registry.example.com"]\n'
+            '[[registry]]\nlocation = "127.0.0.1:5000"\ninsecure = false\n')
+    text = registry.registries_conf(base, ["127.0.0.1:5000", "[::1]:5002"])
+    assert text is not None
+    data = tomllib.loads(text)
+    assert data["unqualified-search-registries"] == ["registry.example.com"]
+    assert data["registry"] == [{"location": "127.0.0.1:5000", "insecure": False},
+                                {"location": "[::1]:5002", "insecure": True}]
+    assert tomllib.loads(registry.registries_conf("", ["localhost:5001"]) or "") == {
+        "registry": [{"location": "localhost:5001", "insecure": True}]}
+    assert registry.registries_conf('[registries.insecure]\nregistries = []\n', ["a:1"]) is None
+    assert registry.registries_conf("not = [toml", ["a:1"]) is None

@@ -171,6 +171,23 @@ def test_needs_signing(bundle: m.Bundle) -> None:
     assert (broken.state, broken.error) == (None, "registry unreachable")
 
 
+def test_sign_without_an_image_to_sign_fails_as_kmm_does(tmp_path: Path) -> None:
+    """A sign section without unsignedImage and no build: KMM admits the Module, then
+    its sign pod cannot be made ("no image to sign given", makeSignTemplate). An image
+    that already exists is used, as KMM never signs then."""
+    doc = minimal()
+    container(doc)["sign"] = {"keySecret": {"name": "k"}, "certSecret": {"name": "c"},
+                              "filesToSign": ["/opt/lib/modules/*/hello.ko"]}
+    secrets = [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": n},
+                "stringData": {key: "x"}} for n, key in (("k", "key"), ("c", "cert"))]
+    b = load_documents([write(tmp_path, doc, *secrets)])
+    (missing,) = image_state.states(plan(b.module(None), [STD], b), _found({}))
+    assert missing.state is None
+    assert missing.error is not None and missing.error.startswith(
+        "cannot sign: no image to sign given (the sign section has no unsignedImage and "
+        "there is no build)"), missing.error
+
+
 def test_authfile_is_private_and_removed(bundle: m.Bundle) -> None:
     secret = bundle.secret("drivers", "registry-auth")
     with authfile(secret) as path:
