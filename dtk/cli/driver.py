@@ -226,19 +226,22 @@ class Planned:
 
 def plan_build(request: BuildRequest, found: list[src.Source], archive: DebianArchive,
                kernels: list[str], mon: Monitor, *, cache: RegistryCache | None = None,
-               part: Shard | None = None) -> Planned:
+               part: Shard | None = None, make: bool = True) -> Planned:
     """The matrix (`part`'s cells only) with every cell's input hash: toolkits, DKMS
     sources and the base are made (or found) on the way, no cell is built. A shard
     makes only the toolkits of its own kernels (and the first kernel's, in which
-    dkms.conf is read: the split depends on what it says)."""
+    dkms.conf is read: the split depends on what it says). Without `make` (--plan) no
+    toolkit or extras layer is made or pulled: a cell whose toolkit is not here has
+    no key yet (its key covers the toolkit's image id, which only exists once the
+    toolkit does), and says so."""
     toolkits: dict[str, ImageRef | str] = {}
 
     def need(wanted: list[str]) -> None:
         missing = [k for k in wanted if k not in toolkits]
-        for tag, held, size in _missing_toolkits(missing, archive):  # up to 1.8 GB each
-            mon.step(f"toolkit {tag} for {held} is missing: building it"
+        for tag, held, size in _missing_toolkits(missing, archive) if make else ():
+            mon.step(f"toolkit {tag} for {held} is missing: building it"  # up to 1.8 GB
                      + (f" (about {human_size(size)} of kernel packages)" if size else ""))
-        toolkits.update(_toolkits(missing, archive, mon, cache) if missing else {})
+        toolkits.update(_toolkits(missing, archive, mon, cache, make=make) if missing else {})
 
     if request.dkms:
         if part:  # dkms.conf is read in the first kernel's toolkit that can be made
@@ -248,6 +251,11 @@ def plan_build(request: BuildRequest, found: list[src.Source], archive: DebianAr
                     break
         else:
             need(kernels)
+        if not make and not any(isinstance(t, ImageRef) for t in toolkits.values()):
+            raise DtkError("--plan reads dkms.conf inside a toolkit (it names the cells), "
+                           "and no kernel of the matrix has one on this machine",
+                           hint=f"make one first: dtk toolkit build --kernel {kernels[0]} "
+                                "(with --cache REPO it is taken from the cache if there)")
         found = found + src.resolve_dkms(request.dkms, archive.index, *_evaluator(toolkits))
     whole = [f"{source.name}@{kernel}" for source in found for kernel in kernels]
     keep = shard.keys_in(found, kernels, part) if part else set(whole)
@@ -257,7 +265,8 @@ def plan_build(request: BuildRequest, found: list[src.Source], archive: DebianAr
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     log_dir = paths.state_dir() / "build" / f"{stamp}-{os.getpid()}"
     ours = {k: toolkits[k] for k in mine}
-    extras = resolve_extras(found, ours, log_dir, mon)
+    extras = resolve_extras(found, ours, (archive.index, archive.os.arch), log_dir, mon,
+                            make=make)
     matrix = plan_matrix(found, mine, ours, base, request.options, extras=extras)
     return Planned(Matrix(tuple(c for c in matrix.cells if c.key in keep)), log_dir, whole)
 
@@ -277,7 +286,8 @@ def sources_of(request: BuildRequest) -> list[src.Source]:
                    "build nothing.")
 @click.option("--plan", "plan_only", is_flag=True,
               help="Show every cell with its key (input hash) and its shard (--shard I/N); "
-                   "builds no cell (missing toolkits and the base image are made first).")
+                   "builds no cell and no toolkit (a cell whose toolkit is missing has no "
+                   "key yet; the 10 MB base image is made).")
 @json_option
 @click.pass_context
 def build_cmd(ctx: click.Context, /, *, dry_run: bool, plan_only: bool, as_json: bool,
@@ -308,8 +318,7 @@ def build_cmd(ctx: click.Context, /, *, dry_run: bool, plan_only: bool, as_json:
             raise SystemExit(1)
         return
     if plan_only:
-        planned = plan_build(request, found, archive, kernels, mon,
-                             cache=request.registry_cache(mon))
+        planned = plan_build(request, found, archive, kernels, mon, make=False)
         _print_plan(shard.plan_json(planned.matrix, request.part), as_json=as_json)
         return
     tally = TaggedTally(mon)
@@ -401,12 +410,19 @@ def _print_plan(plan: dict[str, Any], *, as_json: bool) -> None:
 
 
 def _toolkits(kernels: list[str], archive: DebianArchive, mon: Monitor,
-              cache: RegistryCache | None = None) -> dict[str, ImageRef | str]:
+              cache: RegistryCache | None = None, *, make: bool = True
+              ) -> dict[str, ImageRef | str]:
     """Each kernel's toolkit; with a cache, taken from it when there (storing 1-2 GB
-    toolkits is `dtk toolkit build --cache`'s job, not every worker's)."""
+    toolkits is `dtk toolkit build --cache`'s job, not every worker's). Without `make`,
+    only the toolkits this machine has: the others are a reason instead."""
     def ensure(release: str) -> ToolkitImage:
         mon.step(f"toolkit for {release}")
-        if cache:
+        if not make:
+            plan = tplan.plan_toolkit(archive, release, "auto")
+            if not is_current(plan):
+                raise DtkError(f"key unknown until toolkit {plan.tag} exists (--plan makes "
+                               f"none; `dtk toolkit build --kernel {release}` does)")
+        elif cache:
             plan = tplan.plan_toolkit(archive, release, "auto")
             if not is_current(plan):
                 cache.take_input(plan.tag, *toolkit_entry(plan))

@@ -4,8 +4,15 @@ On a host, `apt install foo-dkms` installs foo-dkms's dependencies (say
 libxtables-dev, pkg-config or another DKMS source) before dkms builds it, and
 the build relies on them. A toolkit has compilers and kernel headers, not
 those, so such packages get a toolkit layer with them installed: built once
-per (toolkit image, package set), reused by every cell and later run, and part
-of each cell's input hash through its image id.
+per key, reused by every cell and later run.
+
+The key is content-derived: the toolkit's image id, the packages asked for, and
+the archive's versions of them and of everything they depend on. Each machine
+builds the layer itself (apt is not byte-reproducible, so image ids differ), but
+from the same inputs it gets the same key, and a cell's input hash covers that
+key rather than the layer's image id: cells built on it are shared through the
+registry cache like any other, and a new version of a dependency in the archive
+makes a new key.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from pathlib import Path
 from dtk import paths
 from dtk import run as runner
 from dtk.digest import inputs_digest
+from dtk.distro.aptindex import AptIndex
+from dtk.distro.userland import resolve_closure
 from dtk.driver.outcome import tail_of
 from dtk.driver.plan import KIND_LABEL, ImageRef
 from dtk.driver.sources import DkmsGroup, Source
@@ -26,6 +35,7 @@ from dtk.lock import locked
 from dtk.progress import Monitor
 
 EXTRAS_REPO = "localhost/dtk-toolkit-extras"
+KEY_LABEL = "dtk.build.extras-key"
 
 
 def installed_packages(toolkit: ImageRef) -> frozenset[str]:
@@ -53,9 +63,26 @@ def containerfile(toolkit: ImageRef, packages: Sequence[str]) -> str:
             f"--no-install-recommends {' '.join(packages)} && rm -rf /var/lib/apt/lists/*\n")
 
 
-def ensure_extras(toolkit: ImageRef, packages: tuple[str, ...], log: Path) -> ImageRef:
-    key = inputs_digest({"toolkit": toolkit.image_id, "packages": list(packages)})
-    tag = f"{EXTRAS_REPO}:{key.removeprefix('sha256:')[:16]}"
+def extras_key(toolkit: ImageRef, packages: tuple[str, ...],
+               versions: tuple[str, ...]) -> str:
+    """Every input of an extras layer: `versions` are "name=version" of the packages
+    and their dependency closure, as the archive offers them (what apt installs)."""
+    return inputs_digest({"toolkit": toolkit.image_id, "packages": list(packages),
+                          "versions": list(versions)})
+
+
+def closure_versions(index: AptIndex, arch: str, packages: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"{s['Package']}={s['Version']}"
+                 for s in resolve_closure(index, arch, packages))
+
+
+def extras_tag(key: str) -> str:
+    return f"{EXTRAS_REPO}:{key.removeprefix('sha256:')[:16]}"
+
+
+def ensure_extras(toolkit: ImageRef, packages: tuple[str, ...], key: str,
+                  log: Path) -> ImageRef:
+    tag = extras_tag(key)
     with locked(paths.cache_dir() / "locks" / "toolkit-extras", "toolkit-extras"):
         if not buildah.image_exists(tag):
             with tempfile.TemporaryDirectory(prefix="dtk-extras-") as tmp:
@@ -63,14 +90,24 @@ def ensure_extras(toolkit: ImageRef, packages: tuple[str, ...], log: Path) -> Im
                 file.write_text(containerfile(toolkit, packages))
                 image_id = buildah.bud(buildah.BuildSpec(file, Path(tmp), tag, labels={
                     KIND_LABEL: "toolkit-extras", "dtk.build.extra-packages": " ".join(packages),
-                    "dtk.build.toolkit-digest": toolkit.image_id}), log_file=log)
+                    "dtk.build.toolkit-digest": toolkit.image_id, KEY_LABEL: key}),
+                    log_file=log)
                 made.record(image_id, tag, "toolkit-extras")
-    return ImageRef(tag, buildah.image_id(tag))
+    return ImageRef(tag, buildah.image_id(tag), content_key=key)
+
+
+def planned_extras(key: str) -> ImageRef:
+    """The layer a key names, whether or not it exists here (its id, if it does)."""
+    tag = extras_tag(key)
+    return ImageRef(tag, buildah.image_id(tag) if buildah.image_exists(tag) else "",
+                    content_key=key)
 
 
 def resolve_extras(sources: Sequence[Source], toolkits: Mapping[str, ImageRef | str],
-                   log_dir: Path, monitor: Monitor) -> dict[tuple[str, str], ImageRef | str]:
+                   archive: tuple[AptIndex, str], log_dir: Path, monitor: Monitor, *,
+                   make: bool = True) -> dict[tuple[str, str], ImageRef | str]:
     """(group name, kernel) -> the image its cell builds in, or why there is none.
+    Without `make` (planning) nothing is built: the key needs only the inputs.
 
     Only groups whose packages need something the toolkit lacks appear here;
     the others build in the toolkit itself.
@@ -79,6 +116,7 @@ def resolve_extras(sources: Sequence[Source], toolkits: Mapping[str, ImageRef | 
               and any(p.depends for p in s.packages)]
     result: dict[tuple[str, str], ImageRef | str] = {}
     installed: dict[str, frozenset[str]] = {}
+    versions: dict[tuple[str, ...], tuple[str, ...]] = {}
     log_dir.mkdir(parents=True, exist_ok=True)
     for group in groups:
         for kernel, toolkit in toolkits.items():
@@ -91,8 +129,12 @@ def resolve_extras(sources: Sequence[Source], toolkits: Mapping[str, ImageRef | 
                 continue
             monitor.step(f"{group.name}: toolkit {toolkit.name} plus {', '.join(needed)}")
             try:
+                if needed not in versions:
+                    versions[needed] = closure_versions(*archive, needed)
+                key = extras_key(toolkit, needed, versions[needed])
                 result[(group.name, kernel)] = ensure_extras(
-                    toolkit, needed, log_dir / f"extras-{group.name}.log")
+                    toolkit, needed, key, log_dir / f"extras-{group.name}.log") if make \
+                    else planned_extras(key)
             except DtkError as exc:
                 # What apt or a dependency's own postinst said is the reason to show.
                 said = tail_of(exc.tail, 6) if isinstance(exc, runner.CommandError) else ()

@@ -29,10 +29,19 @@ KIND_LABEL = LABEL_PREFIX + "kind"  # "driver": what `dtk build prune` may remov
 
 @dataclass(frozen=True)
 class ImageRef:
-    """A local image the cell builds on: toolkit or final-stage base."""
+    """A local image the cell builds on: toolkit or final-stage base.
+
+    `content_key`, when set, is what a cell's key covers instead of the image id: a
+    hash of every input of an image that each machine makes for itself (a toolkit
+    plus a package's dependencies), so that its cells have the same key everywhere."""
 
     name: str
     image_id: str
+    content_key: str = ""
+
+    @property
+    def identity(self) -> str:
+        return self.content_key or self.image_id
 
 
 @dataclass(frozen=True)
@@ -143,7 +152,7 @@ def cell_hash(source: Source, release: str, args: Mapping[str, str],
     inputs: dict[str, object] = {
         "recipe": RECIPE, "kernel": release, "source": source_digest(source),
         "kind": type(source).__name__, "args": dict(sorted(args.items())),
-        "toolkit": toolkit.image_id if toolkit else None,
+        "toolkit": toolkit.identity if toolkit else None,
         "base": base.image_id if base else None,
     }
     if options is not None and options.secrets:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dtk.digest import inputs_digest, tree_digest
-from dtk.driver.extras import missing
+from dtk.driver.extras import extras_key, missing
 from dtk.driver.matrix import resolve_toolkits
 from dtk.driver.naming import DEFAULT_TEMPLATE, image_name, module_slug
 from dtk.driver.plan import (
@@ -235,6 +235,30 @@ def test_extras_are_what_the_toolkit_lacks_and_replace_its_toolkit() -> None:
     (failed,) = plan_matrix([group], [K], {K: TK}, BASE, BuildOptions(DEFAULT_TEMPLATE),
                             extras={("west-chamber", K): "apt failed"}).cells
     assert failed.error == "apt failed"
+
+
+def test_an_extras_cell_is_keyed_by_the_layers_inputs_not_its_image_id() -> None:
+    """Two machines build the same extras layer with different image ids (apt is not
+    byte-reproducible): their cells must get one key, or no machine shares them.
+    Every input still moves the key: the toolkit, the packages, the archive's versions."""
+    pkg = DkmsPackage("jool", "4", Path("/s"), "sha256:x", (), "test", depends=("libxtables12",))
+    group = DkmsGroup("jool", (pkg,))
+    want = ("libxtables12",)
+    closure = ("libc6=2.36-9", "libxtables12=1.8.9-2")
+    key = extras_key(TK, want, closure)
+
+    def cell_key(extra: ImageRef) -> str:
+        return plan_matrix([group], [K], {K: TK}, BASE, BuildOptions(DEFAULT_TEMPLATE),
+                           extras={("jool", K): extra}).cells[0].input_hash
+
+    here = ImageRef("localhost/dtk-toolkit-extras:1", "sha256:aaa", content_key=key)
+    there = ImageRef("localhost/dtk-toolkit-extras:1", "sha256:bbb", content_key=key)
+    assert cell_key(here) == cell_key(there)
+    assert key != extras_key(ImageRef(TK.name, "sha256:other"), want, closure)
+    assert key != extras_key(TK, ("libxtables12", "pkg-config"), closure)
+    assert key != extras_key(TK, want, ("libc6=2.36-9", "libxtables12=1.8.9-3"))
+    assert cell_key(here) != cell_key(ImageRef(here.name, "sha256:aaa",
+                                               content_key=extras_key(TK, want, ())))
 
 
 def test_the_key_is_the_same_on_every_host_unless_secrets_are_in_it(tmp_path: Path) -> None:
