@@ -30,14 +30,31 @@ from typing import Any
 
 from dtk.distro.select import open_archive
 
-PACKAGES = ("v4l2loopback-dkms", "acpi-call-dkms", "bbswitch-dkms", "dm-writeboost-dkms",
-            "tp-smapi-dkms", "xtrx-dkms")
+# The integration test's matrix: librem-ec-acpi fails on 6.1, jool builds on an extras layer.
+PACKAGES = ("acpi-call-dkms", "bbswitch-dkms", "xtrx-dkms", "vpoll-dkms", "librem-ec-acpi-dkms",
+            "jool-dkms")
 SHARED_STORE = "/var/lib/containers/storage"
 
 
-def newest_61() -> str:
-    return next(e.release for e in open_archive().kernels()
-                if e.line == "6.1" and e.flavour == "standard")
+def newest_61() -> list[str]:
+    """The newest 6.1 kernel and its RT sibling: one toolkit holds both."""
+    release = next(e.release for e in open_archive().kernels()
+                   if e.line == "6.1" and e.flavour == "standard")
+    return [release, release.replace("-amd64", "-rt-amd64")]
+
+
+def private_store(base: Path) -> Path:
+    """This machine's storage, read through a private bind mount: see the docstring of
+    tests/integration/test_fanout.py (others' buildah runs mount and detach its
+    overlay directory, which fails overlay mounts that look a lower layer up meanwhile)."""
+    store = base / "shared-store"
+    store.mkdir()
+    subprocess.run(["mount", "--bind", SHARED_STORE, str(store)], check=True)
+    subprocess.run(["mount", "--make-private", str(store)], check=True)
+    # Read-only: a removal of the bench's directory that ran through it could not
+    # touch this machine's storage.
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(store)], check=True)
+    return store
 
 
 def serve_registry(root: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -60,13 +77,13 @@ def serve_registry(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("docker-registry did not start")
 
 
-def machine(base: Path, name: str) -> dict[str, str]:
+def machine(base: Path, name: str, store: Path) -> dict[str, str]:
     root = base / name
     (root / "cache" / "dtk").mkdir(parents=True)
     conf = root / "storage.conf"
     conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{root}/graph"\n'
                     f'runroot = "{root}/run"\n[storage.options]\n'
-                    f'additionalimagestores = ["{SHARED_STORE}"]\n')
+                    f'additionalimagestores = ["{store}"]\n')
     home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dtk"
     for shared in ("apt", "dkms"):  # package downloads, as a caching proxy shares them
         if (home / shared).exists():
@@ -102,11 +119,12 @@ def main() -> None:
     parser.add_argument("--packages", default=",".join(PACKAGES))
     parser.add_argument("--kernels", default="")
     opts = parser.parse_args()
-    kernels = [k for k in opts.kernels.split(",") if k] or [newest_61()]
+    kernels = [k for k in opts.kernels.split(",") if k] or newest_61()
     matrix = [a for p in opts.packages.split(",") for a in ("--dkms", p)]
     matrix += [a for k in kernels for a in ("--kernel", k)]
     base = Path(tempfile.mkdtemp(prefix="dtk-bench-fanout-"))
     registry, address = serve_registry(base / "registry")
+    store = private_store(base)
     rows: list[tuple[str, dict[str, Any], float, float]] = []
     try:
         cache = ["--cache", f"{address}/bench/cache"]
@@ -115,13 +133,13 @@ def main() -> None:
                             ("A: shard 1/2", ["--shard", "1/2", *cache]),
                             ("B: shard 2/2", ["--shard", "2/2", *cache]),
                             ("C: whole, from cache", cache)):
-            env = machine(base, name[0])
+            env = machine(base, name[0], store)
             result, wall, cpu = run(env, [*matrix, *image, *extra])
             rows.append((name, result, wall, cpu))
     finally:
         registry.terminate()
         registry.wait()
-        unmount_under(base)
+        unmount_under(base)  # the machines' mounts, then the store's
         shutil.rmtree(base, ignore_errors=True)
     report(rows)
 

@@ -100,6 +100,9 @@ def machines(tmp_path: Path, auth_registry: AuthRegistry) -> Iterator[dict[str, 
     subprocess.run(["mount", "--bind", SHARED_STORE, str(shared)], check=True)
     try:
         subprocess.run(["mount", "--make-private", str(shared)], check=True)
+        # Read-only: if the unmount below ever failed, pytest's removal of old
+        # temporary directories could not delete this machine's storage through it.
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(shared)], check=True)
         found = {name: _machine(tmp_path, name, wrong if name == "refused" else authfile,
                                 shared) for name in ("A", "B", "C", "D", "refused")}
         yield found
