@@ -136,8 +136,10 @@ def resolve_extras(sources: Sequence[Source], toolkits: Mapping[str, ImageRef | 
                     toolkit, needed, key, log_dir / f"extras-{group.name}.log") if make \
                     else planned_extras(key)
             except DtkError as exc:
-                # What apt or a dependency's own postinst said is the reason to show.
-                said = tail_of(exc.tail, 6) if isinstance(exc, runner.CommandError) else ()
+                # What apt or a dependency's own postinst said is the reason to show;
+                # before apt runs, the archive's answer (a dependency it lacks) is.
+                said = tail_of(exc.tail, 6) if isinstance(exc, runner.CommandError) \
+                    else (exc.message,)
                 result[(group.name, kernel)] = "\n".join((
                     f"installing {group.name}'s dependencies ({', '.join(needed)}) into "
                     f"{toolkit.name} failed (log: {log_dir / f'extras-{group.name}.log'})",
