@@ -144,11 +144,18 @@ def _documents(bundle: m.Bundle) -> list[tuple[str, str]]:
     return out
 
 
-def add(layout: Layout, bundle: m.Bundle, kernels: Sequence[str]) -> list[Declaration]:
+def add(layout: Layout, bundle: m.Bundle, kernels: Sequence[str], *,
+        replace: bool = False) -> list[Declaration]:
     """Store each Module of `bundle` once it is known to resolve for every kernel in
-    `kernels` (the running one, normally); nothing is written when one fails."""
+    `kernels` (the running one, normally); nothing is written when one fails. A name
+    already declared is an error unless `replace`: the owner would lose a declaration
+    without being told."""
     ready = []
     for name, text in _documents(bundle):
+        if not replace and layout.declaration(name).exists():
+            raise DtkError(f"{name} is already declared ({layout.declaration(name)})",
+                           hint="add --replace to replace it, or dtk node remove "
+                                f"{name} first")
         decl = Declaration(name, layout.declaration(name), _read_text(text, f"{name}.yaml"))
         for kernel in kernels:
             decl.resolve(kernel)
