@@ -178,6 +178,8 @@ def main() -> None:
                         help="comma-separated *-dkms packages (default: all, largest first)")
     parser.add_argument("--kernel", default=None)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--side", choices=("both", "dkms", "dtk"), default="both",
+                        help="time one side only (the other is skipped)")
     parser.add_argument("--count", type=int, default=3,
                         help="how many of the packages (the first that dtk builds for K)")
     args = parser.parse_args()
@@ -193,7 +195,7 @@ def main() -> None:
     install_host_packages([kernel])
     before = set(updates.parent.iterdir())  # the headers' build/ and source/ links
     ensure_base(archive.index, archive.os.arch)
-    walls: dict[str, list[float]] = {"dkms": [], "dtk": []}
+    walls: dict[str, list[float]] = {n: [] for n in ("dkms", "dtk") if args.side in (n, "both")}
     results: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory(prefix="dtk-bench-node-") as tmp:
         packages, images, skipped = choose(names, args.count, toolkit.name, kernel,
@@ -205,10 +207,12 @@ def main() -> None:
         declare(images, kernel, root)
         try:
             for _ in range(args.rounds):  # alternating, so that other load hits both
-                wall, results["dkms"] = dkms_side(packages, kernel)
-                walls["dkms"].append(wall)
-                wall, results["dtk"] = dtk_side(kernel, root)
-                walls["dtk"].append(wall)
+                if "dkms" in walls:
+                    wall, results["dkms"] = dkms_side(packages, kernel)
+                    walls["dkms"].append(wall)
+                if "dtk" in walls:
+                    wall, results["dtk"] = dtk_side(kernel, root)
+                    walls["dtk"].append(wall)
         finally:  # dkms's modules and the depmod index it made for K
             for made in set(updates.parent.iterdir()) - before:
                 shutil.rmtree(made) if made.is_dir() else made.unlink()
@@ -225,11 +229,13 @@ def report(walls: dict[str, list[float]], results: dict[str, dict[str, str]],
     print(f"{'PACKAGE':32} {'KB':>6} {'DKMS AUTOINSTALL':24} DTK NODE PREPARE")
     for pkg in packages:
         print(f"{pkg.name:32} {source_bytes(pkg.tree) // 1024:>6} "
-              f"{results['dkms'].get(pkg.name, '-'):24} "
-              f"{results['dtk'].get(module_slug(pkg.name), '-')}")
+              f"{results.get('dkms', {}).get(pkg.name, '-'):24} "
+              f"{results.get('dtk', {}).get(module_slug(pkg.name), '-')}")
     for name, times in walls.items():
         print(f"{name}: wall {', '.join(f'{s:.1f}s' for s in times)}")
     best = {name: min(times) for name, times in walls.items()}
+    if len(best) < 2:
+        return
     print(f"kernel installed -> drivers ready: dkms autoinstall {best['dkms']:.1f}s, "
           f"dtk node prepare {best['dtk']:.1f}s, ratio dkms/dtk = "
           f"{best['dkms'] / best['dtk']:.1f}")
