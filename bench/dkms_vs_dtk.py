@@ -103,19 +103,44 @@ def _spin() -> None:
         pass
 
 
+@contextlib.contextmanager
+def registered(packages: list[DkmsPackage]) -> Iterator[None]:
+    """The packages' trees in /usr/src and `dkms add`ed, as their *-dkms packages leave
+    them; refused if a tree is already there (the host's own), undone afterwards."""
+    created = []
+    try:
+        for pkg in packages:
+            dest = Path("/usr/src") / f"{pkg.name}-{pkg.version}"
+            if dest.exists():
+                raise SystemExit(f"{dest} already exists on the host; refusing to touch it")
+            shutil.copytree(pkg.tree, dest, symlinks=True)
+            created.append(dest)
+            runner.run(["dkms", "add", "-m", pkg.name, "-v", pkg.version], timeout=300)
+        yield
+    finally:
+        for pkg in packages[:len(created)]:
+            runner.run(["dkms", "remove", "-m", pkg.name, "-v", pkg.version, "--all"],
+                       check=False, timeout=300)
+        for dest in created:
+            shutil.rmtree(dest, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def no_signing() -> Iterator[None]:
+    """dkms without its throwaway signing key: dtk signs in a separate step."""
+    NO_SIGNING.parent.mkdir(parents=True, exist_ok=True)
+    NO_SIGNING.write_text("sign_file=/dtk-bench-no-signing\n")
+    try:
+        yield
+    finally:
+        NO_SIGNING.unlink()
+
+
 def dkms_side(packages: list[DkmsPackage], kernels: list[str]) -> tuple[float, dict[str, str]]:
     """Register, build every module for every kernel one at a time, unregister."""
-    created = []
-    for pkg in packages:
-        dest = Path("/usr/src") / f"{pkg.name}-{pkg.version}"
-        if dest.exists():
-            raise SystemExit(f"{dest} already exists on the host; refusing to touch it")
-        shutil.copytree(pkg.tree, dest, symlinks=True)
-        created.append(dest)
-        runner.run(["dkms", "add", "-m", pkg.name, "-v", pkg.version], timeout=300)
     results: dict[str, str] = {}
-    start = time.monotonic()
-    try:
+    with registered(packages):
+        start = time.monotonic()
         for kernel in kernels:
             for pkg in packages:
                 build = runner.run(["dkms", "build", "-m", pkg.name, "-v", pkg.version,
@@ -123,12 +148,6 @@ def dkms_side(packages: list[DkmsPackage], kernels: list[str]) -> tuple[float, d
                 status = {0: "built", 77: "excluded"}.get(build.returncode, "failed")
                 results[f"{module_slug(pkg.name)}@{kernel}"] = status  # dtk's cell name
         return time.monotonic() - start, results
-    finally:
-        for pkg in packages:
-            runner.run(["dkms", "remove", "-m", pkg.name, "-v", pkg.version, "--all"],
-                       check=False, timeout=300)
-        for dest in created:
-            shutil.rmtree(dest, ignore_errors=True)
 
 
 # One cell of the floor: the make command dkms would run for it (dkms.conf's MAKE[0]
@@ -235,12 +254,8 @@ def main() -> None:
 
 def unsigned_dkms_side(packages: list[DkmsPackage], kernels: list[str]
                        ) -> tuple[float, dict[str, str]]:
-    NO_SIGNING.parent.mkdir(parents=True, exist_ok=True)
-    NO_SIGNING.write_text("sign_file=/dtk-bench-no-signing\n")
-    try:
+    with no_signing():
         return dkms_side(packages, kernels)
-    finally:
-        NO_SIGNING.unlink()
 
 
 def report(walls: dict[str, list[float]], cpus: dict[str, list[float]],

@@ -50,11 +50,18 @@ def node_group() -> None:
               "(default: the module name with '_' as '-').")
 @click.option("--kernel", "kernels", multiple=True, metavar="RELEASE",
               help="Kernel(s) the declaration must resolve for (default: the running one).")
+@click.option("--replace", is_flag=True,
+              help="Replace a declaration of the same name (else that is an error).")
+@click.option("--require-signature", is_flag=True,
+              help="Fetch the module's images only where the host's containers policy "
+                   "(/etc/containers/policy.json) requires them to be signed; skopeo "
+                   "verifies the signatures.")
 @root_option
 @json_option
 def add_cmd(*, image: str | None, files: tuple[Path, ...], module_name: str | None,
             params: tuple[str, ...], name: str | None, kernels: tuple[str, ...],
-            root: Path | None, as_json: bool) -> None:
+            replace: bool, require_signature: bool, root: Path | None,
+            as_json: bool) -> None:
     """Declare a module: `-f MODULE.yaml`, or `IMAGE --module NAME` (IMAGE may hold
     ${KERNEL_FULL_VERSION}; oci-archive:PATH and oci:DIR work without a registry)."""
     layout = Layout.from_env(root)
@@ -74,7 +81,8 @@ def add_cmd(*, image: str | None, files: tuple[Path, ...], module_name: str | No
                            hint="set moduleName and parameters in the Module file")
         bundle = declare.read_file_bundle(files)
     with layout.locked():
-        added = declare.add(layout, bundle, kernels or (running_kernel(),))
+        added = declare.add(layout, bundle, kernels or (running_kernel(),),
+                            replace=replace, require_signature=require_signature)
         hooks.install(layout)
     if as_json:
         print_json([declare.to_json(d) for d in added])

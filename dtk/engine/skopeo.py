@@ -141,13 +141,15 @@ def registry_of(image: str) -> str | None:
 
 
 def copy_to_layout(source: str, layout: Path, ref_name: str, *,
-                   tls_verify: bool | None = None, authfile: Path | None = None) -> None:
+                   tls_verify: bool | None = None, authfile: Path | None = None,
+                   policy: Path | None = None) -> None:
     """Copy `source` (docker://…, oci-archive:…, oci:…) into the OCI layout directory
     `layout` under the tag `ref_name`: no container storage, no daemon (what a host
-    without a container engine has). skopeo applies the host's containers policy."""
+    without a container engine has). skopeo applies the host's containers policy, or
+    the one at `policy`."""
     image = source.removeprefix("docker://")
     from_registry = image != source
-    argv = ["skopeo", "copy",
+    argv = ["skopeo", *(["--policy", str(policy)] if policy else []), "copy",
             *([_flag("--src-tls-verify", image, tls_verify)] if from_registry else []),
             *(_auth(authfile, "--src-authfile") if from_registry else []),
             source, f"oci:{layout}:{ref_name}"]

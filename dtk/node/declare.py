@@ -33,6 +33,10 @@ from dtk.kmmapi import validate
 from dtk.kmmapi.load import load_documents
 from dtk.node.layout import Layout, check_name
 
+# The declaration's own setting, kept in the Module file as an annotation (which KMM
+# ignores), so that the file stays one `dtk module` and kubectl read.
+REQUIRE_SIGNATURE = "dtk/require-signature"
+
 
 @dataclass(frozen=True)
 class Declaration:
@@ -65,6 +69,12 @@ class Declaration:
                            f"(patterns: {', '.join(patterns) or 'none'})",
                            hint="add a kernelMappings entry (literal or regexp) for this kernel")
         return result.kernels[0]
+
+    @property
+    def require_signature(self) -> bool:
+        """Whether the owner asked for signed images only (`add --require-signature`)."""
+        meta = self.module.raw.get("metadata") or {}
+        return str((meta.get("annotations") or {}).get(REQUIRE_SIGNATURE)) == "true"
 
     def secret(self) -> m.Secret | None:
         mod = self.module
@@ -125,7 +135,7 @@ def _read_text(text: str, label: str, shown: str | None = None) -> m.Bundle:
     return bundle
 
 
-def _documents(bundle: m.Bundle) -> list[tuple[str, str]]:
+def _documents(bundle: m.Bundle, require_signature: bool = False) -> list[tuple[str, str]]:
     """(name, stored text) for each Module of the bundle, checked."""
     out = []
     for mod in bundle.modules:
@@ -133,6 +143,9 @@ def _documents(bundle: m.Bundle) -> list[tuple[str, str]]:
             raise DtkError(f"Module {mod.name} has no spec.moduleLoader",
                            hint="a device-plugin-only Module loads nothing on a host")
         docs = [_strip(mod.raw)]
+        if require_signature:
+            meta = docs[0].setdefault("metadata", {})
+            meta["annotations"] = {**(meta.get("annotations") or {}), REQUIRE_SIGNATURE: "true"}
         if mod.image_repo_secret:
             secret = bundle.secret(mod.namespace, mod.image_repo_secret)
             assert secret is not None  # load_documents checked the reference
@@ -144,11 +157,18 @@ def _documents(bundle: m.Bundle) -> list[tuple[str, str]]:
     return out
 
 
-def add(layout: Layout, bundle: m.Bundle, kernels: Sequence[str]) -> list[Declaration]:
+def add(layout: Layout, bundle: m.Bundle, kernels: Sequence[str], *,
+        replace: bool = False, require_signature: bool = False) -> list[Declaration]:
     """Store each Module of `bundle` once it is known to resolve for every kernel in
-    `kernels` (the running one, normally); nothing is written when one fails."""
+    `kernels` (the running one, normally); nothing is written when one fails. A name
+    already declared is an error unless `replace`: the owner would lose a declaration
+    without being told."""
     ready = []
-    for name, text in _documents(bundle):
+    for name, text in _documents(bundle, require_signature):
+        if not replace and layout.declaration(name).exists():
+            raise DtkError(f"{name} is already declared ({layout.declaration(name)})",
+                           hint="add --replace to replace it, or dtk node remove "
+                                f"{name} first")
         decl = Declaration(name, layout.declaration(name), _read_text(text, f"{name}.yaml"))
         for kernel in kernels:
             decl.resolve(kernel)
@@ -210,4 +230,5 @@ def to_json(decl: Declaration) -> dict[str, Any]:
                                 or loader.container.container_image}
                                for km in loader.container.kernel_mappings or ()],
             "parameters": list(decl.modprobe.parameters),
-            "imageRepoSecret": decl.module.image_repo_secret}
+            "imageRepoSecret": decl.module.image_repo_secret,
+            "requireSignature": decl.require_signature}

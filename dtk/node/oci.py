@@ -24,7 +24,7 @@ from typing import IO, Any, cast
 import zstandard
 
 from dtk.digest import parts_digest
-from dtk.engine import skopeo
+from dtk.engine import policy, skopeo
 from dtk.errors import DtkError
 from dtk.files import write_atomic
 from dtk.node.unpack import apply_layer
@@ -63,9 +63,11 @@ def _pins(path: Path) -> dict[str, str]:
 
 
 def fetch(image: str, layout: Path, pins: Path, *, tls_verify: bool = True,
-          authfile: Path | None = None) -> Fetched:
+          authfile: Path | None = None, signed_by_policy: Path | None = None) -> Fetched:
     """Copy `image` into the OCI layout at `layout` (skopeo); registry references are
-    fetched by the digest pinned for them, pinned on first fetch."""
+    fetched by the digest pinned for them, pinned on first fetch. With
+    `signed_by_policy`, only if that containers policy requires the image to be signed
+    (and skopeo then verifies it under that policy)."""
     source = transport(image)
     pinned = ""
     if source.startswith("docker://"):
@@ -81,9 +83,12 @@ def fetch(image: str, layout: Path, pins: Path, *, tls_verify: bool = True,
         last = repo.rsplit("/", 1)[-1]
         repo = repo[: len(repo) - len(last)] + last.split(":", 1)[0]
         source = f"docker://{repo}@{pinned}"
+    if signed_by_policy is not None:
+        policy.require_signature(signed_by_policy, source)
     layout.mkdir(parents=True, exist_ok=True)
     name = _ref_name(image)
-    skopeo.copy_to_layout(source, layout, name, tls_verify=tls_verify, authfile=authfile)
+    skopeo.copy_to_layout(source, layout, name, tls_verify=tls_verify, authfile=authfile,
+                          policy=signed_by_policy)
     if pinned:
         known = _pins(pins)
         if known.get(image) != pinned:

@@ -27,6 +27,8 @@ from dtk.node.declare import Declaration
 from dtk.node.layout import Layout
 from dtk.node.verify import ModuleVerdict, verify
 
+POLICY = "/etc/containers/policy.json"  # the host's, as skopeo reads it as root
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -93,7 +95,9 @@ def prepare_one(layout: Layout, decl: Declaration, kernel: str) -> Outcome:
         image = plan.image
         with authfile(decl.secret()) as auth:
             fetched = oci.fetch(image, layout.oci, layout.pins,
-                                tls_verify=plan.registry_tls.verify, authfile=auth)
+                                tls_verify=plan.registry_tls.verify, authfile=auth,
+                                signed_by_policy=layout.host(POLICY)
+                                if decl.require_signature else None)
         tree = oci.unpack(layout.oci, fetched.digest, layout.trees, prefixes(decl))
         verdicts = verify(tree, decl.modprobe.dir_name, kernel, layout.root)
     except DtkError as exc:

@@ -181,6 +181,38 @@ def test_bad_images_are_clear_reasons(tmp_path: Path, host: Path, images: dict[s
     assert not list((root / "var/lib/dtk/trees").glob(".unpack-*"))
 
 
+def test_require_signature_fetches_only_under_a_policy_that_demands_one(
+        tmp_path: Path, host: Path, images: dict[str, Path], kernel_61: str) -> None:
+    """`add --require-signature`: under a policy that accepts anything (Debian's default)
+    nothing is fetched; under one that rejects the archive, skopeo refuses it by the
+    node's policy (this machine's own accepts anything)."""
+    root = fresh_root(tmp_path, host)
+    source = f"oci-archive:{images['example']}"
+    dtk("add", source, "--module", "dtk_example", "--require-signature",
+        "--kernel", kernel_61, root=root)
+    (listed,) = dtk_json("list", root=root)
+    assert listed["requireSignature"] is True
+    policy_file = root / "etc/containers/policy.json"
+    policy_file.parent.mkdir(parents=True)
+    accept = [{"type": "insecureAcceptAnything"}]
+    policy_file.write_text(json.dumps({"default": accept}))
+    (outcome,) = dtk_json("prepare", "--kernel", kernel_61, root=root)
+    assert not outcome["ready"]
+    assert f"would accept {source} unsigned" in outcome["reason"], outcome
+    assert not (root / "var/lib/dtk/oci").exists()
+    policy_file.write_text(json.dumps({"default": accept, "transports": {
+        "oci-archive": {str(images["example"].parent): [{"type": "reject"}]}}}))
+    (outcome,) = dtk_json("prepare", "--kernel", kernel_61, root=root)
+    assert not outcome["ready"]
+    assert "rejected by policy" in outcome["reason"], outcome
+    assert not list((root / "var/lib/dtk/oci").glob("blobs/sha256/*"))
+    # Declared again without it (--replace): the same node takes the unsigned archive.
+    dtk("add", source, "--module", "dtk_example", "--replace", "--kernel", kernel_61,
+        root=root)
+    (outcome,) = dtk_json("prepare", "--kernel", kernel_61, root=root)
+    assert outcome["ready"], outcome
+
+
 def test_a_registry_image_with_credentials_is_pinned(tmp_path: Path, host: Path,
                                                      images: dict[str, Path], kernel_61: str,
                                                      auth_registry: AuthRegistry) -> None:

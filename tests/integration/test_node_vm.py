@@ -128,12 +128,25 @@ def mounted_for_chroot(rootfs: Path) -> Iterator[None]:
             subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+def chroot_dpkg(rootfs: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """dpkg in the node's root, run natively from the host: the package's maintainer
+    scripts and the /etc/kernel hooks they run fire as they would in the guest."""
+    with mounted_for_chroot(rootfs):
+        dpkg = subprocess.run(["chroot", str(rootfs), "dpkg", *args], check=False,
+                              capture_output=True, text=True, timeout=1200,
+                              env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
+                                           "/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"})
+    assert dpkg.returncode == 0, dpkg.stdout + dpkg.stderr
+    return dpkg
+
+
 def test_the_next_kernels_package_prepares_it_and_it_boots_with_the_driver(
         work: Path, archive: DebianArchive, kernel_61: str, kernel_612: str,
         images: dict[str, Path], example_612: Path) -> None:
     """§5.2: `dpkg -i` of the next kernel's linux-image (run in the root from the host,
     natively: the same /etc/kernel/postinst.d hooks fire) prepares its image; the node
-    then boots that kernel and loads the driver built for it."""
+    then boots that kernel and loads the driver built for it; `dpkg --purge` of that
+    package removes what was prepared for it (§4, postrm)."""
     tar = node_vm.base_tar(archive, kernel_61)
     node = node_vm.make_node(tar, kernel_61, node_vm.wheels(work / "wheels"), work)
     disk = work / "images"
@@ -146,13 +159,7 @@ def test_the_next_kernels_package_prepares_it_and_it_boots_with_the_driver(
     (entry,) = [e for e in archive.kernels() if e.release == kernel_612]
     (deb,) = archive.index.download([entry.image_package], work / "debs")
     shutil.copy(deb, node.rootfs / "tmp/kernel.deb")
-    with mounted_for_chroot(node.rootfs):
-        dpkg = subprocess.run(["chroot", str(node.rootfs), "dpkg", "-i", "/tmp/kernel.deb"],
-                              check=False,
-                              capture_output=True, text=True, timeout=1200,
-                              env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
-                                           "/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"})
-    assert dpkg.returncode == 0, dpkg.stdout + dpkg.stderr
+    dpkg = chroot_dpkg(node.rootfs, "-i", "/tmp/kernel.deb")
     assert f"dtk node: dtk-example for {kernel_612}: ready: loads" in dpkg.stdout, dpkg.stdout
     (node.rootfs / "tmp/kernel.deb").unlink()
     prepared = json.loads((node.rootfs / f"var/lib/dtk/kernels/{kernel_612}/dtk-example.json"
@@ -168,3 +175,9 @@ def test_the_next_kernels_package_prepares_it_and_it_boots_with_the_driver(
     # Loaded from what the hook prepared before the reboot, not fetched at boot.
     assert status["prepared_at"] == prepared["prepared_at"]
     assert status["digest"] == prepared["digest"]
+    # The package purged (in the root, from the host, after the guest is off): its
+    # postrm.d hook forgets what was prepared for that kernel, and the tree only it used.
+    chroot_dpkg(node.rootfs, "--purge", entry.image_package)
+    assert not (node.rootfs / f"var/lib/dtk/kernels/{kernel_612}").exists()
+    assert not (node.rootfs / "var/lib/dtk" / prepared["tree"]).exists()
+    assert (node.rootfs / "etc/dtk/modules/dtk-example.yaml").is_file()  # still declared

@@ -128,3 +128,26 @@ def test_usage_mistakes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
         assert code == 2, (argv, text)
         assert said in text, (argv, text)
         assert "Traceback" not in text
+
+
+def test_adding_a_name_that_exists_is_refused_unless_replace(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A second `add` under a declared name would silently drop the first declaration:
+    refused (nothing written) unless the owner says --replace."""
+    root = tmp_path / "root"
+    first = ("node", "add", "reg.example/a:1", "--module", "drv", "--kernel", K,
+             "--root", str(root))
+    assert run(capsys, *first)[0] == 0
+    stored = root / "etc/dtk/modules/drv.yaml"
+    before = stored.read_bytes()
+    for argv in (("node", "add", "reg.example/b:1", "--module", "drv"),
+                 ("node", "add", "-f", str(module_file(tmp_path)))):
+        code, text = run(capsys, *argv, "--kernel", K, "--root", str(root))
+        assert code == 2, text
+        assert "drv is already declared" in text and "--replace" in text
+        assert "Traceback" not in text
+        assert stored.read_bytes() == before
+    code, text = run(capsys, "node", "add", "reg.example/b:1", "--module", "drv", "--replace",
+                     "--kernel", K, "--root", str(root))
+    assert code == 0, text
+    assert declare.find(Layout(root), "drv").resolve(K).image == "reg.example/b:1"
