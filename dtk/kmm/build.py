@@ -293,12 +293,12 @@ def _finish(run: _Run, kp: KernelPlan, outcome: Outcome | None) -> KernelResult:
     """Sign what the matrix built (or sign-only kernels); never raises. Its time: the
     cell's build, then signing (pushing is `_sync_all`'s, for every kernel at once)."""
     began = time.monotonic()
-    result = _sign_and_push(run, kp, outcome)
+    result = _sign_built(run, kp, outcome)
     return replace(result, seconds=(outcome.seconds if outcome else 0.0)
                    + time.monotonic() - began)
 
 
-def _sign_and_push(run: _Run, kp: KernelPlan, outcome: Outcome | None) -> KernelResult:
+def _sign_built(run: _Run, kp: KernelPlan, outcome: Outcome | None) -> KernelResult:
     result = KernelResult(kp.kernel, kp.image, "built")
     if outcome is not None:
         result = replace(result, image_id=outcome.image_id, log=outcome.log,
