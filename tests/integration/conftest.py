@@ -23,11 +23,13 @@ from pathlib import Path
 import pytest
 
 from dtk import kernel as kern
-from dtk.distro import KernelEntry
+from dtk.distro import KernelEntry, aptindex
 from dtk.distro.debian import DebianArchive
 from dtk.distro.select import open_archive
 from dtk.engine import buildah
 from dtk.toolkit.images import ToolkitImage, ensure_toolkit
+
+SESSION_INDEX_MINUTES = 24 * 60  # longer than any test session
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -52,6 +54,12 @@ def own_dtk_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             patch.delenv(name, raising=False)
         patch.setenv("XDG_CACHE_HOME", str(cache))
         patch.setenv("XDG_STATE_HOME", str(state))
+        # One archive for the whole session: the index is brought up to date once, here,
+        # then pinned. The archive publishes while a 20-minute run goes on (Debian's
+        # signed kernel packages land after the unsigned ones), and a refresh halfway
+        # would give the session's toolkits one plan and a later command another.
+        open_archive().index.update()
+        patch.setenv(aptindex.MAX_AGE_ENV, str(SESSION_INDEX_MINUTES))
         yield state
 
 

@@ -9,6 +9,7 @@ proves nothing more), so the pod's storage must use the same driver (overlay).""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import uuid
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from dtk.distro import aptindex
 from dtk.engine import buildah
 from dtk.toolkit.images import ToolkitImage
 
@@ -39,6 +41,7 @@ def test_the_dtk_image_builds_a_driver_cell_inside_a_container(
         dtk_image: str, toolkit_612: ToolkitImage, kernel_612: str, tmp_path: Path) -> None:
     storage = tmp_path / "storage"
     storage.mkdir()
+    session_apt = Path(os.environ["XDG_CACHE_HOME"]) / "dtk" / "apt"
     conf = tmp_path / "storage.conf"
     conf.write_text('[storage]\ndriver = "overlay"\ngraphroot = "/var/lib/containers/storage"\n'
                     'runroot = "/run/containers/storage"\n[storage.options]\n'
@@ -51,6 +54,10 @@ def test_the_dtk_image_builds_a_driver_cell_inside_a_container(
              "-v", f"{SHARED_STORE}:/var/lib/shared:ro",
              "-v", f"{conf}:/etc/containers/storage.conf:ro",
              "-v", f"{ROOT / 'tests/data/build/dtkhello'}:/src/dtkhello:ro",
+             # The session's package index, pinned (conftest): the same archive as
+             # the toolkit's, however much the archive published since.
+             "-v", f"{session_apt}:/root/.cache/dtk/apt",
+             "-e", f"{aptindex.MAX_AGE_ENV}={os.environ[aptindex.MAX_AGE_ENV]}",
              "-e", "STORAGE_DRIVER=overlay", dtk_image,
              "build", "--dkms", "/src/dtkhello", "--kernel", kernel_612, "--json"],
             capture_output=True, text=True, timeout=1200, check=False)

@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 
+from dtk.distro import aptindex
 from dtk.distro.debian import DebianArchive
 from dtk.driver.base import ensure_base
 from dtk.driver.remotecache import RegistryCache, base_entry
@@ -81,7 +82,9 @@ def _machine(base: Path, name: str, authfile: Path, store: Path) -> Machine:
     for shared in ("apt", "dkms"):  # downloads, not results
         if (home_cache / shared).exists():
             (root / "cache" / "dtk" / shared).symlink_to(home_cache / shared)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DTK_")}
+    # The session's index, pinned (conftest): one archive for every simulated machine.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("DTK_") or k == aptindex.MAX_AGE_ENV}
     env.update(CONTAINERS_STORAGE_CONF=str(conf), XDG_CACHE_HOME=str(root / "cache"),
                XDG_STATE_HOME=str(root / "state"), REGISTRY_AUTH_FILE=str(authfile))
     return Machine(name, root, env)
