@@ -24,7 +24,7 @@ from typing import IO, Any, cast
 import zstandard
 
 from dtk.digest import parts_digest
-from dtk.engine import policy, skopeo
+from dtk.engine import policy, registry, skopeo
 from dtk.errors import DtkError
 from dtk.files import write_atomic
 from dtk.node.unpack import apply_layer
@@ -79,9 +79,8 @@ def fetch(image: str, layout: Path, pins: Path, *, tls_verify: bool = True,
                 raise DtkError(f"image {image} is not in its registry",
                                hint="build and push it for this kernel (dtk module build)")
             pinned = digest
-        repo = image.split("@", 1)[0]
-        last = repo.rsplit("/", 1)[-1]
-        repo = repo[: len(repo) - len(last)] + last.split(":", 1)[0]
+        ref = registry.parse(image)  # the name without its tag or digest
+        repo = f"{ref.registry}/{ref.repository}" if ref.registry else ref.repository
         source = f"docker://{repo}@{pinned}"
     if signed_by_policy is not None:
         policy.require_signature(signed_by_policy, source)
