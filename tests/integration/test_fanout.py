@@ -388,6 +388,16 @@ def test_a_modules_kernels_split_and_shared_between_machines(
         (kernel_61, True), (kernel_61_rt, True)]
 
 
+def _with_empty_storage(machine: Machine, empty: Path) -> Machine:
+    """`machine`'s dtk directories over container storage of its own in `empty`, with
+    nothing in it, not even the shared store (a machine that never built anything)."""
+    empty.mkdir()
+    conf = empty / "storage.conf"
+    conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{empty / "graph"}"\n'
+                    f'runroot = "{empty / "run"}"\n')
+    return Machine("E", machine.root, {**machine.env, "CONTAINERS_STORAGE_CONF": str(conf)})
+
+
 def test_a_toolkit_through_the_cache_keeps_its_id(
         machines: dict[str, Machine], auth_registry: AuthRegistry,
         toolkit_612: ToolkitImage, tmp_path: Path) -> None:
@@ -399,12 +409,7 @@ def test_a_toolkit_through_the_cache_keeps_its_id(
     code, stored, err = machines["A"].dtk(*args)
     assert code == 0 and stored[0]["image_id"] == toolkit_612.image_id, err
     empty = tmp_path / "empty"
-    empty.mkdir()
-    conf = empty / "storage.conf"
-    conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{empty / "graph"}"\n'
-                    f'runroot = "{empty / "run"}"\n')
-    fresh = Machine("E", machines["B"].root, {**machines["B"].env,
-                                              "CONTAINERS_STORAGE_CONF": str(conf)})
+    fresh = _with_empty_storage(machines["B"], empty)
     try:
         code, taken, err = fresh.dtk(*args)
         assert code == 0, err
@@ -421,12 +426,7 @@ def test_plan_makes_no_toolkit(machines: dict[str, Machine], kernel_61: str,
     until the toolkit exists; DKMS sources, whose dkms.conf is read in a toolkit to
     name the cells, are refused with how to make one."""
     empty = tmp_path / "empty"
-    empty.mkdir()
-    conf = empty / "storage.conf"
-    conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{empty / "graph"}"\n'
-                    f'runroot = "{empty / "run"}"\n')
-    bare = Machine("E", machines["A"].root, {**machines["A"].env,
-                                             "CONTAINERS_STORAGE_CONF": str(conf)})
+    bare = _with_empty_storage(machines["A"], empty)
     try:
         code, plan, err = bare.dtk("build", "-f", str(DATA / "badcontainer" / "Containerfile"),
                                    "--kernel", kernel_61, "--plan")
