@@ -12,10 +12,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # mmdebstrap makes base roots; qemu boots kernels; docker-registry is the
 # loopback registry the tests push to (apache2-utils' htpasswd makes its
 # users for the authenticated one); busybox-static, kmod and cpio make
-# VM initramfs images; shellcheck lints the shell under dtk/data.
+# VM initramfs images; shellcheck lints the shell under dtk/data; bubblewrap is
+# the sandbox DKMS builds run in (dtk.engine.sandbox), linux-libc-dev the syscall
+# numbers its seccomp filter is tested against.
 SYSTEM_PACKAGES := buildah skopeo podman runc uidmap fuse-overlayfs mmdebstrap \
 	qemu-system-x86 docker-registry busybox-static kmod cpio xz-utils zstd \
-	openssl gpgv python3-venv ca-certificates shellcheck apache2-utils chromium
+	openssl gpgv python3-venv ca-certificates shellcheck apache2-utils chromium \
+	bubblewrap linux-libc-dev
 
 .PHONY: all deps system-deps python-deps demo test lint typecheck unit integration bench clean image
 
