@@ -34,22 +34,61 @@ done
 # the toolkit's tree of the same kernel stands in for the node's, so depmod records
 # them in modules.dep (a dangling link would make depmod fail, KMM midstream #1036).
 # Only modules that name another module (depends= or softdep=) the image does not
-# ship need it: indexing K's whole tree costs 0.6 s a cell and 5 MB an image.
+# ship need it, and depmod is shown only what modprobe can reach from them: K's
+# modules.dep closure of those names, with every softdep (by name or alias) on the
+# way (indexing K's whole tree cost 0.65 s a cell and 5 MB an image).
 own=" "
 for ko in "$dest"/*.ko*; do
   [ -e "$ko" ] || continue
   b=${ko##*/}; b=${b%%.ko*}; own="$own${b//-/_} "
 done
-needs_host=
+wanted=
 for ko in "$dest"/*.ko*; do
   [ -e "$ko" ] || continue
   for m in $(modinfo -F depends "$ko" | tr , ' ') $(modinfo -F softdep "$ko"); do
     case $m in pre:|post:) continue ;; esac
-    case $own in *" ${m//-/_} "*) ;; *) needs_host=yes ;; esac
+    case $own in *" ${m//-/_} "*) ;; *) wanted="$wanted $m" ;; esac
   done
 done
-if [ -n "$needs_host" ]; then
-  mkdir -p /host/lib/modules && ln -sfn /lib/modules/"$K" /host/lib/modules/"$K"
-  ln -sfn /host/lib/modules/"$K" "$out"/opt/lib/modules/"$K"/host
+moddir="$out"/opt/lib/modules/"$K"
+if [ -n "$wanted" ]; then
+  kdir=/lib/modules/$K
+  reach=$(mktemp -d)
+  awk -v want="$wanted" '
+    function norm(n) { sub(/.*\//, "", n); sub(/\.ko.*/, "", n); gsub(/-/, "_", n); return n }
+    FILENAME ~ /modules\.dep$/ {
+      p = $1; sub(/:$/, "", p); m = norm(p); path[m] = p
+      for (i = 2; i <= NF; i++) next_of[m] = next_of[m] " " $i
+      next
+    }
+    FILENAME ~ /modules\.softdep$/ && $1 == "softdep" {
+      m = norm($2)
+      for (i = 3; i <= NF; i++) if ($i != "pre:" && $i != "post:") next_of[m] = next_of[m] " " $i
+      next
+    }
+    FILENAME ~ /modules\.alias$/ && $1 == "alias" { alias[$2] = alias[$2] " " $3; next }
+    END {
+      n = split(want, queue, " ")
+      for (q = 1; q <= n; q++) {
+        name = queue[q]; m = norm(name)
+        if (m in path) {
+          if (seen[m]++) continue
+          print path[m]
+          k = split(next_of[m], more, " ")
+        } else if ((name in alias) && !aliased[name]++) {
+          k = split(alias[name], more, " ")
+        } else {
+          continue  # built into the kernel, or nowhere: modprobe skips it too
+        }
+        for (j = 1; j <= k; j++) queue[++n] = more[j]
+      }
+    }' "$kdir/modules.dep" "$kdir/modules.softdep" "$kdir/modules.alias" |
+  while read -r rel; do
+    mkdir -p "$reach/${rel%/*}" && ln -s "$kdir/$rel" "$reach/$rel"
+  done
+  ln -sfn "$reach" "$moddir"/host
+  depmod -b "$out"/opt "$K"
+  ln -sfn /host/lib/modules/"$K" "$moddir"/host
+else
+  depmod -b "$out"/opt "$K"
 fi
-depmod -b "$out"/opt "$K"

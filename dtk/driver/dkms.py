@@ -26,7 +26,7 @@ from dtk.driver.dkmscell import EXCLUDED_STATUS, OUT, cell_script
 from dtk.driver.outcome import CellFailedError, module_versions
 from dtk.driver.plan import Cell
 from dtk.driver.sources import DkmsGroup, DkmsTree
-from dtk.engine import buildah, made
+from dtk.engine import buildah, imagewrite, made, sandbox
 from dtk.errors import DtkError
 from dtk.files import write_atomic
 from dtk.kernel import modfile
@@ -112,7 +112,7 @@ class Excluded:
 
 def build_cell(cell: Cell, group: DkmsGroup, log: Path,
                on_line: Callable[[str], None] | None = None, *,
-               make_jobs: int = 1) -> Built | Excluded:
+               make_jobs: int = 1, roots: sandbox.Roots) -> Built | Excluded:
     assert cell.toolkit is not None and cell.base is not None
     with tempfile.TemporaryDirectory(prefix="dtk-dkms-cell-") as tmp:
         # `out` is the build's (mounted in the container, writable by someone else's
@@ -123,19 +123,20 @@ def build_cell(cell: Cell, group: DkmsGroup, log: Path,
         (out / "cell.sh").write_text(cell_script())
         # A private writable copy per cell: some MAKE commands write into /usr/src
         # (west-chamber does), as they may on a host, and cells must not share it.
-        volumes = [f"{out}:{OUT}"]
+        volumes = [(out, OUT)]
         for pkg in group.packages:
             copy = out / "src" / f"{pkg.name}-{pkg.version}"
             shutil.copytree(pkg.tree, copy, symlinks=True)
-            volumes.append(f"{copy}:/usr/src/{pkg.name}-{pkg.version}")
-        # Offline: chroot isolation shares the host's network, and a DKMS build needs
-        # none (sources are local; a package's Depends are in the toolkit-extras layer),
-        # so someone else's dkms.conf or Makefile cannot reach services on this host.
-        with buildah.working_container(cell.toolkit.name) as ctr:
-            result = ctr.run(["bash", f"{OUT}/cell.sh", OUT, cell.kernel, str(make_jobs),
+            volumes.append((copy, f"/usr/src/{pkg.name}-{pkg.version}"))
+        # In a sandbox over the toolkit (see dtk.engine.sandbox), without a network: a
+        # DKMS build needs none (sources are local; a package's Depends are in the
+        # toolkit-extras layer), so someone else's Makefile cannot reach this host's
+        # services.
+        result = sandbox.run(roots.root(cell.toolkit.name),
+                             ["bash", f"{OUT}/cell.sh", OUT, cell.kernel, str(make_jobs),
                               *(f"{p.name}/{p.version}" for p in group.packages)],
                              volumes=volumes, log_file=log, on_line=on_line, timeout=3600,
-                             check=False, offline=True)
+                             check=False)
         excluded = _check_confs(group, out)
         if result.returncode == EXCLUDED_STATUS:
             return Excluded("dkms: the dkms.conf includes a BUILD_EXCLUSIVE directive which "
@@ -198,12 +199,10 @@ def _commit(cell: Cell, group: DkmsGroup, stage: Path, notes: tuple[str, ...]) -
     labels = cell.labels()
     labels["dtk.build.modules"] = ",".join(versions)
     labels["dtk.build.packages"] = ",".join(f"{p.name}={p.version}" for p in group.packages)
-    with buildah.working_container(cell.base.name) as final:
-        final.copy_in(stage / "opt", "/opt")
-        if (stage / "firmware").is_dir():
-            final.copy_in(stage / "firmware", "/firmware")
-        final.config(*(arg for k, v in labels.items() for arg in ("--label", f"{k}={v}")))
-        image_id = final.commit(cell.image)
+    packages = " ".join(f"{p.name}/{p.version}" for p in group.packages)
+    image_id = imagewrite.add_layer(cell.base.name, cell.base.image_id, stage, cell.image,
+                                    labels=labels,
+                                    created_by=f"dtk build: dkms build {packages} -k {cell.kernel}")
     made.record(image_id, cell.image, "driver")
     return Built(image_id, versions, notes)
 

@@ -28,7 +28,7 @@ from dtk.driver.outcome import CellFailedError, Outcome, Status, machine_fault, 
 from dtk.driver.plan import HASH_LABEL, Cell, ImageRef, Matrix
 from dtk.driver.remotecache import RegistryCache
 from dtk.driver.sources import ContainerfileSource, DkmsGroup
-from dtk.engine import buildah, skopeo
+from dtk.engine import buildah, sandbox, skopeo
 from dtk.errors import DtkError
 from dtk.files import write_atomic
 from dtk.progress import Monitor
@@ -55,6 +55,7 @@ class RunOptions:
     authfile: Path | None = None  # registry credentials for pulls and pushes
     progress: Callable[[str], None] | None = None  # run_matrix sets it: the monitor's step
     cache: RegistryCache | None = None  # the registry every machine shares (--cache)
+    roots: sandbox.Roots | None = None  # run_matrix sets it: toolkits mounted for DKMS cells
 
 
 def toolkit_target(release: str, known: Callable[[str], str | None]) -> str:
@@ -128,7 +129,9 @@ def run_matrix(matrix: Matrix, options: RunOptions, monitor: Monitor) -> list[Ou
             left[0] -= 1
         return report(cell, outcome)
 
-    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+    with sandbox.image_roots() as roots, \
+            ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
+        options = replace(options, roots=roots)
         try:
             settled = list(pool.map(settle, matrix.cells))
             sizes = functools.cache(source_bytes)  # a package's tree serves every kernel
@@ -220,7 +223,7 @@ def build_cell(cell: Cell, options: RunOptions, on_line: Callable[[str], None] |
                *, make_jobs: int = 1) -> Outcome:
     """Compile a cell `settle_cell` left, and push it if asked. Never raises."""
     def compile_and_push(base: Outcome) -> Outcome:
-        outcome = _build(cell, base, _log_path(options, cell), on_line, options.authfile,
+        outcome = _build(cell, base, _log_path(options, cell), on_line, options,
                          make_jobs=make_jobs)
         return _push(cell, outcome, options) if outcome.status is Status.BUILT and cell.push \
             else outcome
@@ -334,14 +337,16 @@ def _cached(cell: Cell, base: Outcome) -> Outcome | None:
 
 
 def _build(cell: Cell, base: Outcome, log_file: Path, on_line: Callable[[str], None] | None,
-           authfile: Path | None = None, *, make_jobs: int = 1) -> Outcome:
+           options: RunOptions, *, make_jobs: int = 1) -> Outcome:
     source = cell.source
     if isinstance(source, DkmsGroup):
-        result = dkms.build_cell(cell, source, log_file, on_line, make_jobs=make_jobs)
+        assert options.roots is not None  # run_matrix's
+        result = dkms.build_cell(cell, source, log_file, on_line, make_jobs=make_jobs,
+                                 roots=options.roots)
         notes = source.notes
     else:
         assert isinstance(source, ContainerfileSource)
-        result = containerfile.build_cell(cell, source, log_file, on_line, authfile)
+        result = containerfile.build_cell(cell, source, log_file, on_line, options.authfile)
         notes = ()
     if isinstance(result, dkms.Excluded):
         excluded = replace(base, status=Status.EXCLUDED, reason=result.reason)
