@@ -17,10 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dtk.cli.main import cli, run_cli
+from dtk.cli.main import cli, full_cli, run_cli
+
+FULL = full_cli()
 
 
-def commands(group: click.Group = cli, path: tuple[str, ...] = ()) -> Iterator[
+def commands(group: click.Group = FULL, path: tuple[str, ...] = ()) -> Iterator[
         tuple[tuple[str, ...], click.Command]]:
     for name, command in sorted(group.commands.items()):
         yield (*path, name), command

@@ -15,13 +15,15 @@ from pathlib import Path
 import click
 import pytest
 
-from dtk.cli.main import cli
+from dtk.cli.main import full_cli
+
+FULL = full_cli()
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 _FLAG = re.compile(r"(?<![\w-])(--[a-z0-9][a-z0-9-]*|-[a-zA-Z](?![\w-]))")
 
 
-def commands(group: click.Group = cli, path: tuple[str, ...] = ()) -> Iterator[
+def commands(group: click.Group = FULL, path: tuple[str, ...] = ()) -> Iterator[
         tuple[tuple[str, ...], click.Command]]:
     for name, command in sorted(group.commands.items()):
         if isinstance(command, click.Group):
