@@ -1,7 +1,7 @@
 """Benchmark: one matrix split over two machines through a registry cache, then run
 whole on a third, against one machine running it cold.
 
-    .venv/bin/python bench/fanout.py [--packages a-dkms,b-dkms] [--kernels K1,K2]
+    .venv/bin/python bench/fanout.py [--packages a-dkms,b-dkms | --corpus] [--kernels K1,K2]
 
 Machines are simulated as in tests/integration/test_fanout.py: each has its own
 container storage (CONTAINERS_STORAGE_CONF, with this machine's toolkits shared
@@ -10,6 +10,11 @@ one loopback registry. They run one after another, each with the whole machine, 
 separate machines would. Prints, per machine, the cells it compiled and took from the
 cache, its wall and CPU time; then (a) the work per shard machine against the single
 machine's, and (b) the third machine's wall against the cold single run's.
+
+`--corpus`: Debian's whole `*-dkms` corpus (bench/prove_corpus.py's) x its kernels
+(the newest 6.1 and its RT sibling, the newest 6.12), about 15 minutes of compiling
+for the single machine alone. The kernels' toolkits are made first on this machine
+(not timed): the simulated machines share them read-only, as a registry would.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from dtk.distro.select import open_archive
+from dtk.toolkit.images import ensure_toolkit
+
+sys.path.insert(0, str(Path(__file__).parent))
+import prove_corpus  # a sibling script: the corpus is defined once
 
 # The integration test's matrix: librem-ec-acpi fails on 6.1, jool builds on an extras layer.
 PACKAGES = ("acpi-call-dkms", "bbswitch-dkms", "xtrx-dkms", "vpoll-dkms", "librem-ec-acpi-dkms",
@@ -118,9 +127,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packages", default=",".join(PACKAGES))
     parser.add_argument("--kernels", default="")
+    parser.add_argument("--corpus", action="store_true",
+                        help="every *-dkms package of the archive x three kernels")
     opts = parser.parse_args()
-    kernels = [k for k in opts.kernels.split(",") if k] or newest_61()
-    matrix = [a for p in opts.packages.split(",") for a in ("--dkms", p)]
+    kernels = [k for k in opts.kernels.split(",") if k] or (
+        prove_corpus.default_kernels() if opts.corpus else newest_61())
+    packages = prove_corpus.corpus() if opts.corpus else opts.packages.split(",")
+    archive = open_archive()
+    for kernel in kernels:  # not timed: shared by every machine, made once per kernel
+        ensure_toolkit(kernel, "auto", distro=archive)
+    print(f"{len(packages)} packages x {len(kernels)} kernels: {', '.join(kernels)}",
+          file=sys.stderr)
+    matrix = [a for p in packages for a in ("--dkms", p)]
     matrix += [a for k in kernels for a in ("--kernel", k)]
     base = Path(tempfile.mkdtemp(prefix="dtk-bench-fanout-"))
     registry, address = serve_registry(base / "registry")
