@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--kernels", default="")
     parser.add_argument("--corpus", action="store_true",
                         help="every *-dkms package of the archive x three kernels")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write each machine's `dtk build --json` output here")
     opts = parser.parse_args()
     kernels = [k for k in opts.kernels.split(",") if k] or (
         prove_corpus.default_kernels() if opts.corpus else newest_61())
@@ -154,6 +156,9 @@ def main() -> None:
             env = machine(base, name[0], store)
             result, wall, cpu = run(env, [*matrix, *image, *extra])
             rows.append((name, result, wall, cpu))
+            if opts.out:
+                opts.out.mkdir(parents=True, exist_ok=True)
+                (opts.out / f"{name[0]}.json").write_text(json.dumps(result, indent=1))
     finally:
         registry.terminate()
         registry.wait()

@@ -37,7 +37,7 @@ from dtk.driver import dkmsconf, shard
 from dtk.driver import sources as src
 from dtk.driver.base import ensure_base
 from dtk.driver.dkms import evaluate_confs
-from dtk.driver.extras import resolve_extras
+from dtk.driver.extras import Maker, resolve_extras
 from dtk.driver.matrix import RunOptions, failed, resolve_toolkits, run_matrix, toolkit_target
 from dtk.driver.naming import DEFAULT_TEMPLATE, image_name, module_slug
 from dtk.driver.outcome import Outcome, Status
@@ -209,7 +209,7 @@ def run_build(request: BuildRequest, found: list[src.Source], archive: DebianArc
     planned = plan_build(request, found, archive, kernels, mon, cache=cache, part=request.part)
     jobs = request.jobs or os.cpu_count() or 1
     options = RunOptions(jobs, planned.log_dir, request.tls_verify, request.authfile,
-                         cache=cache)
+                         cache=cache, prepare=planned.extras.prepare)
     outcomes = run_matrix(planned.matrix, options, mon)
     return BuildRun(outcomes, planned.log_dir, planned.whole, request.part)
 
@@ -222,6 +222,7 @@ class Planned:
     matrix: Matrix
     log_dir: Path
     whole: list[str]
+    extras: Maker  # makes a cell's toolkit-plus-dependencies layer when it compiles
 
 
 def plan_build(request: BuildRequest, found: list[src.Source], archive: DebianArchive,
@@ -230,8 +231,9 @@ def plan_build(request: BuildRequest, found: list[src.Source], archive: DebianAr
     """The matrix (`part`'s cells only) with every cell's input hash: toolkits, DKMS
     sources and the base are made (or found) on the way, no cell is built. A shard
     makes only the toolkits of its own kernels (and the first kernel's, in which
-    dkms.conf is read: the split depends on what it says). Without `make` (--plan) no
-    toolkit or extras layer is made or pulled: a cell whose toolkit is not here has
+    dkms.conf is read: the split depends on what it says). Extras layers are only
+    planned (made when a cell on one compiles). Without `make` (--plan) no
+    toolkit is made or pulled: a cell whose toolkit is not here has
     no key yet (its key covers the toolkit's image id, which only exists once the
     toolkit does), and says so."""
     toolkits: dict[str, ImageRef | str] = {}
@@ -265,10 +267,12 @@ def plan_build(request: BuildRequest, found: list[src.Source], archive: DebianAr
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     log_dir = paths.state_dir() / "build" / f"{stamp}-{os.getpid()}"
     ours = {k: toolkits[k] for k in mine}
+    maker = Maker()
     extras = resolve_extras(found, ours, (archive.index, archive.os.arch), log_dir, mon,
-                            make=make)
+                            maker=maker)
     matrix = plan_matrix(found, mine, ours, base, request.options, extras=extras)
-    return Planned(Matrix(tuple(c for c in matrix.cells if c.key in keep)), log_dir, whole)
+    return Planned(Matrix(tuple(c for c in matrix.cells if c.key in keep)), log_dir, whole,
+                   maker)
 
 
 def sources_of(request: BuildRequest) -> list[src.Source]:

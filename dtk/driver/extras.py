@@ -13,12 +13,18 @@ from the same inputs it gets the same key, and a cell's input hash covers that
 key rather than the layer's image id: cells built on it are shared through the
 registry cache like any other, and a new version of a dependency in the archive
 makes a new key.
+
+The layer is made only when a cell that needs it compiles (`Maker`), not while
+planning: a machine whose cells all come from the shared cache (or that has only
+remembered failures to repeat) never spends the minute apt takes.
 """
 
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dtk import paths
@@ -27,10 +33,11 @@ from dtk.digest import inputs_digest
 from dtk.distro.aptindex import AptIndex
 from dtk.distro.userland import resolve_closure
 from dtk.driver.outcome import tail_of
-from dtk.driver.plan import KIND_LABEL, ImageRef
+from dtk.driver.plan import KIND_LABEL, Cell, ImageRef
 from dtk.driver.sources import DkmsGroup, Source
 from dtk.engine import buildah, made
 from dtk.errors import DtkError
+from dtk.files import write_atomic
 from dtk.lock import locked
 from dtk.progress import Monitor
 
@@ -39,13 +46,19 @@ KEY_LABEL = "dtk.build.extras-key"
 
 
 def installed_packages(toolkit: ImageRef) -> frozenset[str]:
+    """The toolkit's packages, remembered per image id (an image never changes)."""
+    memo = paths.cache_dir() / "extras" / f"installed-{toolkit.image_id}"
+    if memo.is_file():
+        return frozenset(memo.read_text().split())
     # Through a file: a container's output reaches us only as a tail.
     with tempfile.TemporaryDirectory(prefix="dtk-pkgs-") as tmp, \
             buildah.working_container(toolkit.name) as ctr:
         ctr.run(["sh", "-c", "dpkg-query -W -f '${Package}\\n' > /dtk-pkgs/list"],
                 volumes=[f"{tmp}:/dtk-pkgs"], timeout=120,
                 what=f"listing the packages of {toolkit.name} failed")
-        return frozenset((Path(tmp) / "list").read_text().split())
+        listed = (Path(tmp) / "list").read_text()
+    write_atomic(memo, listed.encode())  # another dtk may read it at once
+    return frozenset(listed.split())
 
 
 def missing(group: DkmsGroup, installed: frozenset[str]) -> tuple[str, ...]:
@@ -103,11 +116,57 @@ def planned_extras(key: str) -> ImageRef:
                     content_key=key)
 
 
+@dataclass(frozen=True)
+class _Recipe:
+    toolkit: ImageRef
+    packages: tuple[str, ...]
+    key: str
+    log: Path
+
+
+class Maker:
+    """Makes a cell's extras layer before it compiles (`prepare`), once per layer; the
+    cell comes back with the layer's image id. A layer that fails to build fails every
+    cell on it with apt's words, without trying again in this run."""
+
+    def __init__(self) -> None:
+        self._recipes: dict[str, _Recipe] = {}
+        self._made: dict[str, ImageRef | DtkError] = {}
+        self._lock = threading.Lock()
+
+    def add(self, recipe: _Recipe) -> ImageRef:
+        tag = extras_tag(recipe.key)
+        self._recipes[tag] = recipe
+        return planned_extras(recipe.key)
+
+    def prepare(self, cell: Cell) -> Cell:
+        recipe = self._recipes.get(cell.toolkit.name) if cell.toolkit else None
+        if recipe is None:
+            return cell
+        with self._lock:
+            tag = extras_tag(recipe.key)
+            if tag not in self._made:
+                try:
+                    self._made[tag] = ensure_extras(recipe.toolkit, recipe.packages,
+                                                    recipe.key, recipe.log)
+                except DtkError as exc:
+                    self._made[tag] = exc
+            made_ = self._made[tag]
+        if isinstance(made_, DtkError):
+            said = tail_of(made_.tail, 6) if isinstance(made_, runner.CommandError) \
+                else (made_.message,)
+            raise DtkError("\n".join((
+                f"installing {', '.join(recipe.packages)} into {recipe.toolkit.name} failed "
+                f"(log: {recipe.log})", *said)))
+        return replace(cell, toolkit=made_)
+
+
 def resolve_extras(sources: Sequence[Source], toolkits: Mapping[str, ImageRef | str],
                    archive: tuple[AptIndex, str], log_dir: Path, monitor: Monitor, *,
-                   make: bool = True) -> dict[tuple[str, str], ImageRef | str]:
+                   maker: Maker) -> dict[tuple[str, str], ImageRef | str]:
     """(group name, kernel) -> the image its cell builds in, or why there is none.
-    Without `make` (planning) nothing is built: the key needs only the inputs.
+    Nothing is built here: the key needs only the inputs, and `maker` makes a layer
+    when a cell on it compiles.
 
     Only groups whose packages need something the toolkit lacks appear here;
     the others build in the toolkit itself.
@@ -131,17 +190,12 @@ def resolve_extras(sources: Sequence[Source], toolkits: Mapping[str, ImageRef | 
             try:
                 if needed not in versions:
                     versions[needed] = closure_versions(*archive, needed)
-                key = extras_key(toolkit, needed, versions[needed])
-                result[(group.name, kernel)] = ensure_extras(
-                    toolkit, needed, key, log_dir / f"extras-{group.name}.log") if make \
-                    else planned_extras(key)
-            except DtkError as exc:
-                # What apt or a dependency's own postinst said is the reason to show;
-                # before apt runs, the archive's answer (a dependency it lacks) is.
-                said = tail_of(exc.tail, 6) if isinstance(exc, runner.CommandError) \
-                    else (exc.message,)
-                result[(group.name, kernel)] = "\n".join((
+            except DtkError as exc:  # the archive's answer: a dependency it lacks
+                result[(group.name, kernel)] = (
                     f"installing {group.name}'s dependencies ({', '.join(needed)}) into "
-                    f"{toolkit.name} failed (log: {log_dir / f'extras-{group.name}.log'})",
-                    *said))
+                    f"{toolkit.name} failed\n{exc.message}")
+                continue
+            key = extras_key(toolkit, needed, versions[needed])
+            result[(group.name, kernel)] = maker.add(_Recipe(
+                toolkit, needed, key, log_dir / f"extras-{group.name}.log"))
     return result

@@ -56,6 +56,9 @@ class RunOptions:
     progress: Callable[[str], None] | None = None  # run_matrix sets it: the monitor's step
     cache: RegistryCache | None = None  # the registry every machine shares (--cache)
     roots: sandbox.Roots | None = None  # run_matrix sets it: toolkits mounted for DKMS cells
+    # What a cell needs made just before it compiles (a toolkit-plus-dependencies
+    # layer): the cell as it then is.
+    prepare: Callable[[Cell], Cell] | None = None
 
 
 def toolkit_target(release: str, known: Callable[[str], str | None]) -> str:
@@ -223,7 +226,8 @@ def build_cell(cell: Cell, options: RunOptions, on_line: Callable[[str], None] |
                *, make_jobs: int = 1) -> Outcome:
     """Compile a cell `settle_cell` left, and push it if asked. Never raises."""
     def compile_and_push(base: Outcome) -> Outcome:
-        outcome = _build(cell, base, _log_path(options, cell), on_line, options,
+        ready = options.prepare(cell) if options.prepare else cell
+        outcome = _build(ready, base, _log_path(options, cell), on_line, options,
                          make_jobs=make_jobs)
         return _push(cell, outcome, options) if outcome.status is Status.BUILT and cell.push \
             else outcome

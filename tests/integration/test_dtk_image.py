@@ -41,6 +41,7 @@ def test_the_dtk_image_builds_a_driver_cell_inside_a_container(
         dtk_image: str, toolkit_612: ToolkitImage, kernel_612: str, tmp_path: Path) -> None:
     storage = tmp_path / "storage"
     storage.mkdir()
+    shared = private_store(tmp_path / "shared")
     session_apt = Path(os.environ["XDG_CACHE_HOME"]) / "dtk" / "apt"
     conf = tmp_path / "storage.conf"
     conf.write_text('[storage]\ndriver = "overlay"\ngraphroot = "/var/lib/containers/storage"\n'
@@ -51,7 +52,7 @@ def test_the_dtk_image_builds_a_driver_cell_inside_a_container(
             ["podman", "run", "--rm", "--privileged", "--runtime", "runc",
              "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
              "-v", f"{storage}:/var/lib/containers/storage",
-             "-v", f"{SHARED_STORE}:/var/lib/shared:ro",
+             "-v", f"{shared}:/var/lib/shared:ro",
              "-v", f"{conf}:/etc/containers/storage.conf:ro",
              "-v", f"{ROOT / 'tests/data/build/dtkhello'}:/src/dtkhello:ro",
              # The session's package index, pinned (conftest): the same archive as
@@ -68,5 +69,17 @@ def test_the_dtk_image_builds_a_driver_cell_inside_a_container(
         assert toolkit_612.name in proc.stderr  # the toolkit was found, not rebuilt
         assert "is up to date" in proc.stderr
     finally:
+        subprocess.run(["umount", str(shared)], check=False)
         # The pod's storage holds root-owned overlay layers; its mounts end with it.
         shutil.rmtree(storage, ignore_errors=True)
+
+
+def private_store(where: Path) -> Path:
+    """This machine's storage through a private, read-only bind mount, as
+    tests/integration/test_fanout.py reads it (its docstring says why: others' buildah
+    runs mount and detach overlay directories under the shared path meanwhile)."""
+    where.mkdir()
+    subprocess.run(["mount", "--bind", SHARED_STORE, str(where)], check=True)
+    subprocess.run(["mount", "--make-private", str(where)], check=True)
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(where)], check=True)
+    return where
