@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import re
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from dtk import run as runner
@@ -77,6 +78,8 @@ class AptIndex:
         self.root = root / "apt" / digest
         self._parts = self.root / "etc"
         self._age_said = False
+        self._blocks: tuple[str, dict[str, list[str]]] | None = None
+        self._blocks_lock = threading.Lock()
 
     def _options(self) -> list[str]:
         opts = [
@@ -152,6 +155,27 @@ class AptIndex:
                            "entry for this architecture, or update was never run")
         for path in files:
             yield from iter_stanzas(path.read_text(errors="replace"), want)
+
+    def stanzas_of(self, names: Iterable[str]) -> list[Stanza]:
+        """Every stanza of these packages, from an in-memory map of the index by name:
+        one read of the Packages files (about 0.7 s for Debian's 50 MB) serves every
+        later lookup in this process, instead of one read per lookup."""
+        blocks = self._blocks_by_name()
+        return [parse_stanza(block) for name in names for block in blocks.get(name, ())]
+
+    def _blocks_by_name(self) -> dict[str, list[str]]:
+        files = self.index_files()
+        state = "|".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+        with self._blocks_lock:
+            if self._blocks is None or self._blocks[0] != state:
+                found: dict[str, list[str]] = {}
+                for path in files:
+                    for block in path.read_text(errors="replace").split("\n\n"):
+                        m = _PACKAGE_LINE.match(block)
+                        if m:
+                            found.setdefault(m.group(1), []).append(block)
+                self._blocks = (state, found)
+            return self._blocks[1]
 
     def remembered_stanzas(self, want: Callable[[str], bool], name: str) -> list[Stanza]:
         """`stanzas(want)`, remembered while the index files stay as they are: reading

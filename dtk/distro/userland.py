@@ -50,14 +50,14 @@ def depends(stanza: Stanza) -> list[list[str]]:
 
 
 def _newest_stanzas(index: AptIndex, arch: str, names: set[str]) -> dict[str, Stanza]:
-    pool = make_pool(s for s in index.stanzas(lambda n: n in names)
+    pool = make_pool(s for s in index.stanzas_of(sorted(names))
                      if s.get("Architecture") in (arch, "all"))
     return {name: versions[0] for name, versions in pool.items()}
 
 
 def resolve_closure(index: AptIndex, arch: str, roots: tuple[str, ...]) -> list[Stanza]:
-    """The newest stanzas of `roots` and their dependencies: one index scan per
-    level of the dependency tree (seconds; callers keep the answer)."""
+    """The newest stanzas of `roots` and their dependencies (the index read once per
+    process: `AptIndex.stanzas_of`)."""
     known: dict[str, Stanza] = {}
     wanted = set(roots)
     while True:
