@@ -21,6 +21,7 @@ remembered failures to repeat) never spends the minute apt takes.
 
 from __future__ import annotations
 
+import re
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
@@ -32,7 +33,7 @@ from dtk import run as runner
 from dtk.digest import inputs_digest
 from dtk.distro.aptindex import AptIndex
 from dtk.distro.userland import resolve_closure
-from dtk.driver.outcome import tail_of
+from dtk.driver.outcome import CellFailedError, tail_of
 from dtk.driver.plan import KIND_LABEL, Cell, ImageRef
 from dtk.driver.sources import DkmsGroup, Source
 from dtk.engine import buildah, made
@@ -155,10 +156,29 @@ class Maker:
         if isinstance(made_, DtkError):
             said = tail_of(made_.tail, 6) if isinstance(made_, runner.CommandError) \
                 else (made_.message,)
-            raise DtkError("\n".join((
-                f"installing {', '.join(recipe.packages)} into {recipe.toolkit.name} failed "
-                f"(log: {recipe.log})", *said)))
+            message = (f"installing {', '.join(recipe.packages)} into {recipe.toolkit.name} "
+                       f"failed (log: {recipe.log})")
+            if isinstance(made_, runner.CommandError) and package_fault(made_.tail):
+                # The packages' own verdict: remembered and shared like a compile error.
+                raise CellFailedError(message, made_.tail)
+            raise DtkError("\n".join((message, *said)))
         return replace(cell, toolkit=made_)
+
+
+# dpkg and apt saying the packages themselves cannot be installed: a maintainer
+# script failed (xtables-addons-dkms's postinst builds its modules for the toolkit's
+# kernel, and fails on 6.12), or the archive's dependencies cannot be met. The layer's
+# key covers the packages' versions and the toolkit, so the same key fails the same
+# way. A download or resolver failure says nothing about the packages.
+_PACKAGE_FAULT = re.compile(r"post-installation script (?:subprocess )?returned error exit "
+                            r"status|dpkg: error processing package|held broken packages")
+_NETWORK_FAULT = re.compile(r"Failed to fetch|Temporary failure resolving|Could not connect|"
+                            r"Connection failed|Hash Sum mismatch")
+
+
+def package_fault(output: str) -> bool:
+    """Whether apt's output blames the packages (worth remembering), not the network."""
+    return bool(_PACKAGE_FAULT.search(output)) and not _NETWORK_FAULT.search(output)
 
 
 def resolve_extras(sources: Sequence[Source], toolkits: Mapping[str, ImageRef | str],
