@@ -141,8 +141,8 @@ def build_cell(cell: Cell, group: DkmsGroup, log: Path,
         if result.returncode == EXCLUDED_STATUS:
             return Excluded("dkms: the dkms.conf includes a BUILD_EXCLUSIVE directive which "
                             "does not match this kernel/arch/config")
-        # Killed from outside: buildah itself (a negative status), or dkms by SIGKILL
-        # (128 + 9), the OOM killer's signal.
+        # Killed from outside: the sandbox itself (unshare passes its child's signal on
+        # as a negative status), or dkms by SIGKILL (128 + 9), the OOM killer's signal.
         killed = -result.returncode if result.returncode < 0 else \
             (signal.SIGKILL.value if result.returncode == 128 + signal.SIGKILL else 0)
         if killed:
