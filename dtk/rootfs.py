@@ -1,18 +1,33 @@
-"""Paths inside an image root mounted on the host, resolved the way the image sees them.
+"""The one way dtk reads a directory tree someone else wrote: an image mounted on the
+host, a package unpacked, a build's output, a driver image unpacked on a node.
 
-An image's symlinks are written for the image: `/lib/modules/K/build` is
-absolute *inside* the image. Followed naively on the host it names a host
-file, so every path is resolved here component by component with the root
-as `/`. A link that climbs above the root (`../../..`) is not a harmless
-chroot clamp when dtk writes signed modules back: it is refused.
+Every path is resolved component by component relative to the tree's root
+*descriptor*, never as a host path string, so a link in the tree is followed
+only inside the tree and a directory swapped for a link mid-walk cannot lead
+out. Three ways to resolve (`Mode`):
+
+* IMAGE: as the image sees itself: an absolute link names a path inside the
+  image (`/lib/modules/K/build`), and a `..` or a link that climbs above the
+  root is refused (not clamped as a chroot would: dtk writes signed modules
+  back, and a tree with such links is hostile);
+* BENEATH: nothing may leave the root, absolute links included: what a node's
+  prepared tree must satisfy, since `modprobe -d TREE` resolves it with the
+  host's own rules (`openat2` with RESOLVE_BENEATH where the kernel has it);
+* NOFOLLOW: no link is followed at all: where dtk writes.
+
+`dtk.rootwrite` builds the writers on `open_at`.
 """
 
 from __future__ import annotations
 
+import ctypes
+import enum
+import errno
 import fnmatch
 import os
 import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from dtk.errors import DtkError
@@ -21,45 +36,226 @@ _MAX_LINKS = 40  # what Linux allows before ELOOP
 
 
 class UnsafePathError(DtkError):
-    """A path or symlink in an image that points outside the image."""
+    """A path or symlink in a tree that points outside the tree."""
 
 
-def resolve(root: Path, inner: str) -> Path | None:
-    """Host path of `inner` (absolute in the image), or None if it does not exist.
+class Mode(enum.Enum):
+    IMAGE = "image"
+    BENEATH = "beneath"
+    NOFOLLOW = "nofollow"
 
-    Raises UnsafePathError when a `..` or a symlink would leave the root.
-    """
-    parts = list(PurePosixPath("/", inner).parts[1:])
-    current: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part in ("", "."):
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def parts_of(inner: str) -> list[str]:
+    """The components of a path in a tree ('' and '.' dropped; '..' kept)."""
+    return [p for p in inner.split("/") if p not in ("", ".")]
+
+
+@dataclass
+class Opened:
+    """What `open_at` found: a descriptor (the caller closes it) and the physical
+    components from the root to it (no link among them)."""
+
+    fd: int
+    parts: tuple[str, ...]
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+# --- openat2 (Linux 5.6+): the kernel resolves beneath the root, atomically ---------------
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = (("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64))
+
+
+_SYS_OPENAT2 = 437  # the same number on every architecture with the generic table
+_RESOLVE_NO_MAGICLINKS, _RESOLVE_NO_SYMLINKS, _RESOLVE_BENEATH = 0x02, 0x04, 0x08
+_openat2_usable = True  # switched off on the first ENOSYS (an old kernel, a seccomp filter)
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _openat2(rootfd: int, inner: str, flags: int, resolve: int) -> int | None:
+    """A descriptor, or None when openat2 cannot answer here (the walk then does)."""
+    global _openat2_usable  # noqa: PLW0603 (one probe per process)
+    how = _OpenHow(flags, 0, resolve)
+    path = (inner.lstrip("/") or ".").encode()
+    for _attempt in range(4):
+        fd = _libc.syscall(_SYS_OPENAT2, rootfd, path, ctypes.byref(how), ctypes.sizeof(how))
+        if fd >= 0:
+            return int(fd)
+        code = ctypes.get_errno()
+        if code == errno.EAGAIN:  # a rename elsewhere raced a '..': the kernel asks to retry
             continue
-        if part == "..":
-            if not current:
-                raise UnsafePathError(f"'{inner}' climbs above the image root",
-                                 hint="paths and symlinks in images must stay inside the image")
-            current.pop()
-            continue
-        host = root.joinpath(*current, part)
-        try:
-            mode = host.lstat().st_mode
-        except FileNotFoundError:
+        if code in (errno.ENOSYS, errno.EPERM, errno.E2BIG):
+            _openat2_usable = False
             return None
-        except OSError as exc:
-            raise DtkError(f"cannot read {host}: {exc.strerror}") from None
-        if stat.S_ISLNK(mode):
-            links += 1
-            if links > _MAX_LINKS:
-                raise UnsafePathError(f"too many symlinks resolving '{inner}' in the image")
-            target = str(host.readlink())
-            if target.startswith("/"):
-                current = []
-            parts = list(PurePosixPath(target).parts[1 if target.startswith("/") else 0:]) + parts
-            continue
-        current.append(part)
-    return root.joinpath(*current)
+        raise OSError(code, os.strerror(code))
+    return None
+
+
+def _physical(rootfd: int, fd: int) -> tuple[str, ...]:
+    root = str(Path(f"/proc/self/fd/{rootfd}").readlink())
+    found = str(Path(f"/proc/self/fd/{fd}").readlink())
+    rel = os.path.relpath(found, root)
+    return () if rel == "." else tuple(rel.split("/"))
+
+
+def _by_kernel(rootfd: int, inner: str, mode: Mode, flags: int) -> Opened | bool | None:
+    """openat2's answer; False when it has none (not usable, or a race left unresolved)."""
+    resolve = _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS
+    if mode is Mode.NOFOLLOW:
+        resolve |= _RESOLVE_NO_SYMLINKS
+    try:
+        # The final component is followed as the mode says (RESOLVE_* rules it).
+        fd = _openat2(rootfd, inner, (flags & ~os.O_NOFOLLOW) | os.O_CLOEXEC, resolve)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return None
+        if exc.errno == errno.EXDEV:
+            raise UnsafePathError(f"'{inner}' leads out of the tree",
+                                  hint="paths and links in images must stay inside the image"
+                                  ) from None
+        if exc.errno == errno.ELOOP:
+            what = "passes through a link" if mode is Mode.NOFOLLOW else \
+                "has too many symlinks"
+            raise UnsafePathError(f"'{inner}' {what}") from None
+        raise
+    if fd is None:
+        return False
+    try:
+        return Opened(fd, _physical(rootfd, fd))
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+# --- the walk: the same rules, one component at a time -----------------------------------
+
+class _Walk:
+    """The state of one walk: descriptors of the directories from the root down, the
+    physical names under the root, the components left to resolve."""
+
+    def __init__(self, rootfd: int, inner: str, mode: Mode) -> None:
+        self.inner, self.mode = inner, mode
+        self.parts = parts_of(inner)
+        self.stack = [os.dup(rootfd)]
+        self.names: list[str] = []
+        self.links = 0
+
+    def close(self) -> None:
+        for fd in self.stack:
+            os.close(fd)
+
+    def up(self) -> None:
+        if len(self.stack) == 1:
+            raise UnsafePathError(f"'{self.inner}' climbs above the image root",
+                                  hint="paths and symlinks in images must stay inside the "
+                                       "image")
+        os.close(self.stack.pop())
+        self.names.pop()
+
+    def follow(self, part: str) -> None:
+        """Continue through the link `part` of the current directory."""
+        here = "/".join([*self.names, part])
+        if self.mode is Mode.NOFOLLOW:
+            raise UnsafePathError(f"'{self.inner}' passes through the link {here}")
+        self.links += 1
+        if self.links > _MAX_LINKS:
+            raise UnsafePathError(f"'{self.inner}' has too many symlinks")
+        target = os.readlink(part, dir_fd=self.stack[-1])
+        if target.startswith("/"):
+            if self.mode is Mode.BENEATH:
+                raise UnsafePathError(f"'{self.inner}' leads out of the tree (the link "
+                                      f"{here} -> {target})")
+            for fd in self.stack[1:]:
+                os.close(fd)
+            del self.stack[1:]
+            self.names.clear()
+        self.parts = parts_of(target) + self.parts
+
+    def down(self, part: str) -> None:
+        self.stack.append(os.open(part, _PATH_FLAGS | os.O_DIRECTORY, dir_fd=self.stack[-1]))
+        self.names.append(part)
+
+
+def _walk(rootfd: int, inner: str, mode: Mode, flags: int, follow_last: bool) -> Opened | None:
+    walk = _Walk(rootfd, inner, mode)
+    try:
+        while walk.parts:
+            part = walk.parts.pop(0)
+            if part == "..":
+                walk.up()
+                continue
+            try:
+                info = os.stat(part, dir_fd=walk.stack[-1], follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            if stat.S_ISLNK(info.st_mode) and (walk.parts or follow_last):
+                walk.follow(part)
+            elif not walk.parts:
+                fd = os.open(part, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=walk.stack[-1])
+                return Opened(fd, (*walk.names, part))
+            elif stat.S_ISDIR(info.st_mode):
+                walk.down(part)
+            else:
+                return None
+        here = walk.stack[-1]
+        fd = os.dup(here) if flags == _PATH_FLAGS else os.open(".", flags | os.O_CLOEXEC,
+                                                                 dir_fd=here)
+        return Opened(fd, tuple(walk.names))
+    finally:
+        walk.close()
+
+
+def open_at(rootfd: int, inner: str, mode: Mode = Mode.IMAGE, flags: int = _PATH_FLAGS, *,
+            follow_last: bool = True) -> Opened | None:
+    """`inner` (a path in the tree; a leading '/' means its root) opened with `flags`,
+    resolved by `mode`; None if it does not exist. With `follow_last` false a final link
+    is opened itself (O_PATH) rather than followed."""
+    if mode is not Mode.IMAGE and follow_last and _openat2_usable:
+        found = _by_kernel(rootfd, inner, mode, flags)
+        if found is not False:
+            assert not isinstance(found, bool)
+            return found
+    try:
+        return _walk(rootfd, inner, mode, flags, follow_last)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # the final component became a link under us
+            raise UnsafePathError(f"'{inner}' changed into a link while it was read") from None
+        raise
+
+
+def open_root(path: Path) -> int:
+    """A descriptor for the tree's root, which must be a directory, not a link."""
+    try:
+        return os.open(path, _PATH_FLAGS | os.O_DIRECTORY)
+    except FileNotFoundError:
+        raise UnsafePathError(f"{path} does not exist") from None
+    except OSError:
+        raise UnsafePathError(f"{path} is a link or not a directory",
+                              hint="a tree must be a plain directory") from None
+
+
+# --- readers: host paths with no link in them ----------------------------------------------
+
+def resolve(root: Path, inner: str, mode: Mode = Mode.IMAGE) -> Path | None:
+    """Host path of `inner` (absolute in the tree), or None if it does not exist. The
+    returned path holds no link; UnsafePathError when the path or a link leaves the root."""
+    rootfd = open_root(root)
+    try:
+        found = open_at(rootfd, inner, mode)
+    finally:
+        os.close(rootfd)
+    if found is None:
+        return None
+    found.close()
+    return root.joinpath(*found.parts)
 
 
 def walk_files(root: Path, inner_dir: str) -> Iterator[tuple[str, Path]]:
@@ -119,76 +315,19 @@ def _is_file(root: Path, inner: str) -> bool:
     return host is not None and host.is_file()
 
 
-# Opened relative to their parent's descriptor, never through a link: a tree that
-# another process (an untrusted build) may still rewrite cannot swap a directory for a
-# link to a host path between a check and a read.
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-
-
-def copy_tree(src: Path, dest: Path) -> None:
-    """Copy the directory `src` to the new directory `dest` without following a link.
-
-    Links are copied as links: their text names a path inside the image they end up
-    in (KMM's `…/host` link), never one on this host. Regular files are copied by
-    content, without set-id bits; devices, fifos and sockets are left out. `src`
-    itself must be a directory, not a link to one.
-    """
+def read_at(rootfd: int, inner: str, mode: Mode, limit: int | None = None) -> bytes | None:
+    """The content of the regular file `inner` (resolved by `mode`), or None when it is
+    missing or not a regular file; at most `limit` bytes."""
+    found = open_at(rootfd, inner, mode, _FILE_FLAGS)
+    if found is None:
+        return None
     try:
-        fd = os.open(src, _DIR_FLAGS)
-    except FileNotFoundError:
-        raise UnsafePathError(f"/{src.name} does not exist") from None
-    except OSError:
-        raise UnsafePathError(f"/{src.name} is a link or not a directory",
-                              hint="a build must leave its output as a plain directory"
-                              ) from None
-    try:
-        dest.mkdir(mode=0o755)
-        _copy_dir(fd, dest, "/" + src.name)
+        if not stat.S_ISREG(os.fstat(found.fd).st_mode):
+            return None
+        with os.fdopen(found.fd, "rb", closefd=False) as handle:
+            return handle.read() if limit is None else handle.read(limit)
     finally:
-        os.close(fd)
-
-
-def _copy_dir(fd: int, dest: Path, where: str) -> None:
-    for name in sorted(os.listdir(fd)):
-        mode = os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
-        target = dest / name
-        if stat.S_ISLNK(mode):
-            target.symlink_to(os.readlink(name, dir_fd=fd))
-        elif stat.S_ISDIR(mode):
-            sub = _open_at(fd, name, _DIR_FLAGS, f"{where}/{name}")
-            try:
-                target.mkdir(mode=0o755)
-                _copy_dir(sub, target, f"{where}/{name}")
-            finally:
-                os.close(sub)
-        elif stat.S_ISREG(mode):
-            _copy_file(fd, name, target, f"{where}/{name}")
-
-
-def _open_at(fd: int, name: str, flags: int, where: str) -> int:
-    try:
-        return os.open(name, flags, dir_fd=fd)
-    except OSError as exc:
-        raise UnsafePathError(f"{where} changed while it was copied ({exc.strerror})") from None
-
-
-def _copy_file(fd: int, name: str, target: Path, where: str) -> None:
-    src = _open_at(fd, name, _FILE_FLAGS, where)
-    try:
-        info = os.fstat(src)
-        if not stat.S_ISREG(info.st_mode):
-            raise UnsafePathError(f"{where} changed while it was copied")
-        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                      0o755 if info.st_mode & 0o111 else 0o644)
-        try:
-            left = info.st_size  # a writer still appending cannot make this endless
-            while left > 0 and (sent := os.sendfile(out, src, None, min(left, 1 << 24))):
-                left -= sent
-        finally:
-            os.close(out)
-    finally:
-        os.close(src)
+        found.close()
 
 
 def read_regular(directory: Path, name: str) -> bytes | None:
@@ -196,19 +335,22 @@ def read_regular(directory: Path, name: str) -> bytes | None:
     a link or anything else: for files an untrusted process wrote (a link there
     would make dtk read, and perhaps show, a host file)."""
     try:
-        dfd = os.open(directory, _DIR_FLAGS)
-    except OSError:
+        dfd = open_root(directory)
+    except UnsafePathError:
         return None
     try:
-        fd = os.open(name, _FILE_FLAGS, dir_fd=dfd)
-    except OSError:
+        return read_at(dfd, name, Mode.NOFOLLOW)
+    except UnsafePathError:
         return None
     finally:
         os.close(dfd)
+
+
+def entries(dirfd: int) -> list[tuple[str, os.stat_result]]:
+    """A directory's entries (sorted) with their own, unfollowed status."""
+    listing = os.open(".", _DIR_FLAGS, dir_fd=dirfd)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read()
+        names = sorted(os.listdir(listing))  # noqa: PTH208 (a descriptor, not a path)
+        return [(n, os.stat(n, dir_fd=listing, follow_symlinks=False)) for n in names]
     finally:
-        os.close(fd)
+        os.close(listing)

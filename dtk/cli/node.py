@@ -2,32 +2,47 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from dtk.cli.common import json_option, print_json, print_table
+from dtk.cli.common import TLS_HELP, json_option, print_json, print_table, stderr, table_width
 from dtk.errors import DtkError
 from dtk.node import agent, declare, hooks, prepare
-from dtk.node.layout import Layout
+from dtk.node.layout import Layout, check_release
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def root_option(func: F) -> F:
-    return click.option("--root", type=click.Path(path_type=Path, file_okay=False),
+    return click.option("--root", type=click.Path(path_type=Path, file_okay=False,
+                                                  exists=True),
                         default=None,
-                        help="Act on the system under this directory instead of / "
-                             "(also DTK_NODE_ROOT): /etc/dtk, /var/lib/dtk, /boot and "
-                             "/lib/modules are read and written under it.")(func)
+                        help="Act on the system under this directory instead of / (also "
+                             "DTK_NODE_ROOT): /etc/dtk, /var/lib/dtk, /etc/containers, "
+                             "/boot, /lib/modules, /proc/cmdline and /sys/kernel/security "
+                             "are read and written under it; nothing is loaded or unloaded "
+                             "and this machine's kernel is never asked (--kernel is "
+                             "needed).")(func)
 
 
-def running_kernel() -> str:
-    return os.uname().release
+def _release(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+    """--kernel values checked before anything is done (they name directories)."""
+    try:
+        if isinstance(value, tuple):
+            return tuple(check_release(v) for v in value)
+        return check_release(value) if value else value
+    except DtkError as exc:
+        raise click.BadParameter(exc.message) from None
+
+
+def kernel_option(help_text: str, *, required: bool = False) -> Callable[[F], F]:
+    return click.option("--kernel", default=None, metavar="RELEASE", required=required,
+                        callback=_release, help=help_text)
 
 
 @click.group("node")
@@ -35,6 +50,19 @@ def node_group() -> None:
     """Driver containers on a machine without Kubernetes: declare modules once; each
     new kernel's images are fetched and checked when its package is installed, and
     loaded at boot the way KMM's worker loads them."""
+
+
+def _image_bundle(image: str, module_name: str | None, params: tuple[str, ...], *,
+                  name: str | None, tls_verify: bool | None, auth: Path | None) -> Any:
+    if not module_name:
+        raise DtkError("IMAGE needs --module NAME (the module modprobe loads)")
+    decl_name = name or module_name.replace("_", "-").lower()
+    secret = f"{decl_name}-pull" if auth else None
+    docs = [declare.image_module(image, module_name, params, decl_name,
+                                 insecure=tls_verify is False, secret=secret)]
+    if auth is not None and secret is not None:
+        docs.append(declare.pull_secret(secret, image, auth))
+    return declare.image_bundle(*docs)
 
 
 @node_group.command("add")
@@ -48,41 +76,47 @@ def node_group() -> None:
               help="With IMAGE: a module parameter (repeatable).")
 @click.option("--name", default=None, help="With IMAGE: the declaration's name "
               "(default: the module name with '_' as '-').")
-@click.option("--kernel", "kernels", multiple=True, metavar="RELEASE",
+@click.option("--kernel", "kernels", multiple=True, metavar="RELEASE", callback=_release,
               help="Kernel(s) the declaration must resolve for (default: the running one).")
 @click.option("--replace", is_flag=True,
-              help="Replace a declaration of the same name (else that is an error).")
+              help="Replace a declaration of the same name (else that is an error); what "
+                   "was prepared and pinned for the old one is dropped.")
 @click.option("--require-signature", is_flag=True,
               help="Fetch the module's images only where the host's containers policy "
                    "(/etc/containers/policy.json) requires them to be signed; skopeo "
                    "verifies the signatures.")
+@click.option("--authfile", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              default=None, help="With IMAGE: registry credentials (containers-auth.json); "
+              "the entry for IMAGE's registry is kept in the declaration (0600).")
+@click.option("--tls-verify/--no-tls-verify", "tls_verify", default=None,
+              help=f"With IMAGE: {TLS_HELP}")
 @root_option
 @json_option
 def add_cmd(*, image: str | None, files: tuple[Path, ...], module_name: str | None,
             params: tuple[str, ...], name: str | None, kernels: tuple[str, ...],
-            replace: bool, require_signature: bool, root: Path | None,
-            as_json: bool) -> None:
+            replace: bool, require_signature: bool, authfile: Path | None,
+            tls_verify: bool | None, root: Path | None, as_json: bool) -> None:
     """Declare a module: `-f MODULE.yaml`, or `IMAGE --module NAME` (IMAGE may hold
-    ${KERNEL_FULL_VERSION}; oci-archive:PATH and oci:DIR work without a registry)."""
+    ${KERNEL_FULL_VERSION}; oci-archive:PATH and oci:DIR work without a registry: make
+    one with `skopeo copy containers-storage:IMAGE oci-archive:PATH`)."""
     layout = Layout.from_env(root)
     if bool(image) == bool(files):
         raise DtkError("give either -f MODULE.yaml or IMAGE --module NAME",
                        hint="dtk node add -f module.yaml, or dtk node add "
                             "reg/img:${KERNEL_FULL_VERSION} --module my_driver")
     if image:
-        if not module_name:
-            raise DtkError("IMAGE needs --module NAME (the module modprobe loads)")
-        decl_name = name or module_name.replace("_", "-").lower()
-        bundle = declare.image_bundle(declare.image_module(image, module_name, params,
-                                                           decl_name))
+        bundle = _image_bundle(image, module_name, params, name=name, tls_verify=tls_verify,
+                               auth=authfile)
     else:
-        if module_name or params or name:
-            raise DtkError("--module, --param and --name go with IMAGE, not -f",
-                           hint="set moduleName and parameters in the Module file")
+        if module_name or params or name or authfile or tls_verify is not None:
+            raise DtkError("--module, --param, --name, --authfile and --tls-verify go with "
+                           "IMAGE, not -f",
+                           hint="set moduleName, parameters, imageRepoSecret and "
+                                "registryTLS in the Module file")
         bundle = declare.read_file_bundle(files)
     with layout.locked():
-        added = declare.add(layout, bundle, kernels or (running_kernel(),),
-                            replace=replace, require_signature=require_signature)
+        added = agent.add(layout, bundle, kernels or (layout.running_kernel(),),
+                          replace=replace, require_signature=require_signature)
         hooks.install(layout)
     if as_json:
         print_json([declare.to_json(d) for d in added])
@@ -95,15 +129,25 @@ def add_cmd(*, image: str | None, files: tuple[Path, ...], module_name: str | No
 @root_option
 @json_option
 def list_cmd(root: Path | None, as_json: bool) -> None:
-    """The declared modules."""
-    decls = declare.declarations(Layout.from_env(root))
+    """The declared modules (exit 1 if a declaration no longer reads)."""
+    layout = Layout.from_env(root)
+    rows: list[dict[str, Any]] = []
+    for name in declare.names(layout):
+        try:
+            rows.append(declare.to_json(declare.find(layout, name)))
+        except DtkError as exc:
+            rows.append({"name": name, "file": str(layout.declaration(name)),
+                         "error": exc.message})
     if as_json:
-        print_json([declare.to_json(d) for d in decls])
-        return
-    print_table(["NAME", "MODULE", "IMAGE"],
-                [(d.name, d.module_name, ", ".join(
-                    m["containerImage"] for m in declare.to_json(d)["kernelMappings"]))
-                 for d in decls])
+        print_json(rows)
+    else:
+        print_table(["NAME", "MODULE", "IMAGE"],
+                    [(r["name"], r.get("moduleName", "-"),
+                      f"does not read: {r['error']}" if "error" in r else
+                      ", ".join(m["containerImage"] for m in r["kernelMappings"]))
+                     for r in rows])
+    if any("error" in r for r in rows):
+        raise SystemExit(1)
 
 
 @node_group.command("remove")
@@ -114,56 +158,86 @@ def remove_cmd(name: str, root: Path | None, as_json: bool) -> None:
     """Unload a declared module (KMM's way) and forget it and all dtk derived from it."""
     layout = Layout.from_env(root)
     with layout.locked():
-        agent.remove(layout, name)
+        unloaded = agent.remove(layout, name)
     if as_json:
-        print_json({"removed": name})
+        print_json({"removed": name, "unloaded": unloaded})
+    elif not layout.is_machine:
+        click.echo(f"removed {name} (nothing unloaded: --root is not the running machine)")
     else:
-        click.echo(f"removed {name}")
+        click.echo(f"removed {name}" + (" (unloaded)" if unloaded else ""))
 
 
 @node_group.command("prepare")
-@click.option("--kernel", default=None, metavar="RELEASE",
-              help="The kernel to prepare for (default: the running one).")
+@kernel_option("The kernel to prepare for (default: the running one).")
 @click.option("--strict", is_flag=True,
               help="Exit 1 when a module is not ready (default: always 0, so that a kernel "
                    "package's installation never fails because of a driver).")
+@click.option("--refresh", is_flag=True,
+              help="Ask each registry again what the tags name now (pinned digests are "
+                   "kept otherwise) and say which moved.")
 @root_option
 @json_option
-def prepare_cmd(kernel: str | None, strict: bool, root: Path | None, as_json: bool) -> None:
+def prepare_cmd(kernel: str | None, strict: bool, refresh: bool, root: Path | None,
+                as_json: bool) -> None:
     """Fetch, unpack and check every declared module's image for KERNEL."""
     layout = Layout.from_env(root)
-    release = kernel or running_kernel()
+    release = kernel or layout.running_kernel()
     with layout.locked():
         outcomes = prepare.prepare(layout, release, on_outcome=None if as_json
-                                   else lambda o: click.echo(o.line()))
+                                   else lambda o: click.echo(o.line()), refresh=refresh)
     if as_json:
         print_json([o.to_json() for o in outcomes])
     if strict and not all(o.ready for o in outcomes):
         raise SystemExit(1)
 
 
+def _age(stamp: str) -> str:
+    try:
+        then = datetime.fromisoformat(stamp)
+    except ValueError:
+        return ""
+    seconds = max(0, int((datetime.now(UTC) - then).total_seconds()))
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def _pinned(outcome: prepare.Outcome) -> str:
+    if not outcome.pinned:
+        return "-"
+    age = _age(outcome.pinned_at)
+    return outcome.pinned[:19] + (f" ({age})" if age else "")
+
+
 @node_group.command("status")
-@click.option("--kernel", default=None, metavar="RELEASE",
-              help="The kernel to ask about (default: the running one).")
+@kernel_option("The kernel to ask about (default: the running one).")
 @root_option
 @json_option
 def status_cmd(kernel: str | None, root: Path | None, as_json: bool) -> None:
     """Will each declared module load on KERNEL? yes/no and why, from `prepare`; for the
-    kernel it was last loaded on, whether the boot loaded it (and why not)."""
+    kernel it was last loaded on, whether the boot loaded it (and why not). Exit 1 when
+    one will not load."""
     layout = Layout.from_env(root)
-    outcomes = prepare.status(layout, kernel or running_kernel())
+    release = kernel or layout.running_kernel()
+    outcomes = prepare.status(layout, release)
     loads = {o.name: agent.loaded_record(layout, o.name) for o in outcomes}
-    loaded = {name: r for name, r in loads.items() if r is not None and r.kernel == (
-        kernel or running_kernel())}
+    loaded = {name: r for name, r in loads.items() if r is not None and r.kernel == release}
     if as_json:
         print_json([o.to_json() | {"loaded": asdict(loaded[o.name]) if o.name in loaded
                                    else None} for o in outcomes])
-        return
-    print_table(["NAME", "KERNEL", "READY", "LOADED", "REASON"],
-                [(o.name, o.kernel, "yes" if o.ready else "no",
-                  ("yes" if loaded[o.name].loaded else "no") if o.name in loaded else "-",
-                  o.reason if o.name not in loaded or loaded[o.name].loaded
-                  else loaded[o.name].reason) for o in outcomes])
+    else:
+        rows = [(o.name, o.kernel, "yes" if o.ready else "no",
+                 ("yes" if loaded[o.name].loaded else "no") if o.name in loaded else "-",
+                 _pinned(o),
+                 o.reason if o.name not in loaded or loaded[o.name].loaded
+                 else loaded[o.name].reason) for o in outcomes]
+        print_table(["NAME", "KERNEL", "READY", "LOADED", "PINNED", "REASON"], rows)
+        widest = max((sum(len(str(c)) + 2 for c in row) for row in rows), default=0)
+        if widest > table_width():
+            click.echo("(cut to fit: dtk node status --json has every reason whole)")
+    if not all(o.ready for o in outcomes):
+        raise SystemExit(1)
 
 
 @node_group.command("load")
@@ -173,8 +247,9 @@ def load_cmd(root: Path | None, as_json: bool) -> None:
     """Load every declared module for the running kernel (what dtk-node.service runs);
     exit 1 if one was not loaded, after trying all of them."""
     layout = Layout.from_env(root)
+    layout.machine("dtk node load")
     with layout.locked():
-        results = agent.load_all(layout, running_kernel())
+        results = agent.load_all(layout, layout.running_kernel())
     if as_json:
         print_json([asdict(r) for r in results])
     else:
@@ -191,27 +266,31 @@ def load_cmd(root: Path | None, as_json: bool) -> None:
 def unload_cmd(names: tuple[str, ...], root: Path | None, as_json: bool) -> None:
     """Unload declared modules (all without NAMES) as KMM's worker does."""
     layout = Layout.from_env(root)
-    done = []
+    layout.machine("dtk node unload")
+    done: list[str] = []
+    idle: list[str] = []
     with layout.locked():
         for name in names or tuple(declare.names(layout)):
-            agent.unload_one(layout, declare.find(layout, name))
-            done.append(name)
+            (done if agent.unload_one(layout, declare.find(layout, name)) else idle).append(
+                name)
     if as_json:
-        print_json({"unloaded": done})
-    else:
-        for name in done:
-            click.echo(f"unloaded {name}")
+        print_json({"unloaded": done, "notLoaded": idle})
+        return
+    for name in done:
+        click.echo(f"unloaded {name}")
+    for name in idle:
+        click.echo(f"{name} was not loaded: nothing to unload")
 
 
 @node_group.command("clean")
-@click.option("--kernel", required=True, metavar="RELEASE",
-              help="The kernel whose package was removed.")
+@kernel_option("The kernel whose package was removed.", required=True)
 @root_option
 def clean_cmd(kernel: str, root: Path | None) -> None:
     """Forget what was prepared for a kernel (the kernel's postrm hook runs this)."""
     layout = Layout.from_env(root)
     with layout.locked():
-        agent.forget_kernel(layout, kernel)
+        if not agent.forget_kernel(layout, kernel):
+            stderr(f"dtk node: nothing was prepared for {kernel}")
 
 
 @node_group.command("install-hooks")

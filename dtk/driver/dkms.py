@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtk import paths, rootfs, scripts
+from dtk import paths, rootfs, rootwrite, scripts
 from dtk.digest import parts_digest
 from dtk.driver import dkmsconf
 from dtk.driver.dkmscell import EXCLUDED_STATUS, OUT, cell_script
@@ -178,7 +178,7 @@ def _stage(group: DkmsGroup, out: Path, stage: Path) -> None:
     each package's firmware/ with links resolved inside the package's tree."""
     try:
         stage.mkdir()
-        rootfs.copy_tree(out / "opt", stage / "opt")
+        rootwrite.copy_tree(out / "opt", stage / "opt")
         for pkg in group.packages:
             for inner, host in rootfs.walk_files(pkg.tree, "/firmware"):
                 target = stage / inner.lstrip("/")

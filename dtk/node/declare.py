@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
+import json
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from dtk.engine import registry
 from dtk.errors import DtkError
 from dtk.files import write_atomic
 from dtk.kmmapi import model as m
@@ -43,6 +46,7 @@ class Declaration:
     name: str
     path: Path
     bundle: m.Bundle
+    digest: str  # of the file's bytes: outcomes prepared for another form are not used
 
     @property
     def module(self) -> m.Module:
@@ -82,18 +86,92 @@ class Declaration:
             if mod.image_repo_secret else None
 
 
-def image_module(image: str, module: str, params: Sequence[str], name: str) -> dict[str, Any]:
+# What a host can fetch from; container storage and daemons are a build machine's.
+_LOCAL = ("oci-archive:", "oci:")
+_NOT_ON_A_HOST = ("containers-storage:", "docker-daemon:", "docker-archive:", "dir:", "sif:",
+                  "ostree:")
+_SAVE = ("save it as an archive (skopeo copy containers-storage:IMAGE "
+         "oci-archive:/var/lib/drivers/x.tar) and declare oci-archive:/var/lib/drivers/x.tar, "
+         "or push it to a registry (dtk build … --push)")
+
+
+def image_source(image: str) -> str:
+    """IMAGE as `dtk node add` stores it: an archive path made absolute (the hook and the
+    boot unit run from /); a transport a host cannot read, or a name only this machine's
+    container storage knows, refused with the way to hand it over."""
+    for transport in _NOT_ON_A_HOST:
+        if image.startswith(transport):
+            raise DtkError(f"{image}: a host without a container engine cannot read "
+                           f"{transport.rstrip(':')} images", hint=_SAVE)
+    for transport in _LOCAL:
+        if image.startswith(transport):
+            path, sep, ref = image[len(transport):].partition(":")
+            if not path:
+                raise DtkError(f"{image} names no path", hint=f"{transport}/path/to/image")
+            return f"{transport}{Path(path).absolute()}{sep}{ref}"
+    name = image.removeprefix("docker://")
+    if name.split("/", 1)[0] == "localhost":
+        raise DtkError(f"{name} names no registry: localhost/… is how dtk build and buildah "
+                       "name an image in this machine's container storage, which a host "
+                       "does not read", hint=_SAVE)
+    return image
+
+
+def image_module(image: str, module: str, params: Sequence[str], name: str, *,
+                 insecure: bool = False, secret: str | None = None) -> dict[str, Any]:
     """`dtk node add IMAGE --module NAME`: the Module KMM would need for the same thing."""
     check_name(name)  # said in the user's words, before a generated document is read
     for param in params:
         if "=" not in param:
             raise DtkError(f"--param {param!r} is not key=value")
+    container: dict[str, Any] = {
+        "modprobe": {"moduleName": module, **({"parameters": list(params)} if params else {})},
+        "kernelMappings": [{"regexp": "^.+$", "containerImage": image_source(image)}]}
+    if insecure:
+        container["registryTLS"] = {"insecureSkipTLSVerify": True}
+    spec: dict[str, Any] = {"selector": {}, "moduleLoader": {"container": container}}
+    if secret:
+        spec["imageRepoSecret"] = {"name": secret}
     return {"apiVersion": m.API_VERSION, "kind": "Module",
+            "metadata": {"name": name, "namespace": "default"}, "spec": spec}
+
+
+def pull_secret(name: str, image: str, authfile: Path) -> dict[str, Any]:
+    """`--authfile FILE`: the Secret a Module would name, holding only FILE's entry for
+    the image's registry (the rest of FILE stays off the host's declarations)."""
+    try:
+        data = json.loads(authfile.read_text())
+        auths = data["auths"]
+        assert isinstance(auths, dict)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        raise DtkError(f"{authfile} is not a registry credentials file (no 'auths' object)",
+                       hint="the file skopeo login or podman login writes "
+                            "(containers-auth.json)") from None
+    host = registry.parse(image.removeprefix("docker://")).registry or "docker.io"
+    mine = {k: v for k, v in auths.items()
+            if k.split("://", 1)[-1].split("/", 1)[0] in (host, f"index.{host}")}
+    if not mine:
+        raise DtkError(f"{authfile} has no credentials for {host}",
+                       hint=f"skopeo login --authfile {authfile} {host}")
+    payload = json.dumps({"auths": mine}).encode()
+    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
             "metadata": {"name": name, "namespace": "default"},
-            "spec": {"selector": {}, "moduleLoader": {"container": {
-                "modprobe": {"moduleName": module, **({"parameters": list(params)}
-                                                      if params else {})},
-                "kernelMappings": [{"regexp": "^.+$", "containerImage": image}]}}}}
+            "data": {".dockerconfigjson": base64.b64encode(payload).decode()}}
+
+
+def check_local_image(image: str, kernel: str) -> None:
+    """A local archive or layout must be there, by an absolute path, when declared."""
+    for transport in _LOCAL:
+        if image.startswith(transport):
+            path = Path(image[len(transport):].partition(":")[0])
+            if not path.is_absolute():
+                raise DtkError(f"{image} (for {kernel}) is not an absolute path",
+                               hint="the kernel hook and the boot unit run from /: name "
+                                    "the archive by its absolute path")
+            if not path.exists():
+                raise DtkError(f"{image} (for {kernel}) does not exist",
+                               hint="make it first: skopeo copy containers-storage:IMAGE "
+                                    f"{transport}{path}")
 
 
 def _strip(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -138,7 +216,13 @@ def _read_text(text: str, label: str, shown: str | None = None) -> m.Bundle:
 def _documents(bundle: m.Bundle, require_signature: bool = False) -> list[tuple[str, str]]:
     """(name, stored text) for each Module of the bundle, checked."""
     out = []
+    seen: dict[str, str] = {}
     for mod in bundle.modules:
+        if mod.name in seen:
+            raise DtkError(f"two Modules are named {mod.name} (in namespaces {seen[mod.name]} "
+                           f"and {mod.namespace}): a host declares each module by its name",
+                           hint="rename one of them (metadata.name), or declare them apart")
+        seen[mod.name] = mod.namespace
         if mod.module_loader is None:
             raise DtkError(f"Module {mod.name} has no spec.moduleLoader",
                            hint="a device-plugin-only Module loads nothing on a host")
@@ -169,9 +253,10 @@ def add(layout: Layout, bundle: m.Bundle, kernels: Sequence[str], *,
             raise DtkError(f"{name} is already declared ({layout.declaration(name)})",
                            hint="add --replace to replace it, or dtk node remove "
                                 f"{name} first")
-        decl = Declaration(name, layout.declaration(name), _read_text(text, f"{name}.yaml"))
+        decl = Declaration(name, layout.declaration(name), _read_text(text, f"{name}.yaml"),
+                           text_digest(text.encode()))
         for kernel in kernels:
-            decl.resolve(kernel)
+            check_local_image(decl.resolve(kernel).image, kernel)
         ready.append((decl, text))
     for decl, text in ready:
         write_atomic(decl.path, text.encode(), mode=0o600)
@@ -198,8 +283,8 @@ def read_file_bundle(paths: Sequence[Path]) -> m.Bundle:
                       ", ".join(str(p) for p in paths))
 
 
-def image_bundle(doc: dict[str, Any]) -> m.Bundle:
-    return _read_text(yaml.safe_dump(doc, sort_keys=False), "image.yaml")
+def image_bundle(*docs: dict[str, Any]) -> m.Bundle:
+    return _read_text(yaml.safe_dump_all(docs, sort_keys=False), "image.yaml", "IMAGE")
 
 
 def names(layout: Layout) -> list[str]:
@@ -218,7 +303,11 @@ def find(layout: Layout, name: str) -> Declaration:
         known = ", ".join(names(layout)) or "none"
         raise DtkError(f"no declaration named {name!r} (declared: {known})",
                        hint="dtk node list shows what is declared")
-    return Declaration(name, path, load_documents([path]))
+    return Declaration(name, path, load_documents([path]), text_digest(path.read_bytes()))
+
+
+def text_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def to_json(decl: Declaration) -> dict[str, Any]:

@@ -11,6 +11,7 @@ chroot can act on a tree that is not the running system: DTK_NODE_ROOT or
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,19 @@ from dtk.k8snames import dns1123_label_problems
 from dtk.lock import locked
 
 ROOT_ENV = "DTK_NODE_ROOT"
+# A kernel release as `uname -r` prints it and Debian names its packages: it becomes a
+# directory name under /var/lib/dtk, so nothing else may pass (no '/', no '..').
+_RELEASE = re.compile(r"^[A-Za-z0-9._+~-]+$")
+
+
+def check_release(release: str) -> str:
+    """`release` if it can name a kernel (and a directory); else a DtkError."""
+    if not _RELEASE.match(release) or release.startswith(("-", ".")) or ".." in release \
+            or len(release) > 200:
+        raise DtkError(f"{release!r} is not a kernel release",
+                       hint="a release as `uname -r` prints it (letters, digits and . _ + ~ -), "
+                            "e.g. 6.1.0-57-amd64")
+    return release
 
 
 def check_name(name: str) -> str:
@@ -67,7 +81,29 @@ class Layout:
         return self.state / "trees"
 
     def kernel_state(self, kernel: str) -> Path:
-        return self.state / "kernels" / kernel
+        return self.state / "kernels" / check_release(kernel)
+
+    @property
+    def is_machine(self) -> bool:
+        """Whether this layout is the running machine itself (no --root)."""
+        return self.root.resolve() == Path("/")
+
+    def machine(self, doing: str) -> None:
+        """Refuse `doing` (something that acts on the running kernel: modprobe, a write
+        under /sys) on a root that is not the running machine."""
+        if not self.is_machine:
+            raise DtkError(f"{doing} acts on the running kernel, and --root {self.root} is "
+                           "not the running machine",
+                           hint="run it on the machine itself (the boot unit does), without "
+                                "--root or DTK_NODE_ROOT")
+
+    def running_kernel(self) -> str:
+        """The kernel this root runs: this machine's, only when the root is the machine."""
+        if not self.is_machine:
+            raise DtkError(f"--root {self.root} is not the running machine, so its kernel is "
+                           "not this machine's",
+                           hint="name the kernel: --kernel RELEASE")
+        return os.uname().release
 
     @property
     def pins(self) -> Path:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import shutil
+import os
+import stat
 import tempfile
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,17 +25,19 @@ from typing import IO, Any, cast
 
 import zstandard
 
+from dtk import rootfs, rootwrite
 from dtk.digest import parts_digest
 from dtk.engine import policy, registry, skopeo
 from dtk.errors import DtkError
 from dtk.files import write_atomic
-from dtk.node.unpack import apply_layer
+from dtk.node.unpack import apply_layer, check_links, link_target
 
 _REF = "org.opencontainers.image.ref.name"
 _MANIFEST = ("application/vnd.oci.image.manifest.v1+json",
              "application/vnd.docker.distribution.manifest.v2+json")
 _CHUNK = 1 << 20
 _LOCAL = ("oci-archive:", "oci:")
+_DIR_READ = os.O_RDONLY | os.O_DIRECTORY
 
 
 @dataclass(frozen=True)
@@ -54,25 +58,14 @@ def _ref_name(image: str) -> str:
     return "dtk-" + parts_digest(image, length=32)
 
 
-def _pins(path: Path) -> dict[str, str]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-
-def fetch(image: str, layout: Path, pins: Path, *, tls_verify: bool = True,
+def fetch(image: str, layout: Path, *, pinned: str = "", tls_verify: bool | None = None,
           authfile: Path | None = None, signed_by_policy: Path | None = None) -> Fetched:
-    """Copy `image` into the OCI layout at `layout` (skopeo); registry references are
-    fetched by the digest pinned for them, pinned on first fetch. With
-    `signed_by_policy`, only if that containers policy requires the image to be signed
-    (and skopeo then verifies it under that policy)."""
+    """Copy `image` into the OCI layout at `layout` (skopeo). A registry reference is
+    fetched by the digest `pinned` for it, or by the digest its tag names now (what the
+    caller then pins). With `signed_by_policy`, only if that containers policy requires
+    the image to be signed (and skopeo then verifies it under that policy)."""
     source = transport(image)
-    pinned = ""
     if source.startswith("docker://"):
-        known = _pins(pins)
-        pinned = known.get(image, "")
         if not pinned:
             digest = skopeo.remote_digest(image, tls_verify=tls_verify, authfile=authfile)
             if digest is None:
@@ -82,17 +75,26 @@ def fetch(image: str, layout: Path, pins: Path, *, tls_verify: bool = True,
         ref = registry.parse(image)  # the name without its tag or digest
         repo = f"{ref.registry}/{ref.repository}" if ref.registry else ref.repository
         source = f"docker://{repo}@{pinned}"
+    else:
+        pinned = ""
     if signed_by_policy is not None:
         policy.require_signature(signed_by_policy, source)
+    _repair(layout)
     layout.mkdir(parents=True, exist_ok=True)
     name = _ref_name(image)
     skopeo.copy_to_layout(source, layout, name, tls_verify=tls_verify, authfile=authfile,
                           policy=signed_by_policy)
-    if pinned:
-        known = _pins(pins)
-        if known.get(image) != pinned:
-            write_atomic(pins, json.dumps({**known, image: pinned}, indent=2).encode())
     return Fetched(image, manifest_digest(layout, name), pinned)
+
+
+def _repair(layout: Path) -> None:
+    """A layout whose index no longer reads (a disk error, a hand edit) is a download
+    cache gone bad: it is removed and fetched again, never a permanent failure."""
+    if (layout / "index.json").exists() or layout.is_dir():
+        try:
+            _index(layout)
+        except DtkError:
+            rootwrite.remove_tree(layout)
 
 
 def _index(layout: Path) -> dict[str, Any]:
@@ -166,13 +168,63 @@ def _uncompressed(path: Path) -> Iterator[IO[bytes]]:
             yield raw
 
 
+@dataclass(frozen=True)
+class HostModules:
+    """Where KMM's worker would show the node's own modules to an image: the image's
+    `<modules_dir>/<K>/host` link (written by image authors as `/host/lib/modules/K`,
+    or `/lib/modules/K`: the worker mounts the node's modules at both) points at the
+    host's /lib/modules/K, `root_from_tree` being the way from a tree to the host's
+    root. This one link is dtk's, not the image's: the single way out of a tree."""
+
+    modules_dir: str  # e.g. "opt/lib/modules"
+    root_from_tree: str  # e.g. "../../../../.."
+
+
 def tree_key(digest: str, prefixes: Sequence[str]) -> str:
+    # "trees/2": trees whose links were all checked to stay inside, with dtk's host link.
     return digest.replace(":", "-")[:19] + "-" + parts_digest(digest, *sorted(prefixes),
-                                                              length=16)
+                                                              "trees/2", length=16)
 
 
-def unpack(layout: Path, digest: str, trees: Path, prefixes: Sequence[str]) -> Path:
-    """The image's `prefixes` in its own tree under `trees` (made once per content)."""
+def _link_host_modules(treefd: int, host: HostModules) -> None:
+    """Replace each `<modules_dir>/<K>/host` link the image wrote the KMM way by dtk's
+    link to the host's /lib/modules/K (after the tree's own links were checked)."""
+    parts = tuple(p for p in host.modules_dir.split("/") if p)
+    found = rootfs.open_at(treefd, host.modules_dir, rootfs.Mode.NOFOLLOW, _DIR_READ)
+    if found is None:
+        return
+    try:
+        for kernel, info in rootfs.entries(found.fd):
+            if not stat.S_ISDIR(info.st_mode):
+                continue
+            kdir = rootwrite.open_dir(found.fd, kernel)
+            if kdir is None:
+                continue
+            try:
+                _relink(kdir, (*parts, kernel, "host"), kernel, host.root_from_tree)
+            finally:
+                os.close(kdir)
+    finally:
+        found.close()
+
+
+def _relink(kdir: int, link: tuple[str, ...], kernel: str, root_from_tree: str) -> None:
+    try:
+        text = os.readlink("host", dir_fd=kdir)
+    except OSError:
+        return  # no link named host (a directory, a file, or nothing)
+    kmm_ways = {link_target(link, f"{base}/{kernel}", "") for base in
+                ("/host/lib/modules", "/lib/modules")}
+    if text in kmm_ways:
+        up = "/".join([".."] * (len(link) - 1))
+        rootwrite.make_symlink(kdir, "host", f"{up}/{root_from_tree}/lib/modules/{kernel}")
+
+
+def unpack(layout: Path, digest: str, trees: Path, prefixes: Sequence[str],
+           host: HostModules | None = None) -> Path:
+    """The image's `prefixes` in its own tree under `trees` (made once per content,
+    published by one rename): its links checked to stay inside, then dtk's link to the
+    host's modules (`host`)."""
     final = trees / tree_key(digest, prefixes)
     if final.is_dir():
         return final
@@ -180,41 +232,57 @@ def unpack(layout: Path, digest: str, trees: Path, prefixes: Sequence[str]) -> P
     trees.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=trees, prefix=".unpack-"))
     try:
-        for n, layer in enumerate(manifest["layers"]):
-            where = f"layer {n + 1} ({layer.get('digest')})"
-            path = verify_blob(layout, str(layer.get("digest")))
-            with _uncompressed(path) as stream:
-                try:
-                    apply_layer(work, stream, prefixes, where)
-                except (OSError, EOFError, zstandard.ZstdError) as exc:
-                    raise DtkError(f"{where} cannot be decompressed: {exc}",
-                                   hint="the image or archive is corrupt") from None
+        workfd = rootfs.open_root(work)
+        try:
+            _apply_all(workfd, layout, manifest, prefixes)
+            check_links(workfd)
+            if host is not None:
+                _link_host_modules(workfd, host)
+        finally:
+            os.close(workfd)
         try:
             work.rename(final)
         except OSError:
             if not final.is_dir():  # else another run unpacked the same content first
                 raise
-            shutil.rmtree(work, ignore_errors=True)
+            rootwrite.remove_tree(work)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        rootwrite.remove_tree(work)
         raise
     return final
+
+
+def _apply_all(workfd: int, layout: Path, manifest: dict[str, Any],
+               prefixes: Sequence[str]) -> None:
+    for n, layer in enumerate(manifest["layers"]):
+        where = f"layer {n + 1} ({layer.get('digest')})"
+        path = verify_blob(layout, str(layer.get("digest")))
+        with _uncompressed(path) as stream:
+            try:
+                apply_layer(workfd, stream, prefixes, where)
+            except (EOFError, zstandard.ZstdError, gzip.BadGzipFile, zlib.error) as exc:
+                raise DtkError(f"{where} cannot be decompressed: {exc}",
+                               hint="the image or archive is corrupt") from None
 
 
 def prune(layout: Path, keep: set[str]) -> None:
     """Forget every image in the layout whose manifest digest is not in `keep`, and the
     blobs only they used (the layout is a download cache: a kernel's image stays only
-    while an outcome names it)."""
+    while an outcome names it). A layout that no longer reads is removed whole."""
     if not (layout / "index.json").is_file():
         return
-    index = _index(layout)
-    kept = [m for m in index.get("manifests", []) if m.get("digest") in keep]
-    used: set[str] = set()
-    for entry in kept:
-        digest = str(entry["digest"])
-        manifest = json.loads(blob_path(layout, digest).read_bytes())
-        used |= {digest, str(manifest.get("config", {}).get("digest", "")),
-                 *(str(layer.get("digest")) for layer in manifest.get("layers", []))}
+    try:
+        index = _index(layout)
+        kept = [m for m in index.get("manifests", []) if m.get("digest") in keep]
+        used: set[str] = set()
+        for entry in kept:
+            digest = str(entry["digest"])
+            manifest = read_manifest(layout, digest)
+            used |= {digest, str(manifest.get("config", {}).get("digest", "")),
+                     *(str(layer.get("digest")) for layer in manifest["layers"])}
+    except (DtkError, KeyError, AttributeError, TypeError):
+        rootwrite.remove_tree(layout)
+        return
     write_atomic(layout / "index.json", json.dumps({**index, "manifests": kept}).encode())
     blobs = layout / "blobs" / "sha256"
     for blob in blobs.iterdir() if blobs.is_dir() else ():

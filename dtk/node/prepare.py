@@ -13,6 +13,7 @@ driver image is missing (that is how DKMS hooks leave hosts unbootable).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -22,10 +23,10 @@ from typing import Any
 from dtk.errors import DtkError
 from dtk.files import write_atomic
 from dtk.kmmapi.authfile import authfile
-from dtk.node import declare, oci
+from dtk.node import declare, oci, pins
 from dtk.node.declare import Declaration
 from dtk.node.layout import Layout
-from dtk.node.verify import ModuleVerdict, verify
+from dtk.node.verify import ModuleVerdict, dependencies, verify
 
 POLICY = "/etc/containers/policy.json"  # the host's, as skopeo reads it as root
 
@@ -44,6 +45,9 @@ class Outcome:
     modules: tuple[ModuleVerdict, ...] = ()
     prepared_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(
         timespec="seconds"))
+    declaration: str = ""  # the digest of the declaration it was prepared for
+    pinned_at: str = ""
+    repinned_from: str = ""  # the digest the tag named before `prepare --refresh`
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -55,10 +59,17 @@ class Outcome:
         return cls(**{**data, "targets": tuple(data.get("targets", ())),
                       "modules": tuple(ModuleVerdict(**m) for m in data.get("modules", ()))})
 
+    @classmethod
+    def failed(cls, decl_name: str, kernel: str, reason: str, image: str = "",
+               declaration: str = "") -> Outcome:
+        return cls(decl_name, kernel, False, reason, image, declaration=declaration)
+
     def line(self) -> str:
         """The one line apt's output shows for this module."""
         word = "ready" if self.ready else "NOT READY"
-        return f"dtk node: {self.name} for {self.kernel}: {word}: {self.reason}"
+        moved = f" (the tag moved: was {self.repinned_from[:19]}, now {self.pinned[:19]})" \
+            if self.repinned_from else ""
+        return f"dtk node: {self.name} for {self.kernel}: {word}: {self.reason}{moved}"
 
 
 def prefixes(decl: Declaration) -> tuple[str, ...]:
@@ -76,7 +87,10 @@ def targets(decl: Declaration) -> tuple[str, ...]:
     return tuple(n.replace("-", "_") for n in names if n)
 
 
-def _judge(decl: Declaration, kernel: str, verdicts: list[ModuleVerdict]) -> tuple[bool, str]:
+def _judge(decl: Declaration, kernel: str, verdicts: list[ModuleVerdict],
+           closure: dict[str, list[str]]) -> tuple[bool, str]:
+    """Ready when every target loads on K and so does every module of the image that
+    modprobe loads with it (its modules.dep closure)."""
     found = {v.module: v for v in verdicts}
     for name in targets(decl):
         verdict = found.get(name)
@@ -84,27 +98,49 @@ def _judge(decl: Declaration, kernel: str, verdicts: list[ModuleVerdict]) -> tup
             return False, f"the image has no module {name} for {kernel}"
         if not verdict.loads:
             return False, f"refused: {name}: {verdict.reason}"
+        for member in closure.get(name, ()):
+            needed = found.get(member)
+            if needed is not None and not needed.loads:
+                return False, f"refused: {name} needs {member}: {needed.reason}"
     first = found[targets(decl)[0]] if targets(decl) else None
     return True, first.reason if first else "loads"
 
 
-def prepare_one(layout: Layout, decl: Declaration, kernel: str) -> Outcome:
+def host_modules(layout: Layout, decl: Declaration) -> oci.HostModules:
+    """Where the image's `host` link points on this node (see oci.HostModules)."""
+    tree = layout.trees / "x"  # every tree sits at the same depth
+    return oci.HostModules(f"{decl.modprobe.dir_name.strip('/')}/lib/modules",
+                           os.path.relpath(layout.root, tree))
+
+
+def prepare_one(layout: Layout, decl: Declaration, kernel: str, *,
+                refresh: bool = False) -> Outcome:
     image = ""
     try:
         plan = decl.resolve(kernel)
         image = plan.image
+        known = pins.get(layout, decl.name, image)
         with authfile(decl.secret()) as auth:
-            fetched = oci.fetch(image, layout.oci, layout.pins,
-                                tls_verify=plan.registry_tls.verify, authfile=auth,
+            fetched = oci.fetch(image, layout.oci,
+                                pinned="" if refresh or known is None else known.digest,
+                                tls_verify=plan.registry_tls.tls_verify, authfile=auth,
                                 signed_by_policy=layout.host(POLICY)
                                 if decl.require_signature else None)
-        tree = oci.unpack(layout.oci, fetched.digest, layout.trees, prefixes(decl))
+        pin = pins.put(layout, decl.name, image, fetched.pinned) if fetched.pinned else None
+        tree = oci.unpack(layout.oci, fetched.digest, layout.trees, prefixes(decl),
+                          host_modules(layout, decl))
         verdicts = verify(tree, decl.modprobe.dir_name, kernel, layout.root)
+        closure = dependencies(tree, decl.modprobe.dir_name, kernel, layout.root,
+                               targets(decl))
     except DtkError as exc:
-        return Outcome(decl.name, kernel, False, _one_line(exc.message), image)
-    ready, reason = _judge(decl, kernel, verdicts)
+        return Outcome.failed(decl.name, kernel, _one_line(exc.message), image, decl.digest)
+    ready, reason = _judge(decl, kernel, verdicts, closure)
+    moved = known.digest if known is not None and pin is not None \
+        and known.digest != pin.digest else ""
     return Outcome(decl.name, kernel, ready, reason, image, fetched.digest, fetched.pinned,
-                   str(tree.relative_to(layout.state)), targets(decl), tuple(verdicts))
+                   str(tree.relative_to(layout.state)), targets(decl), tuple(verdicts),
+                   declaration=decl.digest, pinned_at=pin.pinned_at if pin else "",
+                   repinned_from=moved)
 
 
 def _one_line(message: str) -> str:
@@ -121,16 +157,17 @@ def record(layout: Layout, outcome: Outcome) -> None:
 
 
 def prepare(layout: Layout, kernel: str,
-            on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+            on_outcome: Callable[[Outcome], None] | None = None, *,
+            refresh: bool = False) -> list[Outcome]:
     """Every declaration for `kernel`, each outcome recorded as soon as it is known."""
     outcomes = []
     for name in declare.names(layout):
         try:
             decl = declare.find(layout, name)
         except DtkError as exc:  # a declaration edited by hand into an invalid one
-            outcome = Outcome(name, kernel, False, _one_line(exc.message))
+            outcome = Outcome.failed(name, kernel, _one_line(exc.message))
         else:
-            outcome = prepare_one(layout, decl, kernel)
+            outcome = prepare_one(layout, decl, kernel, refresh=refresh)
         record(layout, outcome)
         if on_outcome is not None:
             on_outcome(outcome)
@@ -147,11 +184,23 @@ def recorded(layout: Layout, kernel: str, name: str) -> Outcome | None:
 
 
 def status(layout: Layout, kernel: str) -> list[Outcome]:
-    """The recorded outcome of each declaration for `kernel` (not prepared: not ready)."""
+    """The recorded outcome of each declaration for `kernel`: not ready when it was never
+    prepared, prepared for an earlier form of the declaration, or does not read."""
     out = []
     for name in declare.names(layout):
+        try:
+            decl = declare.find(layout, name)
+        except DtkError as exc:
+            out.append(Outcome.failed(name, kernel, _one_line(exc.message)))
+            continue
         found = recorded(layout, kernel, name)
-        out.append(found or Outcome(name, kernel, False,
-                                    f"not prepared for {kernel} (dtk node prepare --kernel "
-                                    f"{kernel})", prepared_at=""))
+        again = f"(dtk node prepare --kernel {kernel})"
+        if found is None:
+            out.append(Outcome(name, kernel, False, f"not prepared for {kernel} {again}",
+                               prepared_at=""))
+        elif found.declaration != decl.digest:
+            out.append(Outcome(name, kernel, False, f"prepared for an earlier declaration of "
+                               f"{name}, not this one {again}", prepared_at=""))
+        else:
+            out.append(found)
     return out

@@ -10,13 +10,14 @@ few thousand modules would cost minutes on a small machine.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dtk import rootfs
 from dtk.errors import DtkError
-from dtk.kernel import installed, modules_dep
+from dtk.kernel import depindex, installed, modfile, modules_dep
 from dtk.kernel.facts import KernelFacts
 from dtk.kernel.symvers import Symbol
 from dtk.kmod import check as chk
@@ -88,6 +89,69 @@ def host_policy(host_root: Path) -> chk.Policy:
     lockdown = read("/sys/kernel/security/lockdown")
     return chk.Policy(secure_boot=bool(lockdown) and "[none]" not in lockdown,
                       sig_enforce="module.sig_enforce=1" in read("/proc/cmdline").split())
+
+
+def _dep_lines(tree: Path, base: str, kernel: str) -> dict[str, tuple[str, ...]]:
+    """The image's modules.dep.bin for `kernel`: name → (its path, the paths it needs)."""
+    rootfd = rootfs.open_root(tree)
+    try:
+        data = rootfs.read_at(rootfd, f"{base}/{kernel}/modules.dep.bin", rootfs.Mode.BENEATH)
+    finally:
+        os.close(rootfd)
+    if data is None:
+        return {}
+    try:
+        index = depindex.read_index(data)
+    except depindex.DepIndexError:
+        return {}  # check_depmod says so for each module
+    out = {}
+    for name, values in index.items():
+        target, _, deps = values[0].partition(":")
+        out[name] = (target.strip(), *deps.split())
+    return out
+
+
+def _where(tree: Path, base: str, kernel: str, host_root: Path, rel: str) -> str | None:
+    """Why the path `rel` from the image's modules.dep.bin would not open for modprobe -d
+    (None: it opens, and is a file of the image or of the host's kernel K)."""
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    if rel.startswith("/") or ".." in parts or not parts:
+        return f"its modules.dep.bin names {rel!r}, outside the image's modules"
+    try:
+        found = rootfs.resolve(tree, f"{base}/{kernel}/{rel}", rootfs.Mode.BENEATH)
+    except rootfs.UnsafePathError:
+        if parts[0] != "host":
+            raise
+        # Through KMM's `host` link, the one way out of a tree (oci.HostModules): into
+        # the node's own /lib/modules/K.
+        found = rootfs.resolve(host_root, f"/lib/modules/{kernel}/{'/'.join(parts[1:])}")
+        return None if found is not None and found.is_file() else \
+            f"it needs {'/'.join(parts[1:])}, which {kernel} as this host has it does not ship"
+    return None if found is not None and found.is_file() else \
+        f"its modules.dep.bin names {rel}, which is not in the image"
+
+
+def dependencies(tree: Path, dir_name: str, kernel: str, host_root: Path,
+                 targets: Iterable[str]) -> dict[str, list[str]]:
+    """Per target, the modules `modprobe -d` loads with it (its modules.dep.bin closure,
+    by name). Every path of the closure must open as modprobe opens it: inside the
+    image, or behind the image's `host` link in this host's /lib/modules/K."""
+    base = f"{dir_name.rstrip('/')}/lib/modules"
+    lines = _dep_lines(tree, base, kernel)
+    out: dict[str, list[str]] = {}
+    for target in targets:
+        line = lines.get(target)
+        if line is None:
+            continue  # not in the index: the target's own verdict says so
+        for rel in line:
+            problem = _where(tree, base, kernel, host_root, rel)
+            if problem is not None:
+                raise DtkError(f"{target}: {problem}: `modprobe -d` would fail",
+                               hint="rebuild the image with depmod run last, its `host` "
+                                    "link pointing at /host/lib/modules/K (or with K's "
+                                    "modules copied in)")
+        out[target] = [modfile.module_name(rel) for rel in line[1:]]
+    return out
 
 
 def verify(tree: Path, dir_name: str, kernel: str, host_root: Path) -> list[ModuleVerdict]:

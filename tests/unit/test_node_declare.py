@@ -58,6 +58,7 @@ def module_file(tmp_path: Path, name: str = "drv", module: str = "drv",
 def test_a_module_file_is_stored_without_build_sign_and_their_secrets(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     root = tmp_path / "root"
+    root.mkdir()
     code, text = run(capsys, "node", "add", "-f", str(module_file(tmp_path)), "--kernel", K,
                      "--root", str(root))
     assert code == 0, text
@@ -94,6 +95,7 @@ def test_a_field_error_names_its_path_and_writes_nothing(capsys: pytest.CaptureF
                                                           tmp_path: Path) -> None:
     bad = module_file(tmp_path)
     bad.write_text(bad.read_text().replace("{moduleName: drv}", "{moduleName: drv, bogus: 1}"))
+    (tmp_path / "root").mkdir()
     code, text = run(capsys, "node", "add", "-f", str(bad), "--kernel", K,
                      "--root", str(tmp_path / "root"))
     assert code == 2
@@ -109,6 +111,7 @@ def test_a_kernel_no_mapping_matches_writes_nothing(capsys: pytest.CaptureFixtur
     ok = module_file(tmp_path, "ok", "ok").read_text()
     other = module_file(tmp_path, "other", "other", "6.1.0-1-amd64").read_text()
     both.write_text(ok + "---\n" + other.split("---\n")[0])
+    (tmp_path / "root").mkdir()
     code, text = run(capsys, "node", "add", "-f", str(both), "--kernel", K,
                      "--root", str(tmp_path / "root"))
     assert code == 2
@@ -135,6 +138,7 @@ def test_adding_a_name_that_exists_is_refused_unless_replace(
     """A second `add` under a declared name would silently drop the first declaration:
     refused (nothing written) unless the owner says --replace."""
     root = tmp_path / "root"
+    root.mkdir()
     first = ("node", "add", "reg.example/a:1", "--module", "drv", "--kernel", K,
              "--root", str(root))
     assert run(capsys, *first)[0] == 0

@@ -37,6 +37,9 @@ def outcome() -> Outcome:
 
 
 def test_load_follows_kmms_worker(tmp_path: Path) -> None:
+    """KMM@f17d16d's worker: firmware_class.path, in-tree removal, firmware copy, then
+    modprobe -vd with the softdeps; unload is one modprobe -r over modulesLoadingOrder
+    with no softdeps (cmd/worker/funcs_kmod.go, internal/worker/worker.go)."""
     layout = Layout(tmp_path)
     decl = declared(tmp_path, {"moduleName": "a", "parameters": ["x=1"],
                                "args": {"load": ["--first-time"], "unload": ["-v"]},
@@ -46,36 +49,48 @@ def test_load_follows_kmms_worker(tmp_path: Path) -> None:
     tree = tmp_path / "var/lib/dtk/trees/sha256-abc"
     steps = plan_load(layout, decl, outcome(), ("a_old",))
     assert [(s.what, s.argv) for s in steps] == [
-        ("remove-in-tree", ("modprobe", "-rv", "a_old")),
-        ("firmware-path", ()), ("firmware", ()), ("config", ()),
+        ("firmware-path", ()), ("remove-in-tree", ("modprobe", "-rv", "a_old")),
+        ("firmware", ()), ("config", ()),
         ("modprobe", ("modprobe", "-C", str(conf), "-vd", str(tree / "opt"), "--first-time",
                       "a", "x=1"))]
-    assert (steps[1].path, steps[1].text) == (FIRMWARE_PARAM, FIRMWARE_HOST)
+    assert (steps[0].path, steps[0].text) == (FIRMWARE_PARAM, FIRMWARE_HOST)
     assert (steps[2].source, steps[2].path) == (str(tree / "firmware"),
                                                  str(tmp_path / FIRMWARE_HOST.lstrip("/")))
     # modulesLoadingOrder [a, b, c] is KMM's softdep file: loading a loads c, b, then a.
     assert steps[3].text == "softdep a pre: b\nsoftdep b pre: c\n"
     unload = plan_unload(layout, decl, outcome())
-    assert unload[0].argv == ("modprobe", "-C", str(conf), "-rvd", str(tree / "opt"), "-v",
+    quiet = tmp_path / f"var/lib/dtk/kernels/{K}/drv.unload.modprobe.d"
+    assert (unload[0].what, unload[0].path, unload[0].text) == (
+        "config", str(quiet / "softdep.conf"), "")
+    assert unload[1].argv == ("modprobe", "-C", str(quiet), "-rvd", str(tree / "opt"), "-v",
                               "a", "b", "c")
-    assert unload[1].what == "clear-firmware"
+    assert unload[2].what == "clear-firmware"
 
 
-def test_raw_args_are_passed_verbatim(tmp_path: Path) -> None:
-    decl = declared(tmp_path, {"rawArgs": {"load": ["-v", "raw"], "unload": ["-rv", "raw"]},
+def test_raw_args_are_passed_verbatim_but_for_the_workers_directory(tmp_path: Path) -> None:
+    decl = declared(tmp_path, {"rawArgs": {"load": ["-vd", "/tmp/usr", "raw"],
+                                           "unload": ["-rv", "raw"]},
                                "dirName": "/usr"})
-    assert plan_load(Layout(tmp_path), decl, outcome(), ())[-1].argv == ("modprobe", "-v",
-                                                                          "raw")
-    assert plan_unload(Layout(tmp_path), decl, outcome())[0].argv == ("modprobe", "-rv", "raw")
+    conf = tmp_path / f"var/lib/dtk/kernels/{K}/drv.modprobe.d"
+    tree = tmp_path / "var/lib/dtk/trees/sha256-abc/usr"
+    assert plan_load(Layout(tmp_path), decl, outcome(), ())[-1].argv == (
+        "modprobe", "-C", str(conf), "-vd", str(tree), "raw")
+    assert plan_unload(Layout(tmp_path), decl, outcome())[1].argv[-2:] == ("-rv", "raw")
 
 
-def test_only_in_tree_modules_the_kernel_ships_are_removed(tmp_path: Path) -> None:
-    dep = tmp_path / f"lib/modules/{K}/modules.dep"
-    dep.parent.mkdir(parents=True)
-    dep.write_text("kernel/drivers/net/e1000e/e1000e.ko: kernel/lib/crc-foo.ko\n"
-                   "kernel/lib/crc-foo.ko:\n")
-    assert present_in_tree(Layout(tmp_path), K, ("e1000e", "crc_foo", "absent")) == (
-        "e1000e", "crc_foo")
+def test_in_tree_modules_are_found_as_kmms_worker_finds_them(tmp_path: Path) -> None:
+    """FileExists(/lib/modules, `^NAME.ko`): any kernel's directory, the name as a regexp
+    (so `crc_foo` does not find crc-foo.ko, and an invalid pattern is skipped)."""
+    mods = tmp_path / f"lib/modules/{K}/kernel"
+    (mods / "drivers/net").mkdir(parents=True)
+    (mods / "drivers/net/e1000e.ko.xz").write_bytes(b"")
+    (mods / "crc-foo.ko").write_bytes(b"")
+    other = tmp_path / "lib/modules/6.12.0-1-amd64/kernel"
+    other.mkdir(parents=True)
+    (other / "only_there.ko").write_bytes(b"")
+    assert present_in_tree(Layout(tmp_path), ("e1000e", "crc_foo", "crc-foo", "only_there",
+                                              "absent", "bad[")) == (
+        "e1000e", "crc-foo", "only_there")
 
 
 def test_hooks_and_unit_are_installed_and_enabled(tmp_path: Path) -> None:

@@ -7,12 +7,14 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import stat
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from dtk import rootfs
 from dtk.errors import DtkError
 from dtk.node import oci
 from dtk.node.unpack import UnsafeLayerError, apply_layer
@@ -42,7 +44,11 @@ def info(name: str, kind: bytes, linkname: str = "", mode: int = 0o644) -> tarfi
 
 
 def apply(tree: Path, stream: io.BytesIO) -> None:
-    apply_layer(tree, stream, PREFIXES, "layer 1")
+    fd = rootfs.open_root(tree)
+    try:
+        apply_layer(fd, stream, PREFIXES, "layer 1")
+    finally:
+        os.close(fd)
 
 
 def test_only_the_driver_parts_are_written(tmp_path: Path) -> None:
@@ -56,7 +62,7 @@ def test_only_the_driver_parts_are_written(tmp_path: Path) -> None:
     ("../../etc/cron.d/x", tarfile.REGTYPE, ""),
     ("/etc/cron.d/x", tarfile.REGTYPE, ""),
     ("opt/lib/modules/K/../../../../../x", tarfile.REGTYPE, ""),
-    ("opt/lib/modules/K/host", tarfile.SYMTYPE, "../../../../../../etc"),
+    ("opt/lib/modules/K/host", tarfile.SYMTYPE, "/../etc"),
 ])
 def test_entries_that_climb_out_are_refused(tmp_path: Path,
                                             entry: tuple[str, bytes, str]) -> None:
@@ -67,10 +73,18 @@ def test_entries_that_climb_out_are_refused(tmp_path: Path,
     assert not (tmp_path / "etc").exists() and not (tmp_path / "x").exists()
 
 
+def test_a_relative_link_out_of_the_image_is_refused_once_applied(tmp_path: Path) -> None:
+    digest = oci_layout(tmp_path / "layout", [layer(info("opt/lib/modules/K/host",
+                                                         tarfile.SYMTYPE,
+                                                         "../../../../../../etc")).getvalue()])
+    with pytest.raises(UnsafeLayerError, match="lead out of it"):
+        oci.unpack(tmp_path / "layout", digest, tmp_path / "trees", PREFIXES)
+
+
 def test_writing_through_a_link_is_refused(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     tree.mkdir()
-    with pytest.raises(UnsafeLayerError, match="through the link"):
+    with pytest.raises(UnsafeLayerError, match="would be written through"):
         apply(tree, layer(info("opt/lib/modules/K", tarfile.SYMTYPE, "/etc"),
                           ("opt/lib/modules/K/evil.conf", b"x")))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dtk import rootfs
+from dtk import rootfs, rootwrite
 from dtk.errors import DtkError
 from dtk.kmod import image
 
@@ -100,7 +100,7 @@ def test_copy_tree_copies_links_as_links_and_never_follows_them(root: Path,
     (mods / "leak.ko").symlink_to(tmp_path / "secret")
     os.mkfifo(mods / "fifo")
     (mods / "a.ko").chmod(0o4755)
-    rootfs.copy_tree(root / "opt", tmp_path / "copy")
+    rootwrite.copy_tree(root / "opt", tmp_path / "copy")
     copied = tmp_path / "copy/lib/modules/6.1.0-56-amd64"
     assert (copied / "leak").readlink() == tmp_path
     assert (copied / "leak.ko").readlink() == tmp_path / "secret"
@@ -113,7 +113,7 @@ def test_copy_tree_copies_links_as_links_and_never_follows_them(root: Path,
 def test_copy_tree_refuses_a_tree_that_is_a_link(root: Path, tmp_path: Path) -> None:
     (root / "swapped").symlink_to(tmp_path)
     with pytest.raises(rootfs.UnsafePathError, match="/swapped is a link"):
-        rootfs.copy_tree(root / "swapped", tmp_path / "copy")
+        rootwrite.copy_tree(root / "swapped", tmp_path / "copy")
 
 
 def test_read_regular_reads_no_link(tmp_path: Path) -> None:
