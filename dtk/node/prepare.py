@@ -191,7 +191,9 @@ def status(layout: Layout, kernel: str) -> list[Outcome]:
         try:
             decl = declare.find(layout, name)
         except DtkError as exc:
-            out.append(Outcome.failed(name, kernel, _one_line(exc.message)))
+            path = layout.declaration(name)
+            shown = _one_line(exc.message).replace(str(path), path.name)
+            out.append(Outcome.failed(name, kernel, f"the declaration does not read: {shown}"))
             continue
         found = recorded(layout, kernel, name)
         again = f"(dtk node prepare --kernel {kernel})"
