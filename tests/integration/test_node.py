@@ -23,7 +23,7 @@ import pytest
 from dtk.distro import debfile
 from dtk.distro.debian import DebianArchive
 from dtk.engine import buildah, skopeo
-from dtk.kernel import bzimage, installed
+from dtk.kernel import bzimage, installed, normalize
 from dtk.kernel.symvers import parse as parse_symvers
 from dtk.node import declare, prepare
 from dtk.node.layout import Layout
@@ -92,6 +92,75 @@ def images(tmp_path_factory: pytest.TempPathFactory, toolkit_61: ToolkitImage,
     finally:
         for tag in made:
             subprocess.run(["buildah", "rmi", tag], capture_output=True, check=False)
+
+
+def build_v4l2loopback(work: Path, kernels: tuple[str, ...]) -> dict[str, Path]:
+    """Debian's v4l2loopback-dkms (a real out-of-tree driver whose module needs the
+    in-tree videodev and mc) built by `dtk build --dkms` for `kernels`, as OCI archives
+    per kernel: the image links /opt/lib/modules/K/host -> /host/lib/modules/K, the way
+    KMM's upstream documentation tells image authors (KMM@d8e8410)."""
+    tag = f"localhost/dtk-node-{secrets.token_hex(4)}/v4l2loopback:${{KERNEL_FULL_VERSION}}"
+    env = dict(os.environ, DTK_STATE_DIR=str(work / "state"))
+    kernel_args = [a for k in kernels for a in ("--kernel", k)]
+    built = subprocess.run([sys.executable, "-m", "dtk", "build", "--dkms", "v4l2loopback-dkms",
+                            *kernel_args, "--image", tag, "--json"], env=env, timeout=3600,
+                           capture_output=True, text=True, check=False)
+    assert built.returncode == 0, built.stderr
+    out = {}
+    for cell in json.loads(built.stdout)["outcomes"]:
+        path = work / f"v4l2loopback-{normalize(cell['kernel'])}.tar"
+        subprocess.run(["skopeo", "copy", f"containers-storage:{cell['image']}",
+                        f"oci-archive:{path}"], check=True, capture_output=True)
+        subprocess.run(["buildah", "rmi", cell["image"]], capture_output=True, check=False)
+        out[cell["kernel"]] = path
+    return out
+
+
+def from_archive(archive_file: Path) -> str:
+    """The archive in container storage under a fresh tag (the caller removes it)."""
+    tag = f"localhost/dtk-node-{secrets.token_hex(4)}/from-archive:1"
+    subprocess.run(["skopeo", "copy", f"oci-archive:{archive_file}",
+                    f"containers-storage:{tag}"], check=True, capture_output=True)
+    return tag
+
+
+def to_archive(tag: str, out: Path) -> Path:
+    """`tag` saved as an OCI archive at `out`, and removed from container storage."""
+    subprocess.run(["skopeo", "copy", f"containers-storage:{tag}", f"oci-archive:{out}"],
+                   check=True, capture_output=True)
+    subprocess.run(["buildah", "rmi", tag], capture_output=True, check=False)
+    return out
+
+
+def midstream_layout(work: Path, upstream: Path, host_root: Path, kernel: str) -> Path:
+    """The same driver laid out as KMM's midstream documentation does it (61821fde): the
+    kernel's own modules copied into the final stage (here the media ones videodev needs)
+    and `depmod -b /opt` run there, so no `host` link is needed."""
+    tag = f"localhost/dtk-node-{secrets.token_hex(4)}/midstream:1"
+    source = from_archive(upstream)
+    with buildah.working_container(source) as ctr:
+        with ctr.mounted() as root:
+            moddir = root / f"opt/lib/modules/{kernel}"
+            (moddir / "host").unlink()
+            media = host_root / f"lib/modules/{kernel}/kernel/drivers/media"
+            for sub in ("v4l2-core", "mc"):
+                shutil.copytree(media / sub, moddir / f"kernel/drivers/media/{sub}")
+            subprocess.run(["depmod", "-b", str(root / "opt"), kernel], check=True)
+        ctr.commit(tag)
+    subprocess.run(["buildah", "rmi", source], capture_output=True, check=False)
+    return to_archive(tag, work / "midstream.tar")
+
+
+@pytest.fixture(scope="module")
+def v4l2(tmp_path_factory: pytest.TempPathFactory, toolkit_61: ToolkitImage, kernel_61: str,
+         host: Path) -> dict[str, Path]:
+    """v4l2loopback for kernel_61: "upstream" (KMM's host link) and "midstream" (the
+    kernel's modules copied in)."""
+    del toolkit_61
+    work = tmp_path_factory.mktemp("node-v4l2")
+    upstream = build_v4l2loopback(work, (kernel_61,))[kernel_61]
+    return {"upstream": upstream,
+            "midstream": midstream_layout(work, upstream, host, kernel_61)}
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +321,8 @@ stringData:
     assert outcome["ready"], outcome
     assert outcome["pinned"] == digest
     pins = json.loads((root / "var/lib/dtk/pins.json").read_text())
-    assert pins == {f"{repo}:{kernel_61}": digest}
+    assert list(pins) == ["example"]
+    assert pins["example"][f"{repo}:{kernel_61}"]["digest"] == digest
     assert auth_registry.password not in json.dumps(outcome)
     # Credentials the registry refuses: a clear reason, and no secret in it.
     wrong = module.read_text().replace(auth_registry.dockerconfigjson(),
@@ -286,3 +356,63 @@ def test_exports_from_the_kernel_image_agree_with_module_symvers(
     owners = {s.module_name for s in added.values()}
     assert owners == {"videodev", "mc"}
     assert added == {n: s for n, s in table.items() if s.module_name in owners}
+
+
+def show_depends(tree: Path, root: Path, kernel: str, module: str) -> list[Path]:
+    """What kmod's own modprobe would insmod for `module` from the prepared tree, as the
+    boot unit runs it (`-d TREE/opt`, dtk's configuration): the real resolver, asked
+    without loading anything."""
+    conf = root / f"var/lib/dtk/kernels/{kernel}/none.modprobe.d"
+    conf.mkdir(parents=True, exist_ok=True)
+    shown = subprocess.run(["modprobe", "-C", str(conf), "-d", str(tree / "opt"), "-S", kernel,
+                            "--show-depends", module], capture_output=True, text=True,
+                           check=True)
+    return [Path(line.split()[1]) for line in shown.stdout.splitlines()
+            if line.startswith("insmod ")]
+
+
+def test_in_tree_dependencies_resolve_as_kmms_worker_sees_them(
+        tmp_path: Path, host: Path, v4l2: dict[str, Path], kernel_61: str) -> None:
+    """Both layouts KMM's documentation gives image authors load their in-tree
+    dependency (videodev, then mc): the upstream image's `host` link reaches this host's
+    /lib/modules/K, the midstream image carries the modules itself. kmod's modprobe
+    --show-depends, on the tree prepare left, names files that exist and are what dtk
+    checked: the host's own videodev for upstream."""
+    root = fresh_root(tmp_path, host)
+    for name, image in v4l2.items():
+        dtk("add", f"oci-archive:{image}", "--module", "v4l2loopback", "--name", name,
+            "--kernel", kernel_61, root=root)
+    outcomes = {o["name"]: o for o in dtk_json("prepare", "--kernel", kernel_61, root=root)}
+    host_videodev = (root / f"lib/modules/{kernel_61}").resolve()
+    for name, outcome in outcomes.items():
+        assert outcome["ready"], outcome
+        tree = root / "var/lib/dtk" / outcome["tree"]
+        insmods = show_depends(tree, root, kernel_61, "v4l2loopback")
+        assert [p.name.split(".ko")[0] for p in insmods] == ["mc", "videodev", "v4l2loopback"]
+        assert all(p.is_file() for p in insmods), insmods
+        inside = [p.resolve().is_relative_to(host_videodev) for p in insmods[:2]]
+        assert inside == ([True, True] if name == "upstream" else [False, False]), insmods
+
+
+def test_an_image_whose_dependency_does_not_resolve_is_not_ready(
+        tmp_path: Path, host: Path, v4l2: dict[str, Path], kernel_61: str) -> None:
+    """The upstream image without its `host` link: modules.dep.bin still names
+    host/kernel/drivers/media/…, which would not open at boot (`Unknown symbol
+    video_ioctl2`): not ready, before the reboot."""
+    work = tmp_path / "broken"
+    work.mkdir()
+    tag = f"localhost/dtk-node-{secrets.token_hex(4)}/nohost:1"
+    source = from_archive(v4l2["upstream"])
+    with buildah.working_container(source) as ctr:
+        with ctr.mounted() as mounted:
+            (mounted / f"opt/lib/modules/{kernel_61}/host").unlink()
+        ctr.commit(tag)
+    subprocess.run(["buildah", "rmi", source], capture_output=True, check=False)
+    archive_file = to_archive(tag, work / "nohost.tar")
+    root = fresh_root(tmp_path, host)
+    dtk("add", f"oci-archive:{archive_file}", "--module", "v4l2loopback", "--kernel", kernel_61,
+        root=root)
+    (outcome,) = dtk_json("prepare", "--kernel", kernel_61, root=root)
+    assert not outcome["ready"], outcome
+    assert "host/kernel/drivers/media/" in outcome["reason"], outcome
+    assert "not in the image" in outcome["reason"], outcome
