@@ -172,12 +172,13 @@ def _uncompressed(path: Path) -> Iterator[IO[bytes]]:
 class HostModules:
     """Where KMM's worker would show the node's own modules to an image: the image's
     `<modules_dir>/<K>/host` link (written by image authors as `/host/lib/modules/K`,
-    or `/lib/modules/K`: the worker mounts the node's modules at both) points at the
-    host's /lib/modules/K, `root_from_tree` being the way from a tree to the host's
-    root. This one link is dtk's, not the image's: the single way out of a tree."""
+    or `/lib/modules/K`: the worker mounts the node's modules at both) becomes
+    `/lib/modules/K`, the node's own, for `modprobe -d`. This one link is dtk's, not the
+    image's: the single way out of a tree. It is absolute in the node's own terms, so it
+    holds when a root prepared under --root boots, and dtk's readers never follow it
+    (they re-root an absolute link into the tree, or refuse it beneath the tree)."""
 
     modules_dir: str  # e.g. "opt/lib/modules"
-    root_from_tree: str  # e.g. "../../../../.."
 
 
 def tree_key(digest: str, prefixes: Sequence[str]) -> str:
@@ -201,14 +202,14 @@ def _link_host_modules(treefd: int, host: HostModules) -> None:
             if kdir is None:
                 continue
             try:
-                _relink(kdir, (*parts, kernel, "host"), kernel, host.root_from_tree)
+                _relink(kdir, (*parts, kernel, "host"), kernel)
             finally:
                 os.close(kdir)
     finally:
         found.close()
 
 
-def _relink(kdir: int, link: tuple[str, ...], kernel: str, root_from_tree: str) -> None:
+def _relink(kdir: int, link: tuple[str, ...], kernel: str) -> None:
     try:
         text = os.readlink("host", dir_fd=kdir)
     except OSError:
@@ -216,8 +217,7 @@ def _relink(kdir: int, link: tuple[str, ...], kernel: str, root_from_tree: str) 
     kmm_ways = {link_target(link, f"{base}/{kernel}", "") for base in
                 ("/host/lib/modules", "/lib/modules")}
     if text in kmm_ways:
-        up = "/".join([".."] * (len(link) - 1))
-        rootwrite.make_symlink(kdir, "host", f"{up}/{root_from_tree}/lib/modules/{kernel}")
+        rootwrite.make_symlink(kdir, "host", f"/lib/modules/{kernel}")
 
 
 def unpack(layout: Path, digest: str, trees: Path, prefixes: Sequence[str],

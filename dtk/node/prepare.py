@@ -13,7 +13,6 @@ driver image is missing (that is how DKMS hooks leave hosts unbootable).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -106,11 +105,9 @@ def _judge(decl: Declaration, kernel: str, verdicts: list[ModuleVerdict],
     return True, first.reason if first else "loads"
 
 
-def host_modules(layout: Layout, decl: Declaration) -> oci.HostModules:
-    """Where the image's `host` link points on this node (see oci.HostModules)."""
-    tree = layout.trees / "x"  # every tree sits at the same depth
-    return oci.HostModules(f"{decl.modprobe.dir_name.strip('/')}/lib/modules",
-                           os.path.relpath(layout.root, tree))
+def host_modules(decl: Declaration) -> oci.HostModules:
+    """Where the image's `host` link is (see oci.HostModules)."""
+    return oci.HostModules(f"{decl.modprobe.dir_name.strip('/')}/lib/modules")
 
 
 def prepare_one(layout: Layout, decl: Declaration, kernel: str, *,
@@ -128,7 +125,7 @@ def prepare_one(layout: Layout, decl: Declaration, kernel: str, *,
                                 if decl.require_signature else None)
         pin = pins.put(layout, decl.name, image, fetched.pinned) if fetched.pinned else None
         tree = oci.unpack(layout.oci, fetched.digest, layout.trees, prefixes(decl),
-                          host_modules(layout, decl))
+                          host_modules(decl))
         verdicts = verify(tree, decl.modprobe.dir_name, kernel, layout.root)
         closure = dependencies(tree, decl.modprobe.dir_name, kernel, layout.root,
                                targets(decl))

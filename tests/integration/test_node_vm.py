@@ -17,10 +17,17 @@ from pathlib import Path
 import pytest
 
 from dtk.distro.debian import DebianArchive
+from dtk.engine import buildah
 from dtk.kernel import normalize
 from dtk.toolkit.images import ToolkitImage
 from tests.integration import node_vm
-from tests.integration.test_node import EXAMPLE, images
+from tests.integration.test_node import (
+    EXAMPLE,
+    build_v4l2loopback,
+    from_archive,
+    images,
+    to_archive,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -181,3 +188,114 @@ def test_the_next_kernels_package_prepares_it_and_it_boots_with_the_driver(
     assert not (node.rootfs / f"var/lib/dtk/kernels/{kernel_612}").exists()
     assert not (node.rootfs / "var/lib/dtk" / prepared["tree"]).exists()
     assert (node.rootfs / "etc/dtk/modules/dtk-example.yaml").is_file()  # still declared
+
+
+FIRMWARE_REPORT = """\
+echo "@@node begin firmware"
+find /var/lib/firmware -printf '%y %p %l\\n' | sort
+echo "@@node end firmware"
+cat /etc/dtk-sentinel
+"""
+
+
+def with_firmware(archive_file: Path, out: Path) -> Path:
+    """The driver's image with a linux-firmware-style /firmware: versioned files and
+    links to them, a link to a directory, and one link that climbs out once copied
+    (kept nowhere: it does not resolve inside the image's firmware)."""
+    source = from_archive(archive_file)
+    tag = f"localhost/dtk-node-{secrets.token_hex(4)}/fw:1"
+    try:
+        with buildah.working_container(source) as ctr:
+            with ctr.mounted() as root:
+                vendor = root / "firmware/vendor"
+                vendor.mkdir(parents=True)
+                (vendor / "dev-1.0.bin").write_bytes(b"firmware 1.0")
+                (vendor / "dev.bin").symlink_to("dev-1.0.bin")
+                (root / "firmware/current").symlink_to("vendor")
+                (root / "firmware/vendor/etc").symlink_to("../../../../etc")
+            ctr.commit(tag)
+    finally:
+        subprocess.run(["buildah", "rmi", source], capture_output=True, check=False)
+    return to_archive(tag, out)
+
+
+def firmware_seen(report: node_vm.Report) -> dict[str, str]:
+    seen = {}
+    for line in report.sections.get("firmware", "").splitlines():
+        kind, path, *target = line.split()
+        seen[path] = kind + (f" -> {target[0]}" if target else "")
+    return seen
+
+
+@pytest.fixture(scope="module")
+def v4l2_images(tmp_path_factory: pytest.TempPathFactory, toolkit_61: ToolkitImage,
+                toolkit_612: ToolkitImage, kernel_61: str, kernel_612: str) -> dict[str, Path]:
+    del toolkit_61, toolkit_612
+    work = tmp_path_factory.mktemp("node-v4l2-vm")
+    built = build_v4l2loopback(work, (kernel_61, kernel_612))
+    return {k: with_firmware(a, work / f"v4l2-fw-{normalize(k)}.tar") for k, a in built.items()}
+
+
+V4L2_MODULE = """\
+apiVersion: kmm.sigs.x-k8s.io/v1beta1
+kind: Module
+metadata: {name: v4l2loopback, namespace: default}
+spec:
+  selector: {}
+  moduleLoader:
+    container:
+      modprobe: {moduleName: v4l2loopback, firmwarePath: /firmware}
+      kernelMappings:
+      - regexp: '^.+$'
+        containerImage: oci-archive:/mnt/images/v4l2-${KERNEL_FULL_VERSION}.tar
+"""
+
+
+def test_a_real_driver_with_an_in_tree_dependency_and_firmware_loads_on_every_boot(
+        work: Path, archive: DebianArchive, kernel_61: str, kernel_612: str,
+        v4l2_images: dict[str, Path]) -> None:
+    """Debian's v4l2loopback-dkms, built by dtk, needs the in-tree videodev (and mc) and
+    ships linux-firmware-style links: loaded at boot by dtk's own modprobe (its journal
+    shows the insmod of videodev: nothing had loaded it), on two boots in a row (the
+    firmware links copied again), then after the next kernel's package is installed."""
+    tar = node_vm.base_tar(archive, kernel_61)
+    node = node_vm.make_node(tar, kernel_61, node_vm.wheels(work / "wheels"), work)
+    disk = work / "images"
+    disk.mkdir()
+    for kernel, archive_file in v4l2_images.items():
+        shutil.copy(archive_file, disk / f"v4l2-{normalize(kernel)}.tar")
+    shutil.copytree(disk, node.rootfs / "mnt/images", dirs_exist_ok=True)  # for the hook
+    (node.rootfs / "etc/dtk-sentinel").write_text("the host's own\n")
+    module = work / "v4l2loopback.yaml"
+    module.write_text(V4L2_MODULE)
+    node.dtk("node", "add", "-f", str(module), "--kernel", kernel_61, "--kernel", kernel_612)
+    node_vm.then(node, FIRMWARE_REPORT)
+    node_vm.disks(node, disk)
+    for boot in (1, 2):  # the same root disk: the second boot starts from the first's state
+        report = node_vm.boot(node, kernel_61)
+        where = f"boot {boot}: console:\n{report.console[-3000:]}\nreport: {report.facts} " \
+                f"{report.sections}"
+        assert report.facts.get("kernel") == kernel_61, where
+        assert report.facts["unit"] == "active 0", where
+        modules = report.facts["modules"].split()
+        assert {"v4l2loopback", "videodev", "mc"} <= set(modules), where
+        journal = report.sections["journal"]
+        assert "/host/kernel/drivers/media/v4l2-core/videodev.ko" in journal, where
+        firmware = firmware_seen(report)
+        assert firmware["/var/lib/firmware/vendor/dev.bin"] == "l -> dev-1.0.bin", where
+        assert firmware["/var/lib/firmware/current"] == "l -> vendor", where
+        assert "/var/lib/firmware/vendor/etc" not in firmware, where
+        assert "the host's own" in report.sections["then"], where
+    (entry,) = [e for e in archive.kernels() if e.release == kernel_612]
+    (deb,) = archive.index.download([entry.image_package], work / "debs")
+    shutil.copy(deb, node.rootfs / "tmp/kernel.deb")
+    dpkg = chroot_dpkg(node.rootfs, "-i", "/tmp/kernel.deb")
+    assert f"dtk node: v4l2loopback for {kernel_612}: ready" in dpkg.stdout + dpkg.stderr, dpkg
+    (node.rootfs / "tmp/kernel.deb").unlink()
+    node_vm.disks(node, disk)
+    report = node_vm.boot(node, kernel_612)
+    where = f"console:\n{report.console[-3000:]}\nreport: {report.facts} {report.sections}"
+    assert report.facts.get("kernel") == kernel_612, where
+    assert report.facts["unit"] == "active 0", where
+    assert {"v4l2loopback", "videodev"} <= set(report.facts["modules"].split()), where
+    assert "/host/kernel/drivers/media/v4l2-core/videodev.ko" in report.sections["journal"]
