@@ -358,17 +358,39 @@ def test_exports_from_the_kernel_image_agree_with_module_symvers(
     assert added == {n: s for n, s in table.items() if s.module_name in owners}
 
 
-def show_depends(tree: Path, root: Path, kernel: str, module: str) -> list[Path]:
+def show_depends(root: Path, tree: str, kernel: str, module: str) -> list[Path]:
     """What kmod's own modprobe would insmod for `module` from the prepared tree, as the
-    boot unit runs it (`-d TREE/opt`, dtk's configuration): the real resolver, asked
-    without loading anything."""
-    conf = root / f"var/lib/dtk/kernels/{kernel}/none.modprobe.d"
-    conf.mkdir(parents=True, exist_ok=True)
-    shown = subprocess.run(["modprobe", "-C", str(conf), "-d", str(tree / "opt"), "-S", kernel,
-                            "--show-depends", module], capture_output=True, text=True,
-                           check=True)
+    boot unit runs it (`-d TREE/opt`, dtk's configuration) on the node: the real
+    resolver, asked without loading anything, in a mount namespace (bubblewrap) where
+    /lib/modules and /var/lib/dtk are the node's (this host has no /lib/modules)."""
+    conf = f"/var/lib/dtk/kernels/{kernel}/none.modprobe.d"
+    (root / conf.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    shown = subprocess.run(
+        ["bwrap", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+         "--symlink", "usr/sbin", "/sbin", "--symlink", "usr/lib64", "/lib64", "--dir", "/lib",
+         "--ro-bind", "/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu",
+         "--ro-bind", str(root / "lib/modules"), "/lib/modules",
+         "--ro-bind", str(root / "var/lib/dtk"), "/var/lib/dtk", "--proc", "/proc",
+         "--dev", "/dev", "--", "modprobe", "-C", conf, "-d", f"/var/lib/dtk/{tree}/opt",
+         "-S", kernel, "--show-depends", module],
+        capture_output=True, text=True, check=True)
+    assert "ERROR" not in shown.stderr, shown.stderr
     return [Path(line.split()[1]) for line in shown.stdout.splitlines()
             if line.startswith("insmod ")]
+
+
+def in_node(root: Path, path: Path) -> Path:
+    """A path as the node sees it, on this host: the node's /lib/modules is under root;
+    every link on the way is the tree's own, or dtk's `host` link to /lib/modules/K."""
+    node = Path(os.path.realpath(root / path.relative_to("/")))
+    if node.is_relative_to(root):
+        return node
+    # dtk's host link, absolute in the node's terms: followed under the node's root.
+    rel = path.relative_to("/")
+    parts = rel.parts
+    index = parts.index("host")
+    link = root.joinpath(*parts[:index + 1]).readlink()
+    return root / link.relative_to("/") / Path(*parts[index + 1:])
 
 
 def test_in_tree_dependencies_resolve_as_kmms_worker_sees_them(
@@ -383,15 +405,15 @@ def test_in_tree_dependencies_resolve_as_kmms_worker_sees_them(
         dtk("add", f"oci-archive:{image}", "--module", "v4l2loopback", "--name", name,
             "--kernel", kernel_61, root=root)
     outcomes = {o["name"]: o for o in dtk_json("prepare", "--kernel", kernel_61, root=root)}
-    host_videodev = (root / f"lib/modules/{kernel_61}").resolve()
+    kernel_modules = root / f"lib/modules/{kernel_61}"
     for name, outcome in outcomes.items():
         assert outcome["ready"], outcome
-        tree = root / "var/lib/dtk" / outcome["tree"]
-        insmods = show_depends(tree, root, kernel_61, "v4l2loopback")
+        insmods = show_depends(root, outcome["tree"], kernel_61, "v4l2loopback")
         assert [p.name.split(".ko")[0] for p in insmods] == ["mc", "videodev", "v4l2loopback"]
-        assert all(p.is_file() for p in insmods), insmods
-        inside = [p.resolve().is_relative_to(host_videodev) for p in insmods[:2]]
-        assert inside == ([True, True] if name == "upstream" else [False, False]), insmods
+        on_node = [in_node(root, p) for p in insmods]
+        assert all(p.is_file() for p in on_node), on_node
+        from_kernel = [p.is_relative_to(kernel_modules) for p in on_node[:2]]
+        assert from_kernel == ([True, True] if name == "upstream" else [False, False]), on_node
 
 
 def test_an_image_whose_dependency_does_not_resolve_is_not_ready(
