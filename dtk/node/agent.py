@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -87,10 +88,17 @@ def _unexpected(name: str, exc: BaseException) -> str:
 
 def load_all(layout: Layout, kernel: str) -> list[Loaded]:
     layout.machine("dtk node load")
+    return each_isolated(layout, kernel, load_one)
+
+
+def each_isolated(layout: Layout, kernel: str,
+                  action: Callable[[Layout, Declaration, str], Loaded]) -> list[Loaded]:
+    """`action` for every declaration, each one's failure (a DtkError, or a bug in dtk)
+    recorded for it alone: the others still run, and the boot goes on."""
     results = []
     for name in declare.names(layout):
         try:
-            result = load_one(layout, declare.find(layout, name), kernel)
+            result = action(layout, declare.find(layout, name), kernel)
         except DtkError as exc:
             result = Loaded(name, kernel, False, exc.message.splitlines()[0])
         except Exception as exc:  # one declaration never stops the others

@@ -77,7 +77,7 @@ def test_an_outcome_for_another_form_of_the_declaration_is_not_loaded(
     path.write_text(path.read_text().replace("images/a", "images/b"))
     layout_dir(tmp_path, "b")
     decl = declare.find(layout, "drv")
-    outcome = agent._ready_outcome(layout, decl, K)  # noqa: SLF001 (the boot's decision)
+    outcome = agent._ready_outcome(layout, decl, K)  # the boot unit's decision
     assert outcome.tree != "trees/sha256-old"
     assert not outcome.ready  # the hand-made layout holds no image: fetched, and refused
     (status,) = prepare.status(layout, K)
@@ -110,3 +110,29 @@ def test_a_torn_oci_layout_is_fetched_again_not_a_permanent_failure(tmp_path: Pa
     (layout / "index.json").write_text("{torn")
     oci.prune(layout, set())
     assert not layout.exists()  # a download cache: gone, and fetched again when needed
+
+
+def test_one_declarations_failure_never_stops_the_others(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The boot unit's loop: a declaration whose load raises a bug (not a DtkError) is
+    recorded as not loaded with what happened, and the ones after it still run. The
+    action stands in for inserting modules, which this host cannot do (the node VM
+    test inserts them)."""
+    for name in ("a-first", "b-broken", "c-last"):
+        assert run(capsys, "node", "add", "reg.example/x:1", "--module", name, "--kernel", K,
+                   "--root", str(tmp_path))[0] == 0
+    ran = []
+
+    def action(layout: Layout, decl: declare.Declaration, kernel: str) -> agent.Loaded:
+        ran.append(decl.name)
+        if decl.name == "b-broken":
+            raise KeyError("a bug")
+        return agent.Loaded(decl.name, kernel, True, "loads")
+
+    results = agent.each_isolated(Layout(tmp_path), K, action)
+    assert ran == ["a-first", "b-broken", "c-last"]
+    assert [r.loaded for r in results] == [True, False, True]
+    assert "dtk failed unexpectedly (KeyError" in results[1].reason
+    assert "traceback follows" in capsys.readouterr().err
+    record = agent.loaded_record(Layout(tmp_path), "b-broken")
+    assert record is not None and not record.loaded
