@@ -51,8 +51,14 @@ _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def parts_of(inner: str) -> list[str]:
-    """The components of a path in a tree ('' and '.' dropped; '..' kept)."""
-    return [p for p in inner.split("/") if p not in ("", ".")]
+    """The components of a path in a tree, '..' kept. A '.' after a name, or a trailing
+    '/', is kept as '.': as for the kernel, the name must then be a directory."""
+    parts = [p for p in inner.split("/") if p]
+    if inner.endswith("/") and parts:
+        parts.append(".")
+    while parts and parts[0] == ".":
+        parts.pop(0)
+    return parts
 
 
 @dataclass
@@ -191,6 +197,8 @@ def _walk(rootfd: int, inner: str, mode: Mode, flags: int, follow_last: bool) ->
             part = walk.parts.pop(0)
             if part == "..":
                 walk.up()
+                continue
+            if part == ".":  # the current directory (the name before it had to be one)
                 continue
             try:
                 info = os.stat(part, dir_fd=walk.stack[-1], follow_symlinks=False)

@@ -11,9 +11,7 @@ and a refusal is a DtkError, never another exception.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
 import secrets
 import tarfile
@@ -28,6 +26,7 @@ from hypothesis import strategies as st
 from dtk import rootfs, rootwrite
 from dtk.errors import DtkError
 from dtk.node import oci
+from tests.unit.node_support import oci_layout
 
 PREFIXES = ("opt/lib/modules", "firmware")
 NAMES = ["opt", "lib", "modules", "K", "a", "b", "c", "host", "firmware", "x.ko", "etc",
@@ -73,21 +72,6 @@ def tar_layer(items: list[tuple[str, str, str]]) -> bytes:
     return out.getvalue()
 
 
-def oci_image(layout: Path, blobs: list[bytes]) -> str:
-    def blob(data: bytes) -> str:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        path = oci.blob_path(layout, digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        return digest
-
-    return blob(json.dumps({"schemaVersion": 2,
-                            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                            "config": {"digest": blob(b"{}"), "size": 2},
-                            "layers": [{"digest": blob(b), "size": len(b)} for b in blobs]}
-                           ).encode())
-
-
 def make_host(root: Path) -> dict[Path, bytes]:
     """Sentinels around dtk's state, each with content found nowhere else."""
     sentinels = {}
@@ -118,7 +102,7 @@ def test_generated_layers_never_touch_the_host(generated: list[list[tuple[str, s
         sentinels = make_host(host)
         inodes = {p.stat().st_ino for p in sentinels}
         layout = host / "var/lib/dtk/oci"
-        digest = oci_image(layout, [tar_layer(items) for items in generated])
+        digest = oci_layout(layout, [tar_layer(items) for items in generated])
         try:
             tree = oci.unpack(layout, digest, host / "var/lib/dtk/trees", PREFIXES)
         except DtkError:

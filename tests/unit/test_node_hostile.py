@@ -8,9 +8,7 @@ hostile layers); the unpacker, the firmware copy and the link checks are dtk's o
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import os
 import tarfile
 from pathlib import Path
@@ -20,6 +18,7 @@ import pytest
 from dtk.errors import DtkError
 from dtk.node import oci
 from dtk.node.load import Step, execute
+from tests.unit.node_support import oci_layout
 
 PREFIXES = ("opt/lib/modules", "firmware")
 K = "6.1.0-57-amd64"
@@ -39,21 +38,6 @@ def layer(*entries: tuple[tarfile.TarInfo, bytes]) -> bytes:
         for info, data in entries:
             tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
     return out.getvalue()
-
-
-def image(layout: Path, *layers: bytes) -> str:
-    """An OCI layout holding one image of these layers; its manifest digest."""
-    def blob(data: bytes) -> str:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        path = oci.blob_path(layout, digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        return digest
-
-    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"digest": blob(b"{}"), "size": 2},
-                "layers": [{"digest": blob(data), "size": len(data)} for data in layers]}
-    return blob(json.dumps(manifest).encode())
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, bytes]]:
@@ -89,7 +73,7 @@ def host(tmp_path: Path) -> Path:
 
 def unpack(host: Path, *layers: bytes) -> Path:
     layout = host / "var/lib/dtk/oci"
-    digest = image(layout, *layers)
+    digest = oci_layout(layout, list(layers))
     return oci.unpack(layout, digest, host / "var/lib/dtk/trees", PREFIXES)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import json
 import os
 import stat
 import tarfile
@@ -18,6 +17,7 @@ from dtk import rootfs
 from dtk.errors import DtkError
 from dtk.node import oci
 from dtk.node.unpack import UnsafeLayerError, apply_layer
+from tests.unit.node_support import oci_layout
 
 PREFIXES = ("opt/lib/modules", "firmware")
 
@@ -149,24 +149,6 @@ def test_a_blob_must_hash_to_its_digest(tmp_path: Path) -> None:
         oci.verify_blob(tmp_path, digest)
     with pytest.raises(DtkError, match="malformed digest"):
         oci.blob_path(tmp_path, "sha256:../../etc")
-
-
-def oci_layout(root: Path, layers: list[bytes]) -> str:
-    """An OCI layout holding one image (hand-made: no builder writes hostile layers)."""
-    def blob(data: bytes) -> str:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        path = oci.blob_path(root, digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        return digest
-
-    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"digest": blob(b"{}"), "size": 2},
-                "layers": [{"digest": blob(data), "size": len(data)} for data in layers]}
-    digest = blob(json.dumps(manifest).encode())
-    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
-        {"digest": digest, "annotations": {"org.opencontainers.image.ref.name": "t"}}]}))
-    return digest
 
 
 def test_an_image_unpacks_once_into_its_own_tree(tmp_path: Path) -> None:
