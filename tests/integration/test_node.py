@@ -94,21 +94,21 @@ def images(tmp_path_factory: pytest.TempPathFactory, toolkit_61: ToolkitImage,
             subprocess.run(["buildah", "rmi", tag], capture_output=True, check=False)
 
 
-def build_v4l2loopback(work: Path, kernels: tuple[str, ...]) -> dict[str, Path]:
-    """Debian's v4l2loopback-dkms (a real out-of-tree driver whose module needs the
-    in-tree videodev and mc) built by `dtk build --dkms` for `kernels`, as OCI archives
-    per kernel: the image links /opt/lib/modules/K/host -> /host/lib/modules/K, the way
-    KMM's upstream documentation tells image authors (KMM@d8e8410)."""
-    tag = f"localhost/dtk-node-{secrets.token_hex(4)}/v4l2loopback:${{KERNEL_FULL_VERSION}}"
+def build_dkms(work: Path, package: str, kernels: tuple[str, ...]) -> dict[str, Path]:
+    """A Debian `*-dkms` package (a real out-of-tree driver) built by `dtk build --dkms` for
+    `kernels`, as OCI archives per kernel: its image links /opt/lib/modules/K/host ->
+    /host/lib/modules/K, the way KMM's upstream documentation tells image authors
+    (KMM@d8e8410), for the in-tree modules it needs."""
+    tag = f"localhost/dtk-node-{secrets.token_hex(4)}/${{MOD_NAME}}:${{KERNEL_FULL_VERSION}}"
     env = dict(os.environ, DTK_STATE_DIR=str(work / "state"))
     kernel_args = [a for k in kernels for a in ("--kernel", k)]
-    built = subprocess.run([sys.executable, "-m", "dtk", "build", "--dkms", "v4l2loopback-dkms",
+    built = subprocess.run([sys.executable, "-m", "dtk", "build", "--dkms", package,
                             *kernel_args, "--image", tag, "--json"], env=env, timeout=3600,
                            capture_output=True, text=True, check=False)
     assert built.returncode == 0, built.stderr
     out = {}
     for cell in json.loads(built.stdout)["outcomes"]:
-        path = work / f"v4l2loopback-{normalize(cell['kernel'])}.tar"
+        path = work / f"{package}-{normalize(cell['kernel'])}.tar"
         subprocess.run(["skopeo", "copy", f"containers-storage:{cell['image']}",
                         f"oci-archive:{path}"], check=True, capture_output=True)
         subprocess.run(["buildah", "rmi", cell["image"]], capture_output=True, check=False)
@@ -154,11 +154,12 @@ def midstream_layout(work: Path, upstream: Path, host_root: Path, kernel: str) -
 @pytest.fixture(scope="module")
 def v4l2(tmp_path_factory: pytest.TempPathFactory, toolkit_61: ToolkitImage, kernel_61: str,
          host: Path) -> dict[str, Path]:
-    """v4l2loopback for kernel_61: "upstream" (KMM's host link) and "midstream" (the
-    kernel's modules copied in)."""
+    """Debian's v4l2loopback-dkms for kernel_61 (its module needs the in-tree videodev,
+    which needs mc): "upstream" (KMM's host link) and "midstream" (the kernel's modules
+    copied in)."""
     del toolkit_61
     work = tmp_path_factory.mktemp("node-v4l2")
-    upstream = build_v4l2loopback(work, (kernel_61,))[kernel_61]
+    upstream = build_dkms(work, "v4l2loopback-dkms", (kernel_61,))[kernel_61]
     return {"upstream": upstream,
             "midstream": midstream_layout(work, upstream, host, kernel_61)}
 

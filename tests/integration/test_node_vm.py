@@ -23,7 +23,7 @@ from dtk.toolkit.images import ToolkitImage
 from tests.integration import node_vm
 from tests.integration.test_node import (
     EXAMPLE,
-    build_v4l2loopback,
+    build_dkms,
     from_archive,
     images,
     to_archive,
@@ -228,46 +228,50 @@ def firmware_seen(report: node_vm.Report) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def v4l2_images(tmp_path_factory: pytest.TempPathFactory, toolkit_61: ToolkitImage,
-                toolkit_612: ToolkitImage, kernel_61: str, kernel_612: str) -> dict[str, Path]:
+def uio_images(tmp_path_factory: pytest.TempPathFactory, toolkit_61: ToolkitImage,
+               toolkit_612: ToolkitImage, kernel_61: str, kernel_612: str) -> dict[str, Path]:
+    """Debian's dpdk-kmods-dkms (igb_uio, which needs the in-tree uio) for both kernels,
+    with firmware: one of the bookworm *-dkms packages with an in-tree dependency that
+    still builds for 6.12 (v4l2loopback 0.12.7 does not: strlcpy is gone)."""
     del toolkit_61, toolkit_612
-    work = tmp_path_factory.mktemp("node-v4l2-vm")
-    built = build_v4l2loopback(work, (kernel_61, kernel_612))
-    return {k: with_firmware(a, work / f"v4l2-fw-{normalize(k)}.tar") for k, a in built.items()}
+    work = tmp_path_factory.mktemp("node-uio-vm")
+    built = build_dkms(work, "dpdk-kmods-dkms", (kernel_61, kernel_612))
+    return {k: with_firmware(a, work / f"igb-uio-fw-{normalize(k)}.tar")
+            for k, a in built.items()}
 
 
-V4L2_MODULE = """\
+UIO_MODULE = """\
 apiVersion: kmm.sigs.x-k8s.io/v1beta1
 kind: Module
-metadata: {name: v4l2loopback, namespace: default}
+metadata: {name: igb-uio, namespace: default}
 spec:
   selector: {}
   moduleLoader:
     container:
-      modprobe: {moduleName: v4l2loopback, firmwarePath: /firmware}
+      modprobe: {moduleName: igb_uio, firmwarePath: /firmware}
       kernelMappings:
       - regexp: '^.+$'
-        containerImage: oci-archive:/mnt/images/v4l2-${KERNEL_FULL_VERSION}.tar
+        containerImage: oci-archive:/mnt/images/igb-uio-${KERNEL_FULL_VERSION}.tar
 """
 
 
 def test_a_real_driver_with_an_in_tree_dependency_and_firmware_loads_on_every_boot(
         work: Path, archive: DebianArchive, kernel_61: str, kernel_612: str,
-        v4l2_images: dict[str, Path]) -> None:
-    """Debian's v4l2loopback-dkms, built by dtk, needs the in-tree videodev (and mc) and
-    ships linux-firmware-style links: loaded at boot by dtk's own modprobe (its journal
-    shows the insmod of videodev: nothing had loaded it), on two boots in a row (the
+        uio_images: dict[str, Path]) -> None:
+    """Debian's dpdk-kmods-dkms, built by dtk: igb_uio needs the in-tree uio, and the
+    image ships linux-firmware-style links. Loaded at boot by dtk's own modprobe (its
+    journal shows the insmod of uio: nothing had loaded it), on two boots in a row (the
     firmware links copied again), then after the next kernel's package is installed."""
     tar = node_vm.base_tar(archive, kernel_61)
     node = node_vm.make_node(tar, kernel_61, node_vm.wheels(work / "wheels"), work)
     disk = work / "images"
     disk.mkdir()
-    for kernel, archive_file in v4l2_images.items():
-        shutil.copy(archive_file, disk / f"v4l2-{normalize(kernel)}.tar")
+    for kernel, archive_file in uio_images.items():
+        shutil.copy(archive_file, disk / f"igb-uio-{normalize(kernel)}.tar")
     shutil.copytree(disk, node.rootfs / "mnt/images", dirs_exist_ok=True)  # for the hook
     (node.rootfs / "etc/dtk-sentinel").write_text("the host's own\n")
-    module = work / "v4l2loopback.yaml"
-    module.write_text(V4L2_MODULE)
+    module = work / "igb-uio.yaml"
+    module.write_text(UIO_MODULE)
     node.dtk("node", "add", "-f", str(module), "--kernel", kernel_61, "--kernel", kernel_612)
     node_vm.then(node, FIRMWARE_REPORT)
     node_vm.disks(node, disk)
@@ -278,9 +282,8 @@ def test_a_real_driver_with_an_in_tree_dependency_and_firmware_loads_on_every_bo
         assert report.facts.get("kernel") == kernel_61, where
         assert report.facts["unit"] == "active 0", where
         modules = report.facts["modules"].split()
-        assert {"v4l2loopback", "videodev", "mc"} <= set(modules), where
-        journal = report.sections["journal"]
-        assert "/host/kernel/drivers/media/v4l2-core/videodev.ko" in journal, where
+        assert {"igb_uio", "uio"} <= set(modules), where
+        assert "/host/kernel/drivers/uio/uio.ko" in report.sections["journal"], where
         firmware = firmware_seen(report)
         assert firmware["/var/lib/firmware/vendor/dev.bin"] == "l -> dev-1.0.bin", where
         assert firmware["/var/lib/firmware/current"] == "l -> vendor", where
@@ -290,12 +293,12 @@ def test_a_real_driver_with_an_in_tree_dependency_and_firmware_loads_on_every_bo
     (deb,) = archive.index.download([entry.image_package], work / "debs")
     shutil.copy(deb, node.rootfs / "tmp/kernel.deb")
     dpkg = chroot_dpkg(node.rootfs, "-i", "/tmp/kernel.deb")
-    assert f"dtk node: v4l2loopback for {kernel_612}: ready" in dpkg.stdout + dpkg.stderr, dpkg
+    assert f"dtk node: igb-uio for {kernel_612}: ready" in dpkg.stdout + dpkg.stderr, dpkg
     (node.rootfs / "tmp/kernel.deb").unlink()
     node_vm.disks(node, disk)
     report = node_vm.boot(node, kernel_612)
     where = f"console:\n{report.console[-3000:]}\nreport: {report.facts} {report.sections}"
     assert report.facts.get("kernel") == kernel_612, where
     assert report.facts["unit"] == "active 0", where
-    assert {"v4l2loopback", "videodev"} <= set(report.facts["modules"].split()), where
-    assert "/host/kernel/drivers/media/v4l2-core/videodev.ko" in report.sections["journal"]
+    assert {"igb_uio", "uio"} <= set(report.facts["modules"].split()), where
+    assert "/host/kernel/drivers/uio/uio.ko" in report.sections["journal"], where
