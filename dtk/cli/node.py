@@ -53,13 +53,15 @@ def node_group() -> None:
 
 
 def _image_bundle(image: str, module_name: str | None, params: tuple[str, ...], *,
-                  name: str | None, tls_verify: bool | None, auth: Path | None) -> Any:
+                  name: str | None, tls_verify: bool | None, auth: Path | None,
+                  layout: Layout) -> Any:
     if not module_name:
         raise DtkError("IMAGE needs --module NAME (the module modprobe loads)")
     decl_name = name or module_name.replace("_", "-").lower()
     secret = f"{decl_name}-pull" if auth else None
     docs = [declare.image_module(image, module_name, params, decl_name,
-                                 insecure=tls_verify is False, secret=secret)]
+                                 insecure=tls_verify is False, secret=secret,
+                                 machine=layout.is_machine)]
     if auth is not None and secret is not None:
         docs.append(declare.pull_secret(secret, image, auth))
     return declare.image_bundle(*docs)
@@ -106,7 +108,7 @@ def add_cmd(*, image: str | None, files: tuple[Path, ...], module_name: str | No
                             "reg/img:${KERNEL_FULL_VERSION} --module my_driver")
     if image:
         bundle = _image_bundle(image, module_name, params, name=name, tls_verify=tls_verify,
-                               auth=authfile)
+                               auth=authfile, layout=layout)
     else:
         if module_name or params or name or authfile or tls_verify is not None:
             raise DtkError("--module, --param, --name, --authfile and --tls-verify go with "

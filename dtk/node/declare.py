@@ -19,6 +19,7 @@ import base64
 import copy
 import hashlib
 import json
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -95,9 +96,10 @@ _SAVE = ("save it as an archive (skopeo copy containers-storage:IMAGE "
          "or push it to a registry (dtk build … --push)")
 
 
-def image_source(image: str) -> str:
+def image_source(image: str, *, machine: bool = True) -> str:
     """IMAGE as `dtk node add` stores it: an archive path made absolute (the hook and the
-    boot unit run from /); a transport a host cannot read, or a name only this machine's
+    boot unit run from /; under --root, `machine` false, it must be given absolute, as
+    the node sees it); a transport a host cannot read, or a name only this machine's
     container storage knows, refused with the way to hand it over."""
     for transport in _NOT_ON_A_HOST:
         if image.startswith(transport):
@@ -108,6 +110,9 @@ def image_source(image: str) -> str:
             path, sep, ref = image[len(transport):].partition(":")
             if not path:
                 raise DtkError(f"{image} names no path", hint=f"{transport}/path/to/image")
+            if not machine and not path.startswith("/"):
+                raise DtkError(f"{image}: under --root, name the archive by its absolute "
+                               "path as the node sees it", hint=f"{transport}/var/lib/…")
             return f"{transport}{Path(path).absolute()}{sep}{ref}"
     name = image.removeprefix("docker://")
     if name.split("/", 1)[0] == "localhost":
@@ -118,7 +123,8 @@ def image_source(image: str) -> str:
 
 
 def image_module(image: str, module: str, params: Sequence[str], name: str, *,
-                 insecure: bool = False, secret: str | None = None) -> dict[str, Any]:
+                 insecure: bool = False, secret: str | None = None,
+                 machine: bool = True) -> dict[str, Any]:
     """`dtk node add IMAGE --module NAME`: the Module KMM would need for the same thing."""
     check_name(name)  # said in the user's words, before a generated document is read
     for param in params:
@@ -126,7 +132,8 @@ def image_module(image: str, module: str, params: Sequence[str], name: str, *,
             raise DtkError(f"--param {param!r} is not key=value")
     container: dict[str, Any] = {
         "modprobe": {"moduleName": module, **({"parameters": list(params)} if params else {})},
-        "kernelMappings": [{"regexp": "^.+$", "containerImage": image_source(image)}]}
+        "kernelMappings": [{"regexp": "^.+$",
+                            "containerImage": image_source(image, machine=machine)}]}
     if insecure:
         container["registryTLS"] = {"insecureSkipTLSVerify": True}
     spec: dict[str, Any] = {"selector": {}, "moduleLoader": {"container": container}}
@@ -159,8 +166,10 @@ def pull_secret(name: str, image: str, authfile: Path) -> dict[str, Any]:
             "data": {".dockerconfigjson": base64.b64encode(payload).decode()}}
 
 
-def check_local_image(image: str, kernel: str) -> None:
-    """A local archive or layout must be there, by an absolute path, when declared."""
+def check_local_image(layout: Layout, image: str, kernel: str) -> None:
+    """A local archive or layout must be named by an absolute path, and be there: on the
+    machine, when declared; under --root it may arrive later (a disk the node mounts),
+    so its absence there is only said."""
     for transport in _LOCAL:
         if image.startswith(transport):
             path = Path(image[len(transport):].partition(":")[0])
@@ -168,10 +177,14 @@ def check_local_image(image: str, kernel: str) -> None:
                 raise DtkError(f"{image} (for {kernel}) is not an absolute path",
                                hint="the kernel hook and the boot unit run from /: name "
                                     "the archive by its absolute path")
-            if not path.exists():
+            if layout.host(str(path)).exists():
+                return
+            if layout.is_machine:
                 raise DtkError(f"{image} (for {kernel}) does not exist",
                                hint="make it first: skopeo copy containers-storage:IMAGE "
                                     f"{transport}{path}")
+            print(f"dtk node: note: {path} is not under {layout.root} yet: it must be there "
+                  "when the node prepares", file=sys.stderr)
 
 
 def _strip(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -256,7 +269,7 @@ def add(layout: Layout, bundle: m.Bundle, kernels: Sequence[str], *,
         decl = Declaration(name, layout.declaration(name), _read_text(text, f"{name}.yaml"),
                            text_digest(text.encode()))
         for kernel in kernels:
-            check_local_image(decl.resolve(kernel).image, kernel)
+            check_local_image(layout, decl.resolve(kernel).image, kernel)
         ready.append((decl, text))
     for decl, text in ready:
         write_atomic(decl.path, text.encode(), mode=0o600)

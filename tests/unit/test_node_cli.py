@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from dtk.cli.main import run_cli
+from dtk.errors import DtkError
 from dtk.node import declare
 from dtk.node.layout import Layout
 
@@ -70,7 +71,7 @@ def test_a_root_that_does_not_exist_is_not_made(capsys: pytest.CaptureFixture[st
     ("containers-storage:localhost/drv:1", "cannot read containers-storage images"),
     ("docker-daemon:drv:1", "cannot read docker-daemon images"),
     ("localhost/dtk-driver/drv:6.1.0-57-amd64", "names no registry"),
-    ("oci-archive:/nonexistent/x.tar", "does not exist"),
+    ("oci-archive:img/x.tar", "absolute path as the node sees it"),
 ])
 def test_images_a_host_cannot_fetch_are_refused_where_declared(
         capsys: pytest.CaptureFixture[str], root: Path, image: str, said: str) -> None:
@@ -81,19 +82,29 @@ def test_images_a_host_cannot_fetch_are_refused_where_declared(
     assert not (root / "etc/dtk").exists()
 
 
-def test_a_relative_archive_is_declared_by_its_absolute_path(
-        capsys: pytest.CaptureFixture[str], root: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The hook and the boot unit run from /: `oci-archive:img/a.tar` would be looked for
-    there."""
+def test_an_archive_is_declared_by_its_absolute_path_and_must_be_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hook and the boot unit run from /: on the machine `oci-archive:img/a.tar` is
+    stored absolute, and one that is not there is refused (checked here without writing:
+    the machine's own /etc is never a test's)."""
     (tmp_path / "img").mkdir()
-    (tmp_path / "img/a.tar").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
-    code, text = run(capsys, "node", "add", "oci-archive:img/a.tar", "--module", "drv",
+    assert declare.image_source("oci-archive:img/a.tar") == f"oci-archive:{tmp_path}/img/a.tar"
+    machine = Layout(Path("/"))
+    with pytest.raises(DtkError, match="does not exist") as info:
+        declare.check_local_image(machine, "oci-archive:/nonexistent/x.tar", K)
+    assert "skopeo copy containers-storage:IMAGE oci-archive:/nonexistent/x.tar" in str(
+        info.value.hint)
+
+
+def test_under_root_an_archive_may_arrive_later(capsys: pytest.CaptureFixture[str],
+                                                root: Path) -> None:
+    """A root being prepared (an image build) may get its archives on a disk mounted at
+    boot: declared, with a note."""
+    code, text = run(capsys, "node", "add", "oci-archive:/mnt/images/x.tar", "--module", "drv",
                      "--kernel", K, "--root", str(root))
     assert code == 0, text
-    assert declare.find(Layout(root), "drv").resolve(K).image == \
-        f"oci-archive:{tmp_path}/img/a.tar"
+    assert f"/mnt/images/x.tar is not under {root} yet" in text
 
 
 def test_modules_of_one_name_in_two_namespaces_are_an_error(
