@@ -200,8 +200,9 @@ cat /etc/dtk-sentinel
 
 def with_firmware(archive_file: Path, out: Path) -> Path:
     """The driver's image with a linux-firmware-style /firmware: versioned files and
-    links to them, a link to a directory, and one link that climbs out once copied
-    (kept nowhere: it does not resolve inside the image's firmware)."""
+    links to them, a link to a directory, and a link that stays inside the image but
+    not inside its firmware (copied under /var/lib/firmware it would name /var/lib: it
+    is left out)."""
     source = from_archive(archive_file)
     tag = f"localhost/dtk-node-{secrets.token_hex(4)}/fw:1"
     try:
@@ -212,7 +213,7 @@ def with_firmware(archive_file: Path, out: Path) -> Path:
                 (vendor / "dev-1.0.bin").write_bytes(b"firmware 1.0")
                 (vendor / "dev.bin").symlink_to("dev-1.0.bin")
                 (root / "firmware/current").symlink_to("vendor")
-                (root / "firmware/vendor/etc").symlink_to("../../../../etc")
+                (root / "firmware/vendor/up").symlink_to("../..")
             ctr.commit(tag)
     finally:
         subprocess.run(["buildah", "rmi", source], capture_output=True, check=False)
@@ -287,7 +288,7 @@ def test_a_real_driver_with_an_in_tree_dependency_and_firmware_loads_on_every_bo
         firmware = firmware_seen(report)
         assert firmware["/var/lib/firmware/vendor/dev.bin"] == "l -> dev-1.0.bin", where
         assert firmware["/var/lib/firmware/current"] == "l -> vendor", where
-        assert "/var/lib/firmware/vendor/etc" not in firmware, where
+        assert "/var/lib/firmware/vendor/up" not in firmware, where
         assert "the host's own" in report.sections["then"], where
     (entry,) = [e for e in archive.kernels() if e.release == kernel_612]
     (deb,) = archive.index.download([entry.image_package], work / "debs")
