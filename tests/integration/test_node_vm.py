@@ -71,7 +71,7 @@ def test_a_declared_image_loads_at_boot_before_the_network_and_is_removed(
     assert status["ready"] and status["kernel"] == kernel_61, status
     assert status["loaded"]["loaded"], status
     assert "dtk node: dtk-example: loaded" in report.sections["journal"], where
-    assert report.sections["then"].split() == ["removed", "dtk-example", "/etc/dtk",
+    assert report.sections["then"].split() == ["removed", "dtk-example", "(unloaded)", "/etc/dtk",
                                                "/etc/dtk/modules", "/var/lib/dtk"], where
     assert "dtk_example" not in report.facts["modules-after"].split(), where
 
