@@ -8,6 +8,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+# What `make deb` builds dtk's Debian package with (debian/control's Build-Depends,
+# and lintian to judge it).
+DEB_BUILD_PACKAGES := dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all-dev \
+	python3-setuptools libre2-dev pybind11-dev python3-click-man python3-click \
+	python3-cryptography python3-lz4 python3-pyelftools python3-yaml python3-zstandard \
+	fakeroot lintian
+
 # buildah/skopeo build and move images; podman+runc run driver containers;
 # mmdebstrap makes base roots; qemu boots kernels; docker-registry is the
 # loopback registry the tests push to (apache2-utils' htpasswd makes its
@@ -18,9 +25,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SYSTEM_PACKAGES := buildah skopeo podman runc uidmap fuse-overlayfs mmdebstrap \
 	qemu-system-x86 docker-registry busybox-static kmod cpio xz-utils zstd \
 	openssl gpgv python3-venv ca-certificates shellcheck apache2-utils chromium \
-	bubblewrap linux-libc-dev
+	bubblewrap linux-libc-dev \
+	$(DEB_BUILD_PACKAGES)
 
-.PHONY: all deps system-deps python-deps demo test lint typecheck unit integration bench clean image
+.PHONY: all deps system-deps python-deps demo test lint typecheck unit integration bench clean image \
+	deb
 
 all: test
 
@@ -82,6 +91,20 @@ image: python-deps
 	$(BIN)/pip wheel -q -w build/image/wheels . && \
 	buildah bud --isolation chroot --layers --build-arg BASE=$$base -f Containerfile \
 		-t $(IMAGE) build/image
+
+# dtk's Debian package (debian/), built with Debian's own tooling from a copy of this
+# tree (committed and uncommitted files alike) in DEB_OUT, where dpkg-buildpackage also
+# leaves the .deb; lintian then judges it (debian/dtk.lintian-overrides says why each
+# tag it would still report is there). PATH is the system's: a Debian package is built
+# by Debian's python3, never by a virtual environment's or a pyenv's.
+DEB_OUT ?= build/deb
+deb: system-deps
+	rm -rf $(DEB_OUT) && mkdir -p $(DEB_OUT)/src
+	git ls-files -z --cached --others --exclude-standard | \
+		tar --null --ignore-failed-read -T - -cf - | tar -xf - -C $(DEB_OUT)/src
+	cd $(DEB_OUT)/src && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b
+	lintian --fail-on error,warning --info $(DEB_OUT)/dtk_*.changes
+	@ls -l $(DEB_OUT)/*.deb
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

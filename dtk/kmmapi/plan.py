@@ -17,8 +17,8 @@ from dtk.digest import parts_digest
 from dtk.errors import DtkError
 from dtk.kernel import kmm_build_args, kmm_variables, normalize, substitute
 from dtk.kmmapi import model as m
+from dtk.kmmapi.goregexp import compile_regexp
 from dtk.kmmapi.merge import apply_overrides, merged_build, merged_sign
-from dtk.kmmapi.validate import compile_regexp
 
 DTK_AUTO = "DTK_AUTO"
 UNSIGNED_TAG_SUFFIX = "_kmm_unsigned"
@@ -128,7 +128,7 @@ def find_mapping(mappings: Sequence[m.KernelMapping],
     for n, km in enumerate(mappings):
         if km.literal and km.literal == kernel:
             return n, km
-        if km.regexp and compile_regexp(km.regexp).search(kernel) is not None:
+        if km.regexp and compile_regexp(km.regexp).search(kernel):
             return n, km
     return None
 

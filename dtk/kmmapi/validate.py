@@ -14,11 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import re2
-
 from dtk.errors import ProblemsError
 from dtk.k8snames import dns1123_subdomain_problems
 from dtk.kmmapi import model as m
+from dtk.kmmapi.goregexp import RegexpError, compile_regexp
 
 # KMM's maxCombinedLength: checked for every Module (webhook validateModule), although
 # its message says "when version is set" (pod names embed both).
@@ -36,13 +35,6 @@ class Violation:
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
-
-
-def compile_regexp(pattern: str) -> Any:
-    """Compile with RE2, Go's regexp syntax: no backreferences, no lookaround."""
-    options = re2.Options()
-    options.log_errors = False  # RE2 would print its own line on stderr
-    return re2.compile(pattern, options)
 
 
 def violations(mod: m.Module) -> list[Violation]:
@@ -215,9 +207,9 @@ def _mapping(cont: m.Container, km: m.KernelMapping, path: str) -> Iterator[Viol
     if km.regexp:
         try:
             compile_regexp(km.regexp)
-        except re2.error as exc:
+        except RegexpError as exc:
             yield Violation(f"{path}.regexp", f"{km.regexp!r} is not a valid Go (RE2) regexp: "
-                            f"{_re2_reason(exc)}")
+                            f"{exc}")
     if not km.container_image and not cont.container_image:
         yield Violation(f"{path}.containerImage",
                         f"required unless {_CONTAINER}.containerImage is set")
@@ -230,11 +222,6 @@ def _mapping(cont: m.Container, km: m.KernelMapping, path: str) -> Iterator[Viol
     # A sign without unsignedImage or build is admitted, as KMM admits it: it fails
     # when signing (plan.sign_problem).
     yield from _sign_section(cont, km.sign, f"{path}.sign")
-
-
-def _re2_reason(exc: Exception) -> str:
-    reason = exc.args[0] if exc.args else exc
-    return reason.decode() if isinstance(reason, bytes) else str(reason)
 
 
 def _sign_section(cont: m.Container, sign: m.Sign | None, where: str) -> Iterator[Violation]:

@@ -28,6 +28,7 @@ from dtk.distro.debian import DebianArchive
 from dtk.distro.select import open_archive
 from dtk.engine import buildah
 from dtk.toolkit.images import ToolkitImage, ensure_toolkit
+from tests.integration import debpkg
 
 SESSION_INDEX_MINUTES = 24 * 60  # longer than any test session
 
@@ -87,6 +88,12 @@ def _standard(archive: DebianArchive, line: str) -> list[KernelEntry]:
     entries = [e for e in archive.kernels() if e.line == line and e.flavour == "standard"]
     assert entries, f"the archive has no standard {line} kernel"
     return entries  # newest first
+
+
+@pytest.fixture(scope="session")
+def dtk_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """dtk's Debian package, built once per session by `make deb`."""
+    return debpkg.build(tmp_path_factory.mktemp("deb"))
 
 
 @pytest.fixture(scope="session")

@@ -1,35 +1,38 @@
 """A full Debian node under qemu for `dtk node`: systemd, udev, kmod, python3,
-skopeo, a linux-image package, and dtk installed from wheels built here (its
-Python dependencies from Debian's archive; google-re2, which Debian lacks, from
-its wheel). No compiler, no container engine, no network in the guest.
+skopeo, a linux-image package, and dtk installed as a host owner installs it: its
+Debian package (`make deb`), by `apt install ./dtk_….deb` in the root (run from the
+host in a chroot, with no network). No pip, no compiler, no container engine, no
+network in the guest.
 
 The base root (mmdebstrap --variant=apt) is cached by content key: the sources,
-the package list and the kernel. Images reach the guest on a second disk; the
-guest reports over its second serial port (a file on the host), never the
-console. A oneshot unit ordered after multi-user.target writes the report and
-powers off.
+the package list and the kernel. It holds the packages dtk's package depends on,
+as apt would have fetched them on a host, so that apt needs no network here.
+Images reach the guest on a second disk; the guest reports over its second
+serial port (a file on the host), never the console. A oneshot unit ordered
+after multi-user.target writes the report and powers off.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from dtk import paths
 from dtk.digest import parts_digest
 from dtk.distro.debian import DebianArchive
 
-ROOT = Path(__file__).parents[2]
 PACKAGES = ("systemd", "systemd-sysv", "udev", "kmod", "python3", "skopeo",
             "python3-click", "python3-pyelftools", "python3-cryptography", "python3-yaml",
             "python3-zstandard", "python3-lz4")
 RECIPE = "dtk-node-vm/1"
-SITE = "usr/local/lib/python3.11/dist-packages"
+CHROOT_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+              "HOME": "/root", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive"}
 REPORT_SCRIPT = """\
 #!/bin/sh
 # The node test's reporter: what systemd and the kernel say, to the second serial port.
@@ -71,9 +74,10 @@ WantedBy=multi-user.target
 """
 
 
-def base_tar(archive: DebianArchive, kernel: str) -> Path:
-    """The cached base root for `kernel` (built with mmdebstrap on first use)."""
-    packages = (*PACKAGES, f"linux-image-{kernel}")
+def base_tar(archive: DebianArchive, kernel: str, extra: tuple[str, ...] = ()) -> Path:
+    """The cached base root for `kernel` (built with mmdebstrap on first use), with the
+    `extra` packages too (package_depends: what dtk's package needs)."""
+    packages = (*PACKAGES, *extra, f"linux-image-{kernel}")
     sources = archive.sources_text()
     key = parts_digest(RECIPE, sources, *packages, length=24)
     out = paths.cache_dir() / "node-vm" / f"{key}.tar"
@@ -90,17 +94,49 @@ def base_tar(archive: DebianArchive, kernel: str) -> Path:
     return out
 
 
-def wheels(work: Path) -> list[Path]:
-    """dtk's wheel built from this checkout, and google-re2's (not in Debian)."""
-    work.mkdir(parents=True, exist_ok=True)
-    pip = [sys.executable, "-m", "pip", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(work),
-                    str(ROOT)], check=True, timeout=600, capture_output=True)
-    version = metadata.version("google-re2")  # the one dtk is tested with
-    subprocess.run([*pip, "download", f"google-re2=={version}", "--no-deps",
-                    "--only-binary=:all:", "-d", str(work)], check=True, timeout=600,
-                   capture_output=True)
-    return sorted(work.glob("*.whl"))
+def package_depends(deb: Path) -> tuple[str, ...]:
+    """The packages `deb` depends on, by name (each first alternative)."""
+    depends = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], check=True,
+                             capture_output=True, text=True, timeout=60).stdout
+    return tuple(sorted({d.split("|")[0].split()[0].split(":")[0]
+                         for d in depends.split(",") if d.strip()}))
+
+
+@contextmanager
+def mounted_for_chroot(rootfs: Path) -> Iterator[None]:
+    """/proc, /sys and /dev in the root, as maintainer scripts expect them."""
+    mounts = [("proc", ["-t", "proc", "proc"]), ("sys", ["-t", "sysfs", "sysfs"]),
+              ("dev", ["--bind", "/dev"])]
+    done = []
+    try:
+        for name, args in mounts:
+            subprocess.run(["mount", *args, str(rootfs / name)], check=True)
+            done.append(rootfs / name)
+        yield
+    finally:
+        for path in reversed(done):
+            subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def chroot(rootfs: Path, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """A command in the node's root, run natively from the host, with no network (a
+    network namespace of its own): maintainer scripts and the /etc/kernel hooks they
+    run fire as they would in the guest."""
+    with mounted_for_chroot(rootfs):
+        done = subprocess.run(["unshare", "--net", "chroot", str(rootfs), *argv], check=False,
+                              capture_output=True, text=True, timeout=1200, env=CHROOT_ENV)
+    assert not check or done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def install_deb(rootfs: Path, deb: Path) -> float:
+    """`apt install ./dtk_….deb` in the root, as a host owner runs it; its seconds."""
+    (rootfs / "tmp" / deb.name).write_bytes(deb.read_bytes())
+    start = time.monotonic()
+    chroot(rootfs, "apt", "install", "-y", f"/tmp/{deb.name}")
+    seconds = time.monotonic() - start
+    (rootfs / "tmp" / deb.name).unlink()
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -116,18 +152,12 @@ class Node:
                               capture_output=True, text=True, timeout=900)
 
 
-def make_node(tar: Path, kernel: str, wheel_files: list[Path], work: Path) -> Node:
+def make_node(tar: Path, kernel: str, deb: Path, work: Path) -> Node:
     rootfs = work / "rootfs"
     rootfs.mkdir(parents=True)
     subprocess.run(["tar", "-xf", str(tar), "-C", str(rootfs), "--numeric-owner"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile",
-                    "--target", str(rootfs / SITE), *map(str, wheel_files)], check=True,
-                   timeout=600, capture_output=True)
-    shutil.rmtree(rootfs / SITE / "bin", ignore_errors=True)
-    launcher = rootfs / "usr/local/bin/dtk"
-    launcher.parent.mkdir(parents=True, exist_ok=True)
-    launcher.write_text("#!/usr/bin/python3\nfrom dtk.cli.main import main\nmain()\n")
-    launcher.chmod(0o755)
+    seconds = install_deb(rootfs, deb)
+    print(f"apt install {deb.name}: {seconds:.1f} s")
     (rootfs / "etc/fstab").write_text("/dev/vda / ext4 rw 0 1\n"
                                       "/dev/vdb /mnt/images ext4 ro 0 2\n")
     (rootfs / "mnt/images").mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,18 @@
 """§5 of the node issue, on a real Debian node under qemu (see node_vm): a driver
 image declared with `dtk node add` loads at boot, before network-pre.target,
-as KMM's worker loads it; nothing of the guest's console is scraped."""
+as KMM's worker loads it; nothing of the guest's console is scraped. dtk is in
+each node's root as a host owner puts it there: `apt install ./dtk_….deb`."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,9 +46,10 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def test_a_declared_image_loads_at_boot_before_the_network_and_is_removed(
-        work: Path, archive: DebianArchive, kernel_61: str, images: dict[str, Path]) -> None:
-    tar = node_vm.base_tar(archive, kernel_61)
-    node = node_vm.make_node(tar, kernel_61, node_vm.wheels(work / "wheels"), work)
+        work: Path, archive: DebianArchive, kernel_61: str, images: dict[str, Path],
+        dtk_deb: Path) -> None:
+    tar = node_vm.base_tar(archive, kernel_61, node_vm.package_depends(dtk_deb))
+    node = node_vm.make_node(tar, kernel_61, dtk_deb, work)
     disk = work / "images"
     disk.mkdir()
     shutil.copy(images["example"], disk / "example.tar")
@@ -77,11 +79,12 @@ def test_a_declared_image_loads_at_boot_before_the_network_and_is_removed(
 
 
 def test_an_image_for_another_abi_is_not_inserted_and_the_boot_goes_on(
-        work: Path, archive: DebianArchive, kernel_61: str, images: dict[str, Path]) -> None:
+        work: Path, archive: DebianArchive, kernel_61: str, images: dict[str, Path],
+        dtk_deb: Path) -> None:
     """§5.3: crc7 from another 6.1 ABI's package, laid out for kernel_61: refused with
     the kernel's reason, the unit fails, multi-user.target is still reached."""
-    tar = node_vm.base_tar(archive, kernel_61)
-    node = node_vm.make_node(tar, kernel_61, node_vm.wheels(work / "wheels"), work)
+    tar = node_vm.base_tar(archive, kernel_61, node_vm.package_depends(dtk_deb))
+    node = node_vm.make_node(tar, kernel_61, dtk_deb, work)
     disk = work / "images"
     disk.mkdir()
     shutil.copy(images["other-abi"], disk / "other.tar")
@@ -119,43 +122,21 @@ def example_612(tmp_path_factory: pytest.TempPathFactory, toolkit_612: ToolkitIm
         subprocess.run(["buildah", "rmi", tag], capture_output=True, check=False)
 
 
-@contextmanager
-def mounted_for_chroot(rootfs: Path) -> Iterator[None]:
-    """/proc, /sys and /dev in the root, as maintainer scripts expect them."""
-    mounts = [("proc", ["-t", "proc", "proc"]), ("sys", ["-t", "sysfs", "sysfs"]),
-              ("dev", ["--bind", "/dev"])]
-    done = []
-    try:
-        for name, args in mounts:
-            subprocess.run(["mount", *args, str(rootfs / name)], check=True)
-            done.append(rootfs / name)
-        yield
-    finally:
-        for path in reversed(done):
-            subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def chroot_dpkg(rootfs: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """dpkg in the node's root, run natively from the host: the package's maintainer
     scripts and the /etc/kernel hooks they run fire as they would in the guest."""
-    with mounted_for_chroot(rootfs):
-        dpkg = subprocess.run(["chroot", str(rootfs), "dpkg", *args], check=False,
-                              capture_output=True, text=True, timeout=1200,
-                              env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
-                                           "/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"})
-    assert dpkg.returncode == 0, dpkg.stdout + dpkg.stderr
-    return dpkg
+    return node_vm.chroot(rootfs, "dpkg", *args)
 
 
 def test_the_next_kernels_package_prepares_it_and_it_boots_with_the_driver(
         work: Path, archive: DebianArchive, kernel_61: str, kernel_612: str,
-        images: dict[str, Path], example_612: Path) -> None:
+        images: dict[str, Path], example_612: Path, dtk_deb: Path) -> None:
     """§5.2: `dpkg -i` of the next kernel's linux-image (run in the root from the host,
     natively: the same /etc/kernel/postinst.d hooks fire) prepares its image; the node
     then boots that kernel and loads the driver built for it; `dpkg --purge` of that
     package removes what was prepared for it (§4, postrm)."""
-    tar = node_vm.base_tar(archive, kernel_61)
-    node = node_vm.make_node(tar, kernel_61, node_vm.wheels(work / "wheels"), work)
+    tar = node_vm.base_tar(archive, kernel_61, node_vm.package_depends(dtk_deb))
+    node = node_vm.make_node(tar, kernel_61, dtk_deb, work)
     disk = work / "images"
     disk.mkdir()
     for kernel, archive_file in ((kernel_61, images["example"]), (kernel_612, example_612)):
@@ -167,7 +148,8 @@ def test_the_next_kernels_package_prepares_it_and_it_boots_with_the_driver(
     (deb,) = archive.index.download([entry.image_package], work / "debs")
     shutil.copy(deb, node.rootfs / "tmp/kernel.deb")
     dpkg = chroot_dpkg(node.rootfs, "-i", "/tmp/kernel.deb")
-    assert f"dtk node: dtk-example for {kernel_612}: ready: loads" in dpkg.stdout, dpkg.stdout
+    # On stderr, as the Debian Kernel Handbook has hooks write (stdout may be debconf's).
+    assert f"dtk node: dtk-example for {kernel_612}: ready: loads" in dpkg.stderr, dpkg.stderr
     (node.rootfs / "tmp/kernel.deb").unlink()
     prepared = json.loads((node.rootfs / f"var/lib/dtk/kernels/{kernel_612}/dtk-example.json"
                            ).read_text())
@@ -188,6 +170,119 @@ def test_the_next_kernels_package_prepares_it_and_it_boots_with_the_driver(
     assert not (node.rootfs / f"var/lib/dtk/kernels/{kernel_612}").exists()
     assert not (node.rootfs / "var/lib/dtk" / prepared["tree"]).exists()
     assert (node.rootfs / "etc/dtk/modules/dtk-example.yaml").is_file()  # still declared
+
+
+MODULE = """\
+apiVersion: kmm.sigs.x-k8s.io/v1beta1
+kind: Module
+metadata:
+  name: dtk-example
+  namespace: default
+spec:
+  selector: {{}}
+  moduleLoader:
+    container:
+      modprobe:
+        moduleName: dtk_example
+      kernelMappings:
+        - regexp: '{regexp}'
+          containerImage: oci-archive:/mnt/images/example-${{KERNEL_FULL_VERSION}}.tar
+"""
+# What the test itself puts in the root (node_vm's reporter, the images' mount point).
+PLUMBING = re.compile(r"(^|/)dtk-test-|^mnt/images(/|$)")
+# What booting, apt and dpkg change in any root, whatever they install or run; and the
+# blob info cache of containers/image (skopeo's, run as root), which every container tool
+# on a host shares: not dtk's to purge.
+CHURN = re.compile(r"^(var/log|var/lib/systemd|var/lib/apt|var/lib/dpkg|var/cache/apt|"
+                   r"var/cache/debconf|var/cache/ldconfig|var/tmp|tmp|"
+                   r"var/lib/containers/cache)(/|$)|^var/lib/containers$")
+
+
+def release_pattern(kernels: tuple[str, ...]) -> str:
+    """One RE2 regexp for these releases, each run of digits as \\d+: the kernelMapping
+    the node's own dtk evaluates (with Debian's libre2, through the package's binding)."""
+    return "^(" + "|".join(re.sub(r"\d+", r"\\d+", re.escape(k)) for k in kernels) + ")$"
+
+
+def tree(rootfs: Path) -> set[str]:
+    """Every path under the root (links not followed), relative to it."""
+    found = set()
+    for dirpath, dirnames, filenames in os.walk(rootfs):
+        for name in (*dirnames, *filenames):
+            found.add((Path(dirpath) / name).relative_to(rootfs).as_posix())
+    return found
+
+
+def test_the_host_owners_path_apt_install_add_upgrade_reboot_and_purge_leaves_nothing(
+        work: Path, archive: DebianArchive, kernel_61: str, kernel_612: str,
+        images: dict[str, Path], example_612: Path, dtk_deb: Path) -> None:
+    """Issue 28 §1 and §2, all in the node's root with the dtk its package installed: `apt
+    install ./dtk_….deb`; `dtk node add -f` (a Module whose regexp mapping the package's
+    RE2 evaluates); the next kernel's package (its postinst hook prepares); a reboot into
+    it (loaded; then, dtk made unrunnable, the unit fails with the reason in its
+    journal); `apt remove` (declarations and conffiles kept; the hook says dtk cannot
+    run); `apt purge` (nothing of dtk's left)."""
+    tar = node_vm.base_tar(archive, kernel_61, node_vm.package_depends(dtk_deb))
+    before = {p.removeprefix("./").rstrip("/") for p in subprocess.run(
+        ["tar", "--quoting-style=literal", "-tf", str(tar)], check=True, capture_output=True,
+        text=True).stdout.splitlines()}
+    node = node_vm.make_node(tar, kernel_61, dtk_deb, work)
+    disk = work / "images"
+    disk.mkdir()
+    for kernel, archive_file in ((kernel_61, images["example"]), (kernel_612, example_612)):
+        shutil.copy(archive_file, disk / f"example-{normalize(kernel)}.tar")
+    shutil.copytree(disk, node.rootfs / "mnt/images", dirs_exist_ok=True)  # for the hook
+    module = node.rootfs / "tmp/module.yaml"
+    module.write_text(MODULE.format(regexp=release_pattern((kernel_61, kernel_612))))
+    added = node_vm.chroot(node.rootfs, "dtk", "node", "add", "-f", "/tmp/module.yaml",
+                           "--kernel", kernel_61, "--kernel", kernel_612)
+    assert "declared dtk-example (dtk_example)" in added.stdout, added.stdout
+    module.unlink()
+    (entry,) = [e for e in archive.kernels() if e.release == kernel_612]
+    (deb,) = archive.index.download([entry.image_package], work / "debs")
+    shutil.copy(deb, node.rootfs / "tmp/kernel.deb")
+    dpkg = chroot_dpkg(node.rootfs, "-i", "/tmp/kernel.deb")
+    assert f"dtk node: dtk-example for {kernel_612}: ready: loads" in dpkg.stderr, dpkg.stderr
+    (node.rootfs / "tmp/kernel.deb").unlink()
+    prepared = json.loads((node.rootfs / f"var/lib/dtk/kernels/{kernel_612}/dtk-example.json"
+                           ).read_text())
+    node_vm.then(node, "mv /usr/bin/dtk /usr/bin/dtk.away\n"
+                       "systemctl restart dtk-node.service; echo restart $?\n"
+                       "systemctl show -p ActiveState -p ExecMainStatus dtk-node.service\n"
+                       "journalctl -b -u dtk-node.service -o cat --no-pager | tail -n 4\n"
+                       "mv /usr/bin/dtk.away /usr/bin/dtk\n")
+    node_vm.disks(node, disk)
+    report = node_vm.boot(node, kernel_612)
+    where = f"console:\n{report.console[-3000:]}\nreport: {report.facts} {report.sections}"
+    assert report.facts.get("kernel") == kernel_612, where
+    assert report.facts["unit"] == "active 0", where
+    assert "dtk_example" in report.facts["modules"].split(), where
+    (status,) = json.loads(report.sections["status"])
+    assert status["ready"] and status["prepared_at"] == prepared["prepared_at"], status
+    # dtk unrunnable: the unit fails (203: systemd could not exec it) and says why.
+    then = report.sections["then"]
+    assert "restart 1" in then and "ActiveState=failed" in then and \
+        "ExecMainStatus=203" in then, where
+    assert "/usr/bin/dtk: No such file or directory" in then, where
+
+    removed = node_vm.chroot(node.rootfs, "apt", "remove", "-y", "dtk")
+    assert not (node.rootfs / "usr/bin/dtk").exists(), removed.stdout
+    for kept in ("etc/dtk/modules/dtk-example.yaml", "etc/kernel/postinst.d/dtk-node",
+                 f"var/lib/dtk/kernels/{kernel_612}/dtk-example.json"):
+        assert (node.rootfs / kept).is_file(), kept
+    hook = node_vm.chroot(node.rootfs, "/etc/kernel/postinst.d/dtk-node", kernel_612)
+    assert hook.stdout == "" and "dtk-node: cannot run dtk (exit 127)" in hook.stderr, hook
+
+    node_vm.chroot(node.rootfs, "apt", "purge", "-y", "dtk")
+    after = tree(node.rootfs)
+    left = sorted(p for p in after if re.search(r"dtk|driver.toolkit", p)
+                  and not PLUMBING.search(p))
+    assert left == [], left
+    # Nothing new since the root was made, but what the boots, apt and the kernel
+    # package made (its files, and what its postinst generated, carry its release).
+    new = sorted(p for p in after - before if not PLUMBING.search(p) and not CHURN.search(p)
+                 and kernel_612 not in p and not p.startswith("run/"))
+    assert new == [], "\n".join(new[:100])
 
 
 FIRMWARE_REPORT = """\
@@ -258,13 +353,13 @@ spec:
 
 def test_a_real_driver_with_an_in_tree_dependency_and_firmware_loads_on_every_boot(
         work: Path, archive: DebianArchive, kernel_61: str, kernel_612: str,
-        uio_images: dict[str, Path]) -> None:
+        uio_images: dict[str, Path], dtk_deb: Path) -> None:
     """Debian's dpdk-kmods-dkms, built by dtk: igb_uio needs the in-tree uio, and the
     image ships linux-firmware-style links. Loaded at boot by dtk's own modprobe (its
     journal shows the insmod of uio: nothing had loaded it), on two boots in a row (the
     firmware links copied again), then after the next kernel's package is installed."""
-    tar = node_vm.base_tar(archive, kernel_61)
-    node = node_vm.make_node(tar, kernel_61, node_vm.wheels(work / "wheels"), work)
+    tar = node_vm.base_tar(archive, kernel_61, node_vm.package_depends(dtk_deb))
+    node = node_vm.make_node(tar, kernel_61, dtk_deb, work)
     disk = work / "images"
     disk.mkdir()
     for kernel, archive_file in uio_images.items():
