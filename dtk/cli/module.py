@@ -65,11 +65,15 @@ def _kernels(mod: m.Module, kernel: tuple[str, ...], query: str | None, nodes_fi
     return list(dict.fromkeys(wanted)), nodes
 
 
-def _load(files: tuple[Path, ...], namespace: str | None) -> m.Bundle:
-    bundle = load_documents(files, namespace)
+def _load(files: tuple[Path, ...], namespace: str | None,
+          kube: validator.KubeVersion | None = None,
+          previous: tuple[Path, ...] = ()) -> m.Bundle:
+    bundle = load_documents(files, namespace, kube)
     for note in bundle.skipped:
         _note(f"note: {note}")
-    validator.check(bundle)
+    validator.check(bundle, kube, load_documents(previous, namespace) if previous else None)
+    for warning in validator.warnings(bundle):
+        _note(f"warning: {warning}")
     return bundle
 
 
@@ -95,11 +99,18 @@ def module_group() -> None:
 
 @module_group.command("validate")
 @_manifest_options
+@click.option("--kube-version", default=None, metavar="MAJOR.MINOR",
+              help="The cluster's Kubernetes version, for KMM's version gates (spec.dra "
+                   "needs 1.34); without it they are skipped, as KMM's hub webhook does.")
+@click.option("--previous", multiple=True, type=click.Path(path_type=Path), metavar="FILE",
+              help="The Modules as the cluster has them (`kubectl get module NAME -o yaml`): "
+                   "apply KMM's update rules too (version to or from empty).")
 @json_option
-def validate_cmd(files: tuple[Path, ...], namespace: str | None, module_name: str | None,
-                 as_json: bool) -> None:
+def validate_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: str | None,
+                 kube_version: str | None, previous: tuple[Path, ...], as_json: bool) -> None:
     """Check manifests against KMM's schema and admission webhook (exit 2 on any error)."""
-    bundle = _load(files, namespace)
+    kube = validator.parse_kube_version(kube_version) if kube_version else None
+    bundle = _load(files, namespace, kube, previous)
     mods = [bundle.module(module_name)] if module_name else list(bundle.modules)
     if not mods:
         raise DtkError("no Module among the documents given", hint="pass it with -f")

@@ -22,7 +22,7 @@ from dtk.k8snames import config_map_key_problems, dns1123_label_problems, dns112
 from dtk.kmmapi import model as m
 from dtk.kmmapi import spec as spec_reader
 from dtk.kmmapi.reader import Reader, child
-from dtk.kmmapi.validate import violations
+from dtk.kmmapi.validate import KubeVersion, violations
 
 _SUFFIXES = (".yaml", ".yml", ".json")
 # ObjectMeta fields kubectl passes through; dtk reads name and namespace only.
@@ -33,8 +33,10 @@ _MAX_SHOWN = 40  # errors on one screen
 _KINDS = {"Module": m.API_VERSION, "ConfigMap": "v1", "Secret": "v1"}
 
 
-def load_documents(paths: Sequence[Path], namespace: str | None = None) -> m.Bundle:
-    """Read every -f path; `namespace` is -n (None: documents' own, else 'default')."""
+def load_documents(paths: Sequence[Path], namespace: str | None = None,
+                   kube: KubeVersion | None = None) -> m.Bundle:
+    """Read every -f path; `namespace` is -n (None: documents' own, else 'default');
+    `kube`: the cluster's version for KMM's version gates, when known."""
     r = Reader()
     objects: list[m.Module | m.ConfigMap | m.Secret] = []
     clean: set[m.Source] = set()  # documents that read without a schema error
@@ -57,7 +59,7 @@ def load_documents(paths: Sequence[Path], namespace: str | None = None) -> m.Bun
     if r.errors:
         # What the webhook says too, in the same pass: a missing Secret must not hide
         # it (a Module with schema errors is left out: its defaults would only add noise).
-        _webhook_too(r, [mod for mod in bundle.modules if mod.source in clean])
+        _webhook_too(r, [mod for mod in bundle.modules if mod.source in clean], kube)
         shown = r.errors[:_MAX_SHOWN]
         more = len(r.errors) - len(shown)
         text = "\n  ".join(shown) + (f"\n  … and {more} more" if more else "")
@@ -69,27 +71,45 @@ def load_documents(paths: Sequence[Path], namespace: str | None = None) -> m.Bun
 _MISSING = "is not among the documents given"
 
 
-def _webhook_too(r: Reader, modules: list[m.Module]) -> None:
+def _webhook_too(r: Reader, modules: list[m.Module], kube: KubeVersion | None) -> None:
     """KMM's admission verdict on these Modules, as problems of their documents."""
     for mod in modules:
-        for v in violations(mod):
+        for v in violations(mod, kube):
             r.errors.append(f"Module {mod.namespace}/{mod.name} ({mod.source}): {v}")
             r.problems.append({"file": mod.source.file, "document": mod.source.index + 1,
                                "item": mod.source.item, "path": v.path,
-                               "message": v.message})
+                               "message": v.message, "rule": "webhook"})
+
+
+# Whose rule each problem is, so that the hint says who refuses what, truly: the API
+# server (schema, names), KMM's webhook, or dtk, which needs the referenced objects now
+# (the API server admits a Module without them; KMM fails later, when it uses them).
+_RULES = {
+    "schema": "the API server refuses the fields named above (schema, object names)",
+    "webhook": "KMM's admission webhook refuses the Module fields named above",
+    "reference": "the API server admits a Module whose ConfigMaps or Secrets are missing or "
+                 "unusable, but KMM fails when it builds, signs or pulls, and dtk needs them "
+                 "now: pass them with -f",
+    "dtk": "an object defined twice is ambiguous: keep one definition",
+}
 
 
 def _hint(problems: list[dict[str, Any]]) -> str:
-    """The fix that is true for these problems: a missing Secret or ConfigMap is made
-    and passed with -f (the API server would not notice it missing; KMM would, later)."""
-    if all(_MISSING in str(p["message"]) for p in problems):
-        return ("pass the missing objects with -f. Make a signing key and cert with `dtk "
-                "keygen`, then the Secrets with `kubectl create secret generic NAME "
-                "--from-file=key=signing_key.pem -n NS --dry-run=client -o yaml` (cert: "
-                "--from-file=cert=signing_cert.pem; registry credentials: `kubectl create "
-                "secret docker-registry NAME --docker-server=… --dry-run=client -o yaml`)")
-    return ("fix the fields named above (the API server would reject the same fields; "
-            "missing objects: pass them with -f)")
+    """The fix that is true for these problems, and whose rule each kind is."""
+    rules = list(dict.fromkeys(str(p.get("rule") or "schema") for p in problems))
+    text = "; ".join(_RULES[rule] for rule in rules)
+    if any(_MISSING in str(p["message"]) for p in problems):
+        text += (". Make a signing key and cert with `dtk keygen`, then the Secrets with "
+                 "`kubectl create secret generic NAME --from-file=key=signing_key.pem -n NS "
+                 "--dry-run=client -o yaml` (cert: --from-file=cert=signing_cert.pem; registry "
+                 "credentials: `kubectl create secret docker-registry NAME --docker-server=… "
+                 "--dry-run=client -o yaml`)")
+    return text
+
+
+def _mark(r: Reader, start: int, rule: str) -> None:
+    for problem in r.problems[start:]:
+        problem.setdefault("rule", rule)
 
 
 def _skipped(source: m.Source, doc: Any) -> str | None:
@@ -253,6 +273,10 @@ def _bundle(r: Reader, objects: list[m.Module | m.ConfigMap | m.Secret]) -> m.Bu
                    f"in {seen[key]}")
             r.place(len(r.problems) - 1, obj.source.file, obj.source.index, obj.source.item)
         seen[key] = obj.source
+    _mark(r, 0, "schema")  # what came before: the reader's schema and name checks
+    for problem in r.problems:
+        if "is also defined in" in str(problem["message"]):
+            problem["rule"] = "dtk"
     return m.Bundle(
         modules=tuple(o for o in objects if isinstance(o, m.Module)),
         configmaps={(o.namespace, o.name): o for o in objects if isinstance(o, m.ConfigMap)},
@@ -281,6 +305,7 @@ def check_references(r: Reader, bundle: m.Bundle) -> None:
                        f"{m.DOCKERCONFIGJSON}, got {obj.type!r}")
         _prefix(r, before, f"{mod.source} Module {mod.namespace}/{mod.name}")
         r.place(before, mod.source.file, mod.source.index, mod.source.item)
+        _mark(r, before, "reference")
 
 
 def _references(mod: m.Module) -> Iterator[tuple[str, str, str, str | None]]:

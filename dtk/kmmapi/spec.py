@@ -80,7 +80,9 @@ def sign(r: Reader, value: Any, path: str) -> m.Sign | None:
 
 
 def mapping(r: Reader, value: Any, path: str) -> m.KernelMapping:
-    body = r.obj(value, path, _MAPPING)
+    # The CRD lists containerImage as required (its json tag has no omitempty): the key
+    # must be there, though "" is admitted when the container sets a default image.
+    body = r.obj(value, path, _MAPPING, ["containerImage"])
     return m.KernelMapping(
         literal=r.string(body.get("literal"), child(path, "literal")),
         regexp=r.string(body.get("regexp"), child(path, "regexp")),
@@ -164,11 +166,13 @@ def tolerations(r: Reader, value: Any, path: str) -> tuple[m.Toleration, ...]:
     return tuple(out)
 
 
-def passthrough(r: Reader, value: Any, path: str, allowed: list[str]) -> dict[str, Any] | None:
-    """devicePlugin/dra: top-level keys and the containers' keys are checked, the rest kept."""
+def passthrough(r: Reader, value: Any, path: str, allowed: list[str],
+                required: list[str]) -> dict[str, Any] | None:
+    """devicePlugin/dra: top-level keys and the containers' keys are checked, the rest kept
+    (dtk runs neither; KMM's webhook reads only the volumes and DRA's names)."""
     if value is None:
         return None
-    body = r.obj(value, path, allowed)
+    body = r.obj(value, path, allowed, required)
     for key in ("container", "initContainer"):
         if body.get(key) is not None:
             required = ["image"] if key == "container" else []
@@ -176,6 +180,11 @@ def passthrough(r: Reader, value: Any, path: str, allowed: list[str]) -> dict[st
     if body.get("serviceAccountName") is not None:
         r.string(body["serviceAccountName"], child(path, "serviceAccountName"))
     r.items(body.get("volumes"), child(path, "volumes"))
+    if body.get("automountServiceAccountToken") is not None:
+        r.boolean(body["automountServiceAccountToken"],
+                  child(path, "automountServiceAccountToken"))
+    for item_path, item in r.items(body.get("deviceClasses"), child(path, "deviceClasses")):
+        r.obj(item, item_path, ["name", "selectors", "config"], ["name"])
     return dict(body)
 
 
@@ -194,8 +203,9 @@ def spec(r: Reader, value: Any, path: str = "spec") -> dict[str, Any]:
         "selector": r.string_map(body.get("selector"), child(path, "selector")),
         "module_loader": loader,
         "device_plugin": passthrough(r, body.get("devicePlugin"), child(path, "devicePlugin"),
-                                     _PLUGIN),
-        "dra": passthrough(r, body.get("dra"), child(path, "dra"), _DRA),
+                                     _PLUGIN, ["container"]),
+        "dra": passthrough(r, body.get("dra"), child(path, "dra"), _DRA,
+                           ["container", "driverName"]),
         "image_repo_secret": r.ref(body.get("imageRepoSecret"), child(path, "imageRepoSecret")),
         "tolerations": tolerations(r, body.get("tolerations"), child(path, "tolerations")),
         "image_rebuild_trigger_generation": r.integer(
