@@ -13,6 +13,7 @@ from dtk.cli.common import json_option, print_json, print_table, sources_option
 from dtk.distro.query import query_kernels
 from dtk.distro.select import open_archive
 from dtk.errors import DtkError
+from dtk.kmm import kmmobjects
 from dtk.kmm import render as renderer
 from dtk.kmm import state as image_state
 from dtk.kmm.nodes import read_nodes
@@ -183,10 +184,18 @@ def _plan_table(plan: planner.Plan, result: list[image_state.KernelState]) -> No
 @click.option("--allow-local", is_flag=True,
               help="Pin images that live only in local storage (localhost/…), which no "
                    "cluster can pull (a test cluster loaded by hand can).")
+@click.option("--kmm-objects", is_flag=True,
+              help="Write what KMM's operator makes from the Module instead: its "
+                   "ModuleImagesConfig and, for images to build or sign, its "
+                   "ModuleBuildSignConfig.")
+@click.option("--no-state", is_flag=True,
+              help="With --kmm-objects: do not look the images up (no tools run), so no "
+                   "ModuleBuildSignConfig.")
 def render_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: str | None,
                kernel: tuple[str, ...], query: str | None, nodes_file: Path | None,
                sources: Path | None, output: Path | None, in_cluster_build: bool,
-               toolkit_registry: str | None, allow_local: bool) -> None:
+               toolkit_registry: str | None, allow_local: bool, kmm_objects: bool,
+               no_state: bool) -> None:
     """Write the Module for the cluster: a literal mapping per kernel.
 
     By default each image is pinned by digest (name@sha256:…) and build and sign
@@ -199,6 +208,10 @@ def render_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: s
         raise DtkError("--in-cluster-build needs --toolkit-registry REG",
                        hint="push toolkits with `dtk toolkit push`, then name that registry")
     kernels = (kernel, query, nodes_file, sources)
+    if kmm_objects:
+        _emit("---\n".join(renderer.to_yaml(d) for d in _kmm_objects(
+            files, namespace, module_name, kernels, lookup=not no_state)), output)
+        return
     if in_cluster_build:
         assert toolkit_registry is not None
         toolkit = planner.registry_toolkit(toolkit_registry)
@@ -217,13 +230,33 @@ def render_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: s
         for warning in warnings:
             _note(f"warning: {warning}")
         doc = renderer.render(bundle.module(plan.module), plan, digests)
-    text = renderer.to_yaml(doc)
+    _emit(renderer.to_yaml(doc), output)
+    for k in plan.unmatched:
+        _note(f"note: no mapping matches {k}; it is left out")
+
+
+def _emit(text: str, output: Path | None) -> None:
     if output:
         output.write_text(text)
     else:
         click.echo(text, nl=False)
-    for k in plan.unmatched:
-        _note(f"note: no mapping matches {k}; it is left out")
+
+
+def _kmm_objects(files: tuple[Path, ...], namespace: str | None, module_name: str | None,
+                 kernels: tuple[tuple[str, ...], str | None, Path | None, Path | None], *,
+                 lookup: bool) -> list[dict[str, Any]]:
+    """The MIC, and the MBSC when the image states (looked up as `plan` does) ask for a
+    build or a signing."""
+    bundle, plan = _plan(files, namespace, module_name, kernels)
+    mod = bundle.module(plan.module)
+    if not lookup:
+        return [kmmobjects.module_images_config(mod, plan)]
+    with image_state.image_lookup(_repo_secret(bundle, plan)) as look:
+        states = {s.kernel: s for s in image_state.states(
+            plan, look, mod.image_rebuild_trigger_generation)}
+    docs = [kmmobjects.module_images_config(mod, plan)]
+    mbsc = kmmobjects.module_build_sign_config(mod, plan, states)
+    return docs + ([mbsc] if mbsc else [])
 
 
 def _note(text: str) -> None:

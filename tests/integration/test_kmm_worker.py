@@ -81,3 +81,77 @@ def test_unload_takes_every_module_of_the_loading_order(
         assert removed >= {"kmm_ul_a", "kmm_ul_b", "kmm_ul_c"}, r["unload_output"]
     finally:
         buildah.remove_image(image)
+
+
+# In-tree dependencies, KMM's two documented image layouts, on Debian's v4l2loopback-dkms
+# (its module needs videodev, an in-tree module). The source comes from the archive's
+# package, in an image the Dockerfile copies from (KMM builds have no context).
+_V4L2_BUILD = r"""ARG DTK_AUTO
+ARG DTK_BASE
+ARG SRC
+FROM ${SRC} AS source
+FROM ${DTK_AUTO} AS builder
+ARG KERNEL_FULL_VERSION
+COPY --from=source /src /src
+RUN make -C /usr/src/linux-headers-${KERNEL_FULL_VERSION} M=/src modules
+FROM ${DTK_BASE}
+ARG KERNEL_FULL_VERSION
+"""
+# Upstream (KMM d8e8410): build pods mount the node's /lib/modules at /host/lib/modules.
+UPSTREAM = _V4L2_BUILD + r"""COPY --from=builder /src/v4l2loopback.ko /opt/lib/modules/${KERNEL_FULL_VERSION}/
+RUN ln -s /host/lib/modules/${KERNEL_FULL_VERSION} /opt/lib/modules/${KERNEL_FULL_VERSION}/host
+RUN depmod -b /opt ${KERNEL_FULL_VERSION}
+"""
+# Midstream (61821fde): the kernel's modules copied from the toolkit into the final stage.
+MIDSTREAM = _V4L2_BUILD + r"""COPY --from=builder /lib/modules/${KERNEL_FULL_VERSION} /lib/modules/${KERNEL_FULL_VERSION}
+COPY --from=builder /src/v4l2loopback.ko /opt/lib/modules/${KERNEL_FULL_VERSION}/
+RUN ln -s /lib/modules/${KERNEL_FULL_VERSION} /opt/lib/modules/${KERNEL_FULL_VERSION}/host
+RUN depmod -b /opt ${KERNEL_FULL_VERSION}
+"""
+
+
+@pytest.fixture(scope="module")
+def v4l2_source(tmp_path_factory: pytest.TempPathFactory, archive: Any) -> Any:
+    """localhost/…/v4l2src:1 holding the package's module source at /src."""
+    from dtk.distro import debfile  # noqa: PLC0415 (only this fixture needs it)
+    tmp = tmp_path_factory.mktemp("v4l2src")
+    debfile.fetch_unpacked(archive.index, ["v4l2loopback-dkms"], tmp / "root", tmp / "debs")
+    (src,) = (tmp / "root" / "usr" / "src").glob("v4l2loopback-*")
+    image = f"localhost/kmmt-{secrets.token_hex(4)}/v4l2src:1"
+    with buildah.working_container("scratch") as ctr:
+        ctr.copy_in(src, "/src")
+        ctr.commit(image)
+    try:
+        yield image
+    finally:
+        buildah.remove_image(image)
+
+
+@pytest.mark.parametrize("layout", ["upstream", "midstream"])
+def test_in_tree_dependency_layouts_build_check_and_load(
+        tmp_path: Path, kernel_61: str, toolkit_61: Any, v4l2_source: str,
+        layout: str) -> None:
+    """Both layouts build (the upstream one needs the /host/lib/modules mount KMM's build
+    pods have), `dtk check` follows the recorded videodev path through the `host` link,
+    and the worker emulation loads v4l2loopback with videodev from the node's tree."""
+    del toolkit_61
+    image = f"localhost/kmmt-{secrets.token_hex(4)}/v4l2-{layout}:{kernel_61}"
+    dockerfile = UPSTREAM if layout == "upstream" else MIDSTREAM
+    module = docs.module(f"v4l2-{layout}", [{"literal": kernel_61, "containerImage": image}],
+                         build={"dockerfileConfigMap": {"name": "df"},
+                                "buildArgs": [{"name": "SRC", "value": v4l2_source}]})
+    module["spec"]["moduleLoader"]["container"]["modprobe"] = {"moduleName": "v4l2loopback"}
+    files = docs.write(tmp_path / "m.yaml", module, docs.configmap("df", dockerfile))
+    try:
+        code, data = _run("module", "build", "-f", str(files), "--kernel", kernel_61, "--json")
+        assert code == 0, data
+        with pytest.MonkeyPatch.context() as mp:
+            code, text = dtk(mp, "check", image, "--kernel", kernel_61, "--json")
+        assert code == 0, text
+        code, data = _run("module", "vmtest", "-f", str(files), "--kernel", kernel_61,
+                          "--json", "--check", "cut -d' ' -f1 /proc/modules")
+        (r,) = data
+        assert (code, r["verdict"]) == (0, "loaded"), r
+        assert {"v4l2loopback", "videodev"} <= set(r["check_output"].split()), r
+    finally:
+        buildah.remove_image(image)
