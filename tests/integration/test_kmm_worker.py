@@ -99,11 +99,13 @@ ARG KERNEL_FULL_VERSION
 """
 # Upstream (KMM d8e8410): build pods mount the node's /lib/modules at /host/lib/modules.
 UPSTREAM = _V4L2_BUILD + r"""COPY --from=builder /src/v4l2loopback.ko /opt/lib/modules/${KERNEL_FULL_VERSION}/
-RUN ln -s /host/lib/modules/${KERNEL_FULL_VERSION} /opt/lib/modules/${KERNEL_FULL_VERSION}/host
+RUN ln -s /host/lib/modules/${KERNEL_FULL_VERSION} \
+      /opt/lib/modules/${KERNEL_FULL_VERSION}/host
 RUN depmod -b /opt ${KERNEL_FULL_VERSION}
 """
 # Midstream (61821fde): the kernel's modules copied from the toolkit into the final stage.
-MIDSTREAM = _V4L2_BUILD + r"""COPY --from=builder /lib/modules/${KERNEL_FULL_VERSION} /lib/modules/${KERNEL_FULL_VERSION}
+MIDSTREAM = _V4L2_BUILD + r"""COPY --from=builder /lib/modules/${KERNEL_FULL_VERSION} \
+     /lib/modules/${KERNEL_FULL_VERSION}
 COPY --from=builder /src/v4l2loopback.ko /opt/lib/modules/${KERNEL_FULL_VERSION}/
 RUN ln -s /lib/modules/${KERNEL_FULL_VERSION} /opt/lib/modules/${KERNEL_FULL_VERSION}/host
 RUN depmod -b /opt ${KERNEL_FULL_VERSION}
