@@ -98,7 +98,8 @@ FROM ${DTK_BASE}
 ARG KERNEL_FULL_VERSION
 """
 # Upstream (KMM d8e8410): build pods mount the node's /lib/modules at /host/lib/modules.
-UPSTREAM = _V4L2_BUILD + r"""COPY --from=builder /src/v4l2loopback.ko /opt/lib/modules/${KERNEL_FULL_VERSION}/
+UPSTREAM = _V4L2_BUILD + r"""COPY --from=builder /src/v4l2loopback.ko \
+     /opt/lib/modules/${KERNEL_FULL_VERSION}/
 RUN ln -s /host/lib/modules/${KERNEL_FULL_VERSION} \
       /opt/lib/modules/${KERNEL_FULL_VERSION}/host
 RUN depmod -b /opt ${KERNEL_FULL_VERSION}
