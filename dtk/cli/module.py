@@ -57,7 +57,7 @@ def _kernels(mod: m.Module, kernel: tuple[str, ...], query: str | None, nodes_fi
              sources: Path | None) -> tuple[list[str], dict[str, tuple[str, ...]]]:
     for release in kernel:  # a tag-form kernel gets "did you mean", as check does
         kern.parse(release)
-    nodes = read_nodes(nodes_file, mod.selector or {}) if nodes_file else {}
+    nodes = read_nodes(nodes_file, mod.selector or {}, mod.tolerations) if nodes_file else {}
     wanted = [*kernel, *(catalog_kernels(query, sources) if query else []), *nodes]
     if not wanted:
         raise DtkError("no kernel given" + (" (no node matches the Module's selector)"
