@@ -88,6 +88,18 @@ class Plan:
     unmatched_nodes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
+def dns_safe_kernel(kernel: str) -> str:
+    """KMM's DNSSafeKernelVersion: the normalised kernel, lower case, '_' and '.' as '-',
+    no '-' at either end."""
+    return normalize(kernel).lower().replace("_", "-").replace(".", "-").strip("-")
+
+
+def resource_name(module: str, action: str, kernel: str) -> str:
+    """The name KMM gives a kernel's build or sign pod since 177350a (deterministic, so
+    two reconciles make one pod): `<module>-build-<kernel>`, `<module>-sign-<kernel>`."""
+    return f"{module}-{action}-{dns_safe_kernel(kernel)}"
+
+
 def intermediate_image(name: str, namespace: str, image: str) -> str:
     """Where a build that is followed by signing writes, so that `image` only ever holds
     the signed result: KMM's IntermediateImageName (`AppendToTag(image,
@@ -243,7 +255,10 @@ def to_json(p: Plan) -> dict[str, Any]:
             "pattern": k.pattern, "image": k.image, "buildImage": k.build_image or None,
             "registryTLS": tls(k.registry_tls),
             "inTreeModulesToRemove": list(k.in_tree_modules_to_remove), "nodes": list(k.nodes),
-            "build": None, "sign": None}
+            "build": None, "sign": None,
+            # What KMM names this kernel's pods (177350a), to find them with kubectl.
+            "kmmBuildPod": resource_name(p.module, "build", k.kernel) if k.build else None,
+            "kmmSignPod": resource_name(p.module, "sign", k.kernel) if k.sign else None}
         if k.build:
             out["build"] = {
                 "dockerfileConfigMap": k.build.dockerfile_configmap,

@@ -326,3 +326,16 @@ def test_in_tree_modules_to_remove_as_kmm_merges_them(
     b = load_documents([write(tmp_path, doc)])
     (kp,) = plan(b.module(None), [STD], b).kernels
     assert kp.in_tree_modules_to_remove == expected
+
+
+def test_kmm_pod_names_per_kernel(bundle: m.Bundle) -> None:
+    """KMM 177350a names a kernel's build and sign pods `<module>-{build,sign}-<kernel>`,
+    the kernel DNS-safe (DNSSafeKernelVersion: lower case, '_' '.' '+' as '-')."""
+    from dtk.kmmapi.plan import resource_name, to_json  # noqa: PLC0415
+    assert resource_name("kmm-ci", "build", "6.12.57+deb13-amd64") == \
+        "kmm-ci-build-6-12-57-deb13-amd64"
+    assert resource_name("m", "sign", "5.14.0-427.el9_4.x86_64+rt") == \
+        "m-sign-5-14-0-427-el9-4-x86-64-rt"
+    (k,) = to_json(plan(bundle.module(None), [STD], bundle))["kernels"]
+    assert (k["kmmBuildPod"], k["kmmSignPod"]) == ("kmm-ci-build-6-1-0-56-amd64",
+                                                    "kmm-ci-sign-6-1-0-56-amd64")
