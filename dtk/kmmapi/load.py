@@ -237,25 +237,35 @@ def _configmap(r: Reader, doc: dict[str, Any], source: m.Source, name: str,
     r.obj(doc, "", ["apiVersion", "kind", "metadata", "data", "binaryData", "immutable"])
     r.boolean(doc.get("immutable"), "immutable")
     data = r.string_map(doc.get("data"), "data") or {}
-    binary = r.string_map(doc.get("binaryData"), "binaryData") or {}
-    for field, keys in (("data", data), ("binaryData", binary)):
+    binary = _base64_map(r, doc.get("binaryData"), "binaryData")
+    for field, keys, other in (("data", data, "binaryData"), ("binaryData", binary, "data")):
         for key in keys:
             _name_rule(r, key, child(field, key), config_map_key_problems)
-    return m.ConfigMap(name, ns, source, data)
+            # ValidateConfigMap: one key cannot be in both maps.
+            if key in (binary if field == "data" else data):
+                r.fail(child(field, key), f"duplicate of key present in {other}")
+    return m.ConfigMap(name, ns, source, data, binary)
+
+
+def _base64_map(r: Reader, value: Any, path: str) -> dict[str, bytes]:
+    """A map of base64 values ([]byte in Go), decoded as the API server decodes them."""
+    out: dict[str, bytes] = {}
+    for key, text in (r.string_map(value, path) or {}).items():
+        try:
+            out[key] = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            r.fail(child(path, key), "is not valid base64 (value not shown)")
+            out[key] = b""  # the key is there: one error, not a knock-on "has no key"
+    return out
 
 
 def _secret(r: Reader, doc: dict[str, Any], source: m.Source, name: str, ns: str) -> m.Secret:
     r.obj(doc, "", ["apiVersion", "kind", "metadata", "data", "stringData", "type",
                     "immutable"])
     r.boolean(doc.get("immutable"), "immutable")
-    data: dict[str, bytes] = {}
-    for key, text in (r.string_map(doc.get("data"), "data") or {}).items():
+    data = _base64_map(r, doc.get("data"), "data")
+    for key in data:
         _name_rule(r, key, child("data", key), config_map_key_problems)
-        try:
-            data[key] = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            r.fail(child("data", key), "is not valid base64 (value not shown)")
-            data[key] = b""  # the key is there: one error, not a knock-on "has no key"
     # As the API server does: stringData is merged over data, and wins.
     for key, text in (r.string_map(doc.get("stringData"), "stringData") or {}).items():
         _name_rule(r, key, child("stringData", key), config_map_key_problems)

@@ -159,6 +159,7 @@ class ConfigMap:
     namespace: str
     source: Source
     data: Mapping[str, str]
+    binary_data: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

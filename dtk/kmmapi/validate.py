@@ -97,28 +97,32 @@ def check(bundle: m.Bundle, kube: KubeVersion | None = None,
     found += [(f"Module {mod.namespace}/{mod.name}", mod.source, v) for mod in bundle.modules
               if (mod.namespace, mod.name) in old
               for v in update_violations(old[mod.namespace, mod.name], mod)]
+    found += [(f"ConfigMap {c.namespace}/{c.name}", c.source, v)
+              for c in bundle.configmaps.values() for v in _configmap_rules(c)]
     found += [(f"Secret {s.namespace}/{s.name}", s.source, v)
-              for s in bundle.secrets.values() for v in _dockerconfigjson(s)]
+              for s in bundle.secrets.values() for v in _secret_rules(s)]
     lines = [f"{what} ({source}): {v}" for what, source, v in found]
-    # Whose rule: KMM's (webhook, CRD) for Modules, the API server's for Secrets.
+    # Whose rule: KMM's (webhook, CRD) for Modules, the API server's for the others.
     problems = [{"file": source.file, "document": source.index + 1, "item": source.item,
                  "path": v.path, "message": v.message,
                  "rule": "webhook" if what.startswith("Module ") else "schema"}
                 for what, source, v in found]
     if lines:
-        who = ("KMM" if not any(x.startswith("Secret ") for x in lines) else
-               "the API server" if not any(x.startswith("Module ") for x in lines) else
-               "the cluster")
+        modules = any(x.startswith("Module ") for x in lines)
+        others = any(not x.startswith("Module ") for x in lines)
+        who = "the cluster" if modules and others else "KMM" if modules else "the API server"
         raise ProblemsError(f"{who} would reject {len(lines)} field(s):\n  " + "\n  ".join(lines),
                             problems,
                             hint=_check_hint(lines))
 
 
 def _check_hint(lines: list[str]) -> str:
-    modules = any(x.startswith("Module ") for x in lines)
-    secrets = any(x.startswith("Secret ") for x in lines)
+    kinds = [kind for kind in ("ConfigMap", "Secret") if any(x.startswith(kind + " ")
+                                                             for x in lines)]
     parts = (["KMM's admission webhook and its CRD schema refuse the Module fields"]
-             if modules else []) + (["the API server refuses the Secrets"] if secrets else [])
+             if any(x.startswith("Module ") for x in lines) else [])
+    if kinds:
+        parts.append("the API server refuses the " + " and ".join(f"{k}s" for k in kinds))
     return " and ".join(parts) + "; fix the fields named above"
 
 
@@ -132,10 +136,20 @@ def _json_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # Python takes NaN and Infinity; Go does not
 
 
-def _dockerconfigjson(secret: m.Secret) -> Iterator[Violation]:
-    """The API server's rules for a Secret: its size, and for the registry-credential types
-    the key and its JSON. The content is never quoted: it holds credentials."""
-    size = sum(len(k) + len(v) for k, v in secret.data.items())
+def _configmap_rules(cm: m.ConfigMap) -> Iterator[Violation]:
+    """ValidateConfigMap's size rule: the values of `data` (bytes, as Go's len counts a
+    string) and of `binaryData` (decoded) together; key names do not count."""
+    size = sum(len(v.encode()) for v in cm.data.values()) + \
+        sum(len(v) for v in cm.binary_data.values())
+    if size > MAX_OBJECT_BYTES:
+        yield Violation("data", f"must have at most {MAX_OBJECT_BYTES} bytes (data and "
+                        f"binaryData), has {size}")
+
+
+def _secret_rules(secret: m.Secret) -> Iterator[Violation]:
+    """ValidateSecret: the values' size (not the keys'), and for the registry-credential
+    types the key and its JSON. The content is never quoted: it holds credentials."""
+    size = sum(len(v) for v in secret.data.values())
     if size > MAX_OBJECT_BYTES:
         yield Violation("data", f"must have at most {MAX_OBJECT_BYTES} bytes, has {size}")
     key = _DOCKER_KEYS.get(secret.type)
