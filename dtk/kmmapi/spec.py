@@ -42,7 +42,7 @@ def build(r: Reader, value: Any, path: str) -> m.Build | None:
     body = r.obj(value, path, _BUILD, ["dockerfileConfigMap"])
     args = []
     for arg_path, item in r.items(body.get("buildArgs"), child(path, "buildArgs")):
-        arg = r.obj(item, arg_path, ["name", "value"], ["name"])
+        arg = r.obj(item, arg_path, ["name", "value"], ["name", "value"])  # both, per the CRD
         args.append(m.BuildArg(r.string(arg.get("name"), child(arg_path, "name")),
                                r.string(arg.get("value"), child(arg_path, "value"))))
     secrets = []

@@ -129,6 +129,18 @@ def test_mapping_container_image_key_is_required_by_the_crd(
     assert "hint: the API server refuses the fields named above" in text
 
 
+def test_build_arg_value_key_is_required_by_the_crd(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The CRD's BuildArg requires both name and value (json tags without omitempty):
+    `value: ""` is admitted, a missing value is refused by the API server."""
+    doc = minimal()
+    container(doc)["build"] = {"dockerfileConfigMap": {"name": "build"},
+                               "buildArgs": [{"name": "EMPTY", "value": ""}, {"name": "NONE"}]}
+    text = rejected(monkeypatch, write(tmp_path, doc))
+    assert f"{C}.build.buildArgs[1].value: required field is missing" in text
+    assert "buildArgs[0]" not in text
+
+
 def test_container_default_image_satisfies_mappings(monkeypatch: pytest.MonkeyPatch,
                                                      tmp_path: Path) -> None:
     doc = minimal()
