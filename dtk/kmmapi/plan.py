@@ -45,7 +45,9 @@ class PlannedBuild:
     build_args: tuple[m.BuildArg, ...]  # the user's, then KMM's (which win on a name)
     secrets: tuple[str, ...]
     base_image_registry_tls: m.TLSOptions
-    selector: Mapping[str, str]  # build pods run here: build.selector or the Module's
+    # Build pods run here: build.selector only. KMM's buildSpec would fall back to the
+    # Module's, but its ModuleBuildSignConfig path (createMLD) passes none (de3f8c9).
+    selector: Mapping[str, str]
     kaniko_tag: str | None
 
 
@@ -223,8 +225,7 @@ def _build(mod: m.Module, build: m.Build, kernel: str, bundle: m.Bundle,
                                    [m.BuildArg(k, v) for k, v in injected.items()]),
         secrets=build.secrets,
         base_image_registry_tls=build.base_image_registry_tls or m.TLSOptions(),
-        # KMM's buildSpec: an empty build selector means the Module's.
-        selector=build.selector or mod.selector or {},
+        selector=build.selector or {},
         kaniko_tag=build.kaniko_tag,
     )
 
