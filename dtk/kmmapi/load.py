@@ -21,6 +21,7 @@ from dtk.errors import DtkError, ProblemsError
 from dtk.k8snames import config_map_key_problems, dns1123_label_problems, dns1123_subdomain_problems
 from dtk.kmmapi import model as m
 from dtk.kmmapi import spec as spec_reader
+from dtk.kmmapi.images import images_config
 from dtk.kmmapi.reader import Reader, child
 from dtk.kmmapi.validate import KubeVersion, violations
 
@@ -30,7 +31,10 @@ _META = ["name", "namespace", "labels", "annotations", "generateName", "uid",
          "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
          "deletionGracePeriodSeconds", "finalizers", "ownerReferences", "managedFields"]
 _MAX_SHOWN = 40  # errors on one screen
-_KINDS = {"Module": m.API_VERSION, "ConfigMap": "v1", "Secret": "v1"}
+_KINDS = {"Module": m.API_VERSION, m.MIC_KIND: m.API_VERSION, m.MBSC_KIND: m.API_VERSION,
+          "ConfigMap": "v1", "Secret": "v1"}
+_READ = "Module, ModuleImagesConfig, ModuleBuildSignConfig, ConfigMap and Secret"
+_Object = m.Module | m.ImagesConfig | m.ConfigMap | m.Secret
 
 
 def load_documents(paths: Sequence[Path], namespace: str | None = None,
@@ -38,7 +42,7 @@ def load_documents(paths: Sequence[Path], namespace: str | None = None,
     """Read every -f path; `namespace` is -n (None: documents' own, else 'default');
     `kube`: the cluster's version for KMM's version gates, when known."""
     r = Reader()
-    objects: list[m.Module | m.ConfigMap | m.Secret] = []
+    objects: list[_Object] = []
     clean: set[m.Source] = set()  # documents that read without a schema error
     skipped: list[str] = []
     for source, doc in _documents(paths):
@@ -124,8 +128,7 @@ def _skipped(source: m.Source, doc: Any) -> str | None:
         return None
     meta = doc.get("metadata")
     name = meta.get("name") if isinstance(meta, dict) else None
-    return f"{source}: {kind} {name or '(no name)'} skipped (dtk module reads Module, " \
-        "ConfigMap and Secret)"
+    return f"{source}: {kind} {name or '(no name)'} skipped (dtk module reads {_READ})"
 
 
 def _prefix(r: Reader, start: int, where: str) -> None:
@@ -177,25 +180,20 @@ def _yaml_reason(exc: Exception) -> str:
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
-def _object(r: Reader, doc: Any, source: m.Source,
-            namespace: str | None) -> m.Module | m.ConfigMap | m.Secret | None:
+def _object(r: Reader, doc: Any, source: m.Source, namespace: str | None) -> _Object | None:
     if not isinstance(doc, dict):
         r.fail("(document)", "must be an object with apiVersion and kind")
         return None
     kind, api = doc.get("kind"), doc.get("apiVersion")
     expected = _KINDS
     if kind not in expected:
-        r.fail("kind", f"{kind!r} is not one dtk module reads (Module, ConfigMap, Secret)")
+        r.fail("kind", f"{kind!r} is not one dtk module reads ({_READ})")
         return None
     if api != expected[kind]:
         r.fail("apiVersion", f"{kind} must be {expected[kind]}, got {api!r}")
         return None
     name, ns = _metadata(r, doc.get("metadata"), namespace)
-    if kind == "Module":
-        return _module(r, doc, source, name, ns)
-    if kind == "ConfigMap":
-        return _configmap(r, doc, source, name, ns)
-    return _secret(r, doc, source, name, ns)
+    return _READERS[kind](r, doc, source, name, ns)
 
 
 def _metadata(r: Reader, value: Any, namespace: str | None) -> tuple[str, str]:
@@ -274,10 +272,16 @@ def _secret(r: Reader, doc: dict[str, Any], source: m.Source, name: str, ns: str
     return m.Secret(name, ns, source, kind, data)
 
 
-def _bundle(r: Reader, objects: list[m.Module | m.ConfigMap | m.Secret]) -> m.Bundle:
+_READERS: dict[str, Callable[[Reader, dict[str, Any], m.Source, str, str], _Object]] = {
+    "Module": _module, m.MIC_KIND: images_config, m.MBSC_KIND: images_config,
+    "ConfigMap": _configmap, "Secret": _secret}
+
+
+def _bundle(r: Reader, objects: list[_Object]) -> m.Bundle:
     seen: dict[tuple[str, str, str], m.Source] = {}
     for obj in objects:
-        key = (type(obj).__name__, obj.namespace, obj.name)
+        key = (obj.kind if isinstance(obj, m.ImagesConfig) else type(obj).__name__,
+               obj.namespace, obj.name)
         if key in seen:
             r.fail(f"{obj.source}", f"{key[0]} {obj.namespace}/{obj.name} is also defined "
                    f"in {seen[key]}")
@@ -291,31 +295,49 @@ def _bundle(r: Reader, objects: list[m.Module | m.ConfigMap | m.Secret]) -> m.Bu
         modules=tuple(o for o in objects if isinstance(o, m.Module)),
         configmaps={(o.namespace, o.name): o for o in objects if isinstance(o, m.ConfigMap)},
         secrets={(o.namespace, o.name): o for o in objects if isinstance(o, m.Secret)},
+        images_configs=tuple(o for o in objects if isinstance(o, m.ImagesConfig)),
     )
 
 
 def check_references(r: Reader, bundle: m.Bundle) -> None:
-    """Every ConfigMap and Secret a Module names must be given, with the key KMM reads."""
-    for mod in bundle.modules:
+    """Every ConfigMap and Secret a Module (or a ModuleImagesConfig, MBSC) names must be
+    given, with the key KMM reads."""
+    owners: list[tuple[str, m.Module | m.ImagesConfig,
+                       Iterator[tuple[str, str, str, str | None]]]] = [
+        ("Module", mod, _references(mod)) for mod in bundle.modules]
+    owners += [(cfg.kind, cfg, _config_references(cfg)) for cfg in bundle.images_configs]
+    for what, owner, references in owners:
         before = len(r.errors)
-        for path, kind, name, key in _references(mod):
-            obj: m.ConfigMap | m.Secret | None = (bundle.configmap(mod.namespace, name)
-                                                  if kind == "ConfigMap"
-                                                  else bundle.secret(mod.namespace, name))
-            if obj is None:
-                r.fail(path, f"{kind} {mod.namespace}/{name} is not among the documents given")
-                continue
-            keys = obj.data.keys()
-            if key and key not in keys:
-                r.fail(path, f"{kind} {mod.namespace}/{name} has no key {key!r} "
-                       f"(keys: {', '.join(sorted(keys)) or 'none'})")
-            if key == ".dockerconfigjson" and isinstance(obj, m.Secret) \
-                    and obj.type != m.DOCKERCONFIGJSON:
-                r.fail(path, f"Secret {mod.namespace}/{name} must be of type "
-                       f"{m.DOCKERCONFIGJSON}, got {obj.type!r}")
-        _prefix(r, before, f"{mod.source} Module {mod.namespace}/{mod.name}")
-        r.place(before, mod.source.file, mod.source.index, mod.source.item)
+        for path, kind, name, key in references:
+            _reference(r, bundle, owner.namespace, (path, kind, name, key))
+        _prefix(r, before, f"{owner.source} {what} {owner.namespace}/{owner.name}")
+        r.place(before, owner.source.file, owner.source.index, owner.source.item)
         _mark(r, before, "reference")
+
+
+def _reference(r: Reader, bundle: m.Bundle, ns: str,
+               ref: tuple[str, str, str, str | None]) -> None:
+    path, kind, name, key = ref
+    obj: m.ConfigMap | m.Secret | None = (bundle.configmap(ns, name) if kind == "ConfigMap"
+                                          else bundle.secret(ns, name))
+    if obj is None:
+        r.fail(path, f"{kind} {ns}/{name} is not among the documents given")
+        return
+    keys = obj.data.keys()
+    if key and key not in keys:
+        r.fail(path, f"{kind} {ns}/{name} has no key {key!r} "
+               f"(keys: {', '.join(sorted(keys)) or 'none'})")
+    if key == ".dockerconfigjson" and isinstance(obj, m.Secret) \
+            and obj.type != m.DOCKERCONFIGJSON:
+        r.fail(path, f"Secret {ns}/{name} must be of type {m.DOCKERCONFIGJSON}, "
+               f"got {obj.type!r}")
+
+
+def _config_references(cfg: m.ImagesConfig) -> Iterator[tuple[str, str, str, str | None]]:
+    if cfg.image_repo_secret:
+        yield "spec.imageRepoSecret.name", "Secret", cfg.image_repo_secret, ".dockerconfigjson"
+    for n, image in enumerate(cfg.images):
+        yield from _build_sign_refs(f"spec.images[{n}]", image.build, image.sign)
 
 
 def _references(mod: m.Module) -> Iterator[tuple[str, str, str, str | None]]:

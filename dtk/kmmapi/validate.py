@@ -178,10 +178,34 @@ def _registry_json(raw: bytes) -> Any:
     return doc if doc is not None else {}
 
 
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+
+
+def pull_pod_problem(policy: str, path: str = "spec.imagePullPolicy") -> str | None:
+    """Why the API server refuses the pods KMM makes with this pull policy: the Module's
+    and ModuleImagesConfig's CRDs admit any string (no enum, no webhook rule), a Pod only
+    the three policies ("" is defaulted)."""
+    if not policy or policy in PULL_POLICIES:
+        return None
+    return (f"{path} {policy!r}: the API server admits it, but refuses the pods KMM makes "
+            f"from it ({', '.join(PULL_POLICIES[:-1])} or {PULL_POLICIES[-1]})")
+
+
 def warnings(bundle: m.Bundle) -> list[str]:
     """What the API server admits but nothing can use: a registry Secret with no
-    credentials in it (a legitimate placeholder, so never refused)."""
+    credentials in it (a legitimate placeholder, so never refused), a pull policy no
+    Pod takes."""
     out = []
+    for mod in bundle.modules:
+        problem = pull_pod_problem(mod.module_loader.container.image_pull_policy,
+                                   f"{_CONTAINER}.imagePullPolicy") \
+            if mod.module_loader else None
+        if problem:
+            out.append(f"Module {mod.namespace}/{mod.name} ({mod.source}): {problem}")
+    for cfg in bundle.images_configs:
+        problem = pull_pod_problem(cfg.image_pull_policy)
+        if problem:
+            out.append(f"{cfg.kind} {cfg.namespace}/{cfg.name} ({cfg.source}): {problem}")
     for secret in bundle.secrets.values():
         key = _DOCKER_KEYS.get(secret.type)
         raw = secret.data.get(key) if key else None

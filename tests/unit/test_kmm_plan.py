@@ -159,7 +159,8 @@ def test_states(bundle: m.Bundle, tmp_path: Path) -> None:
     (missing,) = image_state.states(plan(b.module(None), [STD], b), _found({}))
     assert missing.state is None
     assert missing.error == (f"image registry.example.com/hello:{STD} does not exist and the "
-                             "Module has no build or sign for this kernel")
+                             "Module has no build or sign for this kernel: KMM's pull pod "
+                             "keeps waiting for it")
 
 
 def test_needs_signing(bundle: m.Bundle) -> None:

@@ -141,6 +141,20 @@ def test_build_arg_value_key_is_required_by_the_crd(
     assert "buildArgs[0]" not in text
 
 
+def test_an_unknown_pull_policy_is_admitted_with_a_warning(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The Module CRD types imagePullPolicy as a plain string (no enum) and KMM's webhook
+    does not look at it: the cluster admits `Sometimes`, and refuses only the pods KMM
+    then makes with it. So dtk admits it, and warns."""
+    doc = minimal()
+    container(doc)["imagePullPolicy"] = "Sometimes"
+    code, text = dtk(monkeypatch, "module", "validate", "-f", str(write(tmp_path, doc)))
+    assert code == 0, text
+    assert "warning: Module default/hello" in text
+    assert f"{C}.imagePullPolicy 'Sometimes': the API server admits it" in text
+    assert "refuses the pods KMM makes from it (Always, IfNotPresent or Never)" in text
+
+
 def test_container_default_image_satisfies_mappings(monkeypatch: pytest.MonkeyPatch,
                                                      tmp_path: Path) -> None:
     doc = minimal()
