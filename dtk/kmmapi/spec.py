@@ -189,9 +189,11 @@ def spec(r: Reader, value: Any, path: str = "spec") -> dict[str, Any]:
         lpath = child(path, "moduleLoader")
         lbody = r.obj(body["moduleLoader"], lpath, ["container", "serviceAccountName"],
                       ["container"])
+        # A missing container is one error (reported by obj above), not its fields too.
+        cont = container(r, lbody["container"], child(lpath, "container")) \
+            if lbody.get("container") is not None else m.Container(m.Modprobe(), None)
         loader = m.ModuleLoader(
-            container(r, lbody.get("container", {}), child(lpath, "container")),
-            r.string(lbody.get("serviceAccountName"), child(lpath, "serviceAccountName")))
+            cont, r.string(lbody.get("serviceAccountName"), child(lpath, "serviceAccountName")))
     return {
         "selector": r.string_map(body.get("selector"), child(path, "selector")),
         "module_loader": loader,
