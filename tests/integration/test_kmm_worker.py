@@ -134,9 +134,10 @@ def v4l2_source(tmp_path_factory: pytest.TempPathFactory, archive: Any) -> Any:
 def test_in_tree_dependency_layouts_build_check_and_load(
         tmp_path: Path, kernel_61: str, toolkit_61: Any, v4l2_source: str,
         layout: str) -> None:
-    """Both layouts build (the upstream one needs the /host/lib/modules mount KMM's build
-    pods have), `dtk check` follows the recorded videodev path through the `host` link,
-    and the worker emulation loads v4l2loopback with videodev from the node's tree."""
+    """Both layouts validate, plan and build (the upstream one needs the /host/lib/modules
+    mount KMM's build pods have), `dtk check` follows the recorded videodev path through
+    the `host` link, and the worker emulation loads v4l2loopback with videodev from the
+    node's tree."""
     del toolkit_61
     image = f"localhost/kmmt-{secrets.token_hex(4)}/v4l2-{layout}:{kernel_61}"
     dockerfile = UPSTREAM if layout == "upstream" else MIDSTREAM
@@ -145,6 +146,11 @@ def test_in_tree_dependency_layouts_build_check_and_load(
                                 "buildArgs": [{"name": "SRC", "value": v4l2_source}]})
     module["spec"]["moduleLoader"]["container"]["modprobe"] = {"moduleName": "v4l2loopback"}
     files = docs.write(tmp_path / "m.yaml", module, docs.configmap("df", dockerfile))
+    with pytest.MonkeyPatch.context() as mp:
+        code, text = dtk(mp, "module", "validate", "-f", str(files))
+    assert code == 0, text
+    code, data = _run("module", "plan", "-f", str(files), "--kernel", kernel_61, "--json")
+    assert (code, [s["state"] for s in data["states"]]) == (0, ["NeedsBuilding"]), data
     try:
         code, data = _run("module", "build", "-f", str(files), "--kernel", kernel_61, "--json")
         assert code == 0, data
