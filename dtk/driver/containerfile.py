@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from dtk import rootfs
 from dtk import run as runner
 from dtk.driver.dkms import Built
 from dtk.driver.outcome import CellFailedError, find_modules, module_versions
@@ -82,12 +83,33 @@ def _check_secret_names(secrets: Sequence[BuildSecret]) -> None:
                                f"Secret key: {'; '.join(problems)}")
 
 
+# Where KMM's build pods mount the node's /lib/modules (KMM d8e8410; "/host" keeps it
+# out of kaniko's way): KMM's docs link /opt/lib/modules/K/host to /host/lib/modules/K
+# before depmod, so the image records in-tree dependencies.
+HOST_MODULES = "/host/lib/modules"
+
+
+@contextmanager
+def host_modules(cell: Cell) -> Iterator[list[str]]:
+    """The kernel's /lib/modules, from its toolkit, read-only at /host/lib/modules for RUN
+    steps: what a KMM build pod on a node running K sees there. Never in a layer; the
+    toolkit is part of the cell's key already."""
+    if cell.toolkit is None:
+        yield []
+        return
+    with buildah.working_container(cell.toolkit.name) as ctr, ctr.mounted() as root:
+        modules = rootfs.resolve(root, "/lib/modules")
+        yield [f"{modules}:{HOST_MODULES}:ro"] if modules is not None and modules.is_dir() \
+            else []
+
+
 def build_cell(cell: Cell, source: ContainerfileSource, log: Path,
                on_line: Callable[[str], None] | None = None,
                authfile: Path | None = None) -> Built:
     staging = staging_name(cell.module, cell.input_hash)
     try:
-        with secret_volumes(cell.secrets) as volumes:
+        with secret_volumes(cell.secrets) as secret_mounts, host_modules(cell) as host:
+            volumes = [*secret_mounts, *host]
             spec = buildah.BuildSpec(
                 containerfile=source.containerfile, context=source.context, tag=staging,
                 build_args=dict(cell.build_args), labels=cell.labels(), volumes=volumes,

@@ -30,7 +30,7 @@ from typing import IO, Any, cast
 
 from dtk import paths
 from dtk import run as runner
-from dtk.engine import buildah, registry
+from dtk.engine import buildah, registry, skopeo
 from dtk.errors import DtkError
 from dtk.lock import locked
 
@@ -71,8 +71,8 @@ def add_layer(base: str, base_id: str, tree: Path, dest: str, *,
         manifest.pop("annotations", None)
         manifest_digest, manifest_size = _write_blob(blobs, _dumps(manifest))
         _write_index(layout, manifest_digest, manifest_size)
-        runner.run(["skopeo", "copy", "--quiet", f"oci:{layout}:{_REF}",
-                    f"containers-storage:{local_name(dest)}"], timeout=_TIMEOUT,
+        runner.run(skopeo.command("copy", "--quiet", f"oci:{layout}:{_REF}",
+                                  f"containers-storage:{local_name(dest)}"), timeout=_TIMEOUT,
                    what=f"writing the image {dest} to container storage failed")
     return config_digest.removeprefix("sha256:")  # storage's image id is the config's digest
 
@@ -97,8 +97,9 @@ def _base_layout(base: str, base_id: str) -> Path:
         layout.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".export-", dir=layout.parent))
         try:
-            runner.run(["skopeo", "copy", "--quiet", f"containers-storage:{local_name(base)}",
-                        f"oci:{staging}:{_REF}"], timeout=_TIMEOUT,
+            runner.run(skopeo.command("copy", "--quiet",
+                                      f"containers-storage:{local_name(base)}",
+                                      f"oci:{staging}:{_REF}"), timeout=_TIMEOUT,
                        what=f"exporting {base} from container storage failed")
             got = _read_json(staging, _index_manifest(staging))["config"]["digest"]
             if got != f"sha256:{base_id}":  # the tag moved to another image meanwhile

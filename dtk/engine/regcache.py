@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dtk import run as runner
-from dtk.engine import buildah, registry
+from dtk.engine import buildah, registry, skopeo
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,9 @@ def _auth(flag: str, authfile: Path | None) -> list[str]:
 def lookup(ref: str, *, tls_verify: bool, authfile: Path | None) -> Entry | None:
     """The entry a tag names, or None if there is none. Refused credentials and an
     unreachable registry raise DtkError (the caller decides to go on without)."""
-    result = runner.run(["skopeo", "inspect", "--no-tags", _tls("", tls_verify),
-                         *_auth("", authfile), f"docker://{ref}"], check=False, timeout=120)
+    result = runner.run(skopeo.command("inspect", "--no-tags", _tls("", tls_verify),
+                                       *_auth("", authfile), f"docker://{ref}"),
+                        check=False, timeout=120)
     if result.returncode == 0:
         data = json.loads(result.stdout)
         labels = {str(k): str(v) for k, v in (data.get("Labels") or {}).items()}
@@ -56,9 +57,9 @@ def pull_by_digest(repo: str, digest: str, local: str, *, tls_verify: bool,
     """Copy `repo@digest` into local storage as `local`: skopeo checks the manifest
     against the digest and every blob against the manifest."""
     try:
-        runner.run(["skopeo", "copy", "--retry-times", "2", _tls("src-", tls_verify),
-                    *_auth("src-", authfile), f"docker://{repo}@{digest}",
-                    f"containers-storage:{buildah.ref(local)}"],
+        runner.run(skopeo.command("copy", "--retry-times", "2", _tls("src-", tls_verify),
+                                  *_auth("src-", authfile), f"docker://{repo}@{digest}",
+                                  f"containers-storage:{buildah.ref(local)}"),
                    timeout=1800, what=f"pulling {repo}@{digest} failed")
     except runner.CommandError as exc:
         raise registry.error(repo, exc.tail, f"pulling {repo}@{digest}") from None
@@ -70,9 +71,10 @@ def copy_within(repo: str, digest: str, dest: str, *, tls_verify: bool,
     (the registry mounts the blobs across repositories); the digest `dest` got."""
     try:
         result = runner.run(
-            ["skopeo", "copy", "--retry-times", "2", _tls("src-", tls_verify),
-             _tls("dest-", tls_verify), *_auth("src-", authfile), *_auth("dest-", authfile),
-             "--digestfile", "/dev/stdout", f"docker://{repo}@{digest}", f"docker://{dest}"],
+            skopeo.command("copy", "--retry-times", "2", _tls("src-", tls_verify),
+                           _tls("dest-", tls_verify), *_auth("src-", authfile),
+                           *_auth("dest-", authfile), "--digestfile", "/dev/stdout",
+                           f"docker://{repo}@{digest}", f"docker://{dest}"),
             timeout=1800, what=f"copying {repo}@{digest} to {dest} failed")
     except runner.CommandError as exc:
         raise registry.error(dest, exc.tail, f"copying {repo}@{digest} to {dest}") from None

@@ -8,6 +8,7 @@ name the cause and the fix.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,14 @@ from dtk.engine.registry import Failure, RegistryError
 from dtk.errors import DtkError
 
 _ATTEMPTS = 3
+
+
+def command(*args: str) -> list[str]:
+    """`skopeo ARGS`, reading the registries.conf buildah reads: CONTAINERS_REGISTRIES_CONF
+    when set (buildah and newer skopeo read the variable; bookworm's skopeo 1.9 only
+    takes the option), so builds, lookups, pulls and pushes see the same registries."""
+    conf = os.environ.get("CONTAINERS_REGISTRIES_CONF")
+    return ["skopeo", *(["--registries-conf", conf] if conf else []), *args]
 
 
 def _docker(image: str) -> str:
@@ -45,9 +54,9 @@ def push(image: str, dest: str, *, tls_verify: bool | None = None,
     ref = _docker(dest)
     for attempt in range(1, _ATTEMPTS + 1):
         result = runner.run(
-            ["skopeo", "copy", _flag("--dest-tls-verify", dest, tls_verify),
+            command("copy", _flag("--dest-tls-verify", dest, tls_verify),
              *_auth(authfile, "--dest-authfile"), "--digestfile", "/dev/stdout",
-             f"containers-storage:{image}", ref],
+                    f"containers-storage:{image}", ref),
             check=False, timeout=1800)
         if result.returncode == 0:
             return result.stdout.strip().splitlines()[-1]
@@ -62,8 +71,8 @@ def push(image: str, dest: str, *, tls_verify: bool | None = None,
 
 def _inspect(image: str, tls_verify: bool | None, authfile: Path | None,
              *extra: str) -> runner.Result:
-    argv = ["skopeo", "inspect", "--no-tags", *extra, _flag("--tls-verify", image, tls_verify),
-            *_auth(authfile), _docker(image)]
+    argv = command("inspect", "--no-tags", *extra, _flag("--tls-verify", image, tls_verify),
+                   *_auth(authfile), _docker(image))
     return runner.run(argv, check=False, timeout=120)
 
 
@@ -112,9 +121,9 @@ def remote_config_digest(image: str, *, tls_verify: bool | None = None,
 def pull(image: str, *, tls_verify: bool | None = None, authfile: Path | None = None) -> str:
     """Copy a registry image into local container storage under its own name."""
     name = image.split("://", 1)[-1]
-    result = runner.run(["skopeo", "copy", _flag("--src-tls-verify", image, tls_verify),
-                         *_auth(authfile, "--src-authfile"), _docker(image),
-                         f"containers-storage:{name}"], check=False, timeout=1800)
+    result = runner.run(command("copy", _flag("--src-tls-verify", image, tls_verify),
+                                *_auth(authfile, "--src-authfile"), _docker(image),
+                                f"containers-storage:{name}"), check=False, timeout=1800)
     if result.returncode != 0:
         raise registry.error(image, result.stderr, f"pulling {image}")
     return name
@@ -149,10 +158,10 @@ def copy_to_layout(source: str, layout: Path, ref_name: str, *,
     the one at `policy`."""
     image = source.removeprefix("docker://")
     from_registry = image != source
-    argv = ["skopeo", *(["--policy", str(policy)] if policy else []), "copy",
-            *([_flag("--src-tls-verify", image, tls_verify)] if from_registry else []),
-            *(_auth(authfile, "--src-authfile") if from_registry else []),
-            source, f"oci:{layout}:{ref_name}"]
+    argv = command(*(["--policy", str(policy)] if policy else []), "copy",
+                   *([_flag("--src-tls-verify", image, tls_verify)] if from_registry else []),
+                   *(_auth(authfile, "--src-authfile") if from_registry else []),
+                   source, f"oci:{layout}:{ref_name}")
     result = runner.run(argv, check=False, timeout=1800)
     if result.returncode == 0:
         return

@@ -105,7 +105,8 @@ def from_installed(root: Path, release: str, source: str) -> facts.KernelFacts:
     names = frozenset(modfile.module_name(p.name) for p in module_files)
     certs = tuple(dict.fromkeys(keyring.find_certificates(vmlinux)))
     return facts.KernelFacts(release, arch, vermagic, config, table, names, source,
-                             struct_size, certs, facts.builtin_modules(root, release))
+                             struct_size, certs, facts.builtin_modules(root, release),
+                             module_paths=facts.relative_paths(root, release))
 
 
 def installed_key(root: Path, release: str) -> str:

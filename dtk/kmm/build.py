@@ -39,7 +39,6 @@ from dtk.engine import buildah, skopeo
 from dtk.engine.registry import RegistryError
 from dtk.errors import DtkError
 from dtk.files import host_key
-from dtk.kernel import normalize
 from dtk.kmm.state import registry_host
 from dtk.kmmapi import model as m
 from dtk.kmmapi.authfile import authfile
@@ -51,6 +50,7 @@ from dtk.kmmapi.plan import (
     KernelPlan,
     Plan,
     image_current,
+    resource_name,
     sign_problem,
 )
 from dtk.kmod import sign
@@ -271,7 +271,8 @@ def kmm_layout(mod: m.Module) -> Layout:
 def _dockerfile_source(run: _Run, kp: KernelPlan) -> Any:
     """The ConfigMap's Dockerfile on disk, with an empty context (KMM builds have none)."""
     assert kp.build is not None
-    where = run.request.log_dir / "dockerfiles" / normalize(kp.kernel)
+    # Named as KMM names the kernel's build pod (177350a): one place per kernel and Module.
+    where = run.request.log_dir / "dockerfiles" / resource_name(run.mod.name, "build", kp.kernel)
     (where / "context").mkdir(parents=True, exist_ok=True)
     dockerfile = where / "Dockerfile"
     dockerfile.write_text(kp.build.dockerfile)

@@ -19,10 +19,12 @@ from dtk.errors import DtkError
 from dtk.kmmapi import model as m
 from dtk.kmmapi.authfile import authfile
 from dtk.kmmapi.plan import KernelPlan, Plan, image_current, sign_problem
+from dtk.kmmapi.validate import pull_pod_problem
 
 
 class ImageState(enum.StrEnum):
     EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"  # missing, nothing can make it, skipWaitMissingImage
     NEEDS_BUILDING = "NeedsBuilding"
     NEEDS_SIGNING = "NeedsSigning"
 
@@ -47,10 +49,12 @@ class KernelState:
 Lookup = Callable[[str, m.TLSOptions], Found | None]
 
 
-def state_of(kp: KernelPlan, lookup: Lookup, generation: int | None = None) -> KernelState:
+def state_of(kp: KernelPlan, lookup: Lookup, generation: int | None = None,
+             what: str = "Module") -> KernelState:
     """`generation`: the Module's imageRebuildTriggerGeneration. An image that exists
     but was made for another generation or another sign spec (its labels say) needs
-    making again, as `dtk module build` decides, when the Module can make it."""
+    making again, as `dtk module build` decides, when the Module can make it. `what`
+    names the Module, or the ModuleImagesConfig, in messages."""
     try:
         found = lookup(kp.image, kp.registry_tls)
     except DtkError as exc:  # the cause, and its fix when known
@@ -62,12 +66,19 @@ def state_of(kp: KernelPlan, lookup: Lookup, generation: int | None = None) -> K
         return KernelState(kp.kernel, kp.image, ImageState.NEEDS_BUILDING, found)
     if kp.sign is not None:
         problem = sign_problem(kp)
-        if problem is not None:
-            return KernelState(kp.kernel, kp.image, None, found, error=problem)
-        return KernelState(kp.kernel, kp.image, ImageState.NEEDS_SIGNING, found)
+        return KernelState(kp.kernel, kp.image, None if problem else ImageState.NEEDS_SIGNING,
+                           found, error=problem)
+    return _missing(kp, what)
+
+
+def _missing(kp: KernelPlan, what: str) -> KernelState:
+    """An image that is not there and that nothing can make."""
+    missing = f"image {kp.image} does not exist and the {what} has no build or sign for " \
+        "this kernel"
+    if kp.skip_wait_missing_image:  # KMM's pull pod is one-time then, and says so
+        return KernelState(kp.kernel, kp.image, ImageState.DOES_NOT_EXIST, error=missing)
     return KernelState(kp.kernel, kp.image, None,
-                       error=f"image {kp.image} does not exist and the Module has no build "
-                             "or sign for this kernel")
+                       error=f"{missing}: KMM's pull pod keeps waiting for it")
 
 
 def usable(kp: KernelPlan, found: Found, generation: int | None) -> bool:
@@ -79,7 +90,33 @@ def usable(kp: KernelPlan, found: Found, generation: int | None) -> bool:
 
 
 def states(plan: Plan, lookup: Lookup, generation: int | None = None) -> list[KernelState]:
-    return [state_of(kp, lookup, generation) for kp in plan.kernels]
+    # KMM's pull pods for this plan cannot be made: no image state is ever recorded.
+    problem = pull_pod_problem(plan.image_pull_policy) if plan.kind != m.MBSC_KIND else None
+    if problem is not None:
+        return [KernelState(kp.kernel, kp.image, None, error=problem) for kp in plan.kernels]
+    return [state_of(kp, lookup, generation, plan.kind) for kp in plan.kernels]
+
+
+def action_states(plan: Plan) -> list[KernelState]:
+    """A ModuleBuildSignConfig's images: the MBSC reconciler looks nothing up, it runs
+    each action; an action its image cannot run is an error (KMM's pod cannot be made)."""
+    out = []
+    for kp in plan.kernels:
+        error = None
+        if kp.action == m.BUILD_IMAGE and kp.build is None:
+            error = "action BuildImage, but the image has no build section"
+        elif kp.action == m.SIGN_IMAGE:
+            error = "action SignImage, but the image has no sign section" \
+                if kp.sign is None else sign_problem(kp)
+        state = ImageState.NEEDS_BUILDING if kp.action == m.BUILD_IMAGE \
+            else ImageState.NEEDS_SIGNING
+        out.append(KernelState(kp.kernel, kp.image, None if error else state, error=error))
+    return out
+
+
+def failed(result: list[KernelState]) -> bool:
+    """Whether a kernel gets no module: an error, or KMM's DoesNotExist."""
+    return any(s.state in (None, ImageState.DOES_NOT_EXIST) for s in result)
 
 
 def registry_host(image: str) -> str | None:

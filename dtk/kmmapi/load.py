@@ -21,8 +21,9 @@ from dtk.errors import DtkError, ProblemsError
 from dtk.k8snames import config_map_key_problems, dns1123_label_problems, dns1123_subdomain_problems
 from dtk.kmmapi import model as m
 from dtk.kmmapi import spec as spec_reader
+from dtk.kmmapi.images import images_config
 from dtk.kmmapi.reader import Reader, child
-from dtk.kmmapi.validate import violations
+from dtk.kmmapi.validate import KubeVersion, violations
 
 _SUFFIXES = (".yaml", ".yml", ".json")
 # ObjectMeta fields kubectl passes through; dtk reads name and namespace only.
@@ -30,13 +31,18 @@ _META = ["name", "namespace", "labels", "annotations", "generateName", "uid",
          "resourceVersion", "generation", "creationTimestamp", "deletionTimestamp",
          "deletionGracePeriodSeconds", "finalizers", "ownerReferences", "managedFields"]
 _MAX_SHOWN = 40  # errors on one screen
-_KINDS = {"Module": m.API_VERSION, "ConfigMap": "v1", "Secret": "v1"}
+_KINDS = {"Module": m.API_VERSION, m.MIC_KIND: m.API_VERSION, m.MBSC_KIND: m.API_VERSION,
+          "ConfigMap": "v1", "Secret": "v1"}
+_READ = "Module, ModuleImagesConfig, ModuleBuildSignConfig, ConfigMap and Secret"
+_Object = m.Module | m.ImagesConfig | m.ConfigMap | m.Secret
 
 
-def load_documents(paths: Sequence[Path], namespace: str | None = None) -> m.Bundle:
-    """Read every -f path; `namespace` is -n (None: documents' own, else 'default')."""
+def load_documents(paths: Sequence[Path], namespace: str | None = None,
+                   kube: KubeVersion | None = None) -> m.Bundle:
+    """Read every -f path; `namespace` is -n (None: documents' own, else 'default');
+    `kube`: the cluster's version for KMM's version gates, when known."""
     r = Reader()
-    objects: list[m.Module | m.ConfigMap | m.Secret] = []
+    objects: list[_Object] = []
     clean: set[m.Source] = set()  # documents that read without a schema error
     skipped: list[str] = []
     for source, doc in _documents(paths):
@@ -57,7 +63,7 @@ def load_documents(paths: Sequence[Path], namespace: str | None = None) -> m.Bun
     if r.errors:
         # What the webhook says too, in the same pass: a missing Secret must not hide
         # it (a Module with schema errors is left out: its defaults would only add noise).
-        _webhook_too(r, [mod for mod in bundle.modules if mod.source in clean])
+        _webhook_too(r, [mod for mod in bundle.modules if mod.source in clean], kube)
         shown = r.errors[:_MAX_SHOWN]
         more = len(r.errors) - len(shown)
         text = "\n  ".join(shown) + (f"\n  … and {more} more" if more else "")
@@ -69,27 +75,45 @@ def load_documents(paths: Sequence[Path], namespace: str | None = None) -> m.Bun
 _MISSING = "is not among the documents given"
 
 
-def _webhook_too(r: Reader, modules: list[m.Module]) -> None:
+def _webhook_too(r: Reader, modules: list[m.Module], kube: KubeVersion | None) -> None:
     """KMM's admission verdict on these Modules, as problems of their documents."""
     for mod in modules:
-        for v in violations(mod):
+        for v in violations(mod, kube):
             r.errors.append(f"Module {mod.namespace}/{mod.name} ({mod.source}): {v}")
             r.problems.append({"file": mod.source.file, "document": mod.source.index + 1,
                                "item": mod.source.item, "path": v.path,
-                               "message": v.message})
+                               "message": v.message, "rule": "webhook"})
+
+
+# Whose rule each problem is, so that the hint says who refuses what, truly: the API
+# server (schema, names), KMM's webhook, or dtk, which needs the referenced objects now
+# (the API server admits a Module without them; KMM fails later, when it uses them).
+_RULES = {
+    "schema": "the API server refuses the fields named above (schema, object names)",
+    "webhook": "KMM's admission webhook refuses the Module fields named above",
+    "reference": "the API server admits a Module whose ConfigMaps or Secrets are missing or "
+                 "unusable, but KMM fails when it builds, signs or pulls, and dtk needs them "
+                 "now: pass them with -f",
+    "dtk": "an object defined twice is ambiguous: keep one definition",
+}
 
 
 def _hint(problems: list[dict[str, Any]]) -> str:
-    """The fix that is true for these problems: a missing Secret or ConfigMap is made
-    and passed with -f (the API server would not notice it missing; KMM would, later)."""
-    if all(_MISSING in str(p["message"]) for p in problems):
-        return ("pass the missing objects with -f. Make a signing key and cert with `dtk "
-                "keygen`, then the Secrets with `kubectl create secret generic NAME "
-                "--from-file=key=signing_key.pem -n NS --dry-run=client -o yaml` (cert: "
-                "--from-file=cert=signing_cert.pem; registry credentials: `kubectl create "
-                "secret docker-registry NAME --docker-server=… --dry-run=client -o yaml`)")
-    return ("fix the fields named above (the API server would reject the same fields; "
-            "missing objects: pass them with -f)")
+    """The fix that is true for these problems, and whose rule each kind is."""
+    rules = list(dict.fromkeys(str(p.get("rule") or "schema") for p in problems))
+    text = "; ".join(_RULES[rule] for rule in rules)
+    if any(_MISSING in str(p["message"]) for p in problems):
+        text += (". Make a signing key and cert with `dtk keygen`, then the Secrets with "
+                 "`kubectl create secret generic NAME --from-file=key=signing_key.pem -n NS "
+                 "--dry-run=client -o yaml` (cert: --from-file=cert=signing_cert.pem; registry "
+                 "credentials: `kubectl create secret docker-registry NAME --docker-server=… "
+                 "--dry-run=client -o yaml`)")
+    return text
+
+
+def _mark(r: Reader, start: int, rule: str) -> None:
+    for problem in r.problems[start:]:
+        problem.setdefault("rule", rule)
 
 
 def _skipped(source: m.Source, doc: Any) -> str | None:
@@ -104,8 +128,7 @@ def _skipped(source: m.Source, doc: Any) -> str | None:
         return None
     meta = doc.get("metadata")
     name = meta.get("name") if isinstance(meta, dict) else None
-    return f"{source}: {kind} {name or '(no name)'} skipped (dtk module reads Module, " \
-        "ConfigMap and Secret)"
+    return f"{source}: {kind} {name or '(no name)'} skipped (dtk module reads {_READ})"
 
 
 def _prefix(r: Reader, start: int, where: str) -> None:
@@ -157,25 +180,20 @@ def _yaml_reason(exc: Exception) -> str:
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
-def _object(r: Reader, doc: Any, source: m.Source,
-            namespace: str | None) -> m.Module | m.ConfigMap | m.Secret | None:
+def _object(r: Reader, doc: Any, source: m.Source, namespace: str | None) -> _Object | None:
     if not isinstance(doc, dict):
         r.fail("(document)", "must be an object with apiVersion and kind")
         return None
     kind, api = doc.get("kind"), doc.get("apiVersion")
     expected = _KINDS
     if kind not in expected:
-        r.fail("kind", f"{kind!r} is not one dtk module reads (Module, ConfigMap, Secret)")
+        r.fail("kind", f"{kind!r} is not one dtk module reads ({_READ})")
         return None
     if api != expected[kind]:
         r.fail("apiVersion", f"{kind} must be {expected[kind]}, got {api!r}")
         return None
     name, ns = _metadata(r, doc.get("metadata"), namespace)
-    if kind == "Module":
-        return _module(r, doc, source, name, ns)
-    if kind == "ConfigMap":
-        return _configmap(r, doc, source, name, ns)
-    return _secret(r, doc, source, name, ns)
+    return _READERS[kind](r, doc, source, name, ns)
 
 
 def _metadata(r: Reader, value: Any, namespace: str | None) -> tuple[str, str]:
@@ -217,25 +235,35 @@ def _configmap(r: Reader, doc: dict[str, Any], source: m.Source, name: str,
     r.obj(doc, "", ["apiVersion", "kind", "metadata", "data", "binaryData", "immutable"])
     r.boolean(doc.get("immutable"), "immutable")
     data = r.string_map(doc.get("data"), "data") or {}
-    binary = r.string_map(doc.get("binaryData"), "binaryData") or {}
-    for field, keys in (("data", data), ("binaryData", binary)):
+    binary = _base64_map(r, doc.get("binaryData"), "binaryData")
+    for field, keys, other in (("data", data, "binaryData"), ("binaryData", binary, "data")):
         for key in keys:
             _name_rule(r, key, child(field, key), config_map_key_problems)
-    return m.ConfigMap(name, ns, source, data)
+            # ValidateConfigMap: one key cannot be in both maps.
+            if key in (binary if field == "data" else data):
+                r.fail(child(field, key), f"duplicate of key present in {other}")
+    return m.ConfigMap(name, ns, source, data, binary)
+
+
+def _base64_map(r: Reader, value: Any, path: str) -> dict[str, bytes]:
+    """A map of base64 values ([]byte in Go), decoded as the API server decodes them."""
+    out: dict[str, bytes] = {}
+    for key, text in (r.string_map(value, path) or {}).items():
+        try:
+            out[key] = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            r.fail(child(path, key), "is not valid base64 (value not shown)")
+            out[key] = b""  # the key is there: one error, not a knock-on "has no key"
+    return out
 
 
 def _secret(r: Reader, doc: dict[str, Any], source: m.Source, name: str, ns: str) -> m.Secret:
     r.obj(doc, "", ["apiVersion", "kind", "metadata", "data", "stringData", "type",
                     "immutable"])
     r.boolean(doc.get("immutable"), "immutable")
-    data: dict[str, bytes] = {}
-    for key, text in (r.string_map(doc.get("data"), "data") or {}).items():
+    data = _base64_map(r, doc.get("data"), "data")
+    for key in data:
         _name_rule(r, key, child("data", key), config_map_key_problems)
-        try:
-            data[key] = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            r.fail(child("data", key), "is not valid base64 (value not shown)")
-            data[key] = b""  # the key is there: one error, not a knock-on "has no key"
     # As the API server does: stringData is merged over data, and wins.
     for key, text in (r.string_map(doc.get("stringData"), "stringData") or {}).items():
         _name_rule(r, key, child("stringData", key), config_map_key_problems)
@@ -244,43 +272,72 @@ def _secret(r: Reader, doc: dict[str, Any], source: m.Source, name: str, ns: str
     return m.Secret(name, ns, source, kind, data)
 
 
-def _bundle(r: Reader, objects: list[m.Module | m.ConfigMap | m.Secret]) -> m.Bundle:
+_READERS: dict[str, Callable[[Reader, dict[str, Any], m.Source, str, str], _Object]] = {
+    "Module": _module, m.MIC_KIND: images_config, m.MBSC_KIND: images_config,
+    "ConfigMap": _configmap, "Secret": _secret}
+
+
+def _bundle(r: Reader, objects: list[_Object]) -> m.Bundle:
     seen: dict[tuple[str, str, str], m.Source] = {}
     for obj in objects:
-        key = (type(obj).__name__, obj.namespace, obj.name)
+        key = (obj.kind if isinstance(obj, m.ImagesConfig) else type(obj).__name__,
+               obj.namespace, obj.name)
         if key in seen:
             r.fail(f"{obj.source}", f"{key[0]} {obj.namespace}/{obj.name} is also defined "
                    f"in {seen[key]}")
             r.place(len(r.problems) - 1, obj.source.file, obj.source.index, obj.source.item)
         seen[key] = obj.source
+    _mark(r, 0, "schema")  # what came before: the reader's schema and name checks
+    for problem in r.problems:
+        if "is also defined in" in str(problem["message"]):
+            problem["rule"] = "dtk"
     return m.Bundle(
         modules=tuple(o for o in objects if isinstance(o, m.Module)),
         configmaps={(o.namespace, o.name): o for o in objects if isinstance(o, m.ConfigMap)},
         secrets={(o.namespace, o.name): o for o in objects if isinstance(o, m.Secret)},
+        images_configs=tuple(o for o in objects if isinstance(o, m.ImagesConfig)),
     )
 
 
 def check_references(r: Reader, bundle: m.Bundle) -> None:
-    """Every ConfigMap and Secret a Module names must be given, with the key KMM reads."""
-    for mod in bundle.modules:
+    """Every ConfigMap and Secret a Module (or a ModuleImagesConfig, MBSC) names must be
+    given, with the key KMM reads."""
+    owners: list[tuple[str, m.Module | m.ImagesConfig,
+                       Iterator[tuple[str, str, str, str | None]]]] = [
+        ("Module", mod, _references(mod)) for mod in bundle.modules]
+    owners += [(cfg.kind, cfg, _config_references(cfg)) for cfg in bundle.images_configs]
+    for what, owner, references in owners:
         before = len(r.errors)
-        for path, kind, name, key in _references(mod):
-            obj: m.ConfigMap | m.Secret | None = (bundle.configmap(mod.namespace, name)
-                                                  if kind == "ConfigMap"
-                                                  else bundle.secret(mod.namespace, name))
-            if obj is None:
-                r.fail(path, f"{kind} {mod.namespace}/{name} is not among the documents given")
-                continue
-            keys = obj.data.keys()
-            if key and key not in keys:
-                r.fail(path, f"{kind} {mod.namespace}/{name} has no key {key!r} "
-                       f"(keys: {', '.join(sorted(keys)) or 'none'})")
-            if key == ".dockerconfigjson" and isinstance(obj, m.Secret) \
-                    and obj.type != m.DOCKERCONFIGJSON:
-                r.fail(path, f"Secret {mod.namespace}/{name} must be of type "
-                       f"{m.DOCKERCONFIGJSON}, got {obj.type!r}")
-        _prefix(r, before, f"{mod.source} Module {mod.namespace}/{mod.name}")
-        r.place(before, mod.source.file, mod.source.index, mod.source.item)
+        for path, kind, name, key in references:
+            _reference(r, bundle, owner.namespace, (path, kind, name, key))
+        _prefix(r, before, f"{owner.source} {what} {owner.namespace}/{owner.name}")
+        r.place(before, owner.source.file, owner.source.index, owner.source.item)
+        _mark(r, before, "reference")
+
+
+def _reference(r: Reader, bundle: m.Bundle, ns: str,
+               ref: tuple[str, str, str, str | None]) -> None:
+    path, kind, name, key = ref
+    obj: m.ConfigMap | m.Secret | None = (bundle.configmap(ns, name) if kind == "ConfigMap"
+                                          else bundle.secret(ns, name))
+    if obj is None:
+        r.fail(path, f"{kind} {ns}/{name} is not among the documents given")
+        return
+    keys = obj.data.keys()
+    if key and key not in keys:
+        r.fail(path, f"{kind} {ns}/{name} has no key {key!r} "
+               f"(keys: {', '.join(sorted(keys)) or 'none'})")
+    if key == ".dockerconfigjson" and isinstance(obj, m.Secret) \
+            and obj.type != m.DOCKERCONFIGJSON:
+        r.fail(path, f"Secret {ns}/{name} must be of type {m.DOCKERCONFIGJSON}, "
+               f"got {obj.type!r}")
+
+
+def _config_references(cfg: m.ImagesConfig) -> Iterator[tuple[str, str, str, str | None]]:
+    if cfg.image_repo_secret:
+        yield "spec.imageRepoSecret.name", "Secret", cfg.image_repo_secret, ".dockerconfigjson"
+    for n, image in enumerate(cfg.images):
+        yield from _build_sign_refs(f"spec.images[{n}]", image.build, image.sign)
 
 
 def _references(mod: m.Module) -> Iterator[tuple[str, str, str, str | None]]:

@@ -153,12 +153,50 @@ class Module:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
+MIC_KIND = "ModuleImagesConfig"
+MBSC_KIND = "ModuleBuildSignConfig"
+BUILD_IMAGE, SIGN_IMAGE = "BuildImage", "SignImage"  # an MBSC image's action
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image of a ModuleImagesConfig or ModuleBuildSignConfig (ModuleImageSpec):
+    what KMM's operator derived from the Module for one kernel, variables substituted."""
+
+    image: str
+    kernel_version: str
+    build: Build | None = None
+    sign: Sign | None = None
+    skip_wait_missing_image: bool = False
+    registry_tls: TLSOptions | None = None
+    dir_name: str = DEFAULT_DIR_NAME
+    action: str = ""  # an MBSC's BuildImage or SignImage; "" in a MIC
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    """A ModuleImagesConfig (`kind` MIC_KIND) or ModuleBuildSignConfig (MBSC_KIND): KMM's
+    internal objects between a Module and its builds, named after the Module."""
+
+    kind: str
+    name: str
+    namespace: str
+    source: Source
+    images: tuple[ImageSpec, ...]
+    image_repo_secret: str | None = None
+    image_pull_policy: str = "IfNotPresent"  # the MIC CRD's default when absent
+    push_built_image: bool = False
+    image_rebuild_trigger_generation: int | None = None
+    tolerations: tuple[Toleration, ...] = ()
+
+
 @dataclass(frozen=True)
 class ConfigMap:
     name: str
     namespace: str
     source: Source
     data: Mapping[str, str]
+    binary_data: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -187,6 +225,7 @@ class Bundle:
     configmaps: Mapping[tuple[str, str], ConfigMap]
     secrets: Mapping[tuple[str, str], Secret] = field(repr=False)
     skipped: tuple[str, ...] = ()  # documents left out, and why (other kinds, empty files)
+    images_configs: tuple[ImagesConfig, ...] = ()  # ModuleImagesConfigs and MBSCs
 
     def configmap(self, namespace: str, name: str) -> ConfigMap | None:
         return self.configmaps.get((namespace, name))

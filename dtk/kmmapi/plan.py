@@ -45,7 +45,9 @@ class PlannedBuild:
     build_args: tuple[m.BuildArg, ...]  # the user's, then KMM's (which win on a name)
     secrets: tuple[str, ...]
     base_image_registry_tls: m.TLSOptions
-    selector: Mapping[str, str]  # build pods run here: build.selector or the Module's
+    # Build pods run here: build.selector only. KMM's buildSpec would fall back to the
+    # Module's, but its ModuleBuildSignConfig path (createMLD) passes none (de3f8c9).
+    selector: Mapping[str, str]
     kaniko_tag: str | None
 
 
@@ -77,6 +79,11 @@ class KernelPlan:
     in_tree_modules_to_remove: tuple[str, ...]
     nodes: tuple[str, ...] = ()
     build_image: str = ""  # where the build writes: `image`, or the intermediate when signing
+    dir_name: str = m.DEFAULT_DIR_NAME
+    # KMM's pull pod reports a missing image that nothing can make as DoesNotExist only
+    # with this set (a ModuleImagesConfig's); otherwise it waits for the image.
+    skip_wait_missing_image: bool = False
+    action: str = ""  # a ModuleBuildSignConfig's BuildImage or SignImage
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,23 @@ class Plan:
     kernels: tuple[KernelPlan, ...]
     unmatched: tuple[str, ...]
     unmatched_nodes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    kind: str = "Module"  # or what was planned: a ModuleImagesConfig, an MBSC
+    # As KMM's module reconciler hands them on (handleMIC): the Module's pull policy,
+    # and every built image pushed; a MIC or MBSC says its own.
+    image_pull_policy: str = ""
+    push_built_image: bool = True
+
+
+def dns_safe_kernel(kernel: str) -> str:
+    """KMM's DNSSafeKernelVersion: the normalised kernel, lower case, '_' and '.' as '-',
+    no '-' at either end."""
+    return normalize(kernel).lower().replace("_", "-").replace(".", "-").strip("-")
+
+
+def resource_name(module: str, action: str, kernel: str) -> str:
+    """The name KMM gives a kernel's build or sign pod since 177350a (deterministic, so
+    two reconciles make one pod): `<module>-build-<kernel>`, `<module>-sign-<kernel>`."""
+    return f"{module}-{action}-{dns_safe_kernel(kernel)}"
 
 
 def intermediate_image(name: str, namespace: str, image: str) -> str:
@@ -99,7 +123,7 @@ def intermediate_image(name: str, namespace: str, image: str) -> str:
 
 def sign_digest(cert: bytes, files_to_sign: Sequence[str]) -> str:
     """The sign spec as a signed image's label records it: the certificate's sha256
-    fingerprint (public), never the key, and the filesToSign templates."""
+    fingerprint (public), never the key, and the filesToSign paths (substituted)."""
     return parts_digest("kmm-sign/1", parts_digest(cert), *files_to_sign)
 
 
@@ -120,6 +144,17 @@ def image_current(generation: int | None, kp: KernelPlan, labels: Mapping[str, s
     if generation is not None and labels.get(GENERATION_LABEL) != str(generation):
         return False
     return labels.get(SIGN_LABEL, "") == (kp.sign.digest if kp.sign else "")
+
+
+def pull_policy(policy: str, image: str) -> str:
+    """The policy KMM's pull pod runs with: Kubernetes defaults an empty one per image
+    (SetDefaults_Container: Always for a `latest` or untagged image, else IfNotPresent)."""
+    if policy:
+        return policy
+    name = image.split("@", 1)[0]
+    digest = "@" in image
+    tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else ""
+    return "Always" if tag == "latest" or (not tag and not digest) else "IfNotPresent"
 
 
 def find_mapping(mappings: Sequence[m.KernelMapping],
@@ -150,7 +185,8 @@ def plan(mod: m.Module, kernels: Iterable[str], bundle: m.Bundle, *,
         kp = _kernel_plan(mod, cont, found, kernel, bundle=bundle, toolkit=toolkit)
         planned.append(replace(kp, nodes=(nodes or {}).get(kernel, ())))
     return Plan(mod.name, mod.namespace, tuple(planned), tuple(unmatched),
-                {k: v for k, v in (nodes or {}).items() if k in unmatched})
+                {k: v for k, v in (nodes or {}).items() if k in unmatched},
+                image_pull_policy=cont.image_pull_policy)
 
 
 def _kernel_plan(mod: m.Module, cont: m.Container, found: tuple[int, m.KernelMapping],
@@ -162,8 +198,9 @@ def _kernel_plan(mod: m.Module, cont: m.Container, found: tuple[int, m.KernelMap
     build = merged_build(cont.build, km.build)
     sign = merged_sign(cont.sign, km.sign)
     in_tree = _in_tree(cont, km)
-    planned_sign = _sign(sign, intermediate_image(mod.name, mod.namespace, image) if build
-                         else None, kvars, _cert(bundle, mod, sign)) if sign else None
+    planned_sign = planned_sign_for(sign, intermediate_image(mod.name, mod.namespace, image)
+                                    if build else None, kvars,
+                                    cert_of(bundle, mod.namespace, sign)) if sign else None
     return KernelPlan(
         kernel=kernel,
         mapping_index=index,
@@ -171,10 +208,12 @@ def _kernel_plan(mod: m.Module, cont: m.Container, found: tuple[int, m.KernelMap
         pattern=km.literal or km.regexp,
         image=image,
         registry_tls=km.registry_tls or cont.registry_tls or m.TLSOptions(),
-        build=_build(mod, build, kernel, bundle, toolkit) if build else None,
+        build=planned_build(mod.name, mod.namespace, build, kernel, bundle=bundle,
+                            toolkit=toolkit) if build else None,
         sign=planned_sign,
         in_tree_modules_to_remove=tuple(in_tree),
         build_image=(planned_sign.unsigned_image if planned_sign else image) if build else "",
+        dir_name=cont.modprobe.dir_name,
     )
 
 
@@ -189,19 +228,20 @@ def _in_tree(cont: m.Container, km: m.KernelMapping) -> tuple[str, ...]:
     return (single,) if single else tuple(names or ())
 
 
-def _cert(bundle: m.Bundle, mod: m.Module, sign: m.Sign) -> bytes:
-    secret = bundle.secret(mod.namespace, sign.cert_secret)
+def cert_of(bundle: m.Bundle, namespace: str, sign: m.Sign) -> bytes:
+    secret = bundle.secret(namespace, sign.cert_secret)
     return secret.data.get(m.CERT_KEY, b"") if secret else b""
 
 
-def _build(mod: m.Module, build: m.Build, kernel: str, bundle: m.Bundle,
-           toolkit: Toolkit) -> PlannedBuild:
-    cm = bundle.configmap(mod.namespace, build.dockerfile_configmap)
+def planned_build(name: str, namespace: str, build: m.Build, kernel: str, *, bundle: m.Bundle,
+                  toolkit: Toolkit) -> PlannedBuild:
+    """The build of Module (or MBSC) `name` for `kernel`, with KMM's build args."""
+    cm = bundle.configmap(namespace, build.dockerfile_configmap)
     if cm is None or m.DOCKERFILE_KEY not in cm.data:  # load checks this; plan() is public
-        raise DtkError(f"ConfigMap {mod.namespace}/{build.dockerfile_configmap} with key "
+        raise DtkError(f"ConfigMap {namespace}/{build.dockerfile_configmap} with key "
                        f"'{m.DOCKERFILE_KEY}' is not among the documents given")
     dockerfile = cm.data[m.DOCKERFILE_KEY]
-    injected = kmm_build_args(kernel, mod.name, mod.namespace)
+    injected = kmm_build_args(kernel, name, namespace)
     if DTK_AUTO in dockerfile:
         injected[DTK_AUTO] = toolkit(kernel)
     return PlannedBuild(
@@ -211,24 +251,31 @@ def _build(mod: m.Module, build: m.Build, kernel: str, bundle: m.Bundle,
                                    [m.BuildArg(k, v) for k, v in injected.items()]),
         secrets=build.secrets,
         base_image_registry_tls=build.base_image_registry_tls or m.TLSOptions(),
-        # KMM's buildSpec: an empty build selector means the Module's.
-        selector=build.selector or mod.selector or {},
+        selector=build.selector or {},
         kaniko_tag=build.kaniko_tag,
     )
 
 
-def _sign(sign: m.Sign, built_image: str | None, kvars: Mapping[str, str],
-          cert: bytes) -> PlannedSign:
-    # unsignedImage and filesToSign see the kernel variables only, not MOD_*
-    # (KMM #187); filesToSign gets the normalised kernel, as KMM does.
+def planned_sign_for(sign: m.Sign, built_image: str | None, kvars: Mapping[str, str] | None,
+                     cert: bytes) -> PlannedSign:
+    """The sign step: from the built image (dtk's intermediate) or `unsignedImage`.
+    unsignedImage and filesToSign see the kernel variables only, not MOD_* (KMM #187);
+    filesToSign gets the normalised kernel, as KMM does. `kvars` None: already
+    substituted (a ModuleImagesConfig holds what KMM substituted from the Module)."""
+    def sub(text: str) -> str:
+        return substitute(text, dict(kvars)) if kvars is not None else text
+
+    files = tuple(sub(f) for f in sign.files_to_sign)
     return PlannedSign(
-        unsigned_image=built_image or substitute(sign.unsigned_image, dict(kvars)),
+        unsigned_image=built_image or sub(sign.unsigned_image),
         unsigned_image_registry_tls=sign.unsigned_image_registry_tls or m.TLSOptions(),
         key_secret=sign.key_secret,
         cert_secret=sign.cert_secret,
-        files_to_sign=tuple(substitute(f, dict(kvars)) for f in sign.files_to_sign),
+        files_to_sign=files,
         files_to_sign_templates=tuple(sign.files_to_sign),
-        digest=sign_digest(cert, sign.files_to_sign),
+        # The substituted paths, which a Module and the ModuleImagesConfig KMM makes from
+        # it share, so that an image signed from either is current for both.
+        digest=sign_digest(cert, files),
     )
 
 
@@ -243,7 +290,15 @@ def to_json(p: Plan) -> dict[str, Any]:
             "pattern": k.pattern, "image": k.image, "buildImage": k.build_image or None,
             "registryTLS": tls(k.registry_tls),
             "inTreeModulesToRemove": list(k.in_tree_modules_to_remove), "nodes": list(k.nodes),
-            "build": None, "sign": None}
+            "build": None, "sign": None,
+            # What KMM names this kernel's pods (177350a), to find them with kubectl.
+            "kmmBuildPod": resource_name(p.module, "build", k.kernel) if k.build else None,
+            "kmmSignPod": resource_name(p.module, "sign", k.kernel) if k.sign else None,
+            "dirName": k.dir_name, "skipWaitMissingImage": k.skip_wait_missing_image,
+            "action": k.action or None,
+            # What KMM's pull pod for this image runs with (none for an MBSC: no pull pod).
+            "pullPolicy": pull_policy(p.image_pull_policy, k.image)
+            if p.kind != m.MBSC_KIND else None}
         if k.build:
             out["build"] = {
                 "dockerfileConfigMap": k.build.dockerfile_configmap,
@@ -257,6 +312,7 @@ def to_json(p: Plan) -> dict[str, Any]:
                 "certSecret": k.sign.cert_secret, "filesToSign": list(k.sign.files_to_sign),
                 "unsignedImageRegistryTLS": tls(k.sign.unsigned_image_registry_tls)}
         return out
-    return {"module": p.module, "namespace": p.namespace,
+    return {"kind": p.kind, "module": p.module, "namespace": p.namespace,
+            "imagePullPolicy": p.image_pull_policy, "pushBuiltImage": p.push_built_image,
             "kernels": [one(k) for k in p.kernels], "unmatched": list(p.unmatched),
             "unmatchedNodes": {k: list(v) for k, v in p.unmatched_nodes.items()}}

@@ -42,7 +42,7 @@ def build(r: Reader, value: Any, path: str) -> m.Build | None:
     body = r.obj(value, path, _BUILD, ["dockerfileConfigMap"])
     args = []
     for arg_path, item in r.items(body.get("buildArgs"), child(path, "buildArgs")):
-        arg = r.obj(item, arg_path, ["name", "value"], ["name"])
+        arg = r.obj(item, arg_path, ["name", "value"], ["name", "value"])  # both, per the CRD
         args.append(m.BuildArg(r.string(arg.get("name"), child(arg_path, "name")),
                                r.string(arg.get("value"), child(arg_path, "value"))))
     secrets = []
@@ -80,7 +80,9 @@ def sign(r: Reader, value: Any, path: str) -> m.Sign | None:
 
 
 def mapping(r: Reader, value: Any, path: str) -> m.KernelMapping:
-    body = r.obj(value, path, _MAPPING)
+    # The CRD lists containerImage as required (its json tag has no omitempty): the key
+    # must be there, though "" is admitted when the container sets a default image.
+    body = r.obj(value, path, _MAPPING, ["containerImage"])
     return m.KernelMapping(
         literal=r.string(body.get("literal"), child(path, "literal")),
         regexp=r.string(body.get("regexp"), child(path, "regexp")),
@@ -130,8 +132,8 @@ def container(r: Reader, value: Any, path: str) -> m.Container:
         kernel_mappings=mappings,
         version=r.string(body.get("version"), child(path, "version")),
         container_image=r.string(body.get("containerImage"), child(path, "containerImage")),
-        image_pull_policy=_pull_policy(r, body.get("imagePullPolicy"),
-                                       child(path, "imagePullPolicy")),
+        # A plain string in the CRD, unchecked by KMM's webhook: `validate` warns.
+        image_pull_policy=r.string(body.get("imagePullPolicy"), child(path, "imagePullPolicy")),
         build=build(r, body.get("build"), child(path, "build")),
         sign=sign(r, body.get("sign"), child(path, "sign")),
         registry_tls=tls(r, body.get("registryTLS"), child(path, "registryTLS")),
@@ -140,13 +142,6 @@ def container(r: Reader, value: Any, path: str) -> m.Container:
         in_tree_modules_to_remove=r.strings(body.get("inTreeModulesToRemove"),
                                             child(path, "inTreeModulesToRemove")),
     )
-
-
-def _pull_policy(r: Reader, value: Any, path: str) -> str:
-    policy = r.string(value, path)
-    if policy and policy not in {"Always", "IfNotPresent", "Never"}:
-        r.fail(path, f"unsupported value {policy!r}: must be Always, IfNotPresent or Never")
-    return policy
 
 
 def tolerations(r: Reader, value: Any, path: str) -> tuple[m.Toleration, ...]:
@@ -164,11 +159,13 @@ def tolerations(r: Reader, value: Any, path: str) -> tuple[m.Toleration, ...]:
     return tuple(out)
 
 
-def passthrough(r: Reader, value: Any, path: str, allowed: list[str]) -> dict[str, Any] | None:
-    """devicePlugin/dra: top-level keys and the containers' keys are checked, the rest kept."""
+def passthrough(r: Reader, value: Any, path: str, allowed: list[str],
+                required: list[str]) -> dict[str, Any] | None:
+    """devicePlugin/dra: top-level keys and the containers' keys are checked, the rest kept
+    (dtk runs neither; KMM's webhook reads only the volumes and DRA's names)."""
     if value is None:
         return None
-    body = r.obj(value, path, allowed)
+    body = r.obj(value, path, allowed, required)
     for key in ("container", "initContainer"):
         if body.get(key) is not None:
             required = ["image"] if key == "container" else []
@@ -176,6 +173,11 @@ def passthrough(r: Reader, value: Any, path: str, allowed: list[str]) -> dict[st
     if body.get("serviceAccountName") is not None:
         r.string(body["serviceAccountName"], child(path, "serviceAccountName"))
     r.items(body.get("volumes"), child(path, "volumes"))
+    if body.get("automountServiceAccountToken") is not None:
+        r.boolean(body["automountServiceAccountToken"],
+                  child(path, "automountServiceAccountToken"))
+    for item_path, item in r.items(body.get("deviceClasses"), child(path, "deviceClasses")):
+        r.obj(item, item_path, ["name", "selectors", "config"], ["name"])
     return dict(body)
 
 
@@ -187,15 +189,18 @@ def spec(r: Reader, value: Any, path: str = "spec") -> dict[str, Any]:
         lpath = child(path, "moduleLoader")
         lbody = r.obj(body["moduleLoader"], lpath, ["container", "serviceAccountName"],
                       ["container"])
+        # A missing container is one error (reported by obj above), not its fields too.
+        cont = container(r, lbody["container"], child(lpath, "container")) \
+            if lbody.get("container") is not None else m.Container(m.Modprobe(), None)
         loader = m.ModuleLoader(
-            container(r, lbody.get("container", {}), child(lpath, "container")),
-            r.string(lbody.get("serviceAccountName"), child(lpath, "serviceAccountName")))
+            cont, r.string(lbody.get("serviceAccountName"), child(lpath, "serviceAccountName")))
     return {
         "selector": r.string_map(body.get("selector"), child(path, "selector")),
         "module_loader": loader,
         "device_plugin": passthrough(r, body.get("devicePlugin"), child(path, "devicePlugin"),
-                                     _PLUGIN),
-        "dra": passthrough(r, body.get("dra"), child(path, "dra"), _DRA),
+                                     _PLUGIN, ["container"]),
+        "dra": passthrough(r, body.get("dra"), child(path, "dra"), _DRA,
+                           ["container", "driverName"]),
         "image_repo_secret": r.ref(body.get("imageRepoSecret"), child(path, "imageRepoSecret")),
         "tolerations": tolerations(r, body.get("tolerations"), child(path, "tolerations")),
         "image_rebuild_trigger_generation": r.integer(

@@ -9,12 +9,13 @@ Every rule yields a `Violation` with the field path; all are reported at once.
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from dtk.errors import ProblemsError
+from dtk.errors import DtkError, ProblemsError
 from dtk.k8snames import dns1123_subdomain_problems
 from dtk.kmmapi import model as m
 from dtk.kmmapi.goregexp import RegexpError, compile_regexp
@@ -22,7 +23,12 @@ from dtk.kmmapi.goregexp import RegexpError, compile_regexp
 # KMM's maxCombinedLength: checked for every Module (webhook validateModule), although
 # its message says "when version is set" (pod names embed both).
 MAX_NAME_NAMESPACE = 41
+# allowedHostPathPrefixes (KMM 29c905a; /run since dfccbc7), for devicePlugin and dra.
 DRA_HOST_PATHS = ("/dev", "/sys", "/var", "/opt", "/run")
+# constants.MinKubeMajorForDRA/MinorForDRA (KMM 36567c5): the webhook refuses spec.dra
+# on an older cluster; without a version (KMM's hub webhook) the gate is skipped.
+DRA_MIN_KUBE = (1, 34)
+DRA_MAX_ITEMS = 32  # deviceClasses[].selectors and .config (CRD MaxItems)
 _NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 _CONTAINER = "spec.moduleLoader.container"
@@ -37,53 +43,174 @@ class Violation:
         return f"{self.path}: {self.message}"
 
 
-def violations(mod: m.Module) -> list[Violation]:
+KubeVersion = tuple[int, int]
+
+
+def parse_kube_version(text: str) -> KubeVersion:
+    """'1.34', 'v1.34.2' → (1, 34), as KMM's version.KubeVersion keeps major and minor."""
+    match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+].*)?", text.strip())
+    if match is None:
+        raise DtkError(f"--kube-version {text!r} is not a Kubernetes version",
+                       hint="give MAJOR.MINOR, as `kubectl version` prints it: 1.34")
+    return int(match.group(1)), int(match.group(2))
+
+
+def violations(mod: m.Module, kube: KubeVersion | None = None) -> list[Violation]:
+    """Every rule KMM's webhook and the CRD apply to `mod`; `kube`: the cluster's version
+    (None skips the DRA gate, as KMM's hub webhook does)."""
     found: list[Violation] = []
     for rule in (_names, _selector, _exclusive, _tolerations, _dra, _loader):
         for v in rule(mod):
             if v not in found:  # merged sign specs repeat the container's problems
                 found.append(v)
+    found += [v for v in _dra_gate(mod, kube) if v not in found]
     return found
 
 
-def check(bundle: m.Bundle) -> None:
+def update_violations(old: m.Module, new: m.Module) -> list[Violation]:
+    """KMM's ValidateUpdate: a Module's version cannot change to or from empty (its
+    ordered upgrade needs one all along)."""
+    if old.module_loader is None or new.module_loader is None:
+        return []
+    before, after = old.module_loader.container.version, new.module_loader.container.version
+    if bool(before) == bool(after):
+        return []
+    return [Violation(f"{_CONTAINER}.version", f"cannot update to or from an empty version "
+                      f"({before or 'empty'} → {after or 'empty'}); delete the Module and "
+                      "create it again")]
+
+
+def check(bundle: m.Bundle, kube: KubeVersion | None = None,
+          previous: m.Bundle | None = None) -> None:
     """Raise one DtkError listing every violation of every Module in the bundle."""
     found = [(f"Module {mod.namespace}/{mod.name}", mod.source, v)
-             for mod in bundle.modules for v in violations(mod)]
+             for mod in bundle.modules for v in violations(mod, kube)]
+    old = {(x.namespace, x.name): x for x in (previous.modules if previous else ())}
+    found += [(f"Module {mod.namespace}/{mod.name}", mod.source, v) for mod in bundle.modules
+              if (mod.namespace, mod.name) in old
+              for v in update_violations(old[mod.namespace, mod.name], mod)]
+    found += [(f"ConfigMap {c.namespace}/{c.name}", c.source, v)
+              for c in bundle.configmaps.values() for v in _configmap_rules(c)]
     found += [(f"Secret {s.namespace}/{s.name}", s.source, v)
-              for s in bundle.secrets.values() for v in _dockerconfigjson(s)]
+              for s in bundle.secrets.values() for v in _secret_rules(s)]
     lines = [f"{what} ({source}): {v}" for what, source, v in found]
+    # Whose rule: KMM's (webhook, CRD) for Modules, the API server's for the others.
     problems = [{"file": source.file, "document": source.index + 1, "item": source.item,
-                 "path": v.path, "message": v.message} for _what, source, v in found]
+                 "path": v.path, "message": v.message,
+                 "rule": "webhook" if what.startswith("Module ") else "schema"}
+                for what, source, v in found]
     if lines:
-        raise ProblemsError(f"KMM would reject {len(lines)} field(s):\n  " + "\n  ".join(lines),
+        modules = any(x.startswith("Module ") for x in lines)
+        others = any(not x.startswith("Module ") for x in lines)
+        who = "the cluster" if modules and others else "KMM" if modules else "the API server"
+        raise ProblemsError(f"{who} would reject {len(lines)} field(s):\n  " + "\n  ".join(lines),
                             problems,
-                       hint="these are the rules KMM's admission webhook and CRD enforce"
-                       + (" (and, for Secrets, the API server)"
-                          if any(x.startswith("Secret ") for x in lines) else ""))
+                            hint=_check_hint(lines))
 
 
-def _dockerconfigjson(secret: m.Secret) -> Iterator[Violation]:
-    """The API server's rule for this type (a JSON object under .dockerconfigjson),
-    and the `auths` map every reader of it (kubelet, skopeo) takes credentials from.
-    The content is never quoted: it holds credentials."""
-    if secret.type != m.DOCKERCONFIGJSON:
+def _check_hint(lines: list[str]) -> str:
+    kinds = [kind for kind in ("ConfigMap", "Secret") if any(x.startswith(kind + " ")
+                                                             for x in lines)]
+    parts = (["KMM's admission webhook and its CRD schema refuse the Module fields"]
+             if any(x.startswith("Module ") for x in lines) else [])
+    if kinds:
+        parts.append("the API server refuses the " + " and ".join(f"{k}s" for k in kinds))
+    return " and ".join(parts) + "; fix the fields named above"
+
+
+# The API server's ValidateSecret for the two registry-credential types: the key is
+# required and must unmarshal into a Go map[string]interface{} (a JSON object, or null).
+_DOCKER_KEYS = {m.DOCKERCONFIGJSON: ".dockerconfigjson", "kubernetes.io/dockercfg": ".dockercfg"}
+MAX_OBJECT_BYTES = 1 << 20  # core.MaxSecretSize, which the API server applies to ConfigMaps too
+
+
+def _json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # Python takes NaN and Infinity; Go does not
+
+
+def _configmap_rules(cm: m.ConfigMap) -> Iterator[Violation]:
+    """ValidateConfigMap's size rule: the values of `data` (bytes, as Go's len counts a
+    string) and of `binaryData` (decoded) together; key names do not count."""
+    size = sum(len(v.encode()) for v in cm.data.values()) + \
+        sum(len(v) for v in cm.binary_data.values())
+    if size > MAX_OBJECT_BYTES:
+        yield Violation("data", f"must have at most {MAX_OBJECT_BYTES} bytes (data and "
+                        f"binaryData), has {size}")
+
+
+def _secret_rules(secret: m.Secret) -> Iterator[Violation]:
+    """ValidateSecret: the values' size (not the keys'), and for the registry-credential
+    types the key and its JSON. The content is never quoted: it holds credentials."""
+    size = sum(len(v) for v in secret.data.values())
+    if size > MAX_OBJECT_BYTES:
+        yield Violation("data", f"must have at most {MAX_OBJECT_BYTES} bytes, has {size}")
+    key = _DOCKER_KEYS.get(secret.type)
+    if key is None:
         return
-    path = "data[.dockerconfigjson]"
-    raw = secret.data.get(".dockerconfigjson")
+    path = f"data[{key}]"
+    raw = secret.data.get(key)
     if raw is None:
-        yield Violation(path, f"required for type {m.DOCKERCONFIGJSON}")
+        yield Violation(path, f"required for type {secret.type}")
         return
+    doc = _registry_json(raw)
+    if isinstance(doc, str):
+        yield Violation(path, f"{doc}; content not shown")
+
+
+def _registry_json(raw: bytes) -> Any:
+    """The decoded document, or a string saying why the API server refuses it."""
     try:
-        doc = json.loads(raw)
+        doc = json.loads(raw, parse_constant=_json_constant)
     except ValueError as exc:
         where = f" (line {exc.lineno}, column {exc.colno})" \
             if isinstance(exc, json.JSONDecodeError) else ""
-        yield Violation(path, f"is not valid JSON{where}; content not shown")
-        return
-    if not isinstance(doc, dict) or not isinstance(doc.get("auths"), dict):
-        yield Violation(path, "has no 'auths' object: no registry credentials in it "
-                              '(expected {"auths": {"HOST[:PORT]": {"auth": "…"}}})')
+        return f"is not valid JSON{where}"
+    if doc is not None and not isinstance(doc, dict):
+        return f"must be a JSON object, not a JSON {type(doc).__name__}"
+    return doc if doc is not None else {}
+
+
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+
+
+def pull_pod_problem(policy: str, path: str = "spec.imagePullPolicy") -> str | None:
+    """Why the API server refuses the pods KMM makes with this pull policy: the Module's
+    and ModuleImagesConfig's CRDs admit any string (no enum, no webhook rule), a Pod only
+    the three policies ("" is defaulted)."""
+    if not policy or policy in PULL_POLICIES:
+        return None
+    return (f"{path} {policy!r}: the API server admits it, but refuses the pods KMM makes "
+            f"from it ({', '.join(PULL_POLICIES[:-1])} or {PULL_POLICIES[-1]})")
+
+
+def warnings(bundle: m.Bundle) -> list[str]:
+    """What the API server admits but nothing can use: a registry Secret with no
+    credentials in it (a legitimate placeholder, so never refused), a pull policy no
+    Pod takes."""
+    out = []
+    for mod in bundle.modules:
+        problem = pull_pod_problem(mod.module_loader.container.image_pull_policy,
+                                   f"{_CONTAINER}.imagePullPolicy") \
+            if mod.module_loader else None
+        if problem:
+            out.append(f"Module {mod.namespace}/{mod.name} ({mod.source}): {problem}")
+    for cfg in bundle.images_configs:
+        problem = pull_pod_problem(cfg.image_pull_policy)
+        if problem:
+            out.append(f"{cfg.kind} {cfg.namespace}/{cfg.name} ({cfg.source}): {problem}")
+    for secret in bundle.secrets.values():
+        key = _DOCKER_KEYS.get(secret.type)
+        raw = secret.data.get(key) if key else None
+        doc = _registry_json(raw) if raw is not None else None
+        creds = doc.get("auths") if secret.type == m.DOCKERCONFIGJSON and \
+            isinstance(doc, dict) else doc
+        if isinstance(doc, dict) and not (isinstance(creds, dict) and creds):
+            what = "no 'auths' object with a registry in it" \
+                if secret.type == m.DOCKERCONFIGJSON else "no registry in it"
+            out.append(f"Secret {secret.namespace}/{secret.name} ({secret.source}): "
+                       f"data[{key}] has {what}: the API server admits it, but pulls and "
+                       "pushes that use it go without credentials")
+    return out
 
 
 def _names(mod: m.Module) -> Iterator[Violation]:
@@ -155,7 +282,19 @@ def _dra(mod: m.Module) -> Iterator[Violation]:
             yield Violation(path, f"{name!r} is a duplicate")
         else:
             seen.add(name)
+        for key in ("selectors", "config"):
+            items = dc.get(key) if isinstance(dc, dict) else None
+            if isinstance(items, list) and len(items) > DRA_MAX_ITEMS:
+                yield Violation(f"spec.dra.deviceClasses[{n}].{key}",
+                                f"must have at most {DRA_MAX_ITEMS} items, has {len(items)}")
     yield from _host_paths(mod.dra, "spec.dra")
+
+
+def _dra_gate(mod: m.Module, kube: KubeVersion | None) -> Iterator[Violation]:
+    if mod.dra is not None and kube is not None and kube < DRA_MIN_KUBE:
+        need = ".".join(map(str, DRA_MIN_KUBE))
+        yield Violation("spec.dra", f"requires Kubernetes {need} or later; the cluster is "
+                        f"{kube[0]}.{kube[1]} (--kube-version)")
 
 
 def _host_paths(body: Any, where: str) -> Iterator[Violation]:
@@ -164,12 +303,22 @@ def _host_paths(body: Any, where: str) -> Iterator[Violation]:
         host = volume.get("hostPath") if isinstance(volume, dict) else None
         path = host.get("path") if isinstance(host, dict) else None
         if isinstance(path, str) and not _under_any(path, DRA_HOST_PATHS):
+            shown = f" (it resolves to {go_clean(path)!r})" if go_clean(path) != path else ""
             yield Violation(f"{where}.volumes[{n}].hostPath.path",
-                            f"{path!r} is not under {', '.join(DRA_HOST_PATHS)}")
+                            f"{path!r}{shown} is not under {', '.join(DRA_HOST_PATHS)}")
+
+
+def go_clean(path: str) -> str:
+    """Go's filepath.Clean on a Unix path: '..' and '.' resolved lexically, slashes
+    collapsed; '//x' is '/x' (POSIX normpath would keep the two slashes), '' is '.'."""
+    clean = posixpath.normpath(path) if path else "."
+    return "/" + clean.lstrip("/") if clean.startswith("//") else clean
 
 
 def _under_any(path: str, roots: tuple[str, ...]) -> bool:
-    clean = re.sub(r"/+", "/", path).rstrip("/") or "/"
+    """KMM's isAllowedHostPath: the cleaned path is a root or below one (so
+    '/dev/../etc/shadow' is /etc/shadow, and '/devious' is not under /dev)."""
+    clean = go_clean(path)
     return any(clean == root or clean.startswith(root + "/") for root in roots)
 
 

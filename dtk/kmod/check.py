@@ -85,6 +85,13 @@ class DepIndex:
     names: frozenset[str]
     text_only: bool = False  # modules.dep but no modules.dep.bin: busybox's depmod
     corrupt: str = ""  # modules.dep.bin that libkmod cannot read
+    # Per module name: the path its entry records and its dependencies' paths (relative to
+    # the image's kernel directory, as depmod writes them).
+    entries: Mapping[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    # Per recorded path, where KMM's worker finds it: ("image", ""), ("node", path under
+    # the node's /lib/modules/K) through a link to /lib/modules or /host/lib/modules,
+    # or ("missing", why).
+    resolved: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -387,13 +394,39 @@ def check_depmod(module: KernelModule, kernel: KernelFacts, depmod: DepIndex) ->
                         f"{kernel.release}` last in the Containerfile)")]
     # Refused, as on a fresh node (dtk vmtest shows "Unknown symbol"): it loads only where
     # something else already loaded the dependency.
-    return [Finding(Severity.REFUSE, "depmod",
+    return [*_unresolved_paths(module, kernel, depmod), *(Finding(Severity.REFUSE, "depmod",
                     f"in-tree dependency {d} is not in the image's modules.dep.bin, so `modprobe "
                     "-d /opt` does not load it (unless the node already has it loaded)"
                     f"{_unknown_from(module, kernel, _modname(d))}: link "
                     f"/host/lib/modules/{kernel.release} into the image before depmod")
             for d in module.depends
-            if _modname(d) in kernel.modules and _modname(d) not in depmod.names]
+            if _modname(d) in kernel.modules and _modname(d) not in depmod.names)]
+
+
+def _unresolved_paths(module: KernelModule, kernel: KernelFacts,
+                      depmod: DepIndex) -> list[Finding]:
+    """Each path modules.dep.bin records for the module and its dependencies must open
+    where KMM's worker runs modprobe: in the copied tree, or through a link into the
+    node's /lib/modules (mounted at /lib/modules and /host/lib/modules)."""
+    entry = depmod.entries.get(module.name)
+    if entry is None:
+        return []
+    path, deps = entry
+    where = f"/opt/lib/modules/{kernel.release}"
+    out = []
+    for rel in (path, *deps):
+        kind, detail = depmod.resolved.get(rel, ("image", ""))
+        if kind == "missing":
+            out.append(Finding(Severity.REFUSE, "depmod-path",
+                               f"modules.dep.bin records {rel} for {module.name}, which does "
+                               f"not resolve where KMM's worker runs modprobe: {detail}; "
+                               f"modprobe -d /opt cannot open {where}/{rel}"))
+        elif kind == "node" and kernel.module_paths and detail not in kernel.module_paths:
+            out.append(Finding(Severity.REFUSE, "depmod-path",
+                               f"modules.dep.bin records {rel} for {module.name}, a link into "
+                               f"the node's /lib/modules/{kernel.release}, which has no "
+                               f"{detail}: depmod ran against another kernel's tree"))
+    return out
 
 
 def _unknown_from(module: KernelModule, kernel: KernelFacts, owner: str) -> str:
@@ -412,6 +445,9 @@ _REMEDIES = (
                      "mokutil --import)"),
     (("depmod",), "run `depmod -b /opt {kernel}` last in the image, with the node's modules "
                   "linked in (/opt/lib/modules/{kernel}/host -> /host/lib/modules/{kernel})"),
+    (("depmod-path",), "run depmod against {kernel}'s own modules, linked from the image's "
+                       "kernel directory to /host/lib/modules/{kernel} or /lib/modules/{kernel} "
+                       "(KMM's two documented layouts)"),
     (("depends",), "ship the missing modules in the image"),
     (("namespace",), "add MODULE_IMPORT_NS(…) for the namespace to the module's source"),
     (("duplicate-export",), "rename the exported symbol, or drop the copy of in-kernel code"),

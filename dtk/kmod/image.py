@@ -7,6 +7,8 @@ cannot make dtk read or write outside its root.
 
 from __future__ import annotations
 
+import posixpath
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,11 +105,70 @@ def depmod_index(root: Path, base: str, kernel_dir: str) -> DepIndex:
     except depindex.DepIndexError as exc:
         return DepIndex(frozenset(), corrupt=str(exc))
     names: set[str] = set(index)
-    for values in index.values():
-        for line in values:
-            _target, _, deps = line.partition(":")
-            names.update(modfile.module_name(p) for p in deps.split())
-    return DepIndex(frozenset(names))
+    entries: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for name, values in index.items():
+        target, _, deps = values[0].partition(":") if values else ("", "", "")
+        entries[name] = (target, tuple(deps.split()))
+        names.update(modfile.module_name(p) for p in deps.split())
+    recorded = {p for path, deps in entries.values() for p in (path, *deps) if p}
+    resolved = {rel: worker_path(root, top, rel, kernel_dir) for rel in sorted(recorded)}
+    return DepIndex(frozenset(names), entries=entries, resolved=resolved)
+
+
+# Where KMM's worker pod mounts the node's modules (KMM d8e8410): images link their
+# kernel directory to either (upstream docs: /host/lib/modules/K; midstream: /lib/modules/K).
+NODE_MODULES = ("/host/lib/modules/", "/lib/modules/")
+_MAX_LINKS = 40  # the kernel's own limit on links followed in one path lookup
+
+
+def worker_path(root: Path, kdir: str, rel: str, release: str) -> tuple[str, str]:
+    """Where `rel` (a path modules.dep records, relative to the image's kernel directory
+    `kdir`) opens in KMM's worker: the worker copies `kdir` as it is (`cp -R` keeps
+    links) and mounts the node's /lib/modules at /lib/modules and /host/lib/modules. So
+    a path resolves in the copied tree, or through an absolute link into the node's
+    modules (("node", path under /lib/modules/K)); anything else is ("missing", why)."""
+    top = rootfs.resolve(root, kdir)  # the copied directory itself, resolved in the image
+    if top is None or not top.is_dir():
+        return "missing", f"{kdir} is not a directory in the image"
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    current: list[str] = []
+    hops = 0
+    while parts:
+        name = parts.pop(0)
+        if name == "..":
+            if not current:
+                return "missing", f"{rel} climbs out of the kernel directory the worker copies"
+            current.pop()
+            continue
+        inner = "/".join([kdir.rstrip("/"), *current, name])
+        host = top.joinpath(*current, name)  # every component before it: a real directory
+        try:
+            info = host.lstat()
+        except OSError:
+            return "missing", f"{inner} does not exist in the image"
+        if not stat.S_ISLNK(info.st_mode):
+            current.append(name)
+            continue
+        hops += 1
+        if hops > _MAX_LINKS:
+            return "missing", f"too many links resolving {rel}"
+        target = str(host.readlink())
+        if target.startswith("/"):
+            return _node_path(inner, target, parts, release)
+        parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+    info = top.joinpath(*current).lstat()
+    return ("image", "") if stat.S_ISREG(info.st_mode) else \
+        ("missing", f"{rel} is not a regular file in the image")
+
+
+def _node_path(link: str, target: str, rest: list[str], release: str) -> tuple[str, str]:
+    clean = posixpath.normpath("/".join([target.rstrip("/"), *rest]))
+    for prefix in NODE_MODULES:
+        if clean.startswith(prefix + release + "/"):
+            return "node", clean.removeprefix(prefix + release + "/")
+    return "missing", (f"{link} links to {target}, outside the copied tree and the node's "
+                       f"modules the worker mounts ({NODE_MODULES[0]}{release}, "
+                       f"{NODE_MODULES[1]}{release})")
 
 
 @dataclass(frozen=True)

@@ -95,11 +95,19 @@ class GuestConfig:
 
     def unload_argv(self) -> list[str]:
         """`-rvd DIR`, args.unload, then modulesLoadingOrder or the module (no
-        parameters); rawArgs alone when given."""
+        parameters); rawArgs alone when given. One `modprobe -r` over the whole order,
+        without the softdeps (KMM f17d16d: the softdep chain stopped at a module a hard
+        dependency had already removed)."""
         if self.raw_unload:
             return list(self.raw_unload)
         names = list(self.loading_order) or [self.module]
         return ["-rvd", self.dir_name, *self.unload_args, *names]
+
+    def unloaded_names(self) -> list[str]:
+        """The modules the worker's unload must leave gone (kernel names)."""
+        if self.raw_unload:
+            return [self.kernel_name]
+        return [n.replace("-", "_") for n in (self.loading_order or (self.module,))]
 
 
 def render_config(config: GuestConfig) -> str:
@@ -108,6 +116,7 @@ def render_config(config: GuestConfig) -> str:
         "DTK_MODULE": config.kernel_name,
         "DTK_LOAD_ARGV": shlex.join(config.load_argv()),
         "DTK_UNLOAD_ARGV": shlex.join(config.unload_argv()),
+        "DTK_UNLOADED": " ".join(config.unloaded_names()),
         "DTK_REMOVE": " ".join(config.in_tree_to_remove),
         "DTK_NODE_LOADED": " ".join(config.in_tree_to_remove),
         "DTK_PRELOAD": " ".join(config.preload),
@@ -145,7 +154,8 @@ def render_units(units: Sequence[Unit], step_timeout_s: int) -> str:
 
 def render_softdeps(order: tuple[str, ...]) -> str:
     """KMM's modulesLoadingOrder [a, b, c] → `softdep a pre: b`, `softdep b pre: c`:
-    loading a loads c, then b, then a."""
+    loading a loads c, then b, then a. Written for the load only: KMM's unload pod has
+    no softdep file since f17d16d, so the guest removes it before unloading."""
     return "".join(f"softdep {a} pre: {b}\n" for a, b in itertools.pairwise(order))
 
 

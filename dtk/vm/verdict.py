@@ -187,8 +187,11 @@ def _check_failed(report: Report) -> tuple[Verdict, str]:
 
 
 def _unload_failed(report: Report) -> tuple[Verdict, str]:
+    left = report.facts.get("left-loaded", "").split()
+    still = (f"{', '.join(left)} still loaded after the worker's modprobe -r" if left
+             else "module still present after modprobe -r")
     return Verdict.UNLOAD_FAILED, _join(modprobe_error(report.sections.get("unload", "")),
-                                        "module still present after modprobe -r")
+                                        still)
 
 
 def _crashed(report: Report) -> tuple[Verdict, str]:

@@ -79,6 +79,7 @@ class VmResult:
             "kernel_origin": self.kernel_origin, "module": self.module, "log": self.log,
             "notes": self.notes, "check_output": self.sections.get("check", ""),
             "load_output": self.sections.get("load", ""),
+            "unload_output": self.sections.get("unload", ""),
             "kernel_log": self.sections.get("dmesg", ""),
         }
 

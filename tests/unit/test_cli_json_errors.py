@@ -27,7 +27,7 @@ def test_schema_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path = write(tmp_path, minimal(), doc)
     problems = _problems(monkeypatch, path)
     assert {"file": str(path), "document": 2, "item": None, "path": "spec.bogus",
-            "message": "unknown field"} in problems
+            "message": "unknown field", "rule": "schema"} in problems
 
 
 def test_webhook_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

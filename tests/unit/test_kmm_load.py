@@ -77,6 +77,18 @@ def test_missing_required_fields(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert f"{C}.sign.certSecret: required field is missing" in text
 
 
+def test_a_missing_field_is_one_error_not_its_contents_too(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The API server names a missing required object once; what it would have held is
+    not missing too (KMM's developer page has `moduleLoader` without a `container`)."""
+    doc = minimal()
+    doc["spec"]["moduleLoader"] = {"serviceAccountName": "loader"}
+    text = rejected(monkeypatch, write(tmp_path, doc))
+    assert f"{C}: required field is missing" in text
+    assert f"{C}.modprobe" not in text
+    assert "(1 problem(s))" in text
+
+
 def test_missing_configmap_reference(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     text = rejected(monkeypatch, write(tmp_path, _built(), _secret("token", stringData={})))
     assert (f"{C}.build.dockerfileConfigMap.name: ConfigMap default/df is not among the "

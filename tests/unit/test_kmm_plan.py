@@ -74,7 +74,7 @@ def test_merged_build_and_injected_args(bundle: m.Bundle) -> None:
         ("KERNEL_VERSION", RT), ("VENDOR", "acme-rt"), ("RT", "1"), ("KERNEL_FULL_VERSION", RT),
         ("MOD_NAME", "kmm-ci"), ("MOD_NAMESPACE", "drivers")]
     assert rt.build.secrets == ("git-token", "rt-token")  # appended
-    assert dict(rt.build.selector) == {"feature.node.kubernetes.io/kmm-ci": "true"}
+    assert dict(rt.build.selector) == {}  # no build selector: the Module's is not used
 
 
 def test_raw_kernel_in_build_args_normalised_in_names(bundle: m.Bundle) -> None:
@@ -159,7 +159,8 @@ def test_states(bundle: m.Bundle, tmp_path: Path) -> None:
     (missing,) = image_state.states(plan(b.module(None), [STD], b), _found({}))
     assert missing.state is None
     assert missing.error == (f"image registry.example.com/hello:{STD} does not exist and the "
-                             "Module has no build or sign for this kernel")
+                             "Module has no build or sign for this kernel: KMM's pull pod "
+                             "keeps waiting for it")
 
 
 def test_needs_signing(bundle: m.Bundle) -> None:
@@ -299,15 +300,23 @@ def test_merge_keeps_what_only_the_container_decides(tmp_path: Path) -> None:
                                      f"/opt/lib/modules/{STD}/b.ko")
 
 
-def test_empty_build_selector_means_the_modules(tmp_path: Path) -> None:
-    """KMM's buildSpec: `if len(mld.Build.Selector) != 0` — `{}` is the Module's."""
+@pytest.mark.parametrize("selector", [None, {}])
+def test_build_pods_get_the_build_selector_only(tmp_path: Path,
+                                                selector: dict[str, str] | None) -> None:
+    """KMM's buildSpec falls back to `mld.Selector` when the build has none, but every
+    build now goes through the ModuleBuildSignConfig, whose createMLD
+    (internal/controllers/mbsc_reconciler.go, de3f8c9) sets no Selector: a build pod
+    without a build selector may run on any node, whatever the Module's selector."""
     doc = minimal()
-    container(doc)["build"] = {"dockerfileConfigMap": {"name": "df"}, "selector": {}}
+    container(doc)["build"] = {"dockerfileConfigMap": {"name": "df"}}
+    if selector is not None:
+        container(doc)["build"]["selector"] = selector
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "df"},
           "data": {"dockerfile": "FROM scratch\n"}}
     b = load_documents([write(tmp_path, doc, cm)])
     (kp, _) = plan(b.module(None), [STD, TRIXIE], b).kernels
-    assert kp.build is not None and dict(kp.build.selector) == doc["spec"]["selector"]
+    assert doc["spec"]["selector"]
+    assert kp.build is not None and dict(kp.build.selector) == {}
 
 
 @pytest.mark.parametrize(("cont", "mapping", "expected"), [
@@ -326,3 +335,16 @@ def test_in_tree_modules_to_remove_as_kmm_merges_them(
     b = load_documents([write(tmp_path, doc)])
     (kp,) = plan(b.module(None), [STD], b).kernels
     assert kp.in_tree_modules_to_remove == expected
+
+
+def test_kmm_pod_names_per_kernel(bundle: m.Bundle) -> None:
+    """KMM 177350a names a kernel's build and sign pods `<module>-{build,sign}-<kernel>`,
+    the kernel DNS-safe (DNSSafeKernelVersion: lower case, '_' '.' '+' as '-')."""
+    from dtk.kmmapi.plan import resource_name, to_json  # noqa: PLC0415
+    assert resource_name("kmm-ci", "build", "6.12.57+deb13-amd64") == \
+        "kmm-ci-build-6-12-57-deb13-amd64"
+    assert resource_name("m", "sign", "5.14.0-427.el9_4.x86_64+rt") == \
+        "m-sign-5-14-0-427-el9-4-x86-64-rt"
+    (k,) = to_json(plan(bundle.module(None), [STD], bundle))["kernels"]
+    assert (k["kmmBuildPod"], k["kmmSignPod"]) == ("kmm-ci-build-6-1-0-56-amd64",
+                                                    "kmm-ci-sign-6-1-0-56-amd64")

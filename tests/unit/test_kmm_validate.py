@@ -111,15 +111,54 @@ def test_digest_and_registry_port_pass_as_in_kmm(monkeypatch: pytest.MonkeyPatch
 def test_container_image_required_without_container_default(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     doc = minimal()
-    del container(doc)["kernelMappings"][0]["containerImage"]
+    container(doc)["kernelMappings"][0]["containerImage"] = ""
     check(monkeypatch, tmp_path, doc, f"{KM0}.containerImage: required unless {C}."
           "containerImage is set")
+
+
+def test_mapping_container_image_key_is_required_by_the_crd(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The CRD lists kernelMappings[].containerImage as required (json tag without
+    omitempty): the API server refuses a mapping without the key even when the container
+    sets a default image; "" passes it (the webhook then takes the container's)."""
+    doc = minimal()
+    del container(doc)["kernelMappings"][0]["containerImage"]
+    container(doc)["containerImage"] = "registry.example.com/hello:${KERNEL_FULL_VERSION}"
+    text = rejected(monkeypatch, write(tmp_path, doc))
+    assert f"{KM0}.containerImage: required field is missing" in text
+    assert "hint: the API server refuses the fields named above" in text
+
+
+def test_build_arg_value_key_is_required_by_the_crd(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The CRD's BuildArg requires both name and value (json tags without omitempty):
+    `value: ""` is admitted, a missing value is refused by the API server."""
+    doc = minimal()
+    container(doc)["build"] = {"dockerfileConfigMap": {"name": "build"},
+                               "buildArgs": [{"name": "EMPTY", "value": ""}, {"name": "NONE"}]}
+    text = rejected(monkeypatch, write(tmp_path, doc))
+    assert f"{C}.build.buildArgs[1].value: required field is missing" in text
+    assert "buildArgs[0]" not in text
+
+
+def test_an_unknown_pull_policy_is_admitted_with_a_warning(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The Module CRD types imagePullPolicy as a plain string (no enum) and KMM's webhook
+    does not look at it: the cluster admits `Sometimes`, and refuses only the pods KMM
+    then makes with it. So dtk admits it, and warns."""
+    doc = minimal()
+    container(doc)["imagePullPolicy"] = "Sometimes"
+    code, text = dtk(monkeypatch, "module", "validate", "-f", str(write(tmp_path, doc)))
+    assert code == 0, text
+    assert "warning: Module default/hello" in text
+    assert f"{C}.imagePullPolicy 'Sometimes': the API server admits it" in text
+    assert "refuses the pods KMM makes from it (Always, IfNotPresent or Never)" in text
 
 
 def test_container_default_image_satisfies_mappings(monkeypatch: pytest.MonkeyPatch,
                                                      tmp_path: Path) -> None:
     doc = minimal()
-    del container(doc)["kernelMappings"][0]["containerImage"]
+    container(doc)["kernelMappings"][0]["containerImage"] = ""
     container(doc)["containerImage"] = "registry.example.com/hello:${KERNEL_FULL_VERSION}"
     code, _ = dtk(monkeypatch, "module", "validate", "-f", str(write(tmp_path, doc)))
     assert code == 0
@@ -345,11 +384,64 @@ def test_dra_device_classes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     doc = minimal()
     doc["spec"]["dra"] = {"driverName": "gpu.example.com", "container": {"image": "r/d:1"},
                           "deviceClasses": [{"name": "a"}, {"name": "Bad_Name"}, {"name": "a"},
-                                            {}]}
+                                            {"name": "b", "selectors": [{}] * 33}]}
     text = check(monkeypatch, tmp_path, doc, "spec.dra.deviceClasses[1].name: 'Bad_Name' is "
                  "not a DNS subdomain")
     assert "spec.dra.deviceClasses[2].name: 'a' is a duplicate" in text
-    assert "spec.dra.deviceClasses[3].name: required" in text
+    assert "spec.dra.deviceClasses[3].selectors: must have at most 32 items, has 33" in text
+    doc["spec"]["dra"]["deviceClasses"] = [{}]
+    text = rejected(monkeypatch, write(tmp_path, doc))
+    assert "spec.dra.deviceClasses[0].name: required field is missing" in text  # the CRD's
+
+
+@pytest.mark.parametrize(("path", "resolved"), [
+    ("/dev/../etc/shadow", "/etc/shadow"), ("/devious", None), ("//etc", "/etc"),
+    ("dev/x", None), ("/sys/../../etc", "/etc"), ("/opt/..", "/")])
+def test_host_path_rule_cleans_the_path_as_go_does(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, path: str, resolved: str | None) -> None:
+    """KMM's isAllowedHostPath runs filepath.Clean first (KMM 29c905a's own cases:
+    /dev/../etc/shadow and /devious); a prefix test on the raw string let
+    /dev/../etc/shadow through."""
+    doc = minimal()
+    doc["spec"]["devicePlugin"] = {"container": {"image": "r.example/dp:1"},
+                                   "volumes": [{"name": "x", "hostPath": {"path": path}}]}
+    shown = f" (it resolves to {resolved!r})" if resolved else ""
+    check(monkeypatch, tmp_path, doc, f"spec.devicePlugin.volumes[0].hostPath.path: {path!r}"
+          f"{shown} is not under /dev, /sys, /var, /opt, /run")
+
+
+@pytest.mark.parametrize("path", ["/sys//class//net", "/run/cdi", "/var/lib/kubelet/plugins",
+                                  "/dev", "/opt/x/../y"])
+def test_host_paths_kmm_allows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                               path: str) -> None:
+    doc = minimal()
+    doc["spec"]["devicePlugin"] = {"container": {"image": "r.example/dp:1"},
+                                   "volumes": [{"name": "x", "hostPath": {"path": path}}]}
+    code, text = dtk(monkeypatch, "module", "validate", "-f", str(write(tmp_path, doc)))
+    assert code == 0, text
+
+
+@pytest.mark.parametrize(("version", "refused"), [
+    ("1.33", True), ("v1.34.1", False), ("1.35", False), ("2.0", False), ("0.99", True),
+    (None, False)])
+def test_dra_kubernetes_version_gate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                     version: str | None, refused: bool) -> None:
+    """KMM's validateDRA (36567c5): spec.dra needs Kubernetes 1.34; without a version
+    (KMM's hub webhook, and dtk without --kube-version) the gate is skipped."""
+    doc = minimal()
+    doc["spec"]["dra"] = {"driverName": "gpu.example.com", "container": {"image": "r/d:1"}}
+    args = ("--kube-version", version) if version else ()
+    code, text = dtk(monkeypatch, "module", "validate", "-f", str(write(tmp_path, doc)), *args)
+    assert code == (2 if refused else 0), text
+    if refused:
+        assert "spec.dra: requires Kubernetes 1.34 or later; the cluster is" in text
+
+
+def test_bad_kube_version_is_a_user_error(monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    code, text = dtk(monkeypatch, "module", "validate", "-f", str(write(tmp_path, minimal())),
+                     "--kube-version", "latest")
+    assert code == 2 and "--kube-version 'latest' is not a Kubernetes version" in text
 
 
 def test_device_plugin_host_path_volumes(monkeypatch: pytest.MonkeyPatch,

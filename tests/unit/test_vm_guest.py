@@ -167,3 +167,21 @@ def test_a_many_module_report_splits_into_frames() -> None:
 def test_the_boots_own_exit_is_no_modules() -> None:
     frames = guest.split_report("@@dtk module a\n@@dtk done 11 verify\n@@dtk exit 0 end\n")
     assert frames.modules[0][1].exit_code == 11 and frames.preamble.exit_code == 0
+
+
+def test_unload_checks_every_module_of_the_order() -> None:
+    """What must be gone after the worker's unload: the whole modulesLoadingOrder (KMM
+    f17d16d), or moduleName; with rawArgs, the module the guest verifies."""
+    config = GuestConfig(module="a-x", loading_order=("a-x", "b", "c"))
+    assert config.unloaded_names() == ["a_x", "b", "c"]
+    assert "DTK_UNLOADED='a_x b c'\n" in guest.render_config(config)
+    assert GuestConfig(module="a-x").unloaded_names() == ["a_x"]
+    assert GuestConfig(module="m", raw_unload=("-r", "m", "n")).unloaded_names() == ["m"]
+
+
+def test_the_softdep_file_is_for_the_load_only() -> None:
+    """KMM's unload pod has no softdep file since f17d16d: the init removes it first."""
+    script = guest.init_script()
+    unload = script.index("step unload")
+    assert script.index(f"rm -f {guest.SOFTDEP_PATH}", unload) < \
+        script.index('run_limited unload', unload)

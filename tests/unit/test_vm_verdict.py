@@ -185,3 +185,12 @@ def test_an_unknown_key_under_sig_enforce_says_to_enroll_it() -> None:
                              "signing key is not in this kernel's keyrings")
     assert "mokutil --import" in reason
     assert reason.endswith("could not insert 'x': Key was rejected by service")
+
+
+def test_unload_that_leaves_a_module_of_the_order_loaded() -> None:
+    """The guest lists the modules of modulesLoadingOrder still in /sys/module after the
+    worker's one `modprobe -r` (KMM f17d16d unloads the whole order in one call)."""
+    report = parse_report("@@dtk step unload 2.0\n@@dtk kv left-loaded kmm_ul_c\n"
+                          "@@dtk exit 13 unload\n")
+    assert decide(report, CLEAN) == (
+        Verdict.UNLOAD_FAILED, "kmm_ul_c still loaded after the worker's modprobe -r")
