@@ -12,8 +12,9 @@ import click
 
 from dtk.cli.common import TLS_HELP, json_option, print_json, print_table, stderr, table_width
 from dtk.errors import DtkError
-from dtk.node import agent, declare, hooks, prepare
+from dtk.node import agent, declare, enroll, hooks, hostkeys, prepare
 from dtk.node.layout import Layout, check_release
+from dtk.node.verify import host_policy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -87,6 +88,11 @@ def _image_bundle(image: str, module_name: str | None, params: tuple[str, ...], 
               help="Fetch the module's images only where the host's containers policy "
                    "(/etc/containers/policy.json) requires them to be signed; skopeo "
                    "verifies the signatures.")
+@click.option("--cert", "certs", multiple=True,
+              type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="A certificate (PEM or DER) this host's kernel trusts for module signatures, "
+                   "for hosts whose firmware keys cannot be read (no efivarfs); repeatable, "
+                   "kept in the declaration.")
 @click.option("--authfile", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               default=None, help="With IMAGE: registry credentials (containers-auth.json); "
               "the entry for IMAGE's registry is kept in the declaration (0600).")
@@ -96,7 +102,8 @@ def _image_bundle(image: str, module_name: str | None, params: tuple[str, ...], 
 @json_option
 def add_cmd(*, image: str | None, files: tuple[Path, ...], module_name: str | None,
             params: tuple[str, ...], name: str | None, kernels: tuple[str, ...],
-            replace: bool, require_signature: bool, authfile: Path | None,
+            replace: bool, require_signature: bool, certs: tuple[Path, ...],
+            authfile: Path | None,
             tls_verify: bool | None, root: Path | None, as_json: bool) -> None:
     """Declare a module: `-f MODULE.yaml`, or `IMAGE --module NAME` (IMAGE may hold
     ${KERNEL_FULL_VERSION}; oci-archive:PATH and oci:DIR work without a registry: make
@@ -116,9 +123,11 @@ def add_cmd(*, image: str | None, files: tuple[Path, ...], module_name: str | No
                            hint="set moduleName, parameters, imageRepoSecret and "
                                 "registryTLS in the Module file")
         bundle = declare.read_file_bundle(files)
+    settings = declare.Settings(require_signature,
+                                tuple(enroll.certificate(c) for c in certs))
     with layout.locked():
         added = agent.add(layout, bundle, kernels or (layout.running_kernel(),),
-                          replace=replace, require_signature=require_signature)
+                          replace=replace, settings=settings)
         hooks.install(layout)
     if as_json:
         print_json([declare.to_json(d) for d in added])
@@ -238,6 +247,9 @@ def status_cmd(kernel: str | None, root: Path | None, as_json: bool) -> None:
         widest = max((sum(len(str(c)) + 2 for c in row) for row in rows), default=0)
         if widest > table_width():
             click.echo("(cut to fit: dtk node status --json has every reason whole)")
+        enrolment, record = enroll.state(layout)
+        if enrolment is not enroll.State.NONE:
+            click.echo(f"MOK enrolment {enrolment}: {enroll.next_step(enrolment, record)}")
     if not all(o.ready for o in outcomes):
         raise SystemExit(1)
 
@@ -293,6 +305,70 @@ def clean_cmd(kernel: str, root: Path | None) -> None:
     with layout.locked():
         if not agent.forget_kernel(layout, kernel):
             stderr(f"dtk node: nothing was prepared for {kernel}")
+
+
+@node_group.command("enroll")
+@click.argument("cert", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--root-pw", is_flag=True,
+              help="Confirm at MokManager with root's password instead of a new one.")
+@click.option("--password-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              default=None, help="Read the MokManager password from this file (else it is "
+                                 "asked for); it never reaches a command line.")
+@json_option
+def enroll_cmd(cert: Path, root_pw: bool, password_file: Path | None, as_json: bool) -> None:
+    """Stage CERT (PEM or DER) for enrolment as a Machine Owner Key (mokutil --import): at
+    the next boot, the person at the console confirms it in MokManager. dtk never stages
+    it again by itself; `dtk node status` says whether it took."""
+    layout = Layout.from_env(None)
+    layout.machine("dtk node enroll")
+    der = enroll.certificate(cert)
+    password = None
+    if password_file is not None:
+        password = password_file.read_text().rstrip("\n")
+    elif not root_pw:
+        password = click.prompt("MokManager password (asked again at the next boot)",
+                                hide_input=True, confirmation_prompt=True, err=True)
+    if password is not None and not password:
+        raise DtkError("the MokManager password is empty", hint="choose one, or --root-pw")
+    with layout.locked():
+        now = enroll.stage(layout, der, password)
+    state_now, record = enroll.state(layout)
+    if now is enroll.State.ENROLLED:
+        state_now = now
+    if as_json:
+        print_json({"state": str(state_now), "certificate": hostkeys.describe(der)})
+        return
+    click.echo(f"{hostkeys.describe(der)}: {enroll.next_step(state_now, record)}")
+
+
+@node_group.command("keys")
+@root_option
+@json_option
+def keys_cmd(root: Path | None, as_json: bool) -> None:
+    """What this host's kernel trusts for module signatures: Secure Boot, lockdown and
+    sig_enforce, the enrolled MOKs (MokListRT: the .machine keyring), db (the .platform
+    keyring), and the last enrolment dtk staged."""
+    layout = Layout.from_env(root)
+    keys = hostkeys.read(layout)
+    policy = host_policy(layout.root)
+    state_now, record = enroll.state(layout, keys)
+    moks = [hostkeys.describe(d) for d in keys.moks]
+    db = [hostkeys.describe(d) for d in keys.db]
+    data = {"efi": keys.efi, "secureBoot": keys.secure_boot, "lockdown": policy.secure_boot,
+            "sigEnforce": policy.sig_enforce,
+            "moks": moks, "db": db,
+            "enrolment": {"state": str(state_now), "next": enroll.next_step(state_now, record)}}
+    if as_json:
+        print_json(data)
+        return
+    click.echo(f"Secure Boot: {'on' if keys.secure_boot else 'off'}"
+               f"{'' if keys.efi else ' (no EFI variables: not booted with UEFI)'}; "
+               f"lockdown: {'yes' if policy.secure_boot else 'no'}; "
+               f"sig_enforce: {'yes' if policy.sig_enforce else 'no'}")
+    print_table(["KEYRING", "CERTIFICATE"],
+                [(".machine (MOK)", d) for d in moks] + [(".platform (db)", d) for d in db])
+    if state_now is not enroll.State.NONE:
+        click.echo(f"MOK enrolment {state_now}: {enroll.next_step(state_now, record)}")
 
 
 @node_group.command("install-hooks")

@@ -150,11 +150,10 @@ def forget_derived(layout: Layout, name: str) -> None:
 
 
 def add(layout: Layout, bundle: m.Bundle, kernels: tuple[str, ...], *, replace: bool,
-        require_signature: bool) -> list[Declaration]:
+        settings: declare.Settings) -> list[Declaration]:
     """Declare (declare.add); a replaced declaration's outcomes and pins are dropped, so
     nothing prepared for the old one is loaded at the next boot."""
-    added = declare.add(layout, bundle, kernels, replace=replace,
-                        require_signature=require_signature)
+    added = declare.add(layout, bundle, kernels, replace=replace, settings=settings)
     for decl in added:
         forget_derived(layout, decl.name)
     collect_garbage(layout)

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from dtk.engine import registry
 from dtk.errors import DtkError
@@ -35,11 +37,31 @@ from dtk.kmmapi import model as m
 from dtk.kmmapi import plan as planner
 from dtk.kmmapi import validate
 from dtk.kmmapi.load import load_documents
+from dtk.node import hostkeys
 from dtk.node.layout import Layout, check_name
 
-# The declaration's own setting, kept in the Module file as an annotation (which KMM
+# The declaration's own settings, kept in the Module file as annotations (which KMM
 # ignores), so that the file stays one `dtk module` and kubectl read.
 REQUIRE_SIGNATURE = "dtk/require-signature"
+CERTIFICATES = "dtk/trusted-certificates"  # PEM: keys the kernel trusts (add --cert)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What `dtk node add` records beside the Module: only signed images
+    (--require-signature), certificates this host's kernel trusts for modules where its
+    firmware's cannot be read (--cert, DER)."""
+
+    require_signature: bool = False
+    certificates: tuple[bytes, ...] = ()
+
+    def annotations(self) -> dict[str, str]:
+        out = {REQUIRE_SIGNATURE: "true"} if self.require_signature else {}
+        if self.certificates:
+            out[CERTIFICATES] = "".join(
+                x509.load_der_x509_certificate(d).public_bytes(Encoding.PEM).decode()
+                for d in self.certificates)
+        return out
 
 
 @dataclass(frozen=True)
@@ -80,6 +102,17 @@ class Declaration:
         """Whether the owner asked for signed images only (`add --require-signature`)."""
         meta = self.module.raw.get("metadata") or {}
         return str((meta.get("annotations") or {}).get(REQUIRE_SIGNATURE)) == "true"
+
+    @property
+    def certificates(self) -> tuple[bytes, ...]:
+        """The certificates (DER) `add --cert` named for this declaration."""
+        meta = self.module.raw.get("metadata") or {}
+        text = str((meta.get("annotations") or {}).get(CERTIFICATES) or "")
+        try:
+            return tuple(c.public_bytes(Encoding.DER)
+                         for c in x509.load_pem_x509_certificates(text.encode()))
+        except ValueError:
+            return ()  # none, or edited by hand into something else
 
     def secret(self) -> m.Secret | None:
         mod = self.module
@@ -226,7 +259,7 @@ def _read_text(text: str, label: str, shown: str | None = None) -> m.Bundle:
     return bundle
 
 
-def _documents(bundle: m.Bundle, require_signature: bool = False) -> list[tuple[str, str]]:
+def _documents(bundle: m.Bundle, settings: Settings) -> list[tuple[str, str]]:
     """(name, stored text) for each Module of the bundle, checked."""
     out = []
     seen: dict[str, str] = {}
@@ -240,9 +273,9 @@ def _documents(bundle: m.Bundle, require_signature: bool = False) -> list[tuple[
             raise DtkError(f"Module {mod.name} has no spec.moduleLoader",
                            hint="a device-plugin-only Module loads nothing on a host")
         docs = [_strip(mod.raw)]
-        if require_signature:
+        if settings.annotations():
             meta = docs[0].setdefault("metadata", {})
-            meta["annotations"] = {**(meta.get("annotations") or {}), REQUIRE_SIGNATURE: "true"}
+            meta["annotations"] = {**(meta.get("annotations") or {}), **settings.annotations()}
         if mod.image_repo_secret:
             secret = bundle.secret(mod.namespace, mod.image_repo_secret)
             assert secret is not None  # load_documents checked the reference
@@ -255,13 +288,13 @@ def _documents(bundle: m.Bundle, require_signature: bool = False) -> list[tuple[
 
 
 def add(layout: Layout, bundle: m.Bundle, kernels: Sequence[str], *,
-        replace: bool = False, require_signature: bool = False) -> list[Declaration]:
+        replace: bool = False, settings: Settings = Settings()) -> list[Declaration]:
     """Store each Module of `bundle` once it is known to resolve for every kernel in
     `kernels` (the running one, normally); nothing is written when one fails. A name
     already declared is an error unless `replace`: the owner would lose a declaration
     without being told."""
     ready = []
-    for name, text in _documents(bundle, require_signature):
+    for name, text in _documents(bundle, settings):
         if not replace and layout.declaration(name).exists():
             raise DtkError(f"{name} is already declared ({layout.declaration(name)})",
                            hint="add --replace to replace it, or dtk node remove "
@@ -333,4 +366,5 @@ def to_json(decl: Declaration) -> dict[str, Any]:
                                for km in loader.container.kernel_mappings or ()],
             "parameters": list(decl.modprobe.parameters),
             "imageRepoSecret": decl.module.image_repo_secret,
-            "requireSignature": decl.require_signature}
+            "requireSignature": decl.require_signature,
+            "certificates": [hostkeys.describe(d) for d in decl.certificates]}

@@ -22,7 +22,7 @@ from typing import Any
 from dtk.errors import DtkError
 from dtk.files import write_atomic
 from dtk.kmmapi.authfile import authfile
-from dtk.node import declare, oci, pins
+from dtk.node import declare, hostkeys, oci, pins
 from dtk.node.declare import Declaration
 from dtk.node.layout import Layout
 from dtk.node.verify import ModuleVerdict, dependencies, verify
@@ -126,7 +126,8 @@ def prepare_one(layout: Layout, decl: Declaration, kernel: str, *,
         pin = pins.put(layout, decl.name, image, fetched.pinned) if fetched.pinned else None
         tree = oci.unpack(layout.oci, fetched.digest, layout.trees, prefixes(decl),
                           host_modules(decl))
-        verdicts = verify(tree, decl.modprobe.dir_name, kernel, layout.root)
+        verdicts = verify(tree, decl.modprobe.dir_name, kernel, layout.root,
+                          (*hostkeys.read(layout).trusted, *decl.certificates))
         closure = dependencies(tree, decl.modprobe.dir_name, kernel, layout.root,
                                targets(decl))
     except DtkError as exc:

@@ -11,18 +11,21 @@ few thousand modules would cost minutes on a small machine.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from cryptography import x509
+
 from dtk import rootfs
 from dtk.errors import DtkError
-from dtk.kernel import depindex, installed, modfile, modules_dep
+from dtk.kernel import depindex, installed, keyring, modfile, modules_dep
 from dtk.kernel.facts import KernelFacts
 from dtk.kernel.symvers import Symbol
 from dtk.kmod import check as chk
-from dtk.kmod import elf
-from dtk.kmod.image import ImageModules, depmod_index, modules_from_root
+from dtk.kmod import elf, sign
+from dtk.kmod.check import SignatureTrust
+from dtk.kmod.image import ImageModules, Loaded, depmod_index, modules_from_root
 from dtk.kmod.targets import check_target
 
 
@@ -79,7 +82,8 @@ def _reason(prediction: chk.Prediction) -> str:
 
 def host_policy(host_root: Path) -> chk.Policy:
     """What the machine enforces whichever kernel it boots: lockdown (Debian turns it
-    on under Secure Boot) and module.sig_enforce=1 on the command line."""
+    on under Secure Boot), module.sig_enforce=1 on the command line, or the kernel's
+    own sig_enforce parameter (Y under Secure Boot)."""
     def read(inner: str) -> str:
         try:
             return (host_root / inner.lstrip("/")).read_text()
@@ -88,7 +92,34 @@ def host_policy(host_root: Path) -> chk.Policy:
 
     lockdown = read("/sys/kernel/security/lockdown")
     return chk.Policy(secure_boot=bool(lockdown) and "[none]" not in lockdown,
-                      sig_enforce="module.sig_enforce=1" in read("/proc/cmdline").split())
+                      sig_enforce="module.sig_enforce=1" in read("/proc/cmdline").split()
+                      or read("/sys/module/module/parameters/sig_enforce").strip() == "Y")
+
+
+def with_host_trust(loaded: Loaded, trusted: Sequence[x509.Certificate]) -> Loaded:
+    """A module whose signer is one of the host's other trusted keys (an enrolled MOK,
+    a db certificate, a declaration's --cert) verified against that key, as the
+    kernel verifies it against its .machine or .platform keyring."""
+    sig = loaded.module.signature
+    if sig is None or loaded.digest is None or loaded.trust is not SignatureTrust.UNKNOWN:
+        return loaded
+    for cert in trusted:
+        if sign.names_cert(sig.signer, cert):
+            ok = sign.verify_digest(sig, loaded.digest, cert).ok
+            return replace(loaded, trust=SignatureTrust.TRUSTED if ok
+                           else SignatureTrust.REJECTED)
+    return loaded
+
+
+def _untrusted(loaded: Loaded) -> str:
+    """The node's words for a module whose signer the host does not trust."""
+    sig = loaded.module.signature
+    assert sig is not None
+    key = f" (key id {sig.signer.skid.hex()})" if sig.signer.skid else ""
+    return (f"signed by '{sig.signer.issuer_cn}'{key}, a key this host does not trust (not "
+            "built into the kernel, not an enrolled MOK, not in db): the kernel refuses it "
+            "(Loading of module with unavailable key is rejected); enrol it with `dtk node "
+            "enroll CERT`, then confirm in MokManager at the next boot")
 
 
 def _dep_lines(tree: Path, base: str, kernel: str) -> dict[str, tuple[str, ...]]:
@@ -154,8 +185,10 @@ def dependencies(tree: Path, dir_name: str, kernel: str, host_root: Path,
     return out
 
 
-def verify(tree: Path, dir_name: str, kernel: str, host_root: Path) -> list[ModuleVerdict]:
-    """Every module the image has for `kernel`, checked against the host's `kernel`."""
+def verify(tree: Path, dir_name: str, kernel: str, host_root: Path,
+           trusted: Sequence[bytes] = ()) -> list[ModuleVerdict]:
+    """Every module the image has for `kernel`, checked against the host's `kernel`;
+    `trusted`: the host's other trusted certificates (DER: MOKs, db, --cert)."""
     image = image_modules(tree, dir_name)
     if kernel not in image.modules:
         raise DtkError(f"the image has modules for {', '.join(sorted(image.modules))}, not for "
@@ -164,6 +197,15 @@ def verify(tree: Path, dir_name: str, kernel: str, host_root: Path) -> list[Modu
     facts = installed.for_installed(host_root, kernel)
     needed = {d for loaded in image.modules[kernel] for d in loaded.module.depends}
     facts = with_in_tree_exports(facts, host_root, needed)
-    own = ImageModules({kernel: image.modules[kernel]}, {kernel: image.depmod[kernel]})
-    return [ModuleVerdict(p.module, p.loads, _reason(p))
-            for p in check_target(own, facts, host_policy(host_root))]
+    certs = [x509.load_der_x509_certificate(d) for d in trusted]
+    loaded = [with_host_trust(one, certs) for one in image.modules[kernel]]
+    own = ImageModules({kernel: loaded}, {kernel: image.depmod[kernel]})
+    policy = host_policy(host_root)
+    verdicts = []
+    for item, p in zip(loaded, check_target(own, facts, policy), strict=True):
+        refused_key = not p.loads and p.refusals[0].code == "signature" \
+            and item.trust_on(keyring.load(facts.builtin_certs)) is SignatureTrust.UNKNOWN \
+            and item.module.signature is not None and item.module.signature_problem is None
+        verdicts.append(ModuleVerdict(p.module, p.loads,
+                                      _untrusted(item) if refused_key else _reason(p)))
+    return verdicts
