@@ -115,7 +115,8 @@ def _untrusted(loaded: Loaded) -> str:
     """The node's words for a module whose signer the host does not trust."""
     sig = loaded.module.signature
     assert sig is not None
-    key = f" (key id {sig.signer.skid.hex()})" if sig.signer.skid else ""
+    key = f" (key id {sig.signer.skid.hex()})" if sig.signer.skid else \
+        f" (serial {sig.signer.serial:x})" if sig.signer.serial is not None else ""
     return (f"signed by '{sig.signer.issuer_cn}'{key}, a key this host does not trust (not "
             "built into the kernel, not an enrolled MOK, not in db): the kernel refuses it "
             "(Loading of module with unavailable key is rejected); enrol it with `dtk node "

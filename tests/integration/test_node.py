@@ -12,8 +12,10 @@ import json
 import os
 import secrets
 import shutil
+import struct
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from dtk.distro.debian import DebianArchive
 from dtk.engine import buildah, skopeo
 from dtk.kernel import bzimage, installed, normalize
 from dtk.kernel.symvers import parse as parse_symvers
-from dtk.node import declare, prepare
+from dtk.node import declare, hostkeys, prepare
 from dtk.node.layout import Layout
 from dtk.node.load import plan_load
 from dtk.node.verify import with_in_tree_exports
@@ -439,3 +441,75 @@ def test_an_image_whose_dependency_does_not_resolve_is_not_ready(
     assert not outcome["ready"], outcome
     assert "host/kernel/drivers/media/" in outcome["reason"], outcome
     assert "not in the image" in outcome["reason"], outcome
+
+
+def firmware_keys(root: Path, moks: list[bytes]) -> None:
+    """The host's firmware variables as efivarfs presents them under Secure Boot (this
+    host booted without UEFI: the VM tests read a real firmware's), and lockdown as
+    Debian's kernel sets it."""
+    efivars = root / "sys/firmware/efi/efivars"
+    efivars.mkdir(parents=True, exist_ok=True)
+    (efivars / f"SecureBoot-{hostkeys.EFI_GLOBAL}").write_bytes(b"\x06\x00\x00\x00\x01")
+    lists = b""
+    for der in moks:
+        entry = uuid.UUID(hostkeys.SHIM).bytes_le + der
+        lists += struct.pack("<16sIII", hostkeys.CERT_X509.bytes_le, 28 + len(entry), 0,
+                             len(entry)) + entry
+    (efivars / f"MokListRT-{hostkeys.SHIM}").write_bytes(b"\x06\x00\x00\x00" + lists)
+    security = root / "sys/kernel/security"
+    security.mkdir(parents=True, exist_ok=True)
+    (security / "lockdown").write_text("none [integrity] confidentiality\n")
+
+
+@pytest.fixture(scope="module")
+def signed_example(tmp_path_factory: pytest.TempPathFactory, images: dict[str, Path],
+                   kernel_61: str) -> dict[str, Path]:
+    """The example driver signed by `dtk sign` (KMM's sign step) with a key of dtk
+    keygen's: the archive, and the key's certificate (DER)."""
+    work = tmp_path_factory.mktemp("node-signed")
+    subprocess.run([sys.executable, "-m", "dtk", "keygen", "--dir", str(work / "keys"),
+                    "--cn", "Node test MOK"], check=True, capture_output=True)
+    source = from_archive(images["example"])
+    tag = f"localhost/dtk-node-{secrets.token_hex(4)}/signed:1"
+    try:
+        subprocess.run([sys.executable, "-m", "dtk", "sign", "--unsigned-image", source,
+                        "--kernel", kernel_61, "--files-to-sign",
+                        "/opt/lib/modules/${KERNEL_FULL_VERSION}/extra/*.ko",
+                        "--key", str(work / "keys/signing_key.pem"),
+                        "--cert", str(work / "keys/signing_cert.pem"), "-o", tag],
+                       check=True, capture_output=True, timeout=600)
+    finally:
+        subprocess.run(["buildah", "rmi", source], capture_output=True, check=False)
+    return {"archive": to_archive(tag, work / "signed.tar"),
+            "cert": work / "keys/signing_cert.der"}
+
+
+def test_a_mok_signed_module_is_ready_under_secure_boot_once_its_key_is_enrolled(
+        tmp_path: Path, host: Path, signed_example: dict[str, Path], kernel_61: str) -> None:
+    """Lockdown on (Debian under Secure Boot): a module signed with a key the host has not
+    enrolled is NOT READY, naming its signer and the fix; once the key is in MokListRT
+    (the .machine keyring), or declared with --cert where the firmware cannot be read, it
+    is ready."""
+    root = fresh_root(tmp_path, host)
+    firmware_keys(root, [])
+    dtk("add", f"oci-archive:{signed_example['archive']}", "--module", "dtk_example",
+        "--kernel", kernel_61, root=root)
+    (outcome,) = dtk_json("prepare", "--kernel", kernel_61, root=root)
+    assert not outcome["ready"], outcome
+    assert "signed by 'Node test MOK' (serial " in outcome["reason"], outcome  # sign-file
+    assert "dtk node enroll CERT" in outcome["reason"], outcome
+    der = signed_example["cert"].read_bytes()
+    firmware_keys(root, [der])
+    (outcome,) = dtk_json("prepare", "--kernel", kernel_61, root=root)
+    assert outcome["ready"], outcome
+    keys = dtk_json("keys", root=root)
+    assert keys["secureBoot"] and keys["lockdown"]
+    assert [k.split(" (key id")[0] for k in keys["moks"]] == ["'Node test MOK'"]
+    # No firmware variables to read: the declaration names the certificate.
+    shutil.rmtree(root / "sys/firmware")
+    (outcome,) = dtk_json("prepare", "--kernel", kernel_61, root=root)
+    assert not outcome["ready"], outcome
+    dtk("add", f"oci-archive:{signed_example['archive']}", "--module", "dtk_example",
+        "--replace", "--cert", str(signed_example["cert"]), "--kernel", kernel_61, root=root)
+    (outcome,) = dtk_json("prepare", "--kernel", kernel_61, root=root)
+    assert outcome["ready"], outcome
