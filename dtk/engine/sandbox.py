@@ -86,6 +86,7 @@ class Roots:
             raise DtkError("required tool 'bwrap' is not installed (dtk builds DKMS modules "
                            "in a bubblewrap sandbox)",
                            hint="run 'make deps', or install Debian's bubblewrap package")
+        seccomp.program()  # libseccomp and this machine's architecture: refused before a build
         ctr = self._stack.enter_context(buildah.working_container(image))
         path = self._stack.enter_context(ctr.mounted())
         if any(c in str(path) for c in ",:"):  # overlayfs option separators
