@@ -73,7 +73,7 @@ def program(machine: str) -> list[tuple[int, int, int, int]]:
 
 def verdict(machine: str, nr: int, *args: int, token: int | None = None) -> int:
     """Run the machine's program on struct seccomp_data {int nr; u32 arch; u64 ip;
-    u64 args[6]}, in that machine's byte order, and return the action."""
+    u64 args[6]}, little-endian as the READABLE machines are, and return the action."""
     code = program(machine)
     data = struct.pack("<iIQ6Q", nr, token or ARCH[machine].token, 0,
                        *args, *[0] * (6 - len(args)))
