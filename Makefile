@@ -20,12 +20,14 @@ DEB_BUILD_PACKAGES := dpkg-dev debhelper dh-python pybuild-plugin-pyproject pyth
 # loopback registry the tests push to (apache2-utils' htpasswd makes its
 # users for the authenticated one); busybox-static, kmod and cpio make
 # VM initramfs images; shellcheck lints the shell under dtk/data; bubblewrap is
-# the sandbox DKMS builds run in (dtk.engine.sandbox), linux-libc-dev the syscall
-# numbers its seccomp filter is tested against.
+# the sandbox DKMS builds run in (dtk.engine.sandbox) and libseccomp2 writes its
+# seccomp filter; linux-libc-dev has the kernel's system call numbers libseccomp's
+# are tested against, and golang-github-containers-common (buildah's) the
+# containers seccomp profile the filter is compared with.
 SYSTEM_PACKAGES := buildah skopeo podman runc uidmap fuse-overlayfs mmdebstrap \
 	qemu-system-x86 docker-registry busybox-static kmod cpio xz-utils zstd \
 	openssl gpgv python3-venv ca-certificates shellcheck apache2-utils chromium \
-	bubblewrap linux-libc-dev \
+	bubblewrap libseccomp2 linux-libc-dev golang-github-containers-common \
 	$(DEB_BUILD_PACKAGES)
 
 .PHONY: all deps system-deps python-deps demo test lint typecheck unit integration bench clean image \

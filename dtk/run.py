@@ -199,13 +199,14 @@ def stream(argv: Sequence[str], *, check: bool = True, timeout: float | None = N
            env: Mapping[str, str] | None = None, cwd: Path | None = None,
            log_file: Path | None = None, on_line: Callable[[str], None] | None = None,
            what: str | None = None, hint: str | None = None,
-           mask: Sequence[str] = ()) -> Result:
+           mask: Sequence[str] = (), pass_fds: Sequence[int] = ()) -> Result:
     """Run a long command with stdout+stderr merged, line by line.
 
     Each line goes to `log_file` (the full log a user reads after a failure)
     and to `on_line` (progress display); only the tail is kept in memory.
     Values in `mask` (build secrets) are replaced by *** in all three, before
     any of them sees the line, even when the command itself prints them.
+    `pass_fds`: descriptors the command inherits, at the same numbers.
     """
     hide = masker(mask) if mask else None
     argv = [str(a) for a in argv]
@@ -218,6 +219,7 @@ def stream(argv: Sequence[str], *, check: bool = True, timeout: float | None = N
     proc = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         env=child_env(env), cwd=cwd, start_new_session=True, text=True, errors="replace",
+        pass_fds=tuple(pass_fds),
     )
     _track(proc, True)
     timed_out = threading.Event()

@@ -1,14 +1,13 @@
 #!/bin/sh
 # dtk: run a build in a throwaway root over an image (see dtk/engine/sandbox.py).
-# Runs in a mount namespace of its own (`unshare --mount --propagation private`):
-# every mount made here goes away with the build's last process.
-# Arguments: LOWER DIR FILTER BWRAP-ARGUMENTS...
+# Runs in mount and network namespaces of its own (`unshare --mount --propagation
+# private --net`): every mount made here goes away with the build's last process.
+# Arguments: LOWER DIR BWRAP-ARGUMENTS...
 #   LOWER  the image's root, mounted read-only by dtk (never written: overlayfs)
 #   DIR    an empty directory for the build's writes
-#   FILTER the seccomp program bwrap loads (read on descriptor 9)
 set -eu
-lower=$1 dir=$2 filter=$3
-shift 3
+lower=$1 dir=$2
+shift 2
 layers() {
   mkdir "$dir/upper" "$dir/work" "$dir/root"
   mount -t overlay dtk-sandbox \
@@ -20,4 +19,9 @@ if ! layers 2>/dev/null; then
   mount -t tmpfs -o mode=700 dtk-sandbox "$dir"
   layers
 fi
-exec bwrap --bind "$dir/root" / "$@" 9<"$filter"
+# A sysfs of this network namespace's own, read-only, with nothing mounted on it: not
+# the host's /sys, which carries cgroups, debugfs, tracefs, securityfs, bpffs and
+# efivarfs, and shows the host's network devices.
+mkdir "$dir/sys"
+mount -t sysfs -o ro,nosuid,nodev,noexec dtk-sandbox "$dir/sys"
+exec bwrap --bind "$dir/root" / --ro-bind "$dir/sys" /sys "$@"

@@ -12,24 +12,28 @@ the whole run (one working container, `buildah mount`), and each build gets:
   namespace (no network: DKMS builds need none, and someone else's Makefile must
   not reach services on this host);
 - a /dev with only null, zero, full, random, urandom, tty, pts and shm (and `core`,
-  bwrap's link to /proc/kcore, which is masked), a /proc of its own processes, /sys
-  read-only (as buildah's chroot isolation binds it), and the files and
-  directories of both that container runtimes mask, masked;
+  bwrap's link to /proc/kcore, which is masked), a /proc of its own processes, a
+  sysfs of its own, read-only (as runc mounts one: the host's /sys would bring what
+  is mounted on it, cgroups, debugfs, tracefs, securityfs, bpffs, efivarfs, and the
+  host's network devices), and the files and directories of both that container
+  runtimes mask, masked;
 - containers' default capabilities and nothing more (`default_capabilities` of
   containers.conf: bwrap keeps them as the ambient set and turns root's gain on
   exec off, so no exec regains others), no new privileges (file capabilities and
   set-id bits give nothing), and a seccomp filter (`dtk.engine.seccomp`), as
-  buildah loads containers' default profile;
+  buildah loads containers' default profile: made in memory and handed to bwrap on
+  a sealed memfd it reads and closes, never a file someone else could replace;
 - a clean environment: the image's own (`Env`), HOME=/root.
 
 bubblewrap (`bwrap`, the sandbox Flatpak runs applications in) makes the
-namespaces, mounts and capability sets; dtk/data/sandbox.sh mounts the overlay
-first (bwrap 0.8, Debian 12's, has no overlay option).
+namespaces, mounts and capability sets; dtk/data/sandbox.sh mounts the overlay and
+the sysfs first (bwrap 0.8, Debian 12's, has no option for either).
 """
 
 from __future__ import annotations
 
-import hashlib
+import fcntl
+import os
 import shutil
 import tempfile
 import threading
@@ -38,11 +42,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dtk import paths, scripts
 from dtk import run as runner
+from dtk import scripts
 from dtk.engine import buildah, seccomp
 from dtk.errors import DtkError
-from dtk.files import write_atomic
 
 # containers.conf's default_capabilities: what buildah and podman give a container.
 CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NET_BIND_SERVICE",
@@ -83,6 +86,7 @@ class Roots:
             raise DtkError("required tool 'bwrap' is not installed (dtk builds DKMS modules "
                            "in a bubblewrap sandbox)",
                            hint="run 'make deps', or install Debian's bubblewrap package")
+        seccomp.program()  # libseccomp and this machine's architecture: refused before a build
         ctr = self._stack.enter_context(buildah.working_container(image))
         path = self._stack.enter_context(ctr.mounted())
         if any(c in str(path) for c in ",:"):  # overlayfs option separators
@@ -110,24 +114,28 @@ def run(root: ImageRoot, argv: Sequence[str], *, volumes: Sequence[tuple[Path, s
         what: str | None = None) -> runner.Result:
     """Run `argv` over `root`, output streamed as `runner.stream` does. `volumes`: host
     directories bound read-write at paths inside (the build's only way out)."""
-    with tempfile.TemporaryDirectory(prefix="dtk-sandbox-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="dtk-sandbox-") as scratch, \
+            _sealed(seccomp.program()) as program:
         # The pid namespace is unshare's, not bwrap's: bwrap's own reaper would exit
         # before being waited for, and the build's CPU time would be lost to the
         # caller's accounting (rusage of children), which benchmarks read. bwrap then
-        # binds the /proc it finds, so unshare mounts that namespace's own there.
-        cmd = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
-               "--kill-child", "--mount-proc", "sh",
-               str(scripts.path("sandbox.sh")), str(root.path), scratch, str(_filter()),
-               *bwrap_arguments(root, volumes), "--", *argv]
+        # binds the /proc it finds, so unshare mounts that namespace's own there. The
+        # network namespace is unshare's too, so that sandbox.sh mounts the sysfs of
+        # the empty one (its loopback stays down: builds use no network).
+        cmd = ["unshare", "--mount", "--propagation", "private", "--pid", "--net",
+               "--fork", "--kill-child", "--mount-proc", "sh",
+               str(scripts.path("sandbox.sh")), str(root.path), scratch,
+               *bwrap_arguments(root, volumes, program), "--", *argv]
         return runner.stream(cmd, timeout=timeout, log_file=log_file, on_line=on_line,
-                             check=check, what=what)
+                             check=check, what=what, pass_fds=(program,))
 
 
-def bwrap_arguments(root: ImageRoot, volumes: Sequence[tuple[Path, str]]) -> list[str]:
-    """Everything but the root: namespaces, file systems, capabilities, environment."""
-    args = ["--unshare-ipc", "--unshare-net", "--unshare-uts",
-            "--unshare-cgroup-try", "--die-with-parent", "--hostname", "dtk-build",
-            "--proc", "/proc", "--dev", "/dev", "--ro-bind", "/sys", "/sys"]
+def bwrap_arguments(root: ImageRoot, volumes: Sequence[tuple[Path, str]],
+                    seccomp_fd: int) -> list[str]:
+    """Everything but the root and /sys: namespaces, file systems, capabilities,
+    environment, and the descriptor bwrap reads the seccomp program from."""
+    args = ["--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent",
+            "--hostname", "dtk-build", "--proc", "/proc", "--dev", "/dev"]
     # The sandbox's /proc and /sys are this kernel's: what exists here exists there.
     for path in MASKED_FILES:
         if Path(path).exists():
@@ -140,16 +148,24 @@ def bwrap_arguments(root: ImageRoot, volumes: Sequence[tuple[Path, str]]) -> lis
     args += ["--cap-drop", "ALL"]
     for cap in CAPABILITIES:
         args += ["--cap-add", f"CAP_{cap}"]
-    args += ["--seccomp", "9", "--clearenv"]
+    args += ["--seccomp", str(seccomp_fd), "--clearenv"]
     for key, value in root.env:
         args += ["--setenv", key, value]
     return [*args, "--chdir", "/"]
 
 
-def _filter() -> Path:
-    """The seccomp program as a file (bwrap reads it from a descriptor), one per content."""
-    program = seccomp.program()
-    path = paths.cache_dir() / "sandbox" / f"seccomp-{hashlib.sha256(program).hexdigest()[:16]}"
-    if not path.is_file():
-        write_atomic(path, program)  # another dtk may read it at once
-    return path
+@contextmanager
+def _sealed(data: bytes) -> Iterator[int]:
+    """`data` in a memfd at offset 0, sealed: nothing that inherits the descriptor can
+    change it. Closed on exit (bwrap closes its copy once it has read it)."""
+    fd = os.memfd_create("dtk-seccomp", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK
+                    | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+        os.lseek(fd, 0, os.SEEK_SET)
+        yield fd
+    finally:
+        os.close(fd)
