@@ -38,6 +38,7 @@ from dtk.errors import DtkError
 from dtk.toolkit.plan import ToolkitPlan
 
 OUTCOME_LABEL = LABEL_PREFIX + "outcome"  # a failure record's verdict, as JSON
+_STILL_S = 15.0  # how often a long store says it is still going
 FAILURE_KIND = "failure"
 
 
@@ -197,13 +198,29 @@ class RegistryCache:
         size = buildah.image_size(local)
         self.warn(f"storing {local} ({size / 1e6:.0f} MB) in the cache as {ref}")
         started = time.monotonic()
+        done = threading.Event()
+
+        def still() -> None:  # skopeo says nothing while a blob of a GB goes up
+            while not done.wait(_STILL_S):
+                self.warn(f"  still storing {local} ({time.monotonic() - started:.0f}s)")
+        threading.Thread(target=still, daemon=True).start()
         try:
-            digest = self._push_checked(local, ref, label, value, on_line=self.detail)
+            digest = self._push_checked(local, ref, label, value, on_line=self._progress)
         except DtkError as exc:
             self._give_up("write", exc, f"{local} is not stored there")
             return
+        finally:
+            done.set()
         self.warn(f"stored {local} as {ref} ({digest[:19]}…) in "
                   f"{time.monotonic() - started:.0f}s")
+
+    def _progress(self, line: str) -> None:
+        """skopeo's lines while it stores: each blob it starts (a toolkit has a few, of
+        up to a GB) is a step of its own, also in a log; the rest is shown in place."""
+        if line.startswith(("Copying blob", "Copying config", "Writing manifest")):
+            self.warn(f"  {line.strip()}")
+        elif self.detail is not None:
+            self.detail(line)
 
     def _push_failure(self, cell: Cell, failure: Outcome) -> None:
         local = f"localhost/dtk-cache-record:{cell.input_hash.removeprefix('sha256:')}"

@@ -154,6 +154,9 @@ def test_toolkit_build_stores_with_credentials_and_says_so(
     stored = [s for s in steps if s.startswith(f"stored {toolkit_612.name} as {repo}:")]
     assert storing and re.search(r" MB\) in the cache as ", storing[0]), steps
     assert stored and re.search(r"in \d+s$", stored[0]), steps
+    # between them, each blob skopeo starts: progress a log shows too
+    between = steps[steps.index(storing[0]) + 1:steps.index(stored[0])]
+    assert any(s.strip().startswith("Copying blob sha256:") for s in between), steps
     assert json.loads(out)[0]["name"] == toolkit_612.name
     # Stored already: nothing more to say about it.
     code, _out, err = dtk("toolkit", "build", "--kernel", kernel_612, "--cache", repo,
