@@ -133,7 +133,8 @@ def _dry_run(request: BuildRequest, found: list[src.Source], archive: DebianArch
                              for d in request.dkms]
     cells = [c for c in plan_matrix(sources, good, {}, None, request.options).cells
              if not split.read_dkms or c.key in split.keep]
-    missing = missing_toolkits(kernels, archive)
+    # The toolkits this part's cells need (all, while the split is not known yet).
+    missing = missing_toolkits(split.kernels if split.read_dkms else good, archive)
     rows = [{"module": c.module, "kernel": c.kernel, "image": c.image} for c in cells]
     guessed = None if split.read_dkms else (
         "DKMS sources are named by their dkms.conf, read in a toolkit, and none of these "

@@ -69,10 +69,7 @@ def dtk(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
 
 
 def rejected(monkeypatch: pytest.MonkeyPatch, path: Path, *args: str) -> str:
-    """`dtk module validate -f PATH`, which must fail as a user error; its output, each
-    problem on a line of its own (a terminal wide enough not to wrap them: how an error
-    is wrapped to 120 columns is tests/unit/test_output_width.py's to check)."""
-    monkeypatch.setenv("COLUMNS", "1000")
+    """`dtk module validate -f PATH`, which must fail as a user error; its output."""
     code, text = dtk(monkeypatch, "module", "validate", "-f", str(path), *args)
     assert code == 2, text
     assert "Traceback" not in text

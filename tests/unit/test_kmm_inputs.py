@@ -31,7 +31,6 @@ def test_a_directory_with_other_kinds(monkeypatch: pytest.MonkeyPatch, tmp_path:
 def test_an_empty_file_named_itself(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     empty = tmp_path / "module.yaml"
     empty.write_text("---\n")
-    monkeypatch.setenv("COLUMNS", "1000")  # the words unwrapped (test_output_width: the wrap)
     code, text = dtk(monkeypatch, "module", "plan", "-f", str(empty), "--kernel",
                      "6.1.0-56-amd64", "--no-state")
     assert code == 2
@@ -44,7 +43,6 @@ def test_a_module_with_the_wrong_api_version_is_still_an_error(
     doc["apiVersion"] = "kmm.sigs.x-k8s.io/v1alpha1"
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(doc))
-    monkeypatch.setenv("COLUMNS", "1000")  # the words unwrapped (test_output_width: the wrap)
     code, text = dtk(monkeypatch, "module", "validate", "-f", str(path))
     assert code == 2 and "Module must be kmm.sigs.x-k8s.io/v1beta1" in text
 
