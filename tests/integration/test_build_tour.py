@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 
 from dtk.distro.debian import DebianArchive
+from dtk.engine import buildah
 from dtk.toolkit import plan as tplan
 from dtk.toolkit.images import ToolkitImage, is_current
 from tests.integration.conftest import RestartableRegistry
@@ -44,6 +46,19 @@ def dtk(*args: str, columns: int = 120) -> tuple[int, str, str]:
 def _fits(columns: int, *texts: str) -> None:
     wide = [line for text in texts for line in text.splitlines() if len(line) > columns]
     assert wide == [], wide
+
+
+@pytest.fixture
+def template() -> Iterator[str]:
+    """Driver images of this test's own, removed after it: under dtk's default names
+    they would be cache hits for other tests (tests/integration/test_dtk_image.py
+    reads this machine's storage)."""
+    repo = f"localhost/dtk-tour-{uuid.uuid4().hex[:8]}"
+    yield f"{repo}/${{MOD_NAME}}:${{KERNEL_FULL_VERSION}}"
+    for row in buildah.images():
+        for name in row.get("names") or ():
+            if name.startswith(repo + "/"):
+                buildah.remove_image(name)
 
 
 @pytest.fixture
@@ -94,12 +109,12 @@ def test_without_a_toolkit_the_dry_run_says_its_names_are_guessed(
 
 
 def test_a_toolkit_is_looked_for_once_when_the_rt_kernel_comes_first(
-        toolkit_612: ToolkitImage, kernel_612: str, rt_612: str) -> None:
+        toolkit_612: ToolkitImage, kernel_612: str, rt_612: str, template: str) -> None:
     """The tour's "toolkit for K" twice: the RT kernel's toolkit (its standard
     sibling's) was found for reading dkms.conf, then looked for again for the
     shard's own cell."""
     code, out, err = dtk("build", "--dkms", str(HELLO), "--kernel", rt_612, "--kernel",
-                         kernel_612, "--shard", "1/2", "--json")
+                         kernel_612, "--shard", "1/2", "--image", template, "--json")
     assert code == 0, err
     [cell] = json.loads(out)["outcomes"]
     assert cell["kernel"] == kernel_612  # the shard's cell is the standard kernel's
@@ -184,10 +199,12 @@ def test_a_plan_of_many_shards_fits_the_terminal(toolkit_612: ToolkitImage,
 
 
 def test_the_commands_on_real_images_fit_the_terminal(toolkit_612: ToolkitImage,
-                                                      kernel_612: str, rt_612: str) -> None:
+                                                      kernel_612: str, rt_612: str,
+                                                      template: str) -> None:
     """`dtk check`'s findings (the tour: 147 columns), listings of toolkits and kernels,
     a build's table and summary: every line at 120 and at 80 columns."""
-    code, out, err = dtk("build", "--dkms", str(HELLO), "--kernel", kernel_612, "--json")
+    code, out, err = dtk("build", "--dkms", str(HELLO), "--kernel", kernel_612, "--image",
+                         template, "--json")
     assert code == 0, err
     image = json.loads(out)["outcomes"][0]["image"]
     for columns in (120, 80):
@@ -195,7 +212,7 @@ def test_the_commands_on_real_images_fit_the_terminal(toolkit_612: ToolkitImage,
                      ["check", image, "--kernel", rt_612, "--kernel", kernel_612],
                      ["toolkit", "list"], ["toolkit", "inspect", kernel_612],
                      ["kernels"], ["build", "--dkms", str(HELLO), "--kernel", kernel_612,
-                                   "--kernel", rt_612]):
+                                   "--kernel", rt_612, "--image", template]):
             code, out, err = dtk(*argv, columns=columns)
             assert code in (0, 1), err
             _fits(columns, out, err)
