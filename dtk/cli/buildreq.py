@@ -132,7 +132,8 @@ class BuildRequest:
     def registry_cache(self, mon: Monitor) -> RegistryCache | None:
         if not self.cache:
             return None
-        return RegistryCache(check_repo(self.cache), mon.step, self.tls_verify, self.authfile)
+        return RegistryCache(check_repo(self.cache), mon.step, self.tls_verify, self.authfile,
+                             progress=mon.step)
 
     def archive_and_kernels(self) -> tuple[DebianArchive, list[str]]:
         archive = open_archive(self.sources)

@@ -55,7 +55,7 @@ def build_cmd(*, kernels: tuple[str, ...], rt_kernel: str, rebuild: bool, cache:
     """Build (or reuse) the toolkit image for each kernel."""
     mon = monitor(as_json)
     shared = RegistryCache(check_repo(cache), mon.step, tls_verify, authfile,
-                           detail=mon.detail) if cache else None
+                           progress=mon.step, detail=mon.detail) if cache else None
     distro = open_archive(sources)
     catalog = distro.kernels()
     for release in kernels:  # check all first: fail before any work

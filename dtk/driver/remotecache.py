@@ -58,9 +58,10 @@ class RegistryCache:
     """The shared cache for one run; thread-safe (cells settle in parallel)."""
 
     repo: str
-    warn: Callable[[str], None]  # a line of its own: warnings, and what a long store did
+    warn: Callable[[str], None]  # a warning: the cache given up, an entry not used
     tls_verify: bool | None = None
     authfile: Path | None = None
+    progress: Callable[[str], None] | None = None  # what a long store is doing, a line each
     detail: Callable[[str], None] | None = None  # a tool's progress, shown in place
     _off: set[str] = field(default_factory=set)  # "read", "write": given up for this run
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -196,13 +197,13 @@ class RegistryCache:
         if entry is not None and entry.labels.get(label) == value:
             return
         size = buildah.image_size(local)
-        self.warn(f"storing {local} ({size / 1e6:.0f} MB) in the cache as {ref}")
+        self._say(f"storing {local} ({size / 1e6:.0f} MB) in the cache as {ref}")
         started = time.monotonic()
         done = threading.Event()
 
         def still() -> None:  # skopeo says nothing while a blob of a GB goes up
             while not done.wait(_STILL_S):
-                self.warn(f"  still storing {local} ({time.monotonic() - started:.0f}s)")
+                self._say(f"  still storing {local} ({time.monotonic() - started:.0f}s)")
         threading.Thread(target=still, daemon=True).start()
         try:
             digest = self._push_checked(local, ref, label, value, on_line=self._progress)
@@ -211,14 +212,18 @@ class RegistryCache:
             return
         finally:
             done.set()
-        self.warn(f"stored {local} as {ref} ({digest[:19]}…) in "
+        self._say(f"stored {local} as {ref} ({digest[:19]}…) in "
                   f"{time.monotonic() - started:.0f}s")
+
+    def _say(self, line: str) -> None:
+        if self.progress is not None:
+            self.progress(line)
 
     def _progress(self, line: str) -> None:
         """skopeo's lines while it stores: each blob it starts (a toolkit has a few, of
         up to a GB) is a step of its own, also in a log; the rest is shown in place."""
         if line.startswith(("Copying blob", "Copying config", "Writing manifest")):
-            self.warn(f"  {line.strip()}")
+            self._say(f"  {line.strip()}")
         elif self.detail is not None:
             self.detail(line)
 
