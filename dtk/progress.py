@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Any, Protocol, TextIO
 
+from dtk import textfit
+
 
 class Monitor(Protocol):
     def step(self, message: str) -> None: ...
@@ -47,15 +49,20 @@ class TextMonitor:
             self._dirty = False
 
     def step(self, message: str) -> None:
+        """The message after the time it came at, wrapped to the terminal under itself."""
         self._clear()
-        self.stream.write(f"[{time.monotonic() - self.start:6.1f}s] {message}\n")
+        stamp = f"[{time.monotonic() - self.start:6.1f}s] "
+        first, *rest = textfit.wrap(message, textfit.width() - len(stamp))
+        self.stream.write(stamp + first + "\n"
+                          + "".join(" " * len(stamp) + line + "\n" for line in rest))
         self.stream.flush()
 
     def detail(self, line: str) -> None:
         if not self.live or not line.strip():
             return
-        width = 100
-        self.stream.write("\r\033[K    " + line.strip()[:width])
+        # One line, redrawn in place: it must never wrap, or the redraw leaves it behind.
+        width = min(100, textfit.width() - 5)
+        self.stream.write("\r\033[K    " + textfit.elide(line.strip(), width))
         self.stream.flush()
         self._dirty = True
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from dtk import textfit
 from dtk.progress import JsonMonitor, Monitor, TextMonitor
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -75,20 +74,21 @@ _NARROWEST = 8  # a column is not cut below this (or its header)
 def table_width() -> int:
     """The terminal's width: $COLUMNS, else the terminal's own, else 120 (a pipe or
     a file has no width; 120 keeps a log readable)."""
-    return shutil.get_terminal_size((120, 24)).columns
+    return textfit.width()
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """An aligned table that fits the terminal: the widest columns give way first, and
-    a cell cut short ends in '…' (--json has every value in full)."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = fit([max(len(r[i]) for r in cells) for i in range(len(headers))],
-                 [len(h) for h in headers], table_width())
-    for n, row in enumerate(cells):
-        click.echo("  ".join(_cut(c, w).ljust(w)
-                             for c, w in zip(row, widths, strict=True)).rstrip())
-        if n == 0:
-            click.echo("  ".join("-" * w for w in widths))
+    """An aligned table that fits the terminal: the widest columns give way first, a
+    cell cut short has '…' where its middle was, and what tells a column's rows apart
+    is kept whole where it fits (--json has every value in full)."""
+    body = [[str(c) for c in row] for row in rows]
+    heads = [str(h) for h in headers]
+    widths = fit([max(len(x) for x in [h, *(r[i] for r in body)]) for i, h in enumerate(heads)],
+                 [len(h) for h in heads], table_width())
+    columns = [textfit.fit_column([r[i] for r in body], w) for i, w in enumerate(widths)]
+    lines = [heads, ["-" * w for w in widths], *map(list, zip(*columns, strict=True))]
+    for row in lines:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def fit(widths: list[int], floors: list[int], limit: int) -> list[int]:
@@ -104,8 +104,11 @@ def fit(widths: list[int], floors: list[int], limit: int) -> list[int]:
     return out
 
 
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
+def say(text: str = "", *, err: bool = False, indent: str = "    ") -> None:
+    """Human text, every line wrapped to the terminal (a wrapped line's continuation
+    indented); not for data (YAML, a Containerfile), which is printed as it is."""
+    for line in textfit.wrap(text, indent=indent):
+        click.echo(line, err=err)
 
 
 def human_size(n: int) -> str:
@@ -118,7 +121,7 @@ def human_size(n: int) -> str:
 
 
 def stderr(text: str) -> None:
-    print(text, file=sys.stderr)
+    say(text, err=True)
 
 
 def registry_options(func: F) -> F:

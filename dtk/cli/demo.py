@@ -4,39 +4,39 @@ from __future__ import annotations
 
 import click
 
-from dtk.cli.common import human_size, monitor, print_table
+from dtk.cli.common import human_size, monitor, print_table, say
 from dtk.demo import DemoReport, run_demo
 
 
 def print_report(report: DemoReport) -> None:
-    click.echo(f"\ndtk demo: {report.kernel} and its RT sibling {report.rt_kernel}\n")
+    say(f"\ndtk demo: {report.kernel} and its RT sibling {report.rt_kernel}\n")
     print_table(["STEP", "SECONDS", "STATUS", "DETAIL"],
                 [[s.name, f"{s.seconds:.1f}", s.status, s.detail] for s in report.steps])
     if report.images:
-        click.echo("")
+        say("")
         print_table(["WHAT", "IMAGE", "SIZE"],
                     [[role, name, human_size(size)] for role, name, size in report.images])
     if report.checks:
-        click.echo("")
+        say("")
         print_table(["CHECK (static)", "KERNEL", "VERDICT (predicted)"],
                     [[img, k, "loaded" if ok else "refused"] for img, k, ok, _ in report.checks])
         for img, k, _ok, why in report.checks:  # in full, below the table: it fits there
             if why:
-                click.echo(f"  why, {img} on {k}: {why}")
+                say(f"  why, {img} on {k}: {why}")
     boots = [*report.boots, *([report.negative] if report.negative else [])]
     if boots:
-        click.echo("")
+        say("")
         print_table(["VM", "IMAGE", "VERDICT", "SECONDS"],
                     [[b.kernel, b.image, b.verdict.value, f"{b.seconds:.1f}"] for b in boots])
         for b in boots:
             said = b.sections.get("check", "").strip() if b.verdict.ok else b.reason
             if said:
-                click.echo(f"  {b.kernel} says: " + said.replace("\n", "\n    "))
+                say(f"  {b.kernel} says: " + said.replace("\n", "\n    "))
     if any("signature" in b.reason for b in report.boots):
-        click.echo("\nnote: the signed modules load with a taint because the demo key is not "
+        say("\nnote: the signed modules load with a taint because the demo key is not "
                    "enrolled in these kernels' keyrings (a VM has no MOK); on a Secure Boot "
                    "node, enrol it first: dtk keygen prints the mokutil step.")
-    click.echo(f"\ntotal {report.seconds:.0f}s — "
+    say(f"\ntotal {report.seconds:.0f}s — "
                + ("every step passed" if report.ok else "the demo did NOT pass"))
 
 

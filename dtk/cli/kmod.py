@@ -10,7 +10,7 @@ import click
 from cryptography import x509
 
 from dtk import kernel as kern
-from dtk.cli.common import json_option, print_json, print_table, registry_options
+from dtk.cli.common import json_option, print_json, print_table, registry_options, say
 from dtk.engine import skopeo
 from dtk.errors import DtkError
 from dtk.kernel import facts, modfile
@@ -51,27 +51,27 @@ def _groups(loaded: image.ImageModules | Loaded) -> dict[str, list[Loaded]]:
 # --- inspect ----------------------------------------------------------------------
 
 def _describe(mod: elf.KernelModule, symbols: bool) -> None:
-    click.echo(f"{mod.path}")
+    say(f"{mod.path}")
     for key, value in mod.modinfo:  # every field, in file order, as modinfo prints them
-        click.echo(f"  {key + ':':12} {value}")
-    click.echo(f"  {'machine:':12} {mod.machine}" +
+        say(f"  {key + ':':12} {value}")
+    say(f"  {'machine:':12} {mod.machine}" +
                (f" ({mod.compression}-compressed)" if mod.compression else ""))
-    click.echo(f"  {'imports:':12} {len(mod.versions)} with CRCs, {len(mod.undefined)} undefined")
+    say(f"  {'imports:':12} {len(mod.versions)} with CRCs, {len(mod.undefined)} undefined")
     gpl = sum(e.gpl_only for e in mod.exports)
-    click.echo(f"  {'exports:':12} {len(mod.exports)} ({gpl} GPL-only)")
+    say(f"  {'exports:':12} {len(mod.exports)} ({gpl} GPL-only)")
     sig = mod.signature
     if sig is None:
-        click.echo(f"  {'signature:':12} none")
+        say(f"  {'signature:':12} none")
     else:
-        click.echo(f"  {'signer:':12} {sig.signer.issuer_cn or '-'}")
-        click.echo(f"  {'sig_key:':12} {elf.colon_hex(sig.signer.key_id)}")
-        click.echo(f"  {'sig_hash:':12} {sig.hash_algo} ({sig.sig_algo}, {sig.id_type})")
+        say(f"  {'signer:':12} {sig.signer.issuer_cn or '-'}")
+        say(f"  {'sig_key:':12} {elf.colon_hex(sig.signer.key_id)}")
+        say(f"  {'sig_hash:':12} {sig.hash_algo} ({sig.sig_algo}, {sig.id_type})")
     if symbols:
         for name, crc in mod.versions:
-            click.echo(f"  import 0x{crc:08x} {name}")
+            say(f"  import 0x{crc:08x} {name}")
         for exp in mod.exports:
             kind = "EXPORT_SYMBOL_GPL" if exp.gpl_only else "EXPORT_SYMBOL"
-            click.echo(f"  export {kind} {exp.name}" +
+            say(f"  export {kind} {exp.name}" +
                        (f" [{exp.namespace}]" if exp.namespace else ""))
 
 
@@ -105,20 +105,21 @@ _SHOWN_PER_CODE = 5  # a module built for another ABI fails hundreds of CRCs; --
 
 
 def _print_verdict(verdict: chk.Prediction) -> None:
-    click.echo(f"{verdict.path} on {verdict.kernel}: {verdict.verdict.value} (predicted)")
+    say(f"{verdict.path} on {verdict.kernel}: {verdict.verdict.value} (predicted)")
     shown: collections.Counter[str] = collections.Counter()
     for finding in verdict.findings:
         if finding.severity is chk.Severity.OK and not verdict.loads:
             continue
         shown[finding.code] += 1
         if shown[finding.code] <= _SHOWN_PER_CODE:
-            click.echo(f"  {finding.severity.value:7} {finding.code:16} {finding.message}")
+            say(f"  {finding.severity.value:7} {finding.code:16} {finding.message}",
+                indent=" " * 25)
     for code, count in shown.items():
         if count > _SHOWN_PER_CODE:
-            click.echo(f"  {'':7} {code:16} … and {count - _SHOWN_PER_CODE} more (--json "
+            say(f"  {'':7} {code:16} … and {count - _SHOWN_PER_CODE} more (--json "
                        "lists every finding)")
     for line in chk.remedies(verdict):
-        click.echo(f"  fix: {line}")
+        say(f"  fix: {line}", indent="     ")
 
 
 def _cell(verdicts: list[chk.Prediction]) -> str:
@@ -169,7 +170,7 @@ def check_cmd(*, targets: tuple[str, ...], kernels: tuple[str, ...], cert: Path 
         print_json([v.to_json() | {"target": t, "kernel_facts": sources[k]}
                     for (t, k), vs in results.items() for v in vs])
     elif len(targets) == 1 and len(kernels) == 1:
-        click.echo(f"kernel facts: {kernel_facts[0].source}")
+        say(f"kernel facts: {kernel_facts[0].source}")
         for verdict in next(iter(results.values())):
             _print_verdict(verdict)
     else:
@@ -227,18 +228,18 @@ def sign_cmd(*, module: Path | None, unsigned_image: str | None, key_path: Path,
                         "replaced_signature": replaced})
             return
         note = " (replaced its previous signature)" if replaced else ""
-        click.echo(f"signed {output or module} with {hash_algo}{note}")
+        say(f"signed {output or module} with {hash_algo}{note}")
         return
     assert unsigned_image is not None and output is not None and kernel is not None
     kern.parse(kernel)
     skopeo.ensure_local(unsigned_image, tls_verify=tls_verify, authfile=authfile)
     result = image.sign_image(unsigned_image, output, list(patterns), kernel, signer=signer,
-                              on_file=None if as_json else lambda p: click.echo(f"signed {p}"))
+                              on_file=None if as_json else lambda p: say(f"signed {p}"))
     if as_json:
         print_json({"image": result.name, "image_id": result.image_id, "hash": hash_algo,
                     "files": list(result.files)})
         return
-    click.echo(f"{result.name} ({result.image_id[:12]}): {len(result.files)} module(s) signed")
+    say(f"{result.name} ({result.image_id[:12]}): {len(result.files)} module(s) signed")
 
 
 @click.command("verify")
@@ -300,10 +301,10 @@ def keygen_cmd(*, directory: Path | None, common_name: str, bits: int, days: int
                     "cert_der": str(files.cert_der),
                     "enrol": f"mokutil --import {files.cert_der}"})
         return
-    click.echo(f"private key:  {files.key}  (mode 0600; keep it out of images and git)")
-    click.echo(f"certificate:  {files.cert_pem}  and  {files.cert_der}")
-    click.echo("enrol it on each Secure Boot node, then reboot and confirm in MokManager:")
-    click.echo(f"  mokutil --import {files.cert_der}")
+    say(f"private key:  {files.key}  (mode 0600; keep it out of images and git)")
+    say(f"certificate:  {files.cert_pem}  and  {files.cert_der}")
+    say("enrol it on each Secure Boot node, then reboot and confirm in MokManager:")
+    say(f"  mokutil --import {files.cert_der}")
 
 
 def register(group: click.Group) -> None:

@@ -13,7 +13,7 @@ import traceback
 
 import click
 
-from dtk import __version__, paths
+from dtk import __version__, paths, textfit
 from dtk.distro import aptindex
 from dtk.errors import DtkError, ProblemsError
 
@@ -114,8 +114,10 @@ def _exit_status(exc: BaseException, argv: list[str]) -> int:
     as_json = _wants_json(argv)
     if isinstance(exc, DtkError):
         problems = exc.problems if isinstance(exc, ProblemsError) else None
-        click.echo(_error_json(exc.message, exc.hint, "input", problems) if as_json
-                   else exc.render(), err=not as_json)
+        if as_json:
+            click.echo(_error_json(exc.message, exc.hint, "input", problems))
+        else:
+            _say_error(exc.render())
         return 2
     if isinstance(exc, click.exceptions.Exit):
         return exc.exit_code
@@ -133,8 +135,17 @@ def _exit_status(exc: BaseException, argv: list[str]) -> int:
     if not isinstance(exc, Exception):
         raise exc  # GeneratorExit and the like are not errors to report
     text = _report_bug(exc, argv)
-    click.echo(_error_json(text, None, "bug") if as_json else text, err=not as_json)
+    if as_json:
+        click.echo(_error_json(text, None, "bug"))
+    else:
+        _say_error(text)
     return 70  # EX_SOFTWARE: an internal error
+
+
+def _say_error(text: str) -> None:
+    """An error screen on stderr, every line fitted to the terminal."""
+    for line in textfit.wrap(text):
+        click.echo(line, err=True)
 
 
 def main() -> None:

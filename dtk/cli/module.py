@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from dtk import kernel as kern
-from dtk.cli.common import json_option, print_json, print_table, sources_option
+from dtk.cli.common import json_option, print_json, print_table, say, sources_option
 from dtk.distro.query import query_kernels
 from dtk.distro.select import open_archive
 from dtk.errors import DtkError
@@ -145,11 +145,9 @@ def validate_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name:
     others = f"{len(bundle.configmaps)} ConfigMap(s), {len(bundle.secrets)} Secret(s)"
     for x in mods:
         mappings = len(x.module_loader.container.kernel_mappings or ()) if x.module_loader else 0
-        click.echo(f"Module {x.namespace}/{x.name}: valid ({mappings} kernelMapping(s), "
-                   f"{others})")
+        say(f"Module {x.namespace}/{x.name}: valid ({mappings} kernelMapping(s), {others})")
     for c in configs:
-        click.echo(f"{c.kind} {c.namespace}/{c.name}: valid ({len(c.images)} image(s), "
-                   f"{others})")
+        say(f"{c.kind} {c.namespace}/{c.name}: valid ({len(c.images)} image(s), {others})")
 
 
 @module_group.command("plan")
@@ -222,7 +220,7 @@ def _plan_table(plan: planner.Plan, result: list[image_state.KernelState]) -> No
                      ", ".join(kp.nodes) or "-"])
     rows += [[k, "no mapping matches", "-", "-", "-",
               ", ".join(plan.unmatched_nodes.get(k, ())) or "-"] for k in plan.unmatched]
-    click.echo(f"{plan.kind} {plan.namespace}/{plan.module}")
+    say(f"{plan.kind} {plan.namespace}/{plan.module}")
     print_table(["KERNEL", "MAPPING", "IMAGE", "STEPS", "STATE", "NODES"], rows)
     for kernel in plan.unmatched:
         where = plan.unmatched_nodes.get(kernel)
@@ -301,7 +299,7 @@ def _emit(text: str, output: Path | None) -> None:
     if output:
         output.write_text(text)
     else:
-        click.echo(text, nl=False)
+        click.echo(text, nl=False)  # data: the objects as YAML
 
 
 def _kmm_objects(files: tuple[Path, ...], namespace: str | None, module_name: str | None,
@@ -322,7 +320,7 @@ def _kmm_objects(files: tuple[Path, ...], namespace: str | None, module_name: st
 
 
 def _note(text: str) -> None:
-    click.echo(text, err=True)
+    say(text, err=True)
 
 
 def register(group: click.Group) -> None:

@@ -21,6 +21,7 @@ from dtk.cli.common import (
     monitor,
     print_json,
     print_table,
+    say,
     stderr,
 )
 from dtk.cli.module import (
@@ -78,6 +79,8 @@ def build_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: st
     shared = RegistryCache(check_repo(cache_repo), monitor(as_json).step) if cache_repo \
         else None
     bundle, plan = _plan(files, namespace, module_name, (kernel, query, nodes_file, sources))
+    # What `dtk report merge` puts the shards back together by: the whole plan's kernels.
+    matrix = {"cells": [kp.kernel for kp in plan.kernels], "shard": str(part or "1/1")}
     if part:
         mine = assign([(kp.kernel, 1) for kp in plan.kernels], part.count)
         plan = replace(plan, kernels=tuple(kp for kp, s in zip(plan.kernels, mine, strict=True)
@@ -93,9 +96,10 @@ def build_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: st
     if as_json:
         print_json({"module": plan.module, "namespace": plan.namespace,
                     "results": [r.to_json() for r in results], "unmatched": list(plan.unmatched),
-                    "log_dir": str(request.log_dir), "wall_seconds": round(wall, 1)})
+                    "log_dir": str(request.log_dir), "wall_seconds": round(wall, 1),
+                    "matrix": matrix})
     else:
-        _report(results, wall)
+        report_results(results, wall)
     for k in plan.unmatched:
         _note(f"note: no mapping matches {k}; KMM loads nothing there")
     if any(r.failed for r in results):
@@ -106,7 +110,8 @@ def _short(digest: str) -> str:
     return digest[:19] + "…" if digest else "-"
 
 
-def _report(results: list[KernelResult], wall: float) -> None:
+def report_results(results: list[KernelResult], wall: float) -> None:
+    """The build's table, its notes and failures, and a summary (also `dtk report merge`'s)."""
     rows = [[r.kernel, r.image, r.action + (" (cached)" if r.cached else ""),
              _short(r.pushed), _short(r.registry), f"{r.seconds:.1f}s"] for r in results]
     # PUSHED: what this run pushed; ALREADY THERE: the same bytes the registry held.
@@ -123,7 +128,7 @@ def _report(results: list[KernelResult], wall: float) -> None:
             if r.log:
                 stderr(f"  full log: {r.log}")
     made = sum(r.action != "exists" and not r.failed for r in results)
-    click.echo(f"\n{made} made, {sum(r.action == 'exists' for r in results)} existed, "
+    say(f"\n{made} made, {sum(r.action == 'exists' for r in results)} existed, "
                f"{sum(r.failed for r in results)} failed in {wall:.1f}s")
 
 

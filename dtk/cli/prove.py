@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
-from dtk.cli.common import json_option, monitor, print_json
-from dtk.cli.driver import BuildRequest, build_input_options, run_build, sources_of
+from dtk.cli.buildplan import run_build
+from dtk.cli.buildreq import BuildRequest, build_input_options, refuse_at_once, sources_of
+from dtk.cli.common import json_option, monitor, print_json, registry_auth_options, say
 from dtk.engine import buildah
 from dtk.files import write_atomic
 from dtk.prove.html import render_html
@@ -45,6 +46,7 @@ def use_colour() -> bool:
 @click.option("--no-cache", is_flag=True, help="Prove every cell again, even unchanged ones.")
 @click.option("--html", "html_file", type=click.Path(path_type=Path, dir_okay=False),
               default=None, help="Also write the matrix as one self-contained HTML page.")
+@registry_auth_options("for the --cache registry and for pulling FROM images")
 @json_option
 def prove_cmd(*, built_for: str, modules: tuple[str, ...], check_cmd: str, timeout: float,
               accel: str, no_cache: bool, html_file: Path | None, as_json: bool,
@@ -57,6 +59,7 @@ def prove_cmd(*, built_for: str, modules: tuple[str, ...], check_cmd: str, timeo
     green and check and boot agree everywhere.
     """
     request = BuildRequest(**values)
+    refuse_at_once(request, needs_sources=False)
     mon = monitor(as_json)
     cells: list[ProveCell]
     matrix: dict[str, Any] | None = None
@@ -91,7 +94,7 @@ def show_proof(result: ProveResult, matrix: dict[str, Any] | None, html_file: Pa
     else:
         click.echo(render_text(result, colour=use_colour()), nl=False)
         if html_file:
-            click.echo(f"page: {html_file}")
+            say(f"page: {html_file}")
     if not result.ok:
         raise SystemExit(1)
 

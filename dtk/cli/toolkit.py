@@ -14,6 +14,7 @@ from dtk.cli.common import (
     print_json,
     print_table,
     registry_auth_options,
+    say,
     sources_option,
     stderr,
 )
@@ -45,18 +46,21 @@ def toolkit() -> None:
 @click.option("--cache", default=None, metavar="REGISTRY/REPO",
               help="Take each toolkit from this registry repository if it is there (keyed "
                    "by its plan hash), and store it there once made, for every machine.")
+@registry_auth_options("for the --cache registry")
 @sources_option
 @json_option
 def build_cmd(*, kernels: tuple[str, ...], rt_kernel: str, rebuild: bool, cache: str | None,
-              sources: Path | None, as_json: bool) -> None:
+              tls_verify: bool | None, authfile: Path | None, sources: Path | None,
+              as_json: bool) -> None:
     """Build (or reuse) the toolkit image for each kernel."""
-    shared = RegistryCache(check_repo(cache), monitor(as_json).step) if cache else None
+    mon = monitor(as_json)
+    shared = RegistryCache(check_repo(cache), mon.step, tls_verify, authfile,
+                           progress=mon.step, detail=mon.detail) if cache else None
     distro = open_archive(sources)
     catalog = distro.kernels()
     for release in kernels:  # check all first: fail before any work
         find_kernel(catalog, release)
-    built = [_ensure(r, rt_kernel, distro, monitor(as_json), rebuild=rebuild, cache=shared)
-             for r in kernels]
+    built = [_ensure(r, rt_kernel, distro, mon, rebuild=rebuild, cache=shared) for r in kernels]
     if as_json:
         print_json([{"name": t.name, "image_id": t.image_id, "kernel": t.kernel,
                      "rt_kernel": t.rt_kernel} for t in built])
@@ -86,7 +90,7 @@ def containerfile_cmd(kernel: str, rt_kernel: str, sources: Path | None) -> None
     for title, text in (("base: " + plan.base_tag, tplan.base_containerfile(plan)),
                         ("tools: " + plan.tools_tag, tplan.tools_containerfile(plan)),
                         ("toolkit: " + plan.tag, tplan.kernel_containerfile(plan))):
-        click.echo(f"# ==== {title}\n{text}")
+        click.echo(f"# ==== {title}\n{text}")  # data: the Containerfiles as they are
 
 
 @toolkit.command("list")
@@ -116,10 +120,10 @@ def inspect_cmd(image: str, as_json: bool) -> None:
     if as_json:
         print_json(info.to_json())
         return
-    click.echo(f"{info.name}  ({info.image_id[:12]}, {human_size(info.size)}, "
+    say(f"{info.name}  ({info.image_id[:12]}, {human_size(info.size)}, "
                f"{len(info.layers)} layers, {len(info.packages)} packages)")
     for key, value in info.release.items():
-        click.echo(f"  {key:24} {value}")
+        say(f"  {key:24} {value}")
     kernel_pkgs = [p for p in info.packages
                    if p[0].startswith(("linux-", "gcc-1")) or p[0] in ("dwarves", "kmod")]
     print_table(["PACKAGE", "VERSION", "ARCH"], kernel_pkgs)
@@ -134,7 +138,7 @@ def push_cmd(image: str, dest: str, tls_verify: bool | None, authfile: Path | No
     buildah.inspect(image)  # a clear error if it does not exist
     digest = skopeo.push(image, dest, tls_verify=tls_verify, authfile=authfile,
                          on_retry=stderr)
-    click.echo(f"pushed {image} to {dest} ({digest})")
+    say(f"pushed {image} to {dest} ({digest})")
 
 
 @toolkit.command("rm")
@@ -144,7 +148,7 @@ def rm_cmd(images: tuple[str, ...]) -> None:
     for image in images:
         inspect_toolkit(image)
         buildah.remove_image(image)
-        click.echo(f"removed {image}")
+        say(f"removed {image}")
 
 
 @toolkit.command("prune")
@@ -168,12 +172,12 @@ def prune_cmd(sources: Path | None, dry_run: bool, as_json: bool) -> None:
         print_json({"dry_run": dry_run, "removed": [r.to_json() for r in removals]})
         return
     if not removals:
-        click.echo("nothing to prune")
+        say("nothing to prune")
         return
     print_table(["IMAGE", "NAMES", "SIZE", "WHY"],
                 [[r.image_id[:12], ", ".join(r.names) or "<none>", human_size(r.size), r.why]
                  for r in removals])
-    click.echo(("would remove" if dry_run else "removed") + f" {len(removals)} image(s)")
+    say(("would remove" if dry_run else "removed") + f" {len(removals)} image(s)")
 
 
 def register(group: click.Group) -> None:

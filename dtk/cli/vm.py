@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dtk.cli.common import json_option, monitor, print_json, print_table, registry_options
+from dtk.cli.common import json_option, monitor, print_json, print_table, registry_options, say
 from dtk.engine import skopeo
 from dtk.vm.guest import GuestConfig
 from dtk.vm.qemu import ACCELS
@@ -19,16 +19,16 @@ def print_results(results: list[VmResult]) -> None:
                   r.module or "-"] for r in results])
     for r in results:  # each reason once, in full, below the table
         if r.reason:
-            click.echo(f"{r.kernel}: {r.verdict.value}: {r.reason}")
+            say(f"{r.kernel}: {r.verdict.value}: {r.reason}")
     for r in results:
         for note in r.notes:
-            click.echo(f"note: {r.kernel}: {note}")
+            say(f"note: {r.kernel}: {note}")
         if r.sections.get("check"):
-            click.echo(f"check output on {r.kernel}:")
+            say(f"check output on {r.kernel}:")
             for line in r.sections["check"].splitlines():
-                click.echo(f"  {line}")
+                say(f"  {line}")
         if r.log:
-            click.echo(f"log: {r.kernel}: {r.log}")
+            say(f"log: {r.kernel}: {r.log}")
 
 
 def _check_params(values: tuple[str, ...]) -> tuple[str, ...]:

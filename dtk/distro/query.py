@@ -54,6 +54,15 @@ def query_kernels(query: str, catalog: list[KernelEntry]) -> list[str]:
     """The releases `query` names (see the module docstring), newest first."""
     if query.startswith("@"):
         return read_kernel_file(Path(query[1:]))
+    flavours, kernel_lines, latest = parse_query(query)
+    chosen = [e for e in catalog if (not flavours or e.flavour in flavours)
+              and (not kernel_lines or e.line in kernel_lines)]
+    return [e.release for e in select(chosen, None, None, latest)]
+
+
+def parse_query(query: str) -> tuple[set[str], set[str], bool]:
+    """A query's flavours, lines and `latest`; a word that is none of them is refused
+    (with no catalog: `dtk render job` checks a query before any worker reads one)."""
     flavours, kernel_lines, latest = set(), set(), False
     for word in (t.strip() for t in query.split(",") if t.strip()):
         if word in {f.value for f in Flavour}:
@@ -66,6 +75,4 @@ def query_kernels(query: str, catalog: list[KernelEntry]) -> list[str]:
             raise DtkError(f"--kernels: '{word}' is not a flavour, a line (6.1) or 'latest'",
                            hint="e.g. --kernels rt,latest or --kernels 6.1,standard "
                                 "or --kernels @kernels.txt")
-    chosen = [e for e in catalog if (not flavours or e.flavour in flavours)
-              and (not kernel_lines or e.line in kernel_lines)]
-    return [e.release for e in select(chosen, None, None, latest)]
+    return flavours, kernel_lines, latest

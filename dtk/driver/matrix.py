@@ -29,6 +29,7 @@ from dtk.driver.plan import HASH_LABEL, Cell, ImageRef, Matrix
 from dtk.driver.remotecache import RegistryCache
 from dtk.driver.sources import ContainerfileSource, DkmsGroup
 from dtk.engine import buildah, sandbox, skopeo
+from dtk.engine.registry import RegistryError
 from dtk.errors import DtkError
 from dtk.files import write_atomic
 from dtk.progress import Monitor
@@ -188,11 +189,13 @@ def source_bytes(root: Path) -> int:
 
 
 def describe(outcome: Outcome) -> str:
+    """A cell's progress line: what became of it, and from where when not made now."""
     if outcome.status is Status.BUILT:
-        how = "cache hit" if outcome.cached else f"built in {outcome.seconds:.1f}s"
+        how = (("taken from the registry cache" if outcome.shared
+                else "cache hit in local storage") if outcome.cached
+               else f"built in {outcome.seconds:.1f}s")
         return how + (f", pushed {outcome.pushed[:19]}" if outcome.pushed else "")
-    how = f"{outcome.status.value}{' (remembered)' if outcome.cached else ''}"
-    return f"{how}: {outcome.reason.splitlines()[0] if outcome.reason else ''}"
+    return f"{outcome.state}: {outcome.reason.splitlines()[0] if outcome.reason else ''}"
 
 
 def _log_path(options: RunOptions, cell: Cell) -> Path:
@@ -270,18 +273,23 @@ def _guarded(cell: Cell, options: RunOptions,
         outcome = replace(base, reason=exc.message, tail=tail_of(exc.output))
         fault = machine_fault(exc.message + "\n" + log_file.read_text(errors="replace"))
         if fault:  # the same inputs may well build on a machine with room for them
-            outcome = replace(outcome, reason=f"{exc.message}: '{fault}' is this machine's "
-                                              "failure, not the package's (not remembered)")
+            outcome = replace(outcome, retry=True,
+                              reason=f"{exc.message}: '{fault}' is this machine's "
+                                     "failure, not the package's (not remembered)")
         else:
             remember(cell, outcome, log_file)
-    except runner.CommandError as exc:
-        outcome = replace(base, reason=exc.message.splitlines()[0], tail=tail_of(exc.tail))
-    except DtkError as exc:
+    except runner.CommandError as exc:  # a tool failed, not the package's build
+        outcome = replace(base, reason=exc.message.splitlines()[0], tail=tail_of(exc.tail),
+                          retry=True)
+    except RegistryError as exc:  # pulling a FROM image, say
+        outcome = replace(base, reason=exc.render().removeprefix("error: "), retry=True)
+    except DtkError as exc:  # what the image is (no modules, no index): its inputs' fault
         outcome = replace(base, reason=exc.render().removeprefix("error: "))
     except Exception as exc:
         with log_file.open("a") as sink:
             sink.write(traceback.format_exc())
-        outcome = replace(base, reason=f"internal error: {exc!r} (traceback in the log)")
+        outcome = replace(base, reason=f"internal error: {exc!r} (traceback in the log)",
+                          retry=True)
     if outcome is None:
         return None
     if outcome.status is Status.FAILED and not outcome.cached:
@@ -369,8 +377,12 @@ def _push(cell: Cell, outcome: Outcome, options: RunOptions) -> Outcome:
         digest = skopeo.push(cell.image, cell.image, tls_verify=options.tls_verify,
                              authfile=options.authfile, on_retry=retrying)
     except DtkError as exc:
+        # The push failed, not the cell: not a result any cache holds, and another run
+        # may push it (a cache hit's failure to push is no cached failure either).
         lines = exc.message.splitlines()
-        return replace(outcome, status=Status.FAILED, reason=f"built, but {lines[0]}",
+        made = "cache hit" if outcome.cached else "built"
+        return replace(outcome, status=Status.FAILED, reason=f"{made}, but {lines[0]}",
+                       cached=False, shared=False, retry=True,
                        tail=tuple(x for x in (*lines[1:], f"hint: {exc.hint}" if exc.hint
                                               else "") if x))
     return replace(outcome, pushed=digest)

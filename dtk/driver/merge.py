@@ -19,27 +19,34 @@ from dtk.errors import DtkError
 Json = dict[str, Any]
 
 
-def _matrix_of(index: int, data: Mapping[str, Any]) -> tuple[list[str], Shard]:
+def _matrix_of(name: str, data: Mapping[str, Any]) -> tuple[list[str], Shard]:
     matrix = data.get("matrix")
     if not isinstance(matrix, dict) or not isinstance(matrix.get("cells"), list):
-        raise DtkError(f"input {index + 1} does not say which matrix it ran",
-                       hint="merge the --json output of `dtk build` or `dtk prove` "
-                            "(with -f/--dkms) runs, one per shard")
+        raise DtkError(f"{name} does not say which matrix it ran",
+                       hint="merge the --json output of `dtk build`, `dtk module build` or "
+                            "`dtk prove` (with -f/--dkms) runs, one per shard")
     try:
         shard = parse_shard(str(matrix.get("shard", "")))
     except DtkError:
-        raise DtkError(f"input {index + 1} names no shard I/N") from None
+        raise DtkError(f"{name} names no shard I/N") from None
     return [str(c) for c in matrix["cells"]], shard
 
 
+def input_names(inputs: Sequence[object], names: Sequence[str] | None) -> list[str]:
+    """What the errors call each input: its file, else its place."""
+    return list(names) if names else [f"input {i + 1}" for i in range(len(inputs))]
+
+
 def order_cells(inputs: Sequence[Mapping[str, Any]], items: Callable[[Mapping[str, Any]],
-                list[Json]], key: Callable[[Json], str]) -> tuple[list[str], list[Json]]:
+                list[Json]], key: Callable[[Json], str], names: Sequence[str] | None = None
+                ) -> tuple[list[str], list[Json]]:
     """The whole matrix, and every shard's items (`items(data)`, named by `key`) in
     the matrix's order; refused unless the inputs are exactly the N shards of one
-    matrix and every cell is reported once."""
+    matrix and every cell is reported once. `names`: the inputs' files, for errors."""
     if not inputs:
         raise DtkError("nothing to merge", hint="pass the JSON file of every shard")
-    matrices = [_matrix_of(i, d) for i, d in enumerate(inputs)]
+    called = input_names(inputs, names)
+    matrices = [_matrix_of(n, d) for n, d in zip(called, inputs, strict=True)]
     cells = matrices[0][0]
     if any(m != cells for m, _ in matrices):
         raise DtkError("the inputs ran different matrices (other sources, kernels or "
@@ -47,16 +54,18 @@ def order_cells(inputs: Sequence[Mapping[str, Any]], items: Callable[[Mapping[st
     count = matrices[0][1].count
     seen = sorted(s.index for _, s in matrices)
     if any(s.count != count for _, s in matrices) or seen != list(range(1, count + 1)):
-        given = ", ".join(str(s) for _, s in matrices)
+        given = ", ".join(f"{s} ({n})" for n, (_, s) in zip(called, matrices, strict=True))
         raise DtkError(f"the inputs are shards {given}, not each of 1..{count} once",
                        hint=f"pass one output for each of the {count} shards")
     found: dict[str, Json] = {}
-    for data in inputs:
+    by: dict[str, str] = {}
+    for input_name, data in zip(called, inputs, strict=True):
         for item in items(data):
             name = key(item)
             if name in found:
-                raise DtkError(f"{name} is reported by two inputs")
-            found[name] = item
+                raise DtkError(f"{name} is reported by two inputs: {by[name]} and "
+                               f"{input_name}")
+            found[name], by[name] = item, input_name
     missing = [c for c in cells if c not in found]
     extra = [n for n in found if n not in cells]
     if missing or extra:
@@ -67,10 +76,11 @@ def order_cells(inputs: Sequence[Mapping[str, Any]], items: Callable[[Mapping[st
     return cells, [found[c] for c in cells]
 
 
-def merge_builds(inputs: Sequence[Mapping[str, Any]]) -> Json:
+def merge_builds(inputs: Sequence[Mapping[str, Any]], names: Sequence[str] | None = None
+                 ) -> Json:
     """`dtk build --json` of every shard → one `dtk build --json` of the whole matrix."""
     cells, outcomes = order_cells(inputs, lambda d: list(d.get("outcomes", [])),
-                                  lambda o: f"{o['module']}@{o['kernel']}")
+                                  lambda o: f"{o['module']}@{o['kernel']}", names)
     return {"outcomes": outcomes,
             "log_dirs": [str(d.get("log_dir", "")) for d in inputs],
             "wall_seconds": max(float(d.get("wall_seconds", 0)) for d in inputs),
@@ -85,6 +95,7 @@ def outcome_from_json(data: Mapping[str, Any]) -> Outcome:
                        bool(data.get("cached")), tuple(data.get("modules", ())),
                        str(data.get("reason", "")), tuple(data.get("tail", ())),
                        str(data.get("log", "")), str(data.get("pushed", "")),
-                       float(data.get("seconds", 0)), tuple(data.get("notes", ())))
+                       float(data.get("seconds", 0)), tuple(data.get("notes", ())),
+                       bool(data.get("shared")), bool(data.get("retry")))
     except (KeyError, ValueError, TypeError) as exc:
         raise DtkError(f"an outcome in the input is not dtk's: {exc}") from None

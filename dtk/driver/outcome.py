@@ -62,6 +62,19 @@ class Outcome:
     pushed: str = ""  # the pushed digest, only once the registry has the whole image
     seconds: float = 0.0
     notes: tuple[str, ...] = field(default=())
+    shared: bool = False  # cached: taken from the registry cache (--cache), not found here
+    # A failure that says nothing about the cell's inputs (this machine's disk or memory,
+    # a registry, a tool, dtk itself): another run, elsewhere, may well succeed.
+    retry: bool = False
+
+    @property
+    def state(self) -> str:
+        """The status as a table shows it, with where a result not made now came from."""
+        if self.cached:
+            where = "registry cache" if self.shared else (
+                "local cache" if self.status is Status.BUILT else "remembered")
+            return f"{self.status.value} ({where})"
+        return self.status.value
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,6 +38,7 @@ from dtk.errors import DtkError
 from dtk.toolkit.plan import ToolkitPlan
 
 OUTCOME_LABEL = LABEL_PREFIX + "outcome"  # a failure record's verdict, as JSON
+_STILL_S = 15.0  # how often a long store says it is still going
 FAILURE_KIND = "failure"
 
 
@@ -56,9 +58,11 @@ class RegistryCache:
     """The shared cache for one run; thread-safe (cells settle in parallel)."""
 
     repo: str
-    warn: Callable[[str], None]
+    warn: Callable[[str], None]  # a warning: the cache given up, an entry not used
     tls_verify: bool | None = None
     authfile: Path | None = None
+    progress: Callable[[str], None] | None = None  # what a long store is doing, a line each
+    detail: Callable[[str], None] | None = None  # a tool's progress, shown in place
     _off: set[str] = field(default_factory=set)  # "read", "write": given up for this run
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -69,16 +73,16 @@ class RegistryCache:
     def ref(self, cell: Cell) -> str:
         return f"{self.repo}:{cell.input_hash.removeprefix('sha256:')}"
 
-    def _give_up(self, what: str, exc: DtkError) -> None:
+    def _give_up(self, what: str, exc: DtkError, then: str) -> None:
         """Stop using the cache for `what` ("read": anything) in this run; one warning
-        per run, however many cells find it down."""
+        per run, however many cells find it down, saying what happens `then` and how
+        to fix it."""
         with self._lock:
             first_time = not self._off
             self._off.add(what)
         if first_time:
-            self.warn(f"warning: cache {self.repo}: {exc.message.splitlines()[0]}; "
-                      + ("building locally" if what == "read"
-                         else "not storing results there"))
+            self.warn(f"warning: cache {self.repo}: {exc.message.splitlines()[0]}; {then}"
+                      + (f"\nhint: {exc.hint}" if exc.hint else ""))
 
     def _lookup(self, cell: Cell) -> regcache.Entry | None:
         if "read" in self._off or not cell.input_hash:
@@ -86,7 +90,7 @@ class RegistryCache:
         try:
             return regcache.lookup(self.ref(cell), tls_verify=self._tls, authfile=self.authfile)
         except DtkError as exc:
-            self._give_up("read", exc)
+            self._give_up("read", exc, "building locally")
             return None
 
     def fetch(self, cell: Cell, base: Outcome) -> Outcome | None:
@@ -101,17 +105,17 @@ class RegistryCache:
             if cell.push and skopeo.registry_of(cell.image) == skopeo.registry_of(self.repo):
                 pushed = regcache.copy_within(self.repo, entry.digest, cell.image,
                                               tls_verify=self._tls, authfile=self.authfile)
-                return replace(base, status=Status.BUILT, cached=True, pushed=pushed,
-                               modules=_modules(entry.labels))
+                return replace(base, status=Status.BUILT, cached=True, shared=True,
+                               pushed=pushed, modules=_modules(entry.labels))
             regcache.pull_by_digest(self.repo, entry.digest, cell.image,
                                     tls_verify=self._tls, authfile=self.authfile)
         except DtkError as exc:
-            self._give_up("read", exc)
+            self._give_up("read", exc, "building locally")
             return None
         if buildah.labels(cell.image).get(HASH_LABEL) != cell.input_hash:
             return None  # cannot happen after a pull by digest; never trust it if it does
         return replace(base, status=Status.BUILT, image_id=buildah.image_id(cell.image),
-                       cached=True, modules=_modules(entry.labels))
+                       cached=True, shared=True, modules=_modules(entry.labels))
 
     def matches(self, cell: Cell, entry: regcache.Entry) -> bool:
         """Whether an entry is what the cell's key promises; a mismatch is warned about."""
@@ -143,17 +147,20 @@ class RegistryCache:
             elif remembered is not None:
                 self._push_failure(cell, remembered)
         except DtkError as exc:
-            self._give_up("write", exc)
+            self._give_up("write", exc, "not storing results there")
 
     def _push_verified(self, cell: Cell, image: str) -> None:
         self._push_checked(image, self.ref(cell), HASH_LABEL, cell.input_hash)
 
-    def _push_checked(self, image: str, ref: str, label: str, value: str) -> None:
-        """Push, then read the entry back: it must be what was pushed."""
-        digest = skopeo.push(image, ref, tls_verify=self._tls, authfile=self.authfile)
+    def _push_checked(self, image: str, ref: str, label: str, value: str,
+                      on_line: Callable[[str], None] | None = None) -> str:
+        """Push, then read the entry back: it must be what was pushed (its digest)."""
+        digest = skopeo.push(image, ref, tls_verify=self._tls, authfile=self.authfile,
+                             on_line=on_line)
         entry = regcache.lookup(ref, tls_verify=self._tls, authfile=self.authfile)
         if entry is None or entry.digest != digest or entry.labels.get(label) != value:
             raise DtkError(f"{ref} does not hold what was pushed ({digest[:19]})")
+        return digest
 
     def take_input(self, local: str, name: str, label: str, value: str) -> None:
         """Pull the image a cell's key is computed from (a toolkit, the base) as `local`,
@@ -173,23 +180,52 @@ class RegistryCache:
             regcache.pull_by_digest(self.repo, entry.digest, local, tls_verify=self._tls,
                                     authfile=self.authfile)
         except DtkError as exc:
-            self._give_up("read", exc)
+            self._give_up("read", exc, f"making {local} here")
 
     def store_input(self, local: str, name: str, label: str, value: str) -> None:
-        """Push an input image made here, unless the cache has it already."""
+        """Push an input image made here, unless the cache has it already. A big one
+        (a toolkit: 1-2 GB, a minute or more) says what it stores, shows skopeo's
+        progress in place, and says when it is stored."""
         if self._off:
             return
         ref = f"{self.repo}:{name}"
         try:
             entry = regcache.lookup(ref, tls_verify=self._tls, authfile=self.authfile)
         except DtkError as exc:
-            self._give_up("read", exc)
+            self._give_up("read", exc, f"not storing {local} there")
             return
+        if entry is not None and entry.labels.get(label) == value:
+            return
+        size = buildah.image_size(local)
+        self._say(f"storing {local} ({size / 1e6:.0f} MB) in the cache as {ref}")
+        started = time.monotonic()
+        done = threading.Event()
+
+        def still() -> None:  # skopeo says nothing while a blob of a GB goes up
+            while not done.wait(_STILL_S):
+                self._say(f"  still storing {local} ({time.monotonic() - started:.0f}s)")
+        threading.Thread(target=still, daemon=True).start()
         try:
-            if entry is None or entry.labels.get(label) != value:
-                self._push_checked(local, ref, label, value)
+            digest = self._push_checked(local, ref, label, value, on_line=self._progress)
         except DtkError as exc:
-            self._give_up("write", exc)
+            self._give_up("write", exc, f"{local} is not stored there")
+            return
+        finally:
+            done.set()
+        self._say(f"stored {local} as {ref} ({digest[:19]}…) in "
+                  f"{time.monotonic() - started:.0f}s")
+
+    def _say(self, line: str) -> None:
+        if self.progress is not None:
+            self.progress(line)
+
+    def _progress(self, line: str) -> None:
+        """skopeo's lines while it stores: each blob it starts (a toolkit has a few, of
+        up to a GB) is a step of its own, also in a log; the rest is shown in place."""
+        if line.startswith(("Copying blob", "Copying config", "Writing manifest")):
+            self._say(f"  {line.strip()}")
+        elif self.detail is not None:
+            self.detail(line)
 
     def _push_failure(self, cell: Cell, failure: Outcome) -> None:
         local = f"localhost/dtk-cache-record:{cell.input_hash.removeprefix('sha256:')}"
@@ -226,7 +262,7 @@ def failure_from(cell: Cell, base: Outcome, entry: regcache.Entry) -> Outcome | 
         return None
     if status is Status.BUILT:
         return None
-    return replace(base, status=status, cached=True, reason=reason,
+    return replace(base, status=status, cached=True, shared=True, reason=reason,
                    tail=tuple(map(str, tail)), notes=tuple(map(str, notes)))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,23 +45,31 @@ def _auth(authfile: Path | None, flag: str = "--authfile") -> list[str]:
 
 def push(image: str, dest: str, *, tls_verify: bool | None = None,
          authfile: Path | None = None,
-         on_retry: Callable[[str], None] | None = None) -> str:
+         on_retry: Callable[[str], None] | None = None,
+         on_line: Callable[[str], None] | None = None) -> str:
     """Push a local image to `dest`; return the manifest digest the registry holds.
 
     Only failures that may pass (a reset connection, a 5xx, a timeout) are retried,
     each retry announced through `on_retry`; a refused connection, refused
     credentials or a TLS mismatch fail at once. The digest is only returned once
-    the registry has the whole manifest, so nothing half-pushed counts as pushed."""
-    ref = _docker(dest)
+    the registry has the whole manifest, so nothing half-pushed counts as pushed.
+    `on_line` gets skopeo's progress lines (a blob started, written) as they come."""
     for attempt in range(1, _ATTEMPTS + 1):
-        result = runner.run(
-            command("copy", _flag("--dest-tls-verify", dest, tls_verify),
-             *_auth(authfile, "--dest-authfile"), "--digestfile", "/dev/stdout",
-                    f"containers-storage:{image}", ref),
-            check=False, timeout=1800)
-        if result.returncode == 0:
-            return result.stdout.strip().splitlines()[-1]
-        err = registry.error(dest, result.stderr, f"pushing {image} to {dest}")
+        with tempfile.TemporaryDirectory(prefix="dtk-push-") as tmp:
+            digest_file = Path(tmp) / "digest"
+            argv = command("copy", _flag("--dest-tls-verify", dest, tls_verify),
+                           *_auth(authfile, "--dest-authfile"), "--digestfile",
+                           str(digest_file), f"containers-storage:{image}", _docker(dest))
+            if on_line is None:
+                result = runner.run(argv, check=False, timeout=1800)
+                output = result.stderr
+            else:  # skopeo's progress, merged with its errors, line by line
+                result = runner.stream(argv, check=False, timeout=1800, on_line=on_line)
+                output = result.stdout
+            if result.returncode == 0:
+                return digest_file.read_text().strip()
+        err = registry.error(dest, output, f"pushing {image}"
+                             + (f" to {dest}" if dest != image else ""))
         if err.failure is not Failure.TRANSIENT or attempt == _ATTEMPTS:
             raise err
         if on_retry is not None:

@@ -20,7 +20,7 @@ imageRepoSecret is a 0600 authfile for the whole run.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -94,6 +94,19 @@ class KernelResult:
         data["tail"] = list(self.tail)
         data["seconds"] = round(self.seconds, 1)
         return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> KernelResult:
+        """A result as `to_json` wrote it (a shard's, for `dtk report merge`)."""
+        try:
+            return cls(str(data["kernel"]), str(data["image"]), str(data["action"]),
+                       str(data.get("image_id", "")), str(data.get("pushed", "")),
+                       str(data.get("registry", "")), str(data.get("note", "")),
+                       str(data.get("reason", "")), tuple(map(str, data.get("tail", ()))),
+                       str(data.get("log", "")), float(data.get("seconds", 0)),
+                       bool(data.get("cached")))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise DtkError(f"a result in the input is not dtk module build's: {exc}") from None
 
 
 @dataclass
@@ -230,8 +243,7 @@ def _build_all(run: _Run, kps: list[KernelPlan]) -> dict[str, Outcome]:
         return {}
     archive = run.archive()
 
-    def ensure(release: str) -> ToolkitImage:
-        run.monitor.step(f"toolkit for {release}")
+    def ensure(release: str) -> ToolkitImage:  # says "up to date" or builds it
         return ensure_toolkit(release, "auto", distro=archive, monitor=run.monitor)
     toolkits = resolve_toolkits([kp.kernel for kp in kps], catalog_problems(archive.kernels()),
                                 ensure)

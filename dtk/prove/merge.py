@@ -24,14 +24,15 @@ def cell_from_json(data: Mapping[str, Any]) -> CellResult:
         raise DtkError(f"a cell in the input is not dtk prove's: {exc}") from None
 
 
-def merge_proofs(inputs: Sequence[Mapping[str, Any]]) -> tuple[ProveResult, list[str]]:
+def merge_proofs(inputs: Sequence[Mapping[str, Any]], names: Sequence[str] | None = None
+                 ) -> tuple[ProveResult, list[str]]:
     """Every shard's `dtk prove --json` → the whole proof, and the matrix's cells.
 
     Each shard boots the kernels of its own cells; a kernel's boots are counted as
     its busiest shard's (the one boot a single machine makes, plus the reboots after
     a crash), so that the summary reads as one machine's would."""
     cells, ordered = order_cells(inputs, lambda d: list(d.get("cells", [])),
-                                 lambda c: f"{c['row']}@{c['kernel']}")
+                                 lambda c: f"{c['row']}@{c['kernel']}", names)
     results = [cell_from_json(c) for c in ordered]
     boots: dict[str, int] = {}
     for data in inputs:

@@ -3,6 +3,7 @@ boot), then the reason for every cell that is not green. Pure."""
 
 from __future__ import annotations
 
+from dtk import textfit
 from dtk.kernel.verdict import Verdict
 from dtk.prove.model import CellResult, ProveResult
 
@@ -32,27 +33,45 @@ def _colour(result: CellResult | None) -> str:
     return _RED
 
 
-def render_text(result: ProveResult, *, colour: bool = False) -> str:
+def render_text(result: ProveResult, *, colour: bool = False, width: int | None = None) -> str:
     """The matrix as text; `colour` adds ANSI colours (the caller decides: a TTY
-    without NO_COLOR)."""
+    without NO_COLOR). Kernels that do not fit beside each other in `width` columns
+    (the terminal's) go on in another block below, MODULE repeated: no cell is cut."""
+    width = width or textfit.width()
     cells = {(c.cell.row, c.cell.kernel): c for c in result.cells}
     texts = {key: cell_text(c) for key, c in cells.items()}
     first = max([len("MODULE"), *(len(r) for r in result.rows)])
-    widths = [max([len(k), *(len(texts.get((r, k), "-")) for r in result.rows)])
-              for k in result.kernels]
-    lines = ["  ".join(["MODULE".ljust(first),
-                        *(k.ljust(w) for k, w in zip(result.kernels, widths, strict=True))
-                        ]).rstrip()]
-    for row in result.rows:
-        parts = [row.ljust(first)]
-        for kernel, width in zip(result.kernels, widths, strict=True):
-            found = cells.get((row, kernel))
-            text = texts.get((row, kernel), "-").ljust(width)
-            parts.append(f"{_colour(found)}{text}{_RESET}" if colour else text)
-        lines.append("  ".join(parts).rstrip())
-    lines += _reasons(result)
-    lines.append(summary(result))
+    widths = {k: max([len(k), *(len(texts.get((r, k), "-")) for r in result.rows)])
+              for k in result.kernels}
+    lines: list[str] = []
+    for block in _blocks(first, [widths[k] for k in result.kernels], width):
+        kernels = [result.kernels[i] for i in block]
+        lines += [""] if lines else []
+        lines.append("  ".join(["MODULE".ljust(first),
+                                *(k.ljust(widths[k]) for k in kernels)]).rstrip())
+        for row in result.rows:
+            parts = [row.ljust(first)]
+            for kernel in kernels:
+                found = cells.get((row, kernel))
+                text = texts.get((row, kernel), "-").ljust(widths[kernel])
+                parts.append(f"{_colour(found)}{text}{_RESET}" if colour else text)
+            lines.append("  ".join(parts).rstrip())
+    lines += [fitted for line in [*_reasons(result), summary(result)]
+              for fitted in textfit.wrap(line, width)]
     return "\n".join(lines) + "\n"
+
+
+def _blocks(first: int, widths: list[int], limit: int) -> list[list[int]]:
+    """The kernel columns (their indexes) side by side, as many as fit beside MODULE's."""
+    blocks: list[list[int]] = [[]]
+    used = first
+    for index, column in enumerate(widths):
+        if blocks[-1] and used + 2 + column > limit:
+            blocks.append([])
+            used = first
+        blocks[-1].append(index)
+        used += 2 + column
+    return blocks
 
 
 def _reasons(result: ProveResult) -> list[str]:

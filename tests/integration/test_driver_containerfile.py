@@ -89,6 +89,14 @@ def test_unreachable_registry_is_a_failed_cell_not_a_push(tmp_path: Path, prefix
     assert cell["reason"].endswith(f"the registry at 127.0.0.1:{closed} is not reachable "
                                    "(connection refused)")
     assert cell["reason"] in Path(cell["log"]).read_text()
+    # A push that fails is no verdict on the cell: --exit-zero (what a CI worker runs)
+    # still exits 1, so that the worker is retried; the image is a cache hit now.
+    code, result, _ = run_build(tmp_path, "-f", str(EXAMPLE), "--kernel", kernel_61, "--push",
+                                "--image", f"127.0.0.1:{closed}/{prefix}/{TEMPLATE}",
+                                "--exit-zero")
+    assert code == 1
+    (cell,) = result["outcomes"]
+    assert cell["reason"].startswith("cache hit, but pushing ") and cell["retry"]
 
 
 @pytest.mark.usefixtures("toolkit_61")

@@ -367,7 +367,8 @@ def test_a_modules_kernels_split_and_shared_between_machines(
         kernel_61_rt: str, tmp_path: Path) -> None:
     """`dtk module build --shard --cache`: A and B build a KMM Module's two kernels,
     one each; C builds the whole Module and compiles nothing. The cache speaks with
-    the Module's imageRepoSecret, as its pushes do."""
+    the Module's imageRepoSecret, as its pushes do. `dtk report merge` puts A's and
+    B's outputs back together as the whole Module's (issue 28 §9)."""
     reg = auth_registry.address
     prefix = f"{reg}/fanout-{uuid.uuid4().hex[:8]}"
     module = docs.module("fan", [{"regexp": ".", "containerImage":
@@ -379,13 +380,19 @@ def test_a_modules_kernels_split_and_shared_between_machines(
                        docs.repo_secret(auth_registry.dockerconfigjson()))
     args = ("module", "build", "-f", str(files), "--kernel", kernel_61, "--kernel",
             kernel_61_rt, "--cache", f"{prefix}/cache")
-    kernels = []
+    kernels, outputs = [], []
     for name, shard in (("A", "1/2"), ("B", "2/2")):
         code, result, err = machines[name].dtk(*args, "--shard", shard)
         [one] = result["results"]
         assert code == 0 and one["action"] == "built" and not one["cached"], err
         kernels.append(one["kernel"])
+        outputs.append(tmp_path / f"shard-{name}.json")
+        outputs[-1].write_text(json.dumps(result))
     assert sorted(kernels) == sorted([kernel_61, kernel_61_rt])
+    code, merged, err = machines["C"].dtk("report", "merge", *map(str, outputs))
+    assert code == 0, err
+    assert [(r["kernel"], r["action"]) for r in merged["results"]] == [
+        (kernel_61, "built"), (kernel_61_rt, "built")]
     code, whole, err = machines["C"].dtk(*args)
     assert code == 0, err
     assert [(r["kernel"], r["cached"]) for r in whole["results"]] == [

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dtk.cli.driver import parse_build_args
+from dtk.cli.buildreq import parse_build_args
 from dtk.distro import KernelEntry
 from dtk.distro.query import query_kernels
 from dtk.errors import DtkError

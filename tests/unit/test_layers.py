@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2] / "dtk"
 # Low to high. Every top-level module and package of dtk must be placed.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__init__", "errors", "run", "paths", "lock", "progress", "files", "digest", "rootfs",
-     "rootwrite", "scripts", "k8snames"),
+     "rootwrite", "scripts", "k8snames", "textfit"),
     ("kernel",),
     # KMM's Module API, read and resolved as the cluster does (pure): what the KMM
     # workflow and the host workflow (node) both stand on.

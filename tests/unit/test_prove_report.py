@@ -87,3 +87,15 @@ def test_the_page_renders_50_by_30_self_contained() -> None:
     assert "http://" not in page and "https://" not in page
     assert len(page) < 3_000_000
     assert "</script>" not in page.split('id="data">', 1)[1].split("</script>", 1)[0]
+
+
+def test_a_wide_matrix_goes_on_below_and_fits_the_terminal() -> None:
+    """Issue 28 §10: every line fits; eight kernels do not fit beside each other in
+    120 columns, so they go on in blocks, no cell cut."""
+    result = synthetic(4, 8)
+    for width in (120, 80):
+        text = render_text(result, width=width)
+        assert max(len(line) for line in text.splitlines()) <= width
+        headers = [line.split()[1:] for line in text.splitlines() if line.startswith("MODULE")]
+        assert len(headers) > 1 and [k for h in headers for k in h] == result.kernels
+    assert render_text(result, width=1000).count("MODULE") == 1
