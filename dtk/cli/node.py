@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from dtk.cli.common import TLS_HELP, json_option, print_json, print_table, stderr, table_width
+from dtk.cli.common import TLS_HELP, json_option, print_json, print_table, say, stderr, table_width
 from dtk.errors import DtkError
 from dtk.node import agent, declare, enroll, hooks, hostkeys, prepare
 from dtk.node.layout import Layout, check_release
@@ -133,7 +133,7 @@ def add_cmd(*, image: str | None, files: tuple[Path, ...], module_name: str | No
         print_json([declare.to_json(d) for d in added])
         return
     for decl in added:
-        click.echo(f"declared {decl.name} ({decl.module_name}) in {decl.path}")
+        say(f"declared {decl.name} ({decl.module_name}) in {decl.path}")
 
 
 @node_group.command("list")
@@ -173,9 +173,9 @@ def remove_cmd(name: str, root: Path | None, as_json: bool) -> None:
     if as_json:
         print_json({"removed": name, "unloaded": unloaded})
     elif not layout.is_machine:
-        click.echo(f"removed {name} (nothing unloaded: --root is not the running machine)")
+        say(f"removed {name} (nothing unloaded: --root is not the running machine)")
     else:
-        click.echo(f"removed {name}" + (" (unloaded)" if unloaded else ""))
+        say(f"removed {name}" + (" (unloaded)" if unloaded else ""))
 
 
 @node_group.command("prepare")
@@ -195,7 +195,7 @@ def prepare_cmd(kernel: str | None, strict: bool, refresh: bool, root: Path | No
     release = kernel or layout.running_kernel()
     with layout.locked():
         outcomes = prepare.prepare(layout, release, on_outcome=None if as_json
-                                   else lambda o: click.echo(o.line()), refresh=refresh)
+                                   else lambda o: say(o.line()), refresh=refresh)
     if as_json:
         print_json([o.to_json() for o in outcomes])
     if strict and not all(o.ready for o in outcomes):
@@ -246,10 +246,10 @@ def status_cmd(kernel: str | None, root: Path | None, as_json: bool) -> None:
         print_table(["NAME", "KERNEL", "READY", "LOADED", "PINNED", "REASON"], rows)
         widest = max((sum(len(str(c)) + 2 for c in row) for row in rows), default=0)
         if widest > table_width():
-            click.echo("(cut to fit: dtk node status --json has every reason whole)")
+            say("(cut to fit: dtk node status --json has every reason whole)")
         enrolment, record = enroll.state(layout)
         if enrolment is not enroll.State.NONE:
-            click.echo(f"MOK enrolment {enrolment}: {enroll.next_step(enrolment, record)}")
+            say(f"MOK enrolment {enrolment}: {enroll.next_step(enrolment, record)}")
     if not all(o.ready for o in outcomes):
         raise SystemExit(1)
 
@@ -268,7 +268,7 @@ def load_cmd(root: Path | None, as_json: bool) -> None:
         print_json([asdict(r) for r in results])
     else:
         for result in results:
-            click.echo(result.line())
+            say(result.line())
     if not all(r.loaded for r in results):
         raise SystemExit(1)
 
@@ -291,9 +291,9 @@ def unload_cmd(names: tuple[str, ...], root: Path | None, as_json: bool) -> None
         print_json({"unloaded": done, "notLoaded": idle})
         return
     for name in done:
-        click.echo(f"unloaded {name}")
+        say(f"unloaded {name}")
     for name in idle:
-        click.echo(f"{name} was not loaded: nothing to unload")
+        say(f"{name} was not loaded: nothing to unload")
 
 
 @node_group.command("clean")
@@ -338,7 +338,7 @@ def enroll_cmd(cert: Path, root_pw: bool, password_file: Path | None, as_json: b
     if as_json:
         print_json({"state": str(state_now), "certificate": hostkeys.describe(der)})
         return
-    click.echo(f"{hostkeys.describe(der)}: {enroll.next_step(state_now, record)}")
+    say(f"{hostkeys.describe(der)}: {enroll.next_step(state_now, record)}")
 
 
 @node_group.command("keys")
@@ -361,14 +361,14 @@ def keys_cmd(root: Path | None, as_json: bool) -> None:
     if as_json:
         print_json(data)
         return
-    click.echo(f"Secure Boot: {'on' if keys.secure_boot else 'off'}"
+    say(f"Secure Boot: {'on' if keys.secure_boot else 'off'}"
                f"{'' if keys.efi else ' (no EFI variables: not booted with UEFI)'}; "
                f"lockdown: {'yes' if policy.secure_boot else 'no'}; "
                f"sig_enforce: {'yes' if policy.sig_enforce else 'no'}")
     print_table(["KEYRING", "CERTIFICATE"],
                 [(".machine (MOK)", d) for d in moks] + [(".platform (db)", d) for d in db])
     if state_now is not enroll.State.NONE:
-        click.echo(f"MOK enrolment {state_now}: {enroll.next_step(state_now, record)}")
+        say(f"MOK enrolment {state_now}: {enroll.next_step(state_now, record)}")
 
 
 @node_group.command("install-hooks")
@@ -382,7 +382,7 @@ def install_hooks_cmd(root: Path | None, as_json: bool) -> None:
         print_json([str(p) for p in written])
     else:
         for path in written:
-            click.echo(f"wrote {path}")
+            say(f"wrote {path}")
 
 
 def register(group: click.Group) -> None:

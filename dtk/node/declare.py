@@ -31,7 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from dtk.engine import registry
-from dtk.errors import DtkError
+from dtk.errors import DtkError, ProblemsError
 from dtk.files import write_atomic
 from dtk.kmmapi import model as m
 from dtk.kmmapi import plan as planner
@@ -252,10 +252,15 @@ def _read_text(text: str, label: str, shown: str | None = None) -> m.Bundle:
         path.write_text(text)
         try:
             bundle = load_documents([path])
+            validate.check(bundle)
+        except ProblemsError as exc:  # the temporary file is dtk's, not the user's: named
+            raise ProblemsError(exc.message.replace(str(path), shown or label),
+                                [{k: (shown or label) if v == str(path) else v
+                                  for k, v in p.items()} for p in exc.problems],
+                                hint=exc.hint) from None
         except DtkError as exc:
             raise DtkError(exc.message.replace(str(path), shown or label),
                            hint=exc.hint) from None
-    validate.check(bundle)
     return bundle
 
 

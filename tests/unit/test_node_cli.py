@@ -168,3 +168,34 @@ def test_a_declaration_that_no_longer_reads_is_listed_as_such(
     assert "good" in text and "does not read" in text
     code, text = run(capsys, "node", "status", "--kernel", K, "--root", str(root))
     assert code == 1 and "the declaration does not read: bad.yaml" in text, text
+
+
+@pytest.mark.parametrize("columns", [120, 80])
+def test_every_node_line_fits_the_terminal(capsys: pytest.CaptureFixture[str], root: Path,
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           columns: int) -> None:
+    """The tour's 189-column `prepare` line and the status table: long reasons wrapped or
+    cut (with the pointer to --json), never wider than $COLUMNS."""
+    monkeypatch.setenv("COLUMNS", str(columns))
+    name = "a-driver-with-a-long-name"  # KMM: name and namespace at most 41 together
+    image = ("oci-archive:/mnt/images/" + "a-very-long-archive-name-" * 4
+             + "${KERNEL_FULL_VERSION}.tar")
+    assert run(capsys, "node", "add", image, "--module", "drv", "--name", name,
+               "--kernel", K, "--root", str(root))[0] == 0
+    lines = []
+    for argv in (("prepare", "--kernel", K), ("status", "--kernel", K), ("list",),
+                 ("keys",), ("clean", "--kernel", K)):
+        lines += run(capsys, "node", *argv, "--root", str(root))[1].splitlines()
+    assert any(name in line for line in lines)
+    wide = [line for line in lines if len(line) > columns]
+    assert wide == [], wide
+
+
+def test_an_error_names_the_users_input_not_a_temporary_file(
+        capsys: pytest.CaptureFixture[str], root: Path) -> None:
+    """The tour saw /tmp/dtk-node-*/image.yaml in a refusal of `add IMAGE`."""
+    code, text = run(capsys, "node", "add", "reg.example/x:1", "--module", "drv", "--name",
+                     "a-driver-with-a-rather-long-declaration-name", "--kernel", K,
+                     "--root", str(root))
+    assert code == 2, text
+    assert "at most 41" in text and "IMAGE" in text and "/tmp/" not in text, text

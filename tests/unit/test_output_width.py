@@ -1,7 +1,7 @@
 """Every line dtk prints for a person fits $COLUMNS (issue 28 §10; 120 off a tty):
 many commands, each fed names, paths and reasons long enough to overflow, every line
 of stdout and stderr measured. Commands that need toolkits, a registry or a VM are
-measured in tests/integration/test_build_tour.py; `dtk node` is its owners'."""
+measured in tests/integration/test_build_tour.py."""
 
 from __future__ import annotations
 
@@ -80,8 +80,7 @@ def _module_files(tmp_path: Path) -> list[str]:
 
 def _commands(tmp_path: Path) -> Iterator[list[str]]:
     for path in _help_paths(full_cli()):
-        if path[0] != "node":  # dtk/cli/node.py is not this test's to fix
-            yield [*path, "--help"]
+        yield [*path, "--help"]
     doc = minimal()
     for mapping in container(doc)["kernelMappings"]:
         mapping["containerImage"] = LONG + "hello:${KERNEL_FULL_VERSION}"
