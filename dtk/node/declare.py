@@ -108,11 +108,12 @@ class Declaration:
         """The certificates (DER) `add --cert` named for this declaration."""
         meta = self.module.raw.get("metadata") or {}
         text = str((meta.get("annotations") or {}).get(CERTIFICATES) or "")
-        try:
-            return tuple(c.public_bytes(Encoding.DER)
-                         for c in x509.load_pem_x509_certificates(text.encode()))
+        marker = "-----BEGIN CERTIFICATE-----"
+        try:  # one PEM block at a time: Debian 12's cryptography (38) reads one per call
+            return tuple(x509.load_pem_x509_certificate((marker + block).encode())
+                         .public_bytes(Encoding.DER) for block in text.split(marker)[1:])
         except ValueError:
-            return ()  # none, or edited by hand into something else
+            return ()  # edited by hand into something else
 
     def secret(self) -> m.Secret | None:
         mod = self.module

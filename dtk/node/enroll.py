@@ -59,14 +59,26 @@ def certificate(path: Path) -> bytes:
         raise DtkError(f"cannot read {path}: {exc.strerror}") from None
     cert = parse_cert(data, str(path))
     now = datetime.now(UTC)
-    if cert.not_valid_after_utc < now:
-        raise DtkError(f"{path} expired on {cert.not_valid_after_utc:%Y-%m-%d}",
+    before, after = validity(cert)
+    if after < now:
+        raise DtkError(f"{path} expired on {after:%Y-%m-%d}",
                        hint="make a new key and certificate (dtk keygen), sign the modules "
                             "with it, and enrol that one")
-    if cert.not_valid_before_utc > now:
-        raise DtkError(f"{path} is not valid before {cert.not_valid_before_utc:%Y-%m-%d}",
+    if before > now:
+        raise DtkError(f"{path} is not valid before {before:%Y-%m-%d}",
                        hint="check this machine's clock, or the certificate's dates")
     return cert.public_bytes(Encoding.DER)
+
+
+def validity(cert: x509.Certificate) -> tuple[datetime, datetime]:
+    """(not before, not after), aware. Debian 12's python3-cryptography (38) has only the
+    naive UTC properties; the `_utc` ones came with 42 and the naive ones warn there."""
+    before = getattr(cert, "not_valid_before_utc", None)
+    after = getattr(cert, "not_valid_after_utc", None)
+    if before is None or after is None:
+        return (cert.not_valid_before.replace(tzinfo=UTC),
+                cert.not_valid_after.replace(tzinfo=UTC))
+    return before, after
 
 
 def _state_file(layout: Layout) -> Path:
