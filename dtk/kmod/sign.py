@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from dtk.errors import DtkError
 from dtk.files import write_atomic
-from dtk.kernel import modfile
-from dtk.kmod import der, elf
-from dtk.kmod import signature as sigmod
+from dtk.kernel import der, modfile
+from dtk.kernel import modsig as sigmod
+from dtk.kmod import elf
 
 HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512,

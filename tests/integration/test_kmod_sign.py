@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from dtk import rootfs
 from dtk import run as runner
 from dtk.engine import buildah
+from dtk.kernel import modsig as sigmod
 from dtk.kmod import elf, keygen, sign
-from dtk.kmod import signature as sigmod
 from dtk.toolkit.images import ToolkitImage
 
 pytestmark = pytest.mark.integration

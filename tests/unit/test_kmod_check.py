@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from dtk.kernel import facts, symvers
+from dtk.kernel import modsig as sigmod
 from dtk.kernel.symvers import Symbol
 from dtk.kmod import check as chk
 from dtk.kmod import elf, image, keygen, sign
-from dtk.kmod import signature as sigmod
 
 CRC7 = Path(__file__).parent.parent / "data" / "kmod" / "crc7-6.1.0-56-amd64.ko"
 MODULE = elf.read_module(CRC7)

@@ -16,9 +16,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from dtk.cli.main import cli
 from dtk.errors import DtkError
-from dtk.kernel import keyring, modfile
-from dtk.kmod import der, elf, image, keygen, sign
-from dtk.kmod import signature as sigmod
+from dtk.kernel import der, keyring, modfile
+from dtk.kernel import modsig as sigmod
+from dtk.kmod import elf, image, keygen, sign
 from dtk.kmod.check import SignatureTrust
 
 CRC7 = Path(__file__).parent.parent / "data" / "kmod" / "crc7-6.1.0-56-amd64.ko"

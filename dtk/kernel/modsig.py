@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from dtk.kmod import der
+from dtk.kernel import der
 
 MAGIC = b"~Module signature appended~\n"
 _TRAILER = struct.Struct(">BBBBB3sI")  # __pad[3] is read: the kernel checks it
