@@ -19,7 +19,7 @@ from dtk import paths, rootfs
 from dtk.digest import parts_digest
 from dtk.errors import DtkError
 from dtk.files import write_atomic
-from dtk.kernel import keyring, modfile, symvers
+from dtk.kernel import keyring, modfile, sigcrypto, symvers
 from dtk.kernel.modules_dep import builtin_names
 from dtk.kernel.symvers import Symbol
 
@@ -30,6 +30,7 @@ _CONFIG_KEYS = (
     "CONFIG_MODULE_FORCE_LOAD", "CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS",
     "CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT", "CONFIG_MODULE_SIG_HASH", "CONFIG_X86_64",
     "CONFIG_ARM64", "CONFIG_RANDSTRUCT", "CONFIG_MODULE_DECOMPRESS",
+    *sigcrypto.CONFIG_KEYS,  # the digests a module signature may use, who enforces it
 )
 
 

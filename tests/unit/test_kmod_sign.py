@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import lzma
+import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -56,13 +57,12 @@ def _verified_independently(signed: bytes, cert: x509.Certificate, hash_algo: st
     content, p7 = signed[:end - sig_len], signed[end - sig_len:end]
     key = cert.public_key()
     assert isinstance(key, rsa.RSAPublicKey)
-    digest = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(),
-              "sha512": hashes.SHA512()}[hash_algo]
+    digest = sign.DIGESTS[hash_algo]()
     key.verify(p7[-key.key_size // 8:], content, padding.PKCS1v15(), digest)
     return content
 
 
-@pytest.mark.parametrize("hash_algo", ["sha256", "sha384", "sha512"])
+@pytest.mark.parametrize("hash_algo", ["sha256", "sha384", "sha512", "sha3-256", "sha3-512"])
 def test_sign_then_read_and_verify(keys: keygen.KeyFiles, hash_algo: str) -> None:
     signer = sign.make_signer(keys.key, keys.cert_pem, hash_algo)
     original = CRC7.read_bytes()
@@ -208,3 +208,38 @@ def test_keygen_refuses_a_git_work_tree_unless_forced(tmp_path: Path) -> None:
         keygen.keygen(target, "in a repo")
     assert not target.exists()
     assert keygen.keygen(target, "in a repo", force=True).key.is_file()
+
+
+@pytest.mark.parametrize("md", ["md5", "sha1", "sha3-384"])
+def test_signatures_in_every_digest_a_kernel_knows_are_verified(keys: keygen.KeyFiles,
+                                                                 md: str) -> None:
+    """OpenSSL signs (as sign-file would with -md); dtk reads and verifies."""
+    content, _old = sigmod.split(CRC7.read_bytes())
+    cms = subprocess.run(
+        ["openssl", "cms", "-sign", "-binary", "-noattr", "-nocerts", "-nosmimecap",
+         "-outform", "DER", "-md", md, "-signer", str(keys.cert_pem), "-inkey", str(keys.key)],
+        input=content, check=True, capture_output=True).stdout
+    signed = content + sigmod.trailer(cms)
+    cert = sign.load_cert(keys.cert_pem)
+    assert elf.parse_module(signed).signature.hash_algo == md  # type: ignore[union-attr]
+    assert sign.verify_bytes(signed, cert).ok
+    assert not sign.verify_bytes(signed.replace(b"CRC7 calculations", b"CRC7 calculationz"),
+                                 cert).ok
+
+
+@pytest.mark.parametrize(("md", "said"), [("md5", "kernels from 6.7 on refuse md5"),
+                                          ("sha1", "6.7 and 6.8 refuse sha1"),
+                                          ("whirlpool", "unsupported hash")])
+def test_signing_with_a_broken_or_unknown_digest_is_refused(keys: keygen.KeyFiles, md: str,
+                                                            said: str) -> None:
+    with pytest.raises(DtkError, match=said):
+        sign.make_signer(keys.key, keys.cert_pem, md)
+
+
+def test_ecdsa_signs_with_sha3(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = keygen.make_certificate(key, "ec", 10)  # type: ignore[arg-type]
+    signed, _ = sign.sign_bytes(CRC7.read_bytes(), sign.signer_for(key, cert, "sha3-256"))
+    sig = elf.parse_module(signed).signature
+    assert sig is not None and (sig.sig_algo, sig.hash_algo) == ("ecdsa", "sha3-256")
+    assert sign.verify_bytes(signed, cert).ok
