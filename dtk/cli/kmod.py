@@ -13,7 +13,7 @@ from dtk import kernel as kern
 from dtk.cli.common import json_option, print_json, print_table, registry_options, say
 from dtk.engine import skopeo
 from dtk.errors import DtkError
-from dtk.kernel import facts, modfile
+from dtk.kernel import facts, keyring, modfile
 from dtk.kmod import check as chk
 from dtk.kmod import elf, image, keygen, sign
 from dtk.kmod.image import Loaded
@@ -37,7 +37,7 @@ def load_target(target: str, cert_path: Path | None = None, *, tls_verify: bool 
     """A module file, or an image's modules grouped by kernel directory (an image only
     in a registry is pulled into local storage first)."""
     _not_a_directory(target)
-    cert = sign.load_cert(cert_path) if cert_path else None
+    cert = keyring.load_cert(cert_path) if cert_path else None
     if _is_file(target):
         return image.load_file(Path(target), cert)
     skopeo.ensure_local(target, tls_verify=tls_verify, authfile=authfile)
@@ -259,7 +259,7 @@ def _old_kernels_note(hash_algo: str) -> None:
 def verify_cmd(target: str, cert_path: Path, as_json: bool) -> None:
     """Check module signatures against a certificate. Exit 1 if any does not verify."""
     _not_a_directory(target)
-    cert = sign.load_cert(cert_path)
+    cert = keyring.load_cert(cert_path)
     rows = []
     if _is_file(target):
         elf.read_module(Path(target))  # a corrupt module says so, as inspect and check do

@@ -49,5 +49,25 @@ def builtin_certificates(root: Path, release: str) -> tuple[bytes, ...]:
     return tuple(dict.fromkeys(find_certificates(vmlinux)))
 
 
+def load_cert(path: Path) -> x509.Certificate:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DtkError(f"cannot read the certificate {path}: {exc.strerror}") from None
+    return parse_cert(data, str(path))
+
+
+def parse_cert(data: bytes, where: str) -> x509.Certificate:
+    """An X.509 certificate in PEM or DER; `where` names it in the error."""
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError:
+        raise DtkError(f"{where} is not an X.509 certificate (PEM or DER)",
+                       hint="give the certificate (dtk keygen writes signing_cert.pem and "
+                            ".der), not the private key or another file") from None
+
+
 def load(ders: Sequence[bytes]) -> list[x509.Certificate]:
     return [x509.load_der_x509_certificate(d) for d in ders]

@@ -24,6 +24,7 @@ from dtk.errors import DtkError
 from dtk.files import write_atomic
 from dtk.kernel import der, modfile
 from dtk.kernel import modsig as sigmod
+from dtk.kernel.keyring import load_cert
 from dtk.kmod import elf
 
 # Every digest some kernel's PKCS#7 parser has known, as `cryptography` computes it: dtk
@@ -73,23 +74,6 @@ def parse_key(data: bytes, where: str) -> SigningKey:
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise DtkError(f"{where}: only RSA and ECDSA keys sign kernel modules")
     return key
-
-
-def load_cert(path: Path) -> x509.Certificate:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DtkError(f"cannot read the certificate {path}: {exc.strerror}") from None
-    return parse_cert(data, str(path))
-
-
-def parse_cert(data: bytes, where: str) -> x509.Certificate:
-    try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificate(data)
-        return x509.load_der_x509_certificate(data)
-    except ValueError:
-        raise DtkError(f"{where} is not an X.509 certificate (PEM or DER)") from None
 
 
 def check_hash(hash_algo: str) -> None:

@@ -18,12 +18,12 @@ import yaml
 from dtk import run as runner
 from dtk.engine import buildah, skopeo
 from dtk.errors import DtkError
+from dtk.kernel.keyring import load_cert
 from dtk.kmm.state import registry_host
 from dtk.kmmapi.plan import intermediate_image
 from dtk.kmod import keygen
 from dtk.kmod.check import SignatureTrust
 from dtk.kmod.image import read_modules
-from dtk.kmod.sign import load_cert
 from tests.integration import kmm_docs as docs
 from tests.integration.conftest import AuthRegistry
 from tests.unit.kmm_support import dtk

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from dtk import rootfs
 from dtk import run as runner
 from dtk.engine import buildah
+from dtk.kernel import keyring
 from dtk.kernel import modsig as sigmod
 from dtk.kmod import elf, keygen, sign
 from dtk.toolkit.images import ToolkitImage
@@ -77,7 +78,7 @@ def test_openssl_and_modinfo_accept_the_signature(kit: Path, tmp_path: Path) -> 
                 str(cert), "-CAfile", str(cert), "-purpose", "any", "-out", "/dev/null"],
                timeout=60)
     info = runner.run(["modinfo", str(signed)], timeout=60).stdout
-    serial = sign.load_cert(cert).serial_number
+    serial = keyring.load_cert(cert).serial_number
     key_id = elf.colon_hex(serial.to_bytes((serial.bit_length() + 7) // 8, "big"))
     assert "signer:         dtk made key" in info
     assert f"sig_key:        {key_id}" in info

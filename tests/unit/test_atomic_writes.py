@@ -37,6 +37,8 @@ IN_PLACE = {
     ("cli/module.py", "output"): "a file the user named with -o",
     ("cli/module_run.py", "output"): "a file the user named with -o",
     ("run.py", "log_file"): "a log, appended to",
+    ("run.py", "self._log_file"): "a console log, appended to",
+    ("vm/esp.py", "cfg"): "a fresh temporary directory, for the ESP being made",
     ("vm/kernels.py", "lock"): "opened to append nothing: a lock",
     ("vm/cpio.py", "path"): "an initrd in the run's own work directory",
     ("vm/qemu.py", "spec.result"): "the boot's own result file, emptied before it boots",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dtk.kernel import facts, symvers
+from dtk.kernel import facts, keyring, symvers
 from dtk.kernel import modsig as sigmod
 from dtk.kernel.symvers import Symbol
 from dtk.kmod import check as chk
@@ -232,7 +232,7 @@ def test_an_unknown_key_taints_and_is_rejected_only_under_enforcement(
         mok: sign.Signer, tmp_path: Path) -> None:
     other = keygen.keygen(tmp_path / "other", "someone else")
     signed, _ = sign.sign_bytes(CRC7.read_bytes(), mok)
-    item = image.load(signed, "crc7.ko", None, sign.load_cert(other.cert_pem))
+    item = image.load(signed, "crc7.ko", None, keyring.load_cert(other.cert_pem))
     assert item.trust_on([]) is chk.SignatureTrust.UNTRUSTED
     lax = _signature(chk.check_module(item.module, kernel(), {}, trust=item.trust))
     assert lax.severity is chk.Severity.TAINT
@@ -390,7 +390,7 @@ def test_the_digests_each_kernel_line_accepts_under_secure_boot(
         mok_keys: keygen.KeyFiles, release: str, config: dict[str, str], md: str,
         loads: bool) -> None:
     signed = openssl_signed(CRC7.read_bytes(), mok_keys, md)
-    item = image.load(signed, "crc7.ko", None, sign.load_cert(mok_keys.cert_pem))
+    item = image.load(signed, "crc7.ko", None, keyring.load_cert(mok_keys.cert_pem))
     assert MODULE.vermagic is not None
     target = dataclasses.replace(kernel(release, {**STD_CONFIG, **config}),
                                  vermagic=MODULE.vermagic)  # the signature is the question
