@@ -56,7 +56,11 @@ def render_text(result: ProveResult, *, colour: bool = False, width: int | None 
                 text = texts.get((row, kernel), "-").ljust(widths[kernel])
                 parts.append(f"{_colour(found)}{text}{_RESET}" if colour else text)
             lines.append("  ".join(parts).rstrip())
-    lines += [fitted for line in [*_reasons(result), summary(result)]
+    chains = [f"{kernel}: booted through {chain['chain']}: Secure Boot {chain['secure_boot']}, "
+              f"lockdown {chain['lockdown'] or '?'}, sig_enforce {chain['sig_enforce'] or '?'}, "
+              f"MOK enrolment {chain['enrolment']}"
+              for kernel, chain in result.secure_boot.items()]
+    lines += [fitted for line in [*_reasons(result), *chains, summary(result)]
               for fitted in textfit.wrap(line, width)]
     return "\n".join(lines) + "\n"
 
