@@ -23,7 +23,6 @@ from dtk.kernel import keyring, modfile, sigcrypto, symvers
 from dtk.kernel.modules_dep import builtin_names
 from dtk.kernel.symvers import Symbol
 
-_FORMAT = 7  # bump when the cached JSON changes shape
 _CONFIG_KEYS = (
     "CONFIG_SMP", "CONFIG_PREEMPT_BUILD", "CONFIG_PREEMPT_RT", "CONFIG_MODULE_UNLOAD",
     "CONFIG_MODVERSIONS", "CONFIG_MODULE_SIG", "CONFIG_MODULE_SIG_FORCE",
@@ -32,6 +31,10 @@ _CONFIG_KEYS = (
     "CONFIG_ARM64", "CONFIG_RANDSTRUCT", "CONFIG_MODULE_DECOMPRESS",
     *sigcrypto.CONFIG_KEYS,  # the digests a module signature may use, who enforces it
 )
+# The cached JSON's shape: bump the number when it changes; the config keys read are part
+# of it, so facts cached without a key a check now reads are read again (a number alone
+# collided: two lines of work each took 7 for different keys, sharing one cache).
+_FORMAT = "6+" + parts_digest(*_CONFIG_KEYS, length=12)
 
 
 @dataclass(frozen=True)

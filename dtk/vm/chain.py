@@ -107,9 +107,15 @@ def stage_reached(text: bytes) -> str:
 
 
 def fatal(text: bytes) -> str:
-    """Why the chain cannot go on, from the ANSI-stripped console; '' if nothing says so.
-    Pure."""
-    return next((why for mark, why in _FATAL if mark in text), "")
+    """Why the chain cannot go on, from the ANSI-stripped console, with the console's own
+    line; '' if nothing says so. Pure."""
+    for mark, why in _FATAL:
+        at = text.find(mark)
+        if at >= 0:
+            start = max(text.rfind(b"\n", 0, at), text.rfind(b"\r", 0, at)) + 1
+            line = text[start:].splitlines()[0].decode(errors="replace").strip()
+            return f"{why} (console: {line[:200]})"
+    return ""
 
 
 def _last_line(text: bytes) -> str:
@@ -155,7 +161,7 @@ def _early_stop(con: runner.Console, text: bytes, watch: Watch) -> str:
     """Why the boot cannot go on, before its hard timeout; '' while it may."""
     why = fatal(text)
     if why:
-        return f"{why} (console: {_last_line(text)})"
+        return why
     if con.first_output_s is None and con.elapsed_s > watch.silent_s:
         return (f"the firmware printed nothing in {watch.silent_s:.0f} s: OVMF's Secure Boot "
                 "build hangs silently without SMM (it needs q35 with smm=on)")
