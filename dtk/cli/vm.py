@@ -11,6 +11,7 @@ from dtk.cli.secure import secure_boot_options, secure_boot_spec
 from dtk.engine import skopeo
 from dtk.vm.guest import GuestConfig
 from dtk.vm.qemu import ACCELS
+from dtk.vm.secureboot import summary
 from dtk.vm.vmtest import VmResult, VmTestSpec, image_for, vmtest
 
 
@@ -23,10 +24,7 @@ def print_results(results: list[VmResult]) -> None:
             say(f"{r.kernel}: {r.verdict.value}: {r.reason}")
     for r in results:
         if r.boot:
-            say(f"{r.kernel}: booted through {r.boot['chain']}: Secure Boot "
-                       f"{r.boot['secure_boot']}, lockdown {r.boot['lockdown'] or '?'}, "
-                       f"sig_enforce {r.boot['sig_enforce'] or '?'}, MOK enrolment "
-                       f"{r.boot['enrolment']}")
+            say(f"{r.kernel}: {summary(r.boot)}")
     for r in results:
         for note in r.notes:
             say(f"note: {r.kernel}: {note}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dtk import textfit
 from dtk.kernel.verdict import Verdict
 from dtk.prove.model import CellResult, ProveResult
+from dtk.vm import secureboot
 
 _GREEN, _YELLOW, _RED, _MAGENTA, _DIM, _RESET = (
     "\033[32m", "\033[33m", "\033[31m", "\033[35m", "\033[2m", "\033[0m")
@@ -56,9 +57,7 @@ def render_text(result: ProveResult, *, colour: bool = False, width: int | None 
                 text = texts.get((row, kernel), "-").ljust(widths[kernel])
                 parts.append(f"{_colour(found)}{text}{_RESET}" if colour else text)
             lines.append("  ".join(parts).rstrip())
-    chains = [f"{kernel}: booted through {chain['chain']}: Secure Boot {chain['secure_boot']}, "
-              f"lockdown {chain['lockdown'] or '?'}, sig_enforce {chain['sig_enforce'] or '?'}, "
-              f"MOK enrolment {chain['enrolment']}"
+    chains = [f"{kernel}: {secureboot.summary(chain)}"
               for kernel, chain in result.secure_boot.items()]
     lines += [fitted for line in [*_reasons(result), *chains, summary(result)]
               for fitted in textfit.wrap(line, width)]

@@ -17,6 +17,7 @@ certificate enrolled as a MOK. The recipe every Secure Boot boot of dtk follows
 from __future__ import annotations
 
 import enum
+import re
 import secrets
 import shutil
 import tempfile
@@ -185,6 +186,14 @@ def secure_boot_problem(facts: dict[str, str]) -> str:
     return (f"the guest booted with Secure Boot off (SecureBoot variable: {state}): the "
             "variable store enrols no Platform Key, or the firmware is not the Secure Boot "
             "build")
+
+
+def summary(boot: dict[str, str]) -> str:
+    """One line for people (under 100 columns) of what `describe` recorded."""
+    lockdown = re.search(r"\[(\w+)\]", boot.get("lockdown", ""))
+    return (f"Secure Boot {boot['secure_boot']} (OVMF, shim, GRUB, signed kernel), lockdown "
+            f"{lockdown.group(1) if lockdown else '?'}, sig_enforce "
+            f"{boot.get('sig_enforce') or '?'}, MOK {boot['enrolment']}")
 
 
 def describe(prepared: Prepared, facts: dict[str, str]) -> dict[str, str]:
