@@ -24,6 +24,7 @@ import pytest
 from dtk import rootfs
 from dtk.distro.select import open_archive
 from dtk.engine import buildah
+from dtk.errors import DtkError
 from dtk.kernel import bzimage, modfile, modsig
 from dtk.kernel.verdict import Verdict
 from dtk.kmod import keygen, sign
@@ -206,6 +207,10 @@ def test_an_unsigned_kernel_and_a_silent_firmware_end_with_their_reasons(
     unsigned = tmp_path / "vmlinuz"
     unsigned.write_bytes(strip_authenticode(image))
     assert not bzimage.authenticode_signed(unsigned.read_bytes())
+    # what dtk's own boots say before GRUB would (KernelParts keep the image as vmlinuz)
+    with pytest.raises(DtkError, match=r"carries no Authenticode signature.*-unsigned"):
+        secureboot.require_signed(kernels.KernelParts(source, tmp_path / "vmlinux", True,
+                                                      tmp_path))
     esp = ensure_esp(prepared.firmware, unsigned)
     initrd = tmp_path / "initrd"
     initrd.write_bytes(b"")
