@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 from pathlib import Path
 
@@ -417,3 +418,18 @@ def test_secure_boot_refusals_are_worded_as_the_kernel_logs_them() -> None:
                                           policy=_SB)).message
     assert "Lockdown: modprobe: unsigned module loading is restricted; see man " \
            "kernel_lockdown.7" in message
+
+
+def test_facts_cached_for_other_config_keys_are_read_again(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """Two lines of work each moved the cache format to 7 for different config keys and
+    shared one cache: facts without CONFIG_CRYPTO_* were taken for current, and check said
+    every signature was unsupported crypto. The format names the keys read."""
+    monkeypatch.setenv("DTK_CACHE_DIR", str(tmp_path))
+    stale = kernel().to_json() | {"format": 7}
+    facts.cache_path("k").parent.mkdir(parents=True)
+    facts.cache_path("k").write_text(json.dumps(stale))
+    assert facts.load_cached("k") is None
+    facts.store("k", kernel())
+    assert facts.load_cached("k") is not None
