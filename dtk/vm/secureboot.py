@@ -114,7 +114,6 @@ def prepare(spec: SecureBootSpec, archive: Callable[[], DebianArchive],
     firmware = ensure_parts(archive())
     template = spec.vars_template or firmware.vars_template
     varstore.check_store(template.read_bytes(), str(template))
-    varstore.check_secure_boot(varstore.read_variables(template), str(template))
     key = parts_digest(_STORE_VERSION, spec.enrolment.value, file_digest(template),
                        *(d.hex() for d in spec.certs),
                        firmware.key if spec.enrolment is Enrolment.MOKMANAGER else "",
@@ -123,6 +122,7 @@ def prepare(spec: SecureBootSpec, archive: Callable[[], DebianArchive],
     store.parent.mkdir(parents=True, exist_ok=True)
     with locked(store.with_suffix(".lock")):
         if not store.exists():
+            varstore.check_secure_boot(varstore.read_variables(template), str(template))
             if not spec.certs:
                 shutil.copyfile(template, store.with_suffix(".tmp"))
                 store.with_suffix(".tmp").replace(store)
@@ -131,16 +131,15 @@ def prepare(spec: SecureBootSpec, archive: Callable[[], DebianArchive],
             else:
                 enrol_with_mokmanager(template, spec.certs, firmware, source=first_kernel,
                                       archive=archive, dest=store)
-            check_mok_list(store, spec.certs)
+            check_mok_list(store, spec.certs)  # once, when made: the cache holds it since
     return Prepared(spec, firmware, store, key)
 
 
 def check_mok_list(store: Path, ders: tuple[bytes, ...]) -> None:
     """The store holds exactly these MOKs, as mokutil and MokManager write them."""
-    variables = varstore.read_variables(store)
-    found = variables.get("MokList")
     if not ders:
         return
+    found = varstore.read_variables(store).get("MokList")
     if found is None or found.data != varstore.mok_list(ders) or found.attributes != 3 or \
             found.guid != str(varstore.SHIM_GUID):
         store.unlink(missing_ok=True)
