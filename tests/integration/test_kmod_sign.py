@@ -50,7 +50,7 @@ KEYS = {"openssl": ("o.key", "o.crt"), "dtk": ("signing_key.pem", "signing_cert.
 
 
 @pytest.mark.parametrize("module", ["usb-storage.ko", "crc7.ko", "ext4.ko"])
-@pytest.mark.parametrize("hash_algo", ["sha256", "sha384", "sha512"])
+@pytest.mark.parametrize("hash_algo", ["sha256", "sha384", "sha512", "sha3-256"])
 @pytest.mark.parametrize("keys", ["openssl", "dtk"])
 @pytest.mark.parametrize("key_id", [False, True])
 def test_byte_identical_to_sign_file(*, kit: Path, tmp_path: Path, module: str, hash_algo: str,
