@@ -111,6 +111,8 @@ def prepare(spec: SecureBootSpec, archive: Callable[[], DebianArchive],
             first_kernel: kernels.KernelSource) -> Prepared:
     """The parts and the enrolled store (made once per certificate and template, or
     taken from the cache). The user's way boots `first_kernel` twice."""
+    for n, der in enumerate(spec.certs):  # virt-fw-vars answers a bad one with a traceback
+        varstore.check_certificate(der, f"certificate {n + 1} to enrol")
     firmware = ensure_parts(archive())
     template = spec.vars_template or firmware.vars_template
     varstore.check_store(template.read_bytes(), str(template))
