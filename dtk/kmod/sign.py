@@ -22,9 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from dtk.errors import DtkError
 from dtk.files import write_atomic
-from dtk.kernel import der, modfile
+from dtk.kernel import der, keyring, modfile
 from dtk.kernel import modsig as sigmod
-from dtk.kernel.keyring import load_cert
 from dtk.kmod import elf
 
 # Every digest some kernel's PKCS#7 parser has known, as `cryptography` computes it: dtk
@@ -74,6 +73,12 @@ def parse_key(data: bytes, where: str) -> SigningKey:
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise DtkError(f"{where}: only RSA and ECDSA keys sign kernel modules")
     return key
+
+
+# Certificates are read on the kernel floor (dtk.kernel.keyring); sign's callers (the node
+# among them) keep these names.
+load_cert = keyring.load_cert
+parse_cert = keyring.parse_cert
 
 
 def check_hash(hash_algo: str) -> None:
