@@ -22,7 +22,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -144,6 +143,3 @@ def add_moks_offline(template: Path, ders: tuple[bytes, ...], dest: Path) -> Non
         runner.run(argv, timeout=_TIMEOUT_S, what="virt-fw-vars could not add the MOK")
         write_atomic(dest, (Path(tmp) / "out.fd").read_bytes())
 
-
-def certificate_names(ders: tuple[bytes, ...]) -> list[str]:
-    return [x509.load_der_x509_certificate(d).subject.rfc4514_string() for d in ders]
