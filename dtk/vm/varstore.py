@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from dtk import run as runner
 from dtk.errors import DtkError
 from dtk.files import write_atomic
-from dtk.kernel.keyring import parse_cert
+from dtk.kernel.keyring import parse_cert, validity
 
 SHIM_GUID = uuid.UUID("605dab50-e046-4300-abb6-3dd810dd8b23")  # MokList's and its owner's
 _CERT_X509 = uuid.UUID("a5c059a1-94e4-4aa7-87b5-ab155c2bf072")  # EFI_CERT_X509_GUID
@@ -70,13 +70,14 @@ def check_certificate(data: bytes, where: str, now: datetime.datetime | None = N
         raise DtkError(f"{where} holds neither an RSA nor an ECDSA key; the kernel verifies "
                        "module signatures with those only", hint="make one: dtk keygen")
     now = now or datetime.datetime.now(datetime.UTC)
-    if now > cert.not_valid_after_utc:
-        raise DtkError(f"{where} expired on {cert.not_valid_after_utc:%Y-%m-%d}: dtk does not "
+    before, after = validity(cert)
+    if now > after:
+        raise DtkError(f"{where} expired on {after:%Y-%m-%d}: dtk does not "
                        "enrol an expired certificate (shim and the kernel do not check dates, "
                        "so a forgotten key would go on being trusted)",
                        hint="make a new key and certificate: dtk keygen, and sign again")
-    if now < cert.not_valid_before_utc:
-        raise DtkError(f"{where} is valid only from {cert.not_valid_before_utc:%Y-%m-%d}",
+    if now < before:
+        raise DtkError(f"{where} is valid only from {before:%Y-%m-%d}",
                        hint="check the clock of the machine that made it, or make a new one")
     return cert.public_bytes(Encoding.DER)
 
