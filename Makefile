@@ -23,11 +23,12 @@ DEB_BUILD_PACKAGES := dpkg-dev debhelper dh-python pybuild-plugin-pyproject pyth
 # the sandbox DKMS builds run in (dtk.engine.sandbox) and libseccomp2 writes its
 # seccomp filter; linux-libc-dev has the kernel's system call numbers libseccomp's
 # are tested against, and golang-github-containers-common (buildah's) the
-# containers seccomp profile the filter is compared with.
+# containers seccomp profile the filter is compared with; dosfstools and mtools
+# write the EFI system partitions Secure Boot VMs boot from, without root (dtk.vm.esp).
 SYSTEM_PACKAGES := buildah skopeo podman runc uidmap fuse-overlayfs mmdebstrap \
 	qemu-system-x86 docker-registry busybox-static kmod cpio xz-utils zstd \
 	openssl gpgv python3-venv ca-certificates shellcheck apache2-utils chromium \
-	bubblewrap libseccomp2 linux-libc-dev golang-github-containers-common \
+	bubblewrap libseccomp2 linux-libc-dev golang-github-containers-common dosfstools mtools \
 	$(DEB_BUILD_PACKAGES)
 
 .PHONY: all deps system-deps python-deps demo test lint typecheck unit integration bench clean image \

@@ -1,14 +1,20 @@
-"""Boot-to-result time per kernel, and the speed-up of booting kernels in parallel.
+"""Boot-to-result time per kernel, plain and through Secure Boot, and the speed-up of
+booting kernels in parallel.
 
     .venv/bin/python bench/vm_boot.py [--rounds N] [--image IMAGE-TEMPLATE] [K ...]
 
 Each kernel boots under qemu (TCG unless KVM passes dtk's probe), loads a real
 module the way KMM's worker does and reports back: "boot-to-result" is qemu's
-start to qemu's exit. The kernels then boot all at once (up to one per core)
-and the wall time is compared with the sum of the sequential runs. Caches are
-warmed by a first, untimed round. With no arguments it uses the newest 6.1
-kernel, its RT sibling and the newest 6.12, and the in-tree `dummy` module from
-each kernel's own package (no toolkit or build needed).
+start to qemu's exit. Each round boots every kernel twice, one after the other:
+the plain boot (`dtk vmtest`: qemu -kernel, entering the ELF vmlinux through PVH)
+and the Secure Boot boot of the same kernel with the same module and initramfs
+(`dtk vmtest --secure-boot`: OVMF, shim, GRUB, the package's signed vmlinuz).
+The kernels then boot all at once (up to one per core, plain) and the wall time
+is compared with the sum of the sequential runs. Caches are warmed by a first,
+untimed round. With no arguments it uses the newest 6.1 kernel, its RT sibling
+and the newest 6.12, and the in-tree `dummy` module from each kernel's own
+package (no toolkit or build needed; signed by the kernel's build key, so it
+loads under Secure Boot without a MOK).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dtk.distro.select import open_archive
 from dtk.engine import buildah
 from dtk.vm import kernels as vmkernels
 from dtk.vm.guest import GuestConfig
+from dtk.vm.secureboot import SecureBootSpec
 from dtk.vm.vmtest import VmResult, VmTestSpec, vmtest
 
 
@@ -59,10 +66,12 @@ def dummy_image(releases: list[str], workdir: Path) -> str:
     return name
 
 
-def boot(image: str, releases: list[str], module: str) -> tuple[list[VmResult], float]:
+def boot(image: str, releases: list[str], module: str,
+         secure: SecureBootSpec | None = None) -> tuple[list[VmResult], float]:
     config = GuestConfig(module=module, check="true")
     start = time.monotonic()
-    results = vmtest(VmTestSpec(image, tuple(releases), config, timeout_s=120))
+    results = vmtest(VmTestSpec(image, tuple(releases), config, timeout_s=120,
+                                secure_boot=secure))
     wall = time.monotonic() - start
     bad = [r for r in results if not r.verdict.ok]
     if bad:
@@ -89,9 +98,12 @@ def main() -> None:
 
 
 def run(image: str, releases: list[str], module: str, rounds: int) -> None:
+    secure = SecureBootSpec()
     boot(image, releases, module)  # warm every cache; not timed
+    boot(image, releases, module, secure)
     per_kernel: dict[str, list[float]] = {r: [] for r in releases}
     guest: dict[str, list[float]] = {r: [] for r in releases}
+    chain: dict[str, list[float]] = {r: [] for r in releases}
     sequential, parallel = [], []
     for _ in range(rounds):
         total = 0.0
@@ -100,14 +112,20 @@ def run(image: str, releases: list[str], module: str, rounds: int) -> None:
             per_kernel[release].append(result.seconds)
             guest[release].append(result.guest_boot_s)
             total += wall
+            (chained,), _wall = boot(image, [release], module, secure)
+            assert chained.boot["secure_boot"] == "on", chained.boot
+            chain[release].append(chained.seconds)
         sequential.append(total)
         parallel.append(boot(image, releases, module)[1])
     accel = boot(image, releases[:1], module)[0][0].accel
-    print(f"\nvm boot-to-result, {accel}, {os.cpu_count()} cores, median of {rounds} rounds\n")
-    print(f"{'KERNEL':30} {'BOOT-TO-RESULT s':>17} {'GUEST INIT AT s':>16}")
+    print(f"\nvm boot-to-result, {accel}, {os.cpu_count()} cores, median of {rounds} rounds, "
+          f"load average {os.getloadavg()[0]:.1f}\n")
+    print(f"{'KERNEL':30} {'PLAIN s':>8} {'GUEST INIT AT s':>16} {'SECURE BOOT s':>14} "
+          f"{'RATIO':>6}")
     for release in releases:
-        print(f"{release:30} {statistics.median(per_kernel[release]):17.2f} "
-              f"{statistics.median(guest[release]):16.2f}")
+        plain, through = statistics.median(per_kernel[release]), statistics.median(chain[release])
+        print(f"{release:30} {plain:8.2f} {statistics.median(guest[release]):16.2f} "
+              f"{through:14.2f} {through / plain:5.1f}x")
     seq, par = statistics.median(sequential), statistics.median(parallel)
     print(f"\n{len(releases)} kernels one after another (dtk vmtest wall): {seq:6.1f} s")
     print(f"{len(releases)} kernels in parallel (one dtk vmtest):        {par:6.1f} s")

@@ -29,6 +29,7 @@ from dtk.driver.outcome import Outcome, Status
 from dtk.driver.plan import BuildOptions, ImageRef, plan_matrix
 from dtk.engine import buildah
 from dtk.errors import DtkError
+from dtk.kernel import keyring
 from dtk.kmod import check as chk
 from dtk.kmod import image, keygen, sign
 from dtk.kmod.targets import check_target
@@ -207,7 +208,7 @@ def _signed_from(signed: str, unsigned: str, cert: Path) -> bool:
     layers = buildah.diff_ids(signed)
     if layers[:-1] != base:
         return False
-    groups = image.read_modules(signed, cert=sign.load_cert(cert))
+    groups = image.read_modules(signed, cert=keyring.load_cert(cert))
     loaded = [item for items in groups.values() for item in items]
     return bool(loaded) and all(i.trust is chk.SignatureTrust.TRUSTED for i in loaded)
 
@@ -215,7 +216,7 @@ def _signed_from(signed: str, unsigned: str, cert: Path) -> bool:
 def _checks(signed: list[str], kernels: list[str],
             cert: Path) -> list[tuple[str, str, bool, str]]:
     """Each signed image against its own kernel, and K's against the RT kernel."""
-    certificate = sign.load_cert(cert)
+    certificate = keyring.load_cert(cert)
     pairs = [(signed[0], kernels[0]), (signed[1], kernels[1]), (signed[0], kernels[1])]
     rows = []
     for name, release in pairs:

@@ -10,6 +10,7 @@ reproducer and the tail of the output.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import shlex
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from dtk.errors import DtkError
 
@@ -41,7 +42,7 @@ _KILL_GRACE_S = 5.0
 # Every child still running. Ctrl-C reaches only the main thread, so commands
 # run from worker threads (parallel VM boots, matrix builds) would otherwise
 # live on until their own timeout: `terminate_all` ends them.
-_live: set[subprocess.Popen[str]] = set()
+_live: set[subprocess.Popen[Any]] = set()
 _live_lock = threading.Lock()
 # Set once dtk is stopping (Ctrl-C, SIGTERM): see `stop_all`.
 _stopping = threading.Event()
@@ -118,7 +119,7 @@ def _kill_group(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
             continue
 
 
-def _track(proc: subprocess.Popen[str], running: bool, cleanup: bool = False) -> None:
+def _track(proc: subprocess.Popen[Any], running: bool, cleanup: bool = False) -> None:
     with _live_lock:
         if running:
             _live.add(proc)
@@ -288,3 +289,114 @@ def _start_watchdog(proc: subprocess.Popen[str], timeout: float | None,
     timer.daemon = True
     timer.start()
     return timer
+
+
+class Console:
+    """A long-running command dtk reads and types into as it runs: qemu's serial console,
+    where a firmware draws screens without newlines and MokManager waits for keys.
+
+    Its merged stdout and stderr are read as they arrive, whole chunks (no line
+    buffering), into `log_file` and into memory (the last `keep` bytes); `send` types
+    into its stdin. Like `run` and `stream`, it runs in its own process group, which is
+    killed when the block ends, on `kill`, or when dtk stops (Ctrl-C)."""
+
+    def __init__(self, argv: Sequence[str], *, log_file: Path, keep: int = 8 << 20) -> None:
+        self.argv = [str(a) for a in argv]
+        self._log_file, self._keep = log_file, keep
+        self._buffer = bytearray()
+        self._dropped = 0  # bytes before the kept ones
+        self._lock = threading.Lock()
+        self._start = 0.0
+        self.first_output_s: float | None = None  # since the start
+        self.last_output_s: float | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+
+    def __enter__(self) -> Console:
+        _check_tool(self.argv)
+        _check_stopping(False)
+        log.debug("console: %s", shlex.join(self.argv))
+        self._start = time.monotonic()
+        self._proc = subprocess.Popen(
+            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=child_env(), start_new_session=True)
+        _track(self._proc, True)
+        self._reader = threading.Thread(target=self._read, daemon=True, name="dtk-console")
+        self._reader.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        proc = self._proc
+        assert proc is not None
+        if proc.poll() is None:
+            _kill_group(proc)
+        _track(proc, False)
+        if self._reader is not None:
+            self._reader.join(timeout=10)
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):  # the child is gone: nothing left to say
+                proc.stdin.close()
+        _check_stopping(False)
+
+    def _read(self) -> None:
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        fd = proc.stdout.fileno()
+        with self._log_file.open("ab") as sink:
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return
+                sink.write(chunk)
+                sink.flush()
+                now = time.monotonic() - self._start
+                with self._lock:
+                    if self.first_output_s is None:
+                        self.first_output_s = now
+                    self.last_output_s = now
+                    self._buffer += chunk
+                    extra = len(self._buffer) - self._keep
+                    if extra > 0:
+                        del self._buffer[:extra]
+                        self._dropped += extra
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self._start
+
+    def output(self) -> tuple[int, bytes]:
+        """(offset of the first kept byte, the kept output) — offsets count every byte
+        the command ever printed, so a position stays valid as old output is dropped."""
+        with self._lock:
+            return self._dropped, bytes(self._buffer)
+
+    def poll(self) -> int | None:
+        assert self._proc is not None
+        return self._proc.poll()
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit status, or None if it still runs after `timeout` seconds."""
+        assert self._proc is not None
+        try:
+            code = self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        if self._reader is not None:
+            self._reader.join(timeout=10)  # the last of the output
+        return code
+
+    def send(self, data: bytes, pause_s: float = 0.05) -> None:
+        """Type `data`, one byte at a time: a firmware's serial terminal reads a key per
+        poll, and an escape sequence sent at once can reach it split badly."""
+        assert self._proc is not None and self._proc.stdin is not None
+        for byte in data:
+            try:
+                self._proc.stdin.write(bytes([byte]))
+                self._proc.stdin.flush()
+            except BrokenPipeError:
+                return  # it ended: the caller sees that from poll()
+            time.sleep(pause_s)
+
+    def kill(self) -> None:
+        assert self._proc is not None
+        _kill_group(self._proc)

@@ -13,7 +13,7 @@ from dtk import kernel as kern
 from dtk.cli.common import json_option, print_json, print_table, registry_options, say
 from dtk.engine import skopeo
 from dtk.errors import DtkError
-from dtk.kernel import facts, modfile
+from dtk.kernel import facts, keyring, modfile
 from dtk.kmod import check as chk
 from dtk.kmod import elf, image, keygen, sign
 from dtk.kmod.image import Loaded
@@ -37,7 +37,7 @@ def load_target(target: str, cert_path: Path | None = None, *, tls_verify: bool 
     """A module file, or an image's modules grouped by kernel directory (an image only
     in a registry is pulled into local storage first)."""
     _not_a_directory(target)
-    cert = sign.load_cert(cert_path) if cert_path else None
+    cert = keyring.load_cert(cert_path) if cert_path else None
     if _is_file(target):
         return image.load_file(Path(target), cert)
     skopeo.ensure_local(target, tls_verify=tls_verify, authfile=authfile)
@@ -191,8 +191,8 @@ def check_cmd(*, targets: tuple[str, ...], kernels: tuple[str, ...], cert: Path 
 @click.option("--cert", "cert_path", required=True,
               type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="The key's X.509 certificate, PEM or DER.")
-@click.option("--hash", "hash_algo", default="sha256", show_default=True,
-              type=click.Choice(sorted(sign.HASHES)))
+@click.option("--hash", "hash_algo", default="sha256", show_default=True, metavar="DIGEST",
+              help=f"One of {', '.join(sign.HASHES)} (md5 and sha1 are refused).")
 @click.option("--key-id", "use_key_id", is_flag=True,
               help="Name the signer by subject key id (sign-file -k), not issuer+serial.")
 @click.option("--output", "-o", help="MODULE: write here instead of in place. "
@@ -229,6 +229,7 @@ def sign_cmd(*, module: Path | None, unsigned_image: str | None, key_path: Path,
             return
         note = " (replaced its previous signature)" if replaced else ""
         say(f"signed {output or module} with {hash_algo}{note}")
+        _old_kernels_note(hash_algo)
         return
     assert unsigned_image is not None and output is not None and kernel is not None
     kern.parse(kernel)
@@ -240,6 +241,13 @@ def sign_cmd(*, module: Path | None, unsigned_image: str | None, key_path: Path,
                     "files": list(result.files)})
         return
     say(f"{result.name} ({result.image_id[:12]}): {len(result.files)} module(s) signed")
+    _old_kernels_note(hash_algo)
+
+
+def _old_kernels_note(hash_algo: str) -> None:
+    if hash_algo in sign.OLD_KERNELS_REFUSE:
+        say(f"note: kernels before 6.7 (Debian 12's 6.1) refuse {hash_algo} signatures "
+                   "(unsupported crypto); dtk check --kernel K says for yours")
 
 
 @click.command("verify")
@@ -251,7 +259,7 @@ def sign_cmd(*, module: Path | None, unsigned_image: str | None, key_path: Path,
 def verify_cmd(target: str, cert_path: Path, as_json: bool) -> None:
     """Check module signatures against a certificate. Exit 1 if any does not verify."""
     _not_a_directory(target)
-    cert = sign.load_cert(cert_path)
+    cert = keyring.load_cert(cert_path)
     rows = []
     if _is_file(target):
         elf.read_module(Path(target))  # a corrupt module says so, as inspect and check do

@@ -33,6 +33,7 @@ from dtk.cli.module import (
     _repo_secret,
     module_group,
 )
+from dtk.cli.secure import secure_boot_options, secure_boot_spec
 from dtk.cli.vm import print_results
 from dtk.distro.select import open_archive
 from dtk.driver.remotecache import RegistryCache, check_repo
@@ -41,7 +42,7 @@ from dtk.errors import DtkError
 from dtk.kmm import state as image_state
 from dtk.kmm.build import BuildRequest, KernelResult, build_module
 from dtk.kmm.preflight import PreflightRequest, preflight, validation_object
-from dtk.kmm.vmtest import DEFAULT_FIRMWARE_HOST, VmOptions, module_vmtest
+from dtk.kmm.vmtest import DEFAULT_FIRMWARE_HOST, VmOptions, module_vmtest, signing_certificates
 from dtk.kmmapi import model as m
 from dtk.kmmapi.plan import Plan
 
@@ -186,18 +187,27 @@ def preflight_cmd(*, files: tuple[Path, ...], namespace: str | None, kernel: str
 @click.option("--check", "check_cmd", default="", metavar="CMD",
               help="Shell command run in the guest while the module is loaded.")
 @click.option("--sig-enforce", is_flag=True, help="Boot with module.sig_enforce=1.")
+@secure_boot_options
 @click.option("--timeout", default=60.0, show_default=True, help="Hard limit per VM, seconds.")
 @click.option("--keep-log", is_flag=True, help="Keep console logs.")
 @json_option
 def vmtest_cmd(*, files: tuple[Path, ...], namespace: str | None, module_name: str | None,
                kernel: tuple[str, ...], query: str | None, nodes_file: Path | None,
                sources: Path | None, firmware_host_path: str, check_cmd: str,
-               sig_enforce: bool, timeout: float, keep_log: bool, as_json: bool) -> None:
+               sig_enforce: bool, secure_boot: bool, enrol: Path | None, enrol_with: str,
+               vars_path: Path | None, timeout: float, keep_log: bool, as_json: bool) -> None:
     """Boot each kernel and load its image exactly as the Module's modprobe spec says,
-    then unload it as KMM's worker would. Exit 0 only if every kernel loaded it."""
+    then unload it as KMM's worker would. Exit 0 only if every kernel loaded it.
+
+    With --secure-boot and no --enrol, the certificate of the Module's sign section
+    (its certSecret) is enrolled as a MOK, as on the nodes the Module is for."""
+    secure = secure_boot_spec(secure_boot=secure_boot, enrol=enrol, enrol_with=enrol_with,
+                              vars_path=vars_path)
     bundle, plan = _plan(files, namespace, module_name, (kernel, query, nodes_file, sources))
+    if secure is not None and not secure.certs:
+        secure = replace(secure, certs=signing_certificates(bundle, plan))
     options = VmOptions(firmware_host=firmware_host_path, check=check_cmd, timeout_s=timeout,
-                        sig_enforce=sig_enforce, keep_log=keep_log)
+                        sig_enforce=sig_enforce, keep_log=keep_log, secure_boot=secure)
     results = module_vmtest(bundle, plan, options, monitor(as_json))
     if as_json:
         print_json([r.to_json() for r in results])

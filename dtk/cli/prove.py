@@ -12,6 +12,7 @@ import click
 from dtk.cli.buildplan import run_build
 from dtk.cli.buildreq import BuildRequest, build_input_options, refuse_at_once, sources_of
 from dtk.cli.common import json_option, monitor, print_json, registry_auth_options, say
+from dtk.cli.secure import secure_boot_options, secure_boot_spec
 from dtk.engine import buildah
 from dtk.files import write_atomic
 from dtk.prove.html import render_html
@@ -44,13 +45,15 @@ def use_colour() -> bool:
 @click.option("--accel", type=click.Choice(ACCELS), default="auto", show_default=True,
               help="auto uses KVM only if a probe boot under KVM succeeds.")
 @click.option("--no-cache", is_flag=True, help="Prove every cell again, even unchanged ones.")
+@secure_boot_options
 @click.option("--html", "html_file", type=click.Path(path_type=Path, dir_okay=False),
               default=None, help="Also write the matrix as one self-contained HTML page.")
 @registry_auth_options("for the --cache registry and for pulling FROM images")
 @json_option
 def prove_cmd(*, built_for: str, modules: tuple[str, ...], check_cmd: str, timeout: float,
-              accel: str, no_cache: bool, html_file: Path | None, as_json: bool,
-              **values: Any) -> None:
+              accel: str, no_cache: bool, secure_boot: bool, enrol: Path | None,
+              enrol_with: str, vars_path: Path | None, html_file: Path | None,
+              as_json: bool, **values: Any) -> None:
     """Build (or take) every module for every kernel, check each statically, boot
     each kernel once loading all of them, and say where they work and why not.
 
@@ -58,6 +61,8 @@ def prove_cmd(*, built_for: str, modules: tuple[str, ...], check_cmd: str, timeo
     it proves the images --image names. Exit status 0 only if every cell is
     green and check and boot agree everywhere.
     """
+    secure = secure_boot_spec(secure_boot=secure_boot, enrol=enrol, enrol_with=enrol_with,
+                              vars_path=vars_path)
     request = BuildRequest(**values)
     refuse_at_once(request, needs_sources=False)
     mon = monitor(as_json)
@@ -75,7 +80,8 @@ def prove_cmd(*, built_for: str, modules: tuple[str, ...], check_cmd: str, timeo
                                  mod_name=request.mod_name,
                                  mod_namespace=request.mod_namespace, built_for=built_for,
                                  modules=modules, check=check_cmd)
-    result = prove(cells, mon, timeout_s=timeout, accel=accel, use_cache=not no_cache)
+    result = prove(cells, mon, timeout_s=timeout, accel=accel, use_cache=not no_cache,
+                   secure_boot=secure)
     show_proof(result, matrix, html_file, as_json)
 
 

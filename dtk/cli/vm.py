@@ -7,9 +7,11 @@ from pathlib import Path
 import click
 
 from dtk.cli.common import json_option, monitor, print_json, print_table, registry_options, say
+from dtk.cli.secure import secure_boot_options, secure_boot_spec
 from dtk.engine import skopeo
 from dtk.vm.guest import GuestConfig
 from dtk.vm.qemu import ACCELS
+from dtk.vm.secureboot import summary
 from dtk.vm.vmtest import VmResult, VmTestSpec, image_for, vmtest
 
 
@@ -20,6 +22,9 @@ def print_results(results: list[VmResult]) -> None:
     for r in results:  # each reason once, in full, below the table
         if r.reason:
             say(f"{r.kernel}: {r.verdict.value}: {r.reason}")
+    for r in results:
+        if r.boot:
+            say(f"{r.kernel}: {summary(r.boot)}")
     for r in results:
         for note in r.notes:
             say(f"note: {r.kernel}: {note}")
@@ -66,6 +71,7 @@ def _check_params(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--check", "check_cmd", default="", metavar="CMD",
               help="Shell command run in the guest while the module is loaded.")
 @click.option("--sig-enforce", is_flag=True, help="Boot with module.sig_enforce=1.")
+@secure_boot_options
 @click.option("--memory", default=512, show_default=True, help="Guest memory in MB.")
 @click.option("--cpus", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Guest CPUs (for modules whose behaviour depends on SMP).")
@@ -80,7 +86,8 @@ def vmtest_cmd(*, image: str, kernels: tuple[str, ...], module: str, params: tup
                load_args: tuple[str, ...], loading_order: tuple[str, ...],
                remove: tuple[str, ...], preload_in_tree: bool, firmware_path: str,
                firmware_host_path: str, dir_name: str, built_for: str, check_cmd: str,
-               sig_enforce: bool, memory: int, cpus: int, append: str, timeout: float,
+               sig_enforce: bool, secure_boot: bool, enrol: Path | None, enrol_with: str,
+               vars_path: Path | None, memory: int, cpus: int, append: str, timeout: float,
                keep_log: bool, accel: str, tls_verify: bool | None, authfile: Path | None,
                as_json: bool) -> None:
     """Boot each kernel K under qemu and load IMAGE's module as KMM's worker does.
@@ -88,6 +95,8 @@ def vmtest_cmd(*, image: str, kernels: tuple[str, ...], module: str, params: tup
     IMAGE may contain KMM variables, e.g. 'localhost/dtk-driver/m:${KERNEL_FULL_VERSION}',
     to use one image per kernel. Exit status 0 only if every kernel loaded it.
     """
+    secure = secure_boot_spec(secure_boot=secure_boot, enrol=enrol, enrol_with=enrol_with,
+                              vars_path=vars_path)
     config = GuestConfig(module=module,
                          dir_name=dir_name, parameters=params,
                          load_args=load_args, loading_order=loading_order,
@@ -96,7 +105,7 @@ def vmtest_cmd(*, image: str, kernels: tuple[str, ...], module: str, params: tup
     spec = VmTestSpec(image=image, kernels=kernels, guest=config, built_for=built_for,
                       firmware_path=firmware_path, preload_in_tree=preload_in_tree,
                       memory_mb=memory, cpus=cpus, append=append, sig_enforce=sig_enforce,
-                      timeout_s=timeout, keep_log=keep_log, accel=accel)
+                      timeout_s=timeout, keep_log=keep_log, accel=accel, secure_boot=secure)
     for release in kernels:  # images only in a registry are pulled first
         name = image_for(image, built_for or release)
         if skopeo.registry_of(name) is not None:

@@ -14,6 +14,7 @@ echo $MODPROBE >/proc/sys/kernel/modprobe
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 exec 3>/dev/ttyS1
+echo >&3  # the firmware writes to this port too: end its last line before ours
 # Step markers go into the kernel's ring buffer (so the host can tell which
 # step a kernel message belongs to); /dev/kmsg writes are rate-limited
 # (10 per 5 s) unless printk_devkmsg says otherwise.
@@ -99,6 +100,19 @@ DTK_UNITS=
 # shellcheck source=/dev/null
 . /dtk/config
 say "kv release $(uname -r)"
+# What the kernel decided about signatures at boot: lockdown, and module.sig_enforce
+# (Debian sets it under Secure Boot); on a firmware boot, the SecureBoot variable
+# (4 attribute bytes, then 01 when on) and the keys the kernel's keyrings hold.
+mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
+read -r lockdown 2>/dev/null </sys/kernel/security/lockdown && say "kv lockdown $lockdown"
+read -r enforce 2>/dev/null </sys/module/module/parameters/sig_enforce && say "kv sig_enforce $enforce"
+if [ -d /sys/firmware/efi ]; then
+    $MODPROBE -q efivarfs 2>/dev/null
+    mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
+    say "kv secureboot $(od -An -tx1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c 2>&1)"
+    grep -E ' asymmetri | keyring +\.(builtin_trusted_keys|secondary_trusted_keys|machine|platform):' /proc/keys >/tmp/keys.out 2>&1
+    section keys /tmp/keys.out
+fi
 [ -z "$DTK_UNITS" ] && say "kv module $DTK_MODULE"
 step boot
 mkdir -p /host/lib && ln -s /lib/modules /host/lib/modules

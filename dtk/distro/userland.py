@@ -114,8 +114,8 @@ def _find_library(root: Path, soname: str) -> tuple[str, Path]:
         candidate = root / directory / soname
         if candidate.exists() or candidate.is_symlink():
             return f"/{directory}/{soname}", _inside(root, f"/{directory}/{soname}")
-    raise DtkError(f"library {soname}, needed by kmod, is in none of the unpacked packages",
-                   hint="the archive's kmod dependencies changed; report this to dtk")
+    raise DtkError(f"library {soname} is in none of the unpacked packages",
+                   hint="the archive's dependencies of the program changed; report this to dtk")
 
 
 def _inside(root: Path, guest_path: str) -> Path:

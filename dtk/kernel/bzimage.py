@@ -187,3 +187,22 @@ def _notes_have_pvh(notes: bytes) -> bool:
             return True
         pos = name_end + ((descsz + 3) & ~3)
     return False
+
+
+def authenticode_signed(image: bytes) -> bool:
+    """Whether a kernel image (an EFI PE: MZ, PE header) carries an Authenticode signature:
+    a non-empty certificate table, data directory 4 of the optional header. shim, called
+    by GRUB, checks that signature under Secure Boot; an unsigned image is refused there
+    ("bad shim signature"). Whether the signer is one shim trusts is for shim to say."""
+    if len(image) < 0x40 or image[:2] != b"MZ":
+        return False
+    (pe,) = struct.unpack_from("<I", image, 0x3C)
+    if pe + 24 + 2 > len(image) or image[pe:pe + 4] != b"PE\0\0":
+        return False
+    optional = pe + 24
+    (magic,) = struct.unpack_from("<H", image, optional)
+    directories = optional + {0x20B: 112, 0x10B: 96}.get(magic, 0)
+    if directories == optional or directories + 5 * 8 > len(image):
+        return False
+    offset, size = struct.unpack_from("<II", image, directories + 4 * 8)
+    return bool(size > 0 and offset + size <= len(image))

@@ -19,18 +19,22 @@ from dtk import paths, rootfs
 from dtk.digest import parts_digest
 from dtk.errors import DtkError
 from dtk.files import write_atomic
-from dtk.kernel import keyring, modfile, symvers
+from dtk.kernel import keyring, modfile, sigcrypto, symvers
 from dtk.kernel.modules_dep import builtin_names
 from dtk.kernel.symvers import Symbol
 
-_FORMAT = 7  # bump when the cached JSON changes shape
 _CONFIG_KEYS = (
     "CONFIG_SMP", "CONFIG_PREEMPT_BUILD", "CONFIG_PREEMPT_RT", "CONFIG_MODULE_UNLOAD",
     "CONFIG_MODVERSIONS", "CONFIG_MODULE_SIG", "CONFIG_MODULE_SIG_FORCE",
     "CONFIG_MODULE_FORCE_LOAD", "CONFIG_MODULE_ALLOW_MISSING_NAMESPACE_IMPORTS",
     "CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT", "CONFIG_MODULE_SIG_HASH", "CONFIG_X86_64",
     "CONFIG_ARM64", "CONFIG_RANDSTRUCT", "CONFIG_MODULE_DECOMPRESS",
+    *sigcrypto.CONFIG_KEYS,  # the digests a module signature may use, who enforces it
 )
+# The cached JSON's shape: bump the number when it changes; the config keys read are part
+# of it, so facts cached without a key a check now reads are read again (a number alone
+# collided: two lines of work each took 7 for different keys, sharing one cache).
+_FORMAT = "6+" + parts_digest(*_CONFIG_KEYS, length=12)
 
 
 @dataclass(frozen=True)

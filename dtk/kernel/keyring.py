@@ -12,6 +12,7 @@ found is a trusted one (checked on 6.1 and 6.12: exactly one, the build key).
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -47,6 +48,37 @@ def builtin_certificates(root: Path, release: str) -> tuple[bytes, ...]:
     except DtkError:
         return ()  # a compression dtk cannot unpack: trust then rests on --cert alone
     return tuple(dict.fromkeys(find_certificates(vmlinux)))
+
+
+def load_cert(path: Path) -> x509.Certificate:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DtkError(f"cannot read the certificate {path}: {exc.strerror}") from None
+    return parse_cert(data, str(path))
+
+
+def parse_cert(data: bytes, where: str) -> x509.Certificate:
+    """An X.509 certificate in PEM or DER; `where` names it in the error."""
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError:
+        raise DtkError(f"{where} is not an X.509 certificate (PEM or DER)",
+                       hint="give the certificate (dtk keygen writes signing_cert.pem and "
+                            ".der), not the private key or another file") from None
+
+
+def validity(cert: x509.Certificate) -> tuple[datetime.datetime, datetime.datetime]:
+    """(not before, not after), aware. Debian 12's python3-cryptography (38) has only the
+    naive UTC properties; the `_utc` ones came with 42, and the naive ones warn there."""
+    before = getattr(cert, "not_valid_before_utc", None)
+    after = getattr(cert, "not_valid_after_utc", None)
+    if before is None or after is None:
+        return (cert.not_valid_before.replace(tzinfo=datetime.UTC),
+                cert.not_valid_after.replace(tzinfo=datetime.UTC))
+    return before, after
 
 
 def load(ders: Sequence[bytes]) -> list[x509.Certificate]:

@@ -39,6 +39,7 @@ from dtk.engine import buildah, skopeo
 from dtk.engine.registry import RegistryError
 from dtk.errors import DtkError
 from dtk.files import host_key
+from dtk.kernel import keyring
 from dtk.kmm.state import registry_host
 from dtk.kmmapi import model as m
 from dtk.kmmapi.authfile import authfile
@@ -343,7 +344,7 @@ def signer_from(bundle: m.Bundle, mod: m.Module, signing: Any) -> sign.Signer:
     cert_where = f"Secret {mod.namespace}/{signing.cert_secret} key '{m.CERT_KEY}'"
     return sign.signer_for(
         sign.parse_key(value(signing.key_secret, m.KEY_KEY), key_where),
-        sign.parse_cert(value(signing.cert_secret, m.CERT_KEY), cert_where),
+        keyring.parse_cert(value(signing.cert_secret, m.CERT_KEY), cert_where),
         mismatch=f"{key_where} is not the private key of {cert_where}")
 
 

@@ -5,6 +5,8 @@ moduleName, parameters, args.load/unload, rawArgs, dirName, firmwarePath (to
 the configured host path), modulesLoadingOrder, the kernel's
 inTreeModulesToRemove — and the guest unloads as KMM's worker does. Images
 that live only in a registry are pulled first (registryTLS, imageRepoSecret).
+Under Secure Boot, the certificate the Module signs with is enrolled as a MOK unless
+another is named: the node's side of the Module's sign section.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from dtk.kmmapi import model as m
 from dtk.kmmapi.authfile import authfile
 from dtk.kmmapi.plan import KernelPlan, Plan
 from dtk.progress import Monitor
+from dtk.vm import varstore
 from dtk.vm.guest import GuestConfig
+from dtk.vm.secureboot import SecureBootSpec
 from dtk.vm.vmtest import VmResult, VmTestSpec, vmtest
 
 DEFAULT_FIRMWARE_HOST = "/var/lib/firmware"  # KMM midstream's worker default
@@ -34,6 +38,7 @@ class VmOptions:
     timeout_s: float = 60.0
     sig_enforce: bool = False
     keep_log: bool = False
+    secure_boot: SecureBootSpec | None = None
 
 
 def guest_config(mod: m.Module, kp: KernelPlan, options: VmOptions) -> GuestConfig:
@@ -57,7 +62,24 @@ def vm_spec(mod: m.Module, kp: KernelPlan, options: VmOptions) -> VmTestSpec:
     probe = mod.module_loader.container.modprobe
     return VmTestSpec(image=kp.image, kernels=(kp.kernel,), guest=guest_config(mod, kp, options),
                       firmware_path=probe.firmware_path, timeout_s=options.timeout_s,
-                      sig_enforce=options.sig_enforce, keep_log=options.keep_log)
+                      sig_enforce=options.sig_enforce, keep_log=options.keep_log,
+                      secure_boot=options.secure_boot)
+
+
+def signing_certificates(bundle: m.Bundle, plan: Plan) -> tuple[bytes, ...]:
+    """The certificates the Module signs with (its sign sections' certSecret), checked as
+    enrolment inputs: what a cluster's nodes must have enrolled for its images to load."""
+    mod = bundle.module(plan.module)
+    found: dict[bytes, None] = {}
+    for kp in plan.kernels:
+        if kp.sign is None:
+            continue
+        secret = bundle.secret(mod.namespace, kp.sign.cert_secret)
+        where = f"Secret {mod.namespace}/{kp.sign.cert_secret} key '{m.CERT_KEY}'"
+        if secret is None or m.CERT_KEY not in secret.data:
+            raise DtkError(f"{where} is missing", hint="give the Secret with -f")
+        found[varstore.check_certificate(secret.data[m.CERT_KEY], where)] = None
+    return tuple(found)
 
 
 def module_vmtest(bundle: m.Bundle, plan: Plan, options: VmOptions,

@@ -5,8 +5,9 @@ returns findings. The rules follow kernel/module/main.c and version.c
 (6.1-6.12):
 
 * signature (module_sig_check, mod_check_sig): unsigned, an unknown key or
-  unsupported crypto is refused only when signatures are enforced
-  (MODULE_SIG_FORCE, module.sig_enforce=1, or lockdown under Secure Boot),
+  unsupported crypto (a digest K's PKCS#7 parser or crypto API lacks: see
+  dtk.kernel.sigcrypto) is refused only when signatures are enforced
+  (MODULE_SIG_FORCE, module.sig_enforce=1, or Secure Boot: IMA's arch policy or lockdown),
   otherwise the kernel loads the module and taints itself; a known key whose
   signature does not verify, or a malformed signature, is refused always;
 * ELF machine (elf_check_arch), and since 6.4 the size of struct module
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dtk import kernel as kern
+from dtk.kernel import sigcrypto
 from dtk.kernel.facts import KernelFacts
 from dtk.kernel.modfile import module_name
 from dtk.kernel.verdict import Verdict
@@ -154,15 +156,10 @@ def check_module(module: KernelModule, kernel: KernelFacts, peers: Mapping[str, 
     return Prediction(module.name, module.path, kernel.release, tuple(dict.fromkeys(findings)))
 
 
-def _enforcement(kernel: KernelFacts, policy: Policy) -> str | None:
-    """Why the kernel refuses what module_sig_check() otherwise tolerates, or None."""
-    if kernel.enabled("CONFIG_MODULE_SIG_FORCE"):
-        return "MODULE_SIG_FORCE"
-    if policy.sig_enforce:
-        return "module.sig_enforce=1"
-    if policy.secure_boot and kernel.enabled("CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT"):
-        return "lockdown"
-    return None
+def _enforcement(kernel: KernelFacts, policy: Policy) -> sigcrypto.Enforcer | None:
+    """Who refuses what module_sig_check() otherwise tolerates, or None."""
+    return sigcrypto.enforcer(kernel.config, secure_boot=policy.secure_boot,
+                              sig_enforce=policy.sig_enforce)
 
 
 # module_sig_check()'s names for the three failures it tolerates without enforcement
@@ -189,7 +186,8 @@ def check_signature(module: KernelModule, kernel: KernelFacts, trust: SignatureT
                     policy: Policy) -> list[Finding]:
     """kernel/module/signing.c module_sig_check() (6.1 and 6.12 alike): only an unsigned
     module, unsupported crypto and an unknown key are tolerated without enforcement; every
-    other failure, above all a known key whose signature does not verify, is fatal."""
+    other failure, above all a known key whose signature does not verify, is fatal. The
+    digest is checked before the key (dtk.kernel.sigcrypto)."""
     if not kernel.enabled("CONFIG_MODULE_SIG") and not policy.secure_boot:
         return []
     sig, problem = module.signature, module.signature_problem
@@ -198,24 +196,45 @@ def check_signature(module: KernelModule, kernel: KernelFacts, trust: SignatureT
         return [Finding(Severity.REFUSE, "signature",
                         f"{problem.message}: {problem.strerror} (-{problem.errno}); a malformed "
                         "signature is refused even without enforcement")]
+    digest = sigcrypto.digest_verdict(kernel.release, kernel.config, sig.hash_algo) \
+        if sig is not None and problem is None else sigcrypto.DigestVerdict(True)
+    if not digest.ok:
+        return [_tolerated(module, trust, _enforcement(kernel, policy), digest)]
     if problem is None and trust is SignatureTrust.REJECTED:
         return [Finding(Severity.REFUSE, "signature",
                         f"{signer}, a key the kernel has (built in, or the enrolled --cert), but "
                         "the signature does not match the module's content: Key was rejected "
-                        "by service (-EKEYREJECTED), even without enforcement")]
+                        "by service (-EKEYREJECTED; the kernel logs no line), even without "
+                        "enforcement")]
     if problem is None and trust in (SignatureTrust.TRUSTED, SignatureTrust.BUILTIN):
-        whose = "the certificate" if trust is SignatureTrust.TRUSTED else \
-            "the kernel's built-in key"
-        return [Finding(Severity.OK, "signature", f"{signer}, verified with {whose}")]
+        return [_verified(module, kernel, trust, signer)]
     return [_tolerated(module, trust, _enforcement(kernel, policy))]
 
 
-def _tolerated(module: KernelModule, trust: SignatureTrust, enforced: str | None) -> Finding:
+def _verified(module: KernelModule, kernel: KernelFacts, trust: SignatureTrust,
+              signer: str) -> Finding:
+    sig = module.signature
+    assert sig is not None
+    if sig.sig_algo == "ecdsa" and not sigcrypto.ecdsa_digest_ok(kernel.release, sig.hash_algo):
+        return Finding(Severity.REFUSE, "signature",
+                       f"{signer}: an ECDSA signature over {sig.hash_algo}, which "
+                       "software_key_determine_akcipher() refuses: Invalid argument (-EINVAL), "
+                       "even without enforcement")
+    whose = "the certificate (enrolled: the .machine keyring from MokListRT, or .platform "\
+        "from db)" if trust is SignatureTrust.TRUSTED else "the kernel's built-in key"
+    return Finding(Severity.OK, "signature", f"{signer}, verified with {whose}")
+
+
+def _tolerated(module: KernelModule, trust: SignatureTrust,
+               enforced: sigcrypto.Enforcer | None,
+               digest: sigcrypto.DigestVerdict | None = None) -> Finding:
     """A failure module_sig_check() tolerates unless signatures are enforced."""
     sig, problem = module.signature, module.signature_problem
     signer = f"signed by '{sig.signer.issuer_cn}'" if sig else ""
     hint = ""
-    if problem is not None:
+    if digest is not None:
+        reason, detail = _UNSUPPORTED, f"{signer}: {digest.reason}"
+    elif problem is not None:
         reason, detail = _UNSUPPORTED, problem.message
     elif trust is SignatureTrust.UNSIGNED or sig is None:
         reason, detail = _UNSIGNED, "unsigned"
@@ -229,9 +248,8 @@ def _tolerated(module: KernelModule, trust: SignatureTrust, enforced: str | None
         return Finding(Severity.TAINT, "signature",
                        f"{detail}: loads but taints the kernel (E){hint}; refused when "
                        f"signatures are enforced (Loading of {reason} is rejected)")
-    said = "Lockdown: unsigned module loading is restricted" if enforced == "lockdown" \
-        else f"Loading of {reason} is rejected"
-    return Finding(Severity.REFUSE, "signature", f"{detail}: {said} ({enforced}){hint}")
+    return Finding(Severity.REFUSE, "signature",
+                   f"{detail}: {enforced.says(reason)} ({enforced.rule}){hint}")
 
 
 def check_machine(module: KernelModule, kernel: KernelFacts) -> list[Finding]:

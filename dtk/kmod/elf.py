@@ -27,8 +27,8 @@ from elftools.construct import ConstructError
 from elftools.elf.elffile import ELFFile
 
 from dtk.kernel import modfile
+from dtk.kernel import modsig as sigmod
 from dtk.kernel.modfile import ModuleError
-from dtk.kmod import signature as sigmod
 
 VERSION_ENTRY_SIZE = 64  # struct modversion_info: unsigned long crc + name[64 - sizeof(long)]
 _SHN_UNDEF = 0

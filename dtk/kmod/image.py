@@ -57,8 +57,7 @@ def load(data: bytes, path: str, kind: str | None,
     sig = module.signature
     if sig is None:
         return Loaded(module, SignatureTrust.UNSIGNED)
-    digest = sign.content_digest(data[: sig.signed_length], sig) \
-        if sig.hash_algo in sign.HASHES else None
+    digest = sign.content_digest(data[: sig.signed_length], sig)
     if cert is None or digest is None:
         return Loaded(module, SignatureTrust.UNKNOWN, digest)
     if not sign.names_cert(sig.signer, cert):

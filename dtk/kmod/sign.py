@@ -9,7 +9,6 @@ only in this process's memory: nothing here writes, logs or caches them.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import lzma
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +22,25 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from dtk.errors import DtkError
 from dtk.files import write_atomic
-from dtk.kernel import modfile
-from dtk.kmod import der, elf
-from dtk.kmod import signature as sigmod
+from dtk.kernel import der, keyring, modfile
+from dtk.kernel import modsig as sigmod
+from dtk.kmod import elf
 
-HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512,
-    "sha224": hashes.SHA224,
+# Every digest some kernel's PKCS#7 parser has known, as `cryptography` computes it: dtk
+# verifies a signature in any of them (whether kernel K accepts it is a separate question,
+# dtk.kernel.sigcrypto).
+DIGESTS: dict[str, type[hashes.HashAlgorithm]] = {
+    "md5": hashes.MD5, "sha1": hashes.SHA1, "sha224": hashes.SHA224, "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384, "sha512": hashes.SHA512, "sha3-256": hashes.SHA3_256,
+    "sha3-384": hashes.SHA3_384, "sha3-512": hashes.SHA3_512,
 }
+# What dtk signs with. md5 and sha1 are refused: neither resists collisions, kernels from
+# 6.7 on no longer parse md5 signatures, and 6.7 and 6.8 did not parse sha1 ones.
+HASHES = ("sha256", "sha384", "sha512", "sha224", "sha3-256", "sha3-384", "sha3-512")
+_REFUSED = {"md5": "md5 is broken, and kernels from 6.7 on refuse md5 signatures",
+            "sha1": "sha1 is broken, and kernels 6.7 and 6.8 refuse sha1 signatures"}
+# Kernels before 6.7 (Debian 12's 6.1) refuse these: said when signing with one.
+OLD_KERNELS_REFUSE = frozenset({"sha3-256", "sha3-384", "sha3-512"})
 SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
@@ -65,27 +75,25 @@ def parse_key(data: bytes, where: str) -> SigningKey:
     return key
 
 
-def load_cert(path: Path) -> x509.Certificate:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DtkError(f"cannot read the certificate {path}: {exc.strerror}") from None
-    return parse_cert(data, str(path))
+# Certificates are read on the kernel floor (dtk.kernel.keyring); sign's callers (the node
+# among them) keep these names.
+load_cert = keyring.load_cert
+parse_cert = keyring.parse_cert
 
 
-def parse_cert(data: bytes, where: str) -> x509.Certificate:
-    try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificate(data)
-        return x509.load_der_x509_certificate(data)
-    except ValueError:
-        raise DtkError(f"{where} is not an X.509 certificate (PEM or DER)") from None
+def check_hash(hash_algo: str) -> None:
+    """Refuse, before any work, a digest dtk does not sign with."""
+    if hash_algo in _REFUSED:
+        raise DtkError(f"dtk does not sign with {hash_algo}: {_REFUSED[hash_algo]}",
+                       hint="sign with sha256 (what Debian's kernels sign their own modules "
+                            "with)")
+    if hash_algo not in HASHES:
+        raise DtkError(f"unsupported hash '{hash_algo}'", hint=f"use one of {', '.join(HASHES)}")
 
 
 def make_signer(key_path: Path, cert_path: Path, hash_algo: str = "sha256",
                 use_key_id: bool = False) -> Signer:
-    if hash_algo not in HASHES:
-        raise DtkError(f"unsupported hash '{hash_algo}'", hint=f"use one of {sorted(HASHES)}")
+    check_hash(hash_algo)
     return signer_for(load_key(key_path), load_cert(cert_path), hash_algo, use_key_id,
                       f"{key_path} is not the private key of {cert_path}")
 
@@ -94,8 +102,7 @@ def signer_for(key: SigningKey, cert: x509.Certificate, hash_algo: str = "sha256
                use_key_id: bool = False, mismatch: str = "the key does not match the "
                "certificate") -> Signer:
     """A Signer from keys already in memory (KMM's key and cert Secrets)."""
-    if hash_algo not in HASHES:
-        raise DtkError(f"unsupported hash '{hash_algo}'", hint=f"use one of {sorted(HASHES)}")
+    check_hash(hash_algo)
     if key.public_key().public_bytes(serialization.Encoding.DER,
                                      serialization.PublicFormat.SubjectPublicKeyInfo) != \
             cert.public_key().public_bytes(serialization.Encoding.DER,
@@ -114,7 +121,7 @@ def _skid(cert: x509.Certificate) -> bytes:
 
 def pkcs7_for(content: bytes, signer: Signer) -> bytes:
     """The detached PKCS#7 sign-file would append to `content`."""
-    algo = HASHES[signer.hash_algo]()
+    algo = DIGESTS[signer.hash_algo]()
     if isinstance(signer.key, rsa.RSAPrivateKey):
         raw = signer.key.sign(content, padding.PKCS1v15(), algo)
         sig_oid, null_params = sigmod.OID_RSA, True
@@ -161,14 +168,21 @@ def verify_bytes(module: bytes, cert: x509.Certificate) -> VerifyResult:
         return VerifyResult(False, str(exc))
     if sig is None:
         return VerifyResult(False, "unsigned")
-    if sig.hash_algo not in HASHES:
+    digest = content_digest(content, sig)
+    if digest is None:
         return VerifyResult(False, f"unsupported hash {sig.hash_algo}")
-    return verify_digest(sig, content_digest(content, sig), cert)
+    return verify_digest(sig, digest, cert)
 
 
-def content_digest(content: bytes, sig: sigmod.ModuleSignature) -> bytes:
-    """The digest the signature covers; kept instead of the module to verify it later."""
-    return hashlib.new(sig.hash_algo, content).digest()
+def content_digest(content: bytes, sig: sigmod.ModuleSignature) -> bytes | None:
+    """The digest the signature covers, kept instead of the module to verify it later;
+    None for a digest no kernel has known."""
+    algo = DIGESTS.get(sig.hash_algo)
+    if algo is None:
+        return None
+    hasher = hashes.Hash(algo())
+    hasher.update(content)
+    return hasher.finalize()
 
 
 def verify_digest(sig: sigmod.ModuleSignature, digest: bytes,
@@ -176,9 +190,9 @@ def verify_digest(sig: sigmod.ModuleSignature, digest: bytes,
     if not names_cert(sig.signer, cert):
         return VerifyResult(False, f"signed by '{sig.signer.issuer_cn}' key "
                                    f"{elf.colon_hex(sig.signer.key_id)}, not by this certificate")
-    if sig.hash_algo not in HASHES:
+    if sig.hash_algo not in DIGESTS:
         return VerifyResult(False, f"unsupported hash {sig.hash_algo}")
-    problem = _check_value(sig.signature, digest, HASHES[sig.hash_algo](), cert)
+    problem = _check_value(sig.signature, digest, DIGESTS[sig.hash_algo](), cert)
     if problem:
         return VerifyResult(False, problem)
     return VerifyResult(True, f"signed by '{sig.signer.issuer_cn}' ({sig.hash_algo}), verified")

@@ -60,11 +60,13 @@ class ProveCell:
     def key(self) -> str:
         return f"{self.row}@{self.kernel}"
 
-    def cache_key(self, guest_script: str) -> str:
+    def cache_key(self, guest_script: str, boot: str = "") -> str:
         """Content identity of this cell's proof: the image, the kernel, dtk's guest
-        and what is loaded how. The same key means the same answer."""
+        and what is loaded how (`boot`: the Secure Boot set-up's identity, '' for a
+        plain boot). The same key means the same answer."""
         spec = json.dumps({"modules": self.modules, "check": self.check,
-                           "built_for": self.built_for}, sort_keys=True)
+                           "built_for": self.built_for, **({"boot": boot} if boot else {})},
+                          sort_keys=True)
         return parts_digest(PROOF_FORMAT, self.image_id, self.kernel, guest_script, spec)
 
 
@@ -180,6 +182,8 @@ class ProveResult:
     cells: list[CellResult]
     boots: dict[str, int] = field(default_factory=dict)  # kernel → boots this run
     seconds: float = 0.0
+    # kernel → the Secure Boot chain as its guest saw it (dtk.vm.secureboot.describe)
+    secure_boot: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def cell(self, row: str, kernel: str) -> CellResult | None:
         return next((c for c in self.cells if c.cell.row == row and c.cell.kernel == kernel),
@@ -198,4 +202,5 @@ class ProveResult:
                 "boots": self.boots, "total_boots": sum(self.boots.values()),
                 "seconds": round(self.seconds, 1), "ok": self.ok,
                 "disagreements": len(self.disagreements),
+                **({"secure_boot": self.secure_boot} if self.secure_boot else {}),
                 "cells": [c.to_json() for c in self.cells]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dtk import textfit
 from dtk.kernel.verdict import Verdict
 from dtk.prove.model import CellResult, ProveResult
+from dtk.vm import secureboot
 
 _GREEN, _YELLOW, _RED, _MAGENTA, _DIM, _RESET = (
     "\033[32m", "\033[33m", "\033[31m", "\033[35m", "\033[2m", "\033[0m")
@@ -56,7 +57,9 @@ def render_text(result: ProveResult, *, colour: bool = False, width: int | None 
                 text = texts.get((row, kernel), "-").ljust(widths[kernel])
                 parts.append(f"{_colour(found)}{text}{_RESET}" if colour else text)
             lines.append("  ".join(parts).rstrip())
-    lines += [fitted for line in [*_reasons(result), summary(result)]
+    chains = [f"{kernel}: {secureboot.summary(chain)}"
+              for kernel, chain in result.secure_boot.items()]
+    lines += [fitted for line in [*_reasons(result), *chains, summary(result)]
               for fitted in textfit.wrap(line, width)]
     return "\n".join(lines) + "\n"
 

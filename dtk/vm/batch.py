@@ -31,9 +31,10 @@ from dtk.distro.select import open_archive
 from dtk.errors import DtkError
 from dtk.kernel.verdict import Verdict
 from dtk.progress import Monitor, NullMonitor
-from dtk.vm import cpio, guest, kernels, qemu, tools
+from dtk.vm import cpio, guest, kernels, qemu, secureboot, tools
 from dtk.vm.driver import DriverTree, read_driver_tree
 from dtk.vm.guest import GuestConfig, Unit
+from dtk.vm.secureboot import SecureBootSpec
 from dtk.vm.verdict import decide
 from dtk.vm.vmtest import step_timeout
 
@@ -57,6 +58,7 @@ class BatchSpec:
     timeout_s: float = 60.0  # the boot's allowance; each module adds its own steps
     memory_mb: int = 1024
     accel: str = "auto"
+    secure_boot: SecureBootSpec | None = None  # through OVMF, shim and GRUB (vmtest's too)
 
 
 @dataclass
@@ -87,6 +89,7 @@ class KernelRun:
     boots: int = 0
     seconds: float = 0.0
     accel: str = ""
+    boot: dict[str, str] = field(default_factory=dict)  # a Secure Boot boot: what it was
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class _Shared:
     probe_initrd: Path
     work: Path
     trees: dict[tuple[str, str], DriverTree | str]  # (kernel, module name) → tree or why not
+    secure: secureboot.Prepared | None = None
     # One boot per core, whichever kernel or initramfs-sized chunk it is for.
     slots: threading.Semaphore = field(
         default_factory=lambda: threading.Semaphore(os.cpu_count() or 1))
@@ -116,7 +120,13 @@ def run_batches(spec: BatchSpec, monitor: Monitor | None = None) -> list[KernelR
         buf = io.BytesIO()
         cpio.write(buf, [cpio.file("/init", guest.init_script().encode(), 0o755)])
         probe.write_bytes(userland.read_bytes() + buf.getvalue())
-        shared = _Shared(spec, userland, probe, work, trees)
+        secure = None
+        if spec.secure_boot is not None and spec.batches:
+            monitor.step("preparing the Secure Boot firmware, shim, GRUB and the variable "
+                         f"store (MOK enrolment: {spec.secure_boot.enrolment.value})")
+            secure = secureboot.prepare(spec.secure_boot, archive, kernels.find_source(
+                next(iter(spec.batches)), archive))
+        shared = _Shared(spec, userland, probe, work, trees, secure)
         monitor.step(f"booting {len(spec.batches)} kernel(s), {os.cpu_count() or 1} boots "
                      "at a time")
         # Every kernel is prepared at once; their boots share the cores (`slots`).
@@ -206,7 +216,8 @@ def _boot_all(shared: _Shared, run: KernelRun, pending: list[BatchModule],
     source = kernels.find_source(run.kernel, archive)
     with kernels.using_kernel(source, archive) as parts:
         trees = [shared.trees[run.kernel, i.name] for i in pending]
-        needs = sorted({n for t in trees if isinstance(t, DriverTree) for n in t.in_tree_needs})
+        needs = sorted({n for t in trees if isinstance(t, DriverTree) for n in t.in_tree_needs}
+                       | ({"efivarfs"} if shared.secure is not None else set()))
         requests = sorted({r for t in trees if isinstance(t, DriverTree) for r in t.requests})
         modules = kernels.module_set(parts, needs, requests, archive)
         run.accel = qemu.choose_accel(shared.spec.accel, parts.boot_image,
@@ -275,11 +286,22 @@ def _boot_once(shared: _Shared, parts: kernels.KernelParts, modules: Path | None
     initrd = _initrd(private, shared, modules, pending, step_s=step_s, release=parts.release)
     console, report_file = private / "console.log", private / "report.txt"
     console.write_text("")
-    boot = qemu.BootSpec(parts.boot_image, initrd, report_file, qemu.kernel_cmdline(),
-                         memory_mb=spec.memory_mb, accel=run.accel)
     # Each module may use its steps' time; a hung one ends the boot at its first.
-    end = qemu.boot(boot, timeout_s=spec.timeout_s + 5 * len(pending), console_log=console)
+    timeout_s = spec.timeout_s + 5 * len(pending)
+    if shared.secure is not None:
+        end = secureboot.boot_kernel(shared.secure, parts, initrd, private, qemu.kernel_cmdline(),
+                                     memory_mb=spec.memory_mb, cpus=1, accel=run.accel,
+                                     timeout_s=timeout_s, console=console)
+    else:
+        boot = qemu.BootSpec(parts.boot_image, initrd, report_file, qemu.kernel_cmdline(),
+                             memory_mb=spec.memory_mb, accel=run.accel)
+        end = qemu.boot(boot, timeout_s=timeout_s, console_log=console)
     frames = guest.split_report(report_file.read_text(errors="replace"))
+    if shared.secure is not None:
+        problem = _secure_boot_checked(shared.secure, frames, run)
+        if problem:
+            return [ModuleResult(i.name, run.kernel, i.module, Verdict.NOT_RUN, problem, number)
+                    for i in pending]
     results = []
     for item, (name, report) in zip(pending, frames.modules, strict=False):
         if name != item.name:
@@ -298,6 +320,17 @@ def _boot_once(shared: _Shared, parts: kernels.KernelParts, modules: Path | None
     if any(not r.verdict.compatible for r in results):
         _keep_logs(private, results, run, number)
     return results
+
+
+def _secure_boot_checked(secure: secureboot.Prepared, frames: guest.Frames,
+                         run: KernelRun) -> str:
+    """What the guest said about Secure Boot, kept for the run; why its verdicts prove
+    nothing about Secure Boot, if they do not."""
+    facts = frames.preamble.facts
+    if not frames.preamble.steps and not frames.modules:
+        return ""  # the boot never reached dtk's init: decide() says why
+    run.boot = secureboot.describe(secure, facts)
+    return secureboot.secure_boot_problem(facts)
 
 
 def _module_seconds(steps: Sequence[tuple[str, float]], up: dict[str, float]) -> float:

@@ -8,7 +8,9 @@ Cached per kernel, under a key that identifies the content (the toolkit's image
 id, or the package's SHA256 from the signed index), so nothing is re-extracted
 while the kernel is unchanged and a rebuilt toolkit is never served stale:
 
-    vm/kernels/<key>/vmlinux        ELF kernel for qemu's PVH entry (or bzImage)
+    vm/kernels/<key>/vmlinux        ELF kernel for qemu's PVH entry
+    vm/kernels/<key>/vmlinuz        the package's own image, as signed (Secure Boot boots,
+                                    and the boot image when it has no PVH entry)
     vm/kernels/<key>/modules/       K's modules.* index files (text and .bin)
     vm/kernels/<key>/sets/<h>.cpio  in-tree modules a driver needs, as an archive
 """
@@ -61,6 +63,11 @@ class KernelParts:
     boot_image: Path
     pvh: bool  # boot_image is an ELF vmlinux (else a bzImage)
     modules_dir: Path
+
+    @property
+    def signed_image(self) -> Path:
+        """/boot/vmlinuz-K as the package has it: what GRUB and shim verify."""
+        return self.boot_image.parent / "vmlinuz"
 
     @property
     def release(self) -> str:
@@ -126,6 +133,11 @@ def opened(source: KernelSource, archive: ArchiveOpener) -> Iterator[Path]:
         yield root
 
 
+# The marker of a complete entry; a new name when what an entry holds changes (2: the
+# signed vmlinuz is kept beside the PVH vmlinux), so older entries are filled again.
+_COMPLETE = "complete-2"
+
+
 def _kernel_dir(source: KernelSource) -> Path:
     return vm_cache() / "kernels" / source.key / source.release
 
@@ -139,14 +151,14 @@ def using_kernel(source: KernelSource, archive: ArchiveOpener) -> Iterator[Kerne
     lock = base.parent / f"{source.release}.lock"
     while True:
         with locked(lock):
-            if not (base / "complete").exists():
+            if not (base / _COMPLETE).exists():
                 with opened(source, archive) as root:
                     _extract(root, source.release, base)
-                write_atomic(base / "complete", (source.origin + "\n").encode())
+                write_atomic(base / _COMPLETE, (source.origin + "\n").encode())
                 _prune_other_keys(source)
         with locked(lock, shared=True):
             # Between the two locks a pruner may have taken the entry: fill it again.
-            if (base / "complete").exists():
+            if (base / _COMPLETE).exists():
                 pvh = (base / "vmlinux").exists()
                 yield KernelParts(source, base / ("vmlinux" if pvh else "vmlinuz"), pvh,
                                   base / "modules")
@@ -182,10 +194,9 @@ def _extract(root: Path, release: str, base: Path) -> None:
         elf: bytes | None = bzimage.extract_vmlinux(image)
     except bzimage.UnsupportedCompressionError:
         elf = None  # still bootable, only slower: the bzImage decompresses itself
+    write_atomic(base / "vmlinuz", image)
     if elf is not None and bzimage.has_pvh_note(elf):
-        write_atomic(base / "vmlinux", elf)
-    else:  # qemu can only enter an ELF kernel through PVH; boot the bzImage
-        write_atomic(base / "vmlinuz", image)
+        write_atomic(base / "vmlinux", elf)  # else qemu boots the bzImage: no PVH entry
     (base / "modules").mkdir(parents=True, exist_ok=True)
     for name in sorted(p.name for p in moddir.iterdir() if p.name.startswith("modules.")):
         host = rootfs.resolve(root, f"/lib/modules/{release}/{name}")

@@ -29,8 +29,10 @@ from dataclasses import dataclass
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from dtk.kernel import modsig
 from dtk.kernel.modfile import ModuleError, module_name, parse_modinfo, uncompress
 from dtk.kernel.modules_dep import ModulesDep
+from dtk.kernel.sigcrypto import crypto_module_request
 
 # An algorithm or template name as the crypto API takes it: "crc32c",
 # "hmac(sha256)", "cbc(aes)", "sha256-generic".
@@ -112,16 +114,26 @@ def _alg_parts(name: str) -> list[str]:
 
 def requests_of(raw: bytes, path: str) -> list[str]:
     """Every name loading the module at `path` may make modprobe or the kernel
-    ask for: its softdeps, and its crypto requests as `crypto-NAME` aliases."""
+    ask for: its softdeps, its crypto requests as `crypto-NAME` aliases, and the
+    digest of its signature (the kernel asks for `crypto-sha512` while it checks
+    a SHA-512 signature: where the kernel builds that digest as a module, a guest
+    without it refuses the module for unsupported crypto, which a node does not)."""
     try:
         data, _ = uncompress(raw, path)
         elf = ELFFile(io.BytesIO(data))
         info = elf.get_section_by_name(".modinfo")
         modinfo = parse_modinfo(info.data() if info is not None else b"")
     except (ELFError, ModuleError, ValueError, OSError):
-        modinfo = ()
+        data, modinfo = b"", ()
     return [*module_softdeps(modinfo),
-            *(f"crypto-{n}" for n in sorted(requested_algorithms(raw, path)))]
+            *(f"crypto-{n}" for n in sorted(requested_algorithms(raw, path))),
+            *_signature_request(data)]
+
+
+def _signature_request(data: bytes) -> list[str]:
+    signature = modsig.read(data).signature if data else None
+    wanted = crypto_module_request(signature.hash_algo) if signature is not None else None
+    return [wanted] if wanted else []
 
 
 def reach(index: ModuleIndex, names: Iterable[str],

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from dtk.digest import parts_digest
@@ -35,7 +36,8 @@ ROOT_PACKAGES_KEY = "dtk-vm-tools-2 " + " ".join(ROOT_PACKAGES)
 _KMOD_TOOLS = ("modprobe", "insmod", "rmmod", "lsmod", "modinfo", "depmod")
 
 
-def resolve_packages(archive: DebianArchive) -> list[Stanza]:
+def resolve_packages(archive: DebianArchive, roots: tuple[str, ...] = ROOT_PACKAGES
+                     ) -> list[Stanza]:
     """The exact packages of the guest userland, read from the archive's index.
 
     Scanning the indexes (50 MB for bookworm main) once per dependency level
@@ -43,40 +45,55 @@ def resolve_packages(archive: DebianArchive) -> list[Stanza]:
     answer for the indexes already on disk is used without refreshing them (a
     slightly older busybox is as good a guest as the newest).
     """
-    saved = _resolved_path(archive)
+    saved = _resolved_path(archive, roots)
     if saved is None or not saved.exists():
         archive.index.update()
-        saved = _resolved_path(archive)
+        saved = _resolved_path(archive, roots)
         assert saved is not None
     if saved.exists():
         return list(json.loads(saved.read_text()))
-    stanzas = _resolve(archive)
+    stanzas = resolve_closure(archive.index, archive.os.arch, roots)
     write_atomic(saved, json.dumps(stanzas).encode())
     return stanzas
 
 
-def _resolved_path(archive: DebianArchive) -> Path | None:
+def _roots_key(roots: tuple[str, ...]) -> str:
+    return ROOT_PACKAGES_KEY if roots == ROOT_PACKAGES else "dtk-vm-extra-1 " + " ".join(roots)
+
+
+def _resolved_path(archive: DebianArchive, roots: tuple[str, ...]) -> Path | None:
     files = archive.index.index_files()
     if not files:
         return None
-    stamp = parts_digest(ROOT_PACKAGES_KEY, *(f"{p}:{p.stat().st_mtime_ns}:{p.stat().st_size}"
-                                        for p in files))
+    stamp = parts_digest(_roots_key(roots), *(f"{p}:{p.stat().st_mtime_ns}:{p.stat().st_size}"
+                                              for p in files))
     return vm_cache() / "tools" / f"resolved-{stamp}.json"
 
 
-def _resolve(archive: DebianArchive) -> list[Stanza]:
-    return resolve_closure(archive.index, archive.os.arch, ROOT_PACKAGES)
-
-
-def tools_key(stanzas: list[Stanza]) -> str:
-    return parts_digest(ROOT_PACKAGES_KEY, *(f"{s['Package']}={s['Version']} {s.get('SHA256', '')}"
-                                       for s in stanzas))
+def tools_key(stanzas: list[Stanza], roots: tuple[str, ...] = ROOT_PACKAGES) -> str:
+    return parts_digest(_roots_key(roots), *(f"{s['Package']}={s['Version']} "
+                                             f"{s.get('SHA256', '')}" for s in stanzas))
 
 
 def ensure_tools(archive: DebianArchive) -> Path:
     """The cached userland cpio for the archive's current busybox and kmod."""
-    stanzas = resolve_packages(archive)
-    target = vm_cache() / "tools" / f"{tools_key(stanzas)}.cpio"
+    return _ensure(archive, ROOT_PACKAGES, userland_entries)
+
+
+# What a guest importing a MOK needs beside the userland, as `mokutil --import` runs on a
+# Secure Boot machine (it writes MokNew and MokAuth through efivarfs).
+MOK_PACKAGES = ("mokutil",)
+
+
+def ensure_mokutil(archive: DebianArchive) -> Path:
+    """The cached cpio of mokutil and the libraries its ELF headers name."""
+    return _ensure(archive, MOK_PACKAGES, lambda root: binary_entries(root, "mokutil"))
+
+
+def _ensure(archive: DebianArchive, roots: tuple[str, ...],
+            entries: Callable[[Path], list[cpio.Entry]]) -> Path:
+    stanzas = resolve_packages(archive, roots)
+    target = vm_cache() / "tools" / f"{tools_key(stanzas, roots)}.cpio"
     with locked(target.with_suffix(".lock")):
         if target.exists():
             return target
@@ -86,9 +103,21 @@ def ensure_tools(archive: DebianArchive) -> Path:
                                    [f"{s['Package']}={s['Version']}" for s in stanzas],
                                    root, Path(tmp) / "debs")
             buf = io.BytesIO()
-            cpio.write(buf, userland_entries(root))
+            cpio.write(buf, entries(root))
             write_atomic(target, buf.getvalue())
     return target
+
+
+def binary_entries(root: Path, name: str) -> list[cpio.Entry]:
+    """One program at /usr/bin/NAME and the libraries it needs (nothing run)."""
+    found = find_binary(root, name)
+    if found is None:
+        raise DtkError(f"{name} did not unpack as expected", hint=f"dtk expects a {name} "
+                       "binary in its package")
+    entries = [cpio.file(f"/usr/bin/{name}", found.read_bytes(), 0o755)]
+    entries += [cpio.file(guest_path, host_path.read_bytes(), 0o755)
+                for guest_path, host_path in sorted(elf_closure(root, found).items())]
+    return entries
 
 
 def userland_entries(root: Path) -> list[cpio.Entry]:

@@ -15,9 +15,11 @@ from dtk.vm.guest import Exit, Report
 class VmEnd:
     """How the qemu process ended, seen from the host."""
 
-    returncode: int | None  # None: killed at the hard timeout
+    returncode: int | None  # None: killed (the hard timeout, or `stopped`)
     console_tail: str
     timeout_s: float
+    stopped: str = ""  # why dtk stopped the VM before its timeout (a boot chain that failed)
+    reached: str = ""  # the last boot stage the console showed (firmware, GRUB, kernel)
 
 
 # Kernel messages that explain a refusal, most specific first. Each is matched
@@ -136,8 +138,11 @@ def _refused(report: Report) -> tuple[Verdict, str]:
     if not is_loader_refusal(log, output):
         return Verdict.INIT_FAILED, init_failure(log, error, report.facts.get("module", ""))
     said = kernel_reason(log, report.facts.get("module", ""))
+    firmware = "secureboot" in report.facts  # booted through OVMF, with its keys and MOKs
     if "with unavailable key is rejected" in said:
-        said = _join(said, _UNTRUSTED_KEY)
+        said = _join(said, _UNTRUSTED_KEY_FIRMWARE if firmware else _UNTRUSTED_KEY)
+    elif not said and "Key was rejected by service" in error:
+        said = _KNOWN_KEY_MISMATCH
     return Verdict.REFUSED, _join(said, error) or "modprobe failed without a kernel message"
 
 
@@ -172,6 +177,16 @@ def _module_words(log: str, module: str) -> str:
 _UNTRUSTED_KEY = ("the module's signing key is not in this kernel's keyrings (a VM has only "
                   "the kernel's built-in keys); on a node it must be enrolled as a MOK "
                   "(mokutil --import CERT, confirmed at the next boot)")
+
+
+# Booted through the firmware (dtk vmtest --secure-boot), the keyrings hold what a node's
+# do: the built-in key, the MOKs shim publishes (.machine), db (.platform).
+_UNTRUSTED_KEY_FIRMWARE = ("the module's signing key is in none of the kernel's keyrings (its "
+                           "built-in key, the MOKs enrolled in this VM's firmware, db)")
+# pkcs7_validate_trust() found the key; the signature does not verify: -EKEYREJECTED, and
+# module_sig_check() logs nothing for it (seen on 6.1 and 6.12 under Secure Boot).
+_KNOWN_KEY_MISMATCH = ("the kernel logs nothing: a key it has (built in or enrolled) "
+                       "does not verify the module's content (changed after signing)")
 
 
 def _not_live(report: Report) -> tuple[Verdict, str]:
@@ -224,12 +239,16 @@ _BY_EXIT: dict[int, Callable[[Report], tuple[Verdict, str]]] = {
 def _no_exit(report: Report, end: VmEnd) -> tuple[Verdict, str]:
     """The guest never reported an exit status: it died or ran out of time."""
     where = f"during {report.last_step}" if report.last_step else "before dtk's init ran"
+    if end.stopped:
+        return Verdict.NOT_RUN, end.stopped
     panic = _PANIC.search(end.console_tail)
     if panic:
         return Verdict.CRASHED, _join(f"kernel panic {where}", panic.group(0).strip())
     if end.returncode is None:
+        stage = f"; the boot had reached {end.reached}" if end.reached and not report.steps \
+            else ""
         return Verdict.TIMED_OUT, f"no result after {end.timeout_s:.0f} s, {where} " \
-            "(VM killed at the hard timeout)"
+            f"(VM killed at the hard timeout){stage}"
     oops = _OOPS.search(end.console_tail)
     # Before the kernel ran, the last console line is qemu's own complaint.
     said = oops.group(0).strip() if oops else \

@@ -31,9 +31,10 @@ from dtk.distro.select import open_archive
 from dtk.errors import DtkError
 from dtk.kernel.verdict import Verdict
 from dtk.progress import Monitor, NullMonitor
-from dtk.vm import cpio, guest, kernels, qemu, tools
+from dtk.vm import cpio, guest, kernels, qemu, secureboot, tools
 from dtk.vm.driver import DriverTree, ImageContents, read_driver_tree
 from dtk.vm.guest import GuestConfig
+from dtk.vm.secureboot import SecureBootSpec
 from dtk.vm.verdict import decide
 
 
@@ -54,6 +55,9 @@ class VmTestSpec:
     timeout_s: float = 60.0
     keep_log: bool = False
     accel: str = "auto"
+    # Boot through OVMF, shim and GRUB with Secure Boot on, the certificates enrolled as
+    # MOKs (dtk.vm.secureboot); None: qemu enters the kernel directly (PVH).
+    secure_boot: SecureBootSpec | None = None
 
 
 @dataclass
@@ -70,10 +74,12 @@ class VmResult:
     log: str = ""
     sections: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    boot: dict[str, str] = field(default_factory=dict)  # a Secure Boot boot: what it was
 
     def to_json(self) -> dict[str, Any]:
         return {
             "kernel": self.kernel, "image": self.image, "verdict": self.verdict.value,
+            "boot": self.boot or {"chain": "qemu -kernel (PVH, no firmware)"},
             "reason": self.reason, "seconds": round(self.seconds, 2),
             "guest_boot_s": round(self.guest_boot_s, 2), "accel": self.accel,
             "kernel_origin": self.kernel_origin, "module": self.module, "log": self.log,
@@ -106,6 +112,7 @@ class _Run:
     probe_initrd: Path
     work: Path
     archive: Callable[[], DebianArchive]
+    secure: secureboot.Prepared | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -124,10 +131,16 @@ def vmtest(spec: VmTestSpec, monitor: Monitor | None = None) -> list[VmResult]:
     _check_inputs(spec, contents)
     monitor.step("preparing the guest userland (busybox-static, kmod)")
     userland = tools.ensure_tools(archive())
+    secure = None
+    if spec.secure_boot is not None:
+        monitor.step("preparing the Secure Boot firmware, shim, GRUB and the variable store "
+                     f"(MOK enrolment: {spec.secure_boot.enrolment.value})")
+        secure = secureboot.prepare(spec.secure_boot, archive,
+                                    kernels.find_source(spec.kernels[0], archive))
     with tempfile.TemporaryDirectory(prefix="dtk-vmtest-") as tmp:
         work = Path(tmp)
         probe_initrd = _probe_initrd(userland, work)
-        run = _Run(spec, userland, probe_initrd, work, archive)
+        run = _Run(spec, userland, probe_initrd, work, archive, secure)
         return _run_parallel(run, {r: contents.get(r) for r in spec.kernels}, monitor)
 
 
@@ -266,9 +279,10 @@ def _one_kernel(run: _Run, release: str, contents: ImageContents | str | None) -
         with kernels.using_kernel(source, archive) as parts:
             result.kernel_origin = source.origin
             config = _guest_config(spec, tree, parts, result)
+            firmware = ["efivarfs"] if run.secure is not None else []  # SecureBoot, read
             modules = kernels.module_set(parts, [*config.preload, *config.in_tree_to_remove,
-                                                 *tree.in_tree_needs], sorted(tree.requests),
-                                         archive)
+                                                 *tree.in_tree_needs, *firmware],
+                                         sorted(tree.requests), archive)
             initrd = _initrd(run, release, modules, contents, config)
             accel = qemu.choose_accel(spec.accel, parts.boot_image, run.probe_initrd, run.work)
             return _boot(run, parts, initrd, accel, result)
@@ -338,16 +352,26 @@ def _boot(run: _Run, parts: kernels.KernelParts, initrd: Path, accel: str,
     private = initrd.parent
     console, report_file = private / "console.log", private / "report.txt"
     console.write_text("")
-    boot = qemu.BootSpec(parts.boot_image, initrd, report_file,
-                         qemu.kernel_cmdline(sig_enforce=spec.sig_enforce, append=spec.append),
-                         memory_mb=spec.memory_mb, accel=accel, cpus=spec.cpus)
+    cmdline = qemu.kernel_cmdline(sig_enforce=spec.sig_enforce, append=spec.append)
     if run.cancelled.is_set():
         raise DtkError("interrupted")
     start = time.monotonic()
-    end = qemu.boot(boot, timeout_s=spec.timeout_s, console_log=console)
+    if run.secure is not None:
+        end = secureboot.boot_kernel(run.secure, parts, initrd, private, cmdline,
+                                     memory_mb=spec.memory_mb, cpus=spec.cpus, accel=accel,
+                                     timeout_s=spec.timeout_s, console=console)
+    else:
+        boot = qemu.BootSpec(parts.boot_image, initrd, report_file, cmdline,
+                             memory_mb=spec.memory_mb, accel=accel, cpus=spec.cpus)
+        end = qemu.boot(boot, timeout_s=spec.timeout_s, console_log=console)
     result.seconds = time.monotonic() - start
     report = guest.parse_report(report_file.read_text(errors="replace"))
     result.verdict, result.reason = decide(report, end)
+    if run.secure is not None:
+        result.boot = secureboot.describe(run.secure, report.facts)
+        problem = secureboot.secure_boot_problem(report.facts) if report.steps else ""
+        if problem:
+            result.verdict, result.reason = Verdict.NOT_RUN, problem
     result.accel = accel
     result.sections = report.sections
     result.guest_boot_s = dict(report.steps).get("boot", 0.0)

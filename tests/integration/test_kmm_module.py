@@ -18,12 +18,12 @@ import yaml
 from dtk import run as runner
 from dtk.engine import buildah, skopeo
 from dtk.errors import DtkError
+from dtk.kernel.keyring import load_cert
 from dtk.kmm.state import registry_host
 from dtk.kmmapi.plan import intermediate_image
 from dtk.kmod import keygen
 from dtk.kmod.check import SignatureTrust
 from dtk.kmod.image import read_modules
-from dtk.kmod.sign import load_cert
 from tests.integration import kmm_docs as docs
 from tests.integration.conftest import AuthRegistry
 from tests.unit.kmm_support import dtk
@@ -468,3 +468,78 @@ def test_dir_name_and_no_modprobe_as_kmm_loads_them(tmp_path: Path, kernel_61: s
                    line.endswith(": loads") for line in status["check"]), status
     finally:
         _cleanup(image)
+
+
+def test_module_vmtest_under_secure_boot_enrols_the_modules_certificate(
+        built: Built, kernel_61: str, tmp_path: Path) -> None:
+    """--secure-boot: the signed kernel through OVMF, shim and GRUB, the certificate of the
+    Module's certSecret enrolled as a MOK (as on the nodes it is for): the signed image
+    loads. With another certificate enrolled instead, the kernel refuses it."""
+    _patch_spec(built.files)
+    code, data = _stdout_json(_run("module", "vmtest", "-f", str(built.files), "--kernel",
+                                   kernel_61, "--secure-boot", "--json"))
+    assert code == 0, data
+    (r,) = data
+    assert r["verdict"] == "loaded", r
+    assert r["boot"]["secure_boot"] == "on" and r["boot"]["enrolment"] == "offline", r
+    assert r["boot"]["sig_enforce"] == "Y", r
+    other = keygen.keygen(tmp_path / "other", "not the Module's key")
+    code, data = _stdout_json(_run("module", "vmtest", "-f", str(built.files), "--kernel",
+                                   kernel_61, "--enrol", str(other.cert_pem), "--json"))
+    assert code == 1, data
+    (r,) = data
+    assert r["verdict"] == "refused", r
+    assert "Loading of module with unavailable key is rejected" in r["reason"], r
+
+
+def test_a_module_for_kmms_sign_in_place_flow_works_unchanged(
+        built: Built, kernel_61: str, tmp_path: Path, auth_registry: AuthRegistry) -> None:
+    """Since KMM 9d626f4 the build pod pushes the unsigned image to containerImage and the
+    sign pod overwrites it in place. A registry KMM left between the two (the unsigned
+    build under the final name) and the Module written for that flow: dtk validates and
+    plans it unchanged (the unsigned image is not taken for done: no sign label), builds
+    and signs it into containerImage, and renders the signed digest."""
+    image = f"{auth_registry.address}/kmmt-{secrets.token_hex(4)}/inplace:${{KERNEL_FULL_VERSION}}"
+    all_docs = list(yaml.safe_load_all(built.files.read_text()))
+    cont = all_docs[0]["spec"]["moduleLoader"]["container"]
+    cont["kernelMappings"] = [{"literal": kernel_61, "containerImage": image}]
+    signing = cont.pop("sign")
+    unsigned = docs.write(tmp_path / "build-only.yaml", *all_docs)
+    cont["sign"] = signing
+    module = docs.write(tmp_path / "module.yaml", *all_docs)
+    final = image.replace("${KERNEL_FULL_VERSION}", kernel_61)
+    try:
+        # KMM's build pod: the unsigned build pushed to containerImage
+        code, text = _run("module", "build", "-f", str(unsigned), "--kernel", kernel_61,
+                          "--push")
+        assert code == 0, text
+        left = skopeo.remote_digest(final, tls_verify=False, authfile=built.auth)
+        assert left is not None
+        code, text = _run("module", "validate", "-f", str(module))
+        assert code == 0, text
+        code, plan = _stdout_json(_run("module", "plan", "-f", str(module), "--kernel",
+                                       kernel_61, "--json"))
+        assert code == 0, plan
+        (state,) = plan["states"]  # found, and not taken for done: no sign label
+        assert state["state"] == "NeedsBuilding" and state["digest"], state
+        code, data = _stdout_json(_run("module", "build", "-f", str(module), "--kernel",
+                                       kernel_61, "--push", "--json"))
+        assert code == 0, data
+        (result,) = data["results"]
+        assert result["action"] == "built+signed", result
+        signed = skopeo.remote_digest(final, tls_verify=False, authfile=built.auth)
+        assert signed not in (None, left) and result["pushed"] == signed
+        buildah.remove_image(final)  # what the registry holds, not the local copy
+        skopeo.ensure_local(final, tls_verify=False, authfile=built.auth)
+        modules = read_modules(final, cert=keygen_cert(built))
+        assert {i.trust for group in modules.values() for i in group} == \
+            {SignatureTrust.TRUSTED}
+        out = tmp_path / "render.yaml"
+        code, text = _run("module", "render", "-f", str(module), "--kernel", kernel_61,
+                          "-o", str(out))
+        assert code == 0, text
+        rendered = yaml.safe_load(out.read_text())["spec"]["moduleLoader"]["container"]
+        assert rendered["kernelMappings"][0]["containerImage"] == \
+            f"{final.rsplit(':', 1)[0]}@{signed}"
+    finally:
+        _cleanup(final, module="kmm-ci")

@@ -21,6 +21,7 @@ from dtk import rootfs
 from dtk import run as runner
 from dtk.distro.debian import DebianArchive
 from dtk.engine import buildah
+from dtk.kernel import keyring
 from dtk.kernel.verdict import Verdict
 from dtk.kmod import check as chk
 from dtk.kmod import elf, keygen, sign
@@ -190,7 +191,7 @@ def test_builtin_key_trust_agrees_with_and_without_sig_enforce(
         image = driver_image(tmp_path / variant / "crc7.ko", kernel_61)
         try:
             policy = chk.Policy(sig_enforce=enforce)
-            [verdict] = check_target(read_image_index(image, cert=sign.load_cert(mok.cert_pem)),
+            [verdict] = check_target(read_image_index(image, cert=keyring.load_cert(mok.cert_pem)),
                                      kernel, policy)
             [vm] = vmtest(VmTestSpec(image=image, kernels=(kernel_61,),
                                      guest=GuestConfig(module="crc7"), sig_enforce=enforce))

@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives import serialization
 from dtk import rootfs
 from dtk import run as runner
 from dtk.engine import buildah
+from dtk.kernel import keyring
+from dtk.kernel import modsig as sigmod
 from dtk.kmod import elf, keygen, sign
-from dtk.kmod import signature as sigmod
 from dtk.toolkit.images import ToolkitImage
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,7 @@ KEYS = {"openssl": ("o.key", "o.crt"), "dtk": ("signing_key.pem", "signing_cert.
 
 
 @pytest.mark.parametrize("module", ["usb-storage.ko", "crc7.ko", "ext4.ko"])
-@pytest.mark.parametrize("hash_algo", ["sha256", "sha384", "sha512"])
+@pytest.mark.parametrize("hash_algo", ["sha256", "sha384", "sha512", "sha3-256"])
 @pytest.mark.parametrize("keys", ["openssl", "dtk"])
 @pytest.mark.parametrize("key_id", [False, True])
 def test_byte_identical_to_sign_file(*, kit: Path, tmp_path: Path, module: str, hash_algo: str,
@@ -77,7 +78,7 @@ def test_openssl_and_modinfo_accept_the_signature(kit: Path, tmp_path: Path) -> 
                 str(cert), "-CAfile", str(cert), "-purpose", "any", "-out", "/dev/null"],
                timeout=60)
     info = runner.run(["modinfo", str(signed)], timeout=60).stdout
-    serial = sign.load_cert(cert).serial_number
+    serial = keyring.load_cert(cert).serial_number
     key_id = elf.colon_hex(serial.to_bytes((serial.bit_length() + 7) // 8, "big"))
     assert "signer:         dtk made key" in info
     assert f"sig_key:        {key_id}" in info

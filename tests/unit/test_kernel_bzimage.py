@@ -141,3 +141,20 @@ def test_garbage_only_raises_dtk_errors(noise: bytes, where: int, length: int) -
     image[600 + where % 200:600 + where % 200 + len(noise)] = noise
     with contextlib.suppress(DtkError):
         bzimage.extract_vmlinux(bytes(image))
+
+
+def test_authenticode_signature_is_seen_in_the_pe_header() -> None:
+    """A PE with a certificate table (data directory 4) is signed; the same with the table
+    emptied, or something that is no PE, is not."""
+    header = bytearray(0x200)
+    header[:2] = b"MZ"
+    struct.pack_into("<I", header, 0x3C, 0x40)
+    header[0x40:0x44] = b"PE\0\0"
+    struct.pack_into("<H", header, 0x40 + 24, 0x20B)  # PE32+
+    table = 0x40 + 24 + 112 + 4 * 8
+    signed = bytearray(header) + b"\0" * 0x100
+    struct.pack_into("<II", signed, table, 0x200, 0x100)
+    assert bzimage.authenticode_signed(bytes(signed))
+    struct.pack_into("<II", signed, table, 0, 0)
+    assert not bzimage.authenticode_signed(bytes(signed))
+    assert not bzimage.authenticode_signed(b"\x7fELF" + b"\0" * 100)

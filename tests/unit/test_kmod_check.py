@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from dtk.kernel import facts, symvers
+from dtk.kernel import facts, keyring, symvers
+from dtk.kernel import modsig as sigmod
 from dtk.kernel.symvers import Symbol
 from dtk.kmod import check as chk
 from dtk.kmod import elf, image, keygen, sign
-from dtk.kmod import signature as sigmod
 
 CRC7 = Path(__file__).parent.parent / "data" / "kmod" / "crc7-6.1.0-56-amd64.ko"
 MODULE = elf.read_module(CRC7)
 STD_CONFIG = {"CONFIG_SMP": "y", "CONFIG_PREEMPT_BUILD": "y", "CONFIG_MODULE_UNLOAD": "y",
               "CONFIG_MODVERSIONS": "y", "CONFIG_MODULE_SIG": "y",
               "CONFIG_MODULE_FORCE_LOAD": "y", "CONFIG_LOCK_DOWN_IN_EFI_SECURE_BOOT": "y",
-              "CONFIG_X86_64": "y"}
+              "CONFIG_X86_64": "y", "CONFIG_CRYPTO_SHA256": "y", "CONFIG_CRYPTO_SHA512": "m"}
 
 
 def kernel(release: str = "6.1.0-56-amd64", config: dict[str, str] | None = None,
@@ -231,7 +233,7 @@ def test_an_unknown_key_taints_and_is_rejected_only_under_enforcement(
         mok: sign.Signer, tmp_path: Path) -> None:
     other = keygen.keygen(tmp_path / "other", "someone else")
     signed, _ = sign.sign_bytes(CRC7.read_bytes(), mok)
-    item = image.load(signed, "crc7.ko", None, sign.load_cert(other.cert_pem))
+    item = image.load(signed, "crc7.ko", None, keyring.load_cert(other.cert_pem))
     assert item.trust_on([]) is chk.SignatureTrust.UNTRUSTED
     lax = _signature(chk.check_module(item.module, kernel(), {}, trust=item.trust))
     assert lax.severity is chk.Severity.TAINT
@@ -347,3 +349,87 @@ def test_remedies_follow_the_refusals() -> None:
     assert "rebuild it for 6.1.0-56-rt-amd64" in fixes[0]
     assert "dtk sign" in fixes[1]
     assert chk.remedies(chk.check_module(MODULE, kernel(), {})) == []
+
+
+# What Debian's 6.1 and 6.12 configs set for the digests a module signature may use (read
+# from their /boot/config-*): 6.1 builds SHA-512 and SHA-3 as modules, 6.12 builds them in.
+_CRYPTO_61 = {"CONFIG_CRYPTO_MD5": "y", "CONFIG_CRYPTO_SHA1": "y", "CONFIG_CRYPTO_SHA256": "y",
+              "CONFIG_CRYPTO_SHA512": "m", "CONFIG_CRYPTO_SHA3": "m", "CONFIG_IMA": "y",
+              "CONFIG_IMA_ARCH_POLICY": "y"}
+_CRYPTO_612 = {**_CRYPTO_61, "CONFIG_CRYPTO_SHA512": "y", "CONFIG_CRYPTO_SHA3": "y"}
+
+
+def openssl_signed(module: bytes, keys: keygen.KeyFiles, md: str) -> bytes:
+    """What scripts/sign-file appends for `-md`, made by OpenSSL itself (not by dtk): a
+    detached CMS without attributes or certificates, struct module_signature, the magic."""
+    content, _old = sigmod.split(module)
+    cms = subprocess.run(
+        ["openssl", "cms", "-sign", "-binary", "-noattr", "-nocerts", "-nosmimecap",
+         "-outform", "DER", "-md", md, "-signer", str(keys.cert_pem), "-inkey", str(keys.key)],
+        input=content, check=True, capture_output=True).stdout
+    return content + sigmod.trailer(cms)
+
+
+@pytest.fixture(scope="module")
+def mok_keys(tmp_path_factory: pytest.TempPathFactory) -> keygen.KeyFiles:
+    return keygen.keygen(tmp_path_factory.mktemp("mok-keys"), "an enrolled MOK")
+
+
+# Booted on Debian's 6.1.0-57 and 6.12.118 under Secure Boot with the certificate enrolled
+# (the research behind issue 25): check said "refused" for the four loaded cells.
+@pytest.mark.parametrize(("release", "config", "md", "loads"), [
+    ("6.1.0-57-amd64", _CRYPTO_61, "sha1", True),
+    ("6.1.0-57-amd64", _CRYPTO_61, "md5", True),
+    ("6.1.0-57-amd64", _CRYPTO_61, "sha3-256", False),
+    ("6.1.0-57-amd64", _CRYPTO_61, "sha512", True),
+    ("6.12.118+deb12-amd64", _CRYPTO_612, "sha1", True),
+    ("6.12.118+deb12-amd64", _CRYPTO_612, "md5", False),
+    ("6.12.118+deb12-amd64", _CRYPTO_612, "sha3-256", True),
+    ("6.12.118+deb12-amd64", _CRYPTO_612, "sha256", True),
+])
+def test_the_digests_each_kernel_line_accepts_under_secure_boot(
+        mok_keys: keygen.KeyFiles, release: str, config: dict[str, str], md: str,
+        loads: bool) -> None:
+    signed = openssl_signed(CRC7.read_bytes(), mok_keys, md)
+    item = image.load(signed, "crc7.ko", None, keyring.load_cert(mok_keys.cert_pem))
+    assert MODULE.vermagic is not None
+    target = dataclasses.replace(kernel(release, {**STD_CONFIG, **config}),
+                                 vermagic=MODULE.vermagic)  # the signature is the question
+    verdict = chk.check_module(item.module, target, {}, trust=item.trust, policy=_SB)
+    assert verdict.loads is loads, verdict.findings
+    if not loads:  # the kernel's own words: the digest is checked before the key
+        message = _signature(verdict).message
+        assert "Loading of module with unsupported crypto is rejected" in message
+        assert "Lockdown" not in message
+
+
+def test_secure_boot_refusals_are_worded_as_the_kernel_logs_them() -> None:
+    """Debian's kernels set module.sig_enforce under Secure Boot (IMA's arch policy), so
+    module_sig_check() says 'Loading of … is rejected', not the lockdown LSM's words."""
+    target = kernel(config={**STD_CONFIG, **_CRYPTO_61})
+    verdict = chk.check_module(MODULE, target, {}, trust=chk.SignatureTrust.UNSIGNED,
+                               policy=_SB)
+    message = _signature(verdict).message
+    assert "Loading of unsigned module is rejected" in message
+    assert "CONFIG_IMA_ARCH_POLICY" in message
+    # without IMA's arch policy, lockdown refuses it, in its own words
+    bare = kernel(config={**STD_CONFIG, **_CRYPTO_61, "CONFIG_IMA_ARCH_POLICY": "n"})
+    message = _signature(chk.check_module(MODULE, bare, {}, trust=chk.SignatureTrust.UNSIGNED,
+                                          policy=_SB)).message
+    assert "Lockdown: modprobe: unsigned module loading is restricted; see man " \
+           "kernel_lockdown.7" in message
+
+
+def test_facts_cached_for_other_config_keys_are_read_again(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """Two lines of work each moved the cache format to 7 for different config keys and
+    shared one cache: facts without CONFIG_CRYPTO_* were taken for current, and check said
+    every signature was unsupported crypto. The format names the keys read."""
+    monkeypatch.setenv("DTK_CACHE_DIR", str(tmp_path))
+    stale = kernel().to_json() | {"format": 7}
+    facts.cache_path("k").parent.mkdir(parents=True)
+    facts.cache_path("k").write_text(json.dumps(stale))
+    assert facts.load_cached("k") is None
+    facts.store("k", kernel())
+    assert facts.load_cached("k") is not None

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dtk.kernel import modfile
+from dtk.kernel import modsig as sigmod
 from dtk.kmod import elf, sign
-from dtk.kmod import signature as sigmod
 
 DATA = Path(__file__).parent.parent / "data" / "kmod"
 CRC7 = DATA / "crc7-6.1.0-56-amd64.ko"

@@ -22,7 +22,7 @@ def cached_entry(cache: Path, source: KernelSource) -> Path:
     base = cache / "vm" / "kernels" / source.key / K
     (base / "modules").mkdir(parents=True)
     (base / "vmlinux").write_bytes(b"\x7fELF")
-    (base / "complete").write_text(source.origin + "\n")
+    (base / kernels._COMPLETE).write_text(source.origin + "\n")
     return base
 
 

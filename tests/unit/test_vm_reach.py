@@ -4,7 +4,9 @@ node's /lib/modules/K holds (the libcrc32c false refusals, issue 12 §1)."""
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
+from dtk.kernel import modsig
 from dtk.kernel.modules_dep import parse_modules_dep
 from dtk.vm import reach
 
@@ -111,3 +113,14 @@ def test_requests_of_a_module_read_softdeps_and_rodata_strings() -> None:
 
 def test_requests_of_garbage_are_empty() -> None:
     assert reach.requests_of(b"not an elf", "x.ko") == []
+
+
+def test_a_signature_asks_for_its_digest() -> None:
+    """The kernel requests crypto-<digest> while it checks a module's signature: 6.1 builds
+    sha512 as a module, so a guest without it called a SHA-512-signed module unsupported
+    crypto, which a node (with all of /lib/modules) loads."""
+    crc7 = (Path(__file__).parent.parent / "data" / "kmod" / "crc7-6.1.0-56-amd64.ko")
+    signed = crc7.read_bytes()  # Debian signs its modules with sha256
+    assert reach.requests_of(signed, "crc7.ko")[-1:] == ["crypto-sha256"]
+    content, _sig = modsig.split(signed)
+    assert "crypto-sha256" not in reach.requests_of(content, "crc7.ko")

@@ -194,3 +194,32 @@ def test_unload_that_leaves_a_module_of_the_order_loaded() -> None:
                           "@@dtk exit 13 unload\n")
     assert decide(report, CLEAN) == (
         Verdict.UNLOAD_FAILED, "kmm_ul_c still loaded after the worker's modprobe -r")
+
+
+def test_a_chain_that_stalls_or_is_stopped_says_where() -> None:
+    """A Secure Boot boot that never reached dtk's init: stopped early by the console watch
+    (not run, with why), or killed at the hard timeout naming the last stage it showed."""
+    empty = parse_report("")
+    stopped = VmEnd(None, "", 180, stopped="GRUB refused the kernel: …", reached="GRUB")
+    assert decide(empty, stopped) == (Verdict.NOT_RUN, "GRUB refused the kernel: …")
+    stalled = VmEnd(None, "grub> ", 180, reached="GRUB (last console line: grub>)")
+    verdict, reason = decide(empty, stalled)
+    assert verdict is Verdict.TIMED_OUT
+    assert reason.endswith("the boot had reached GRUB (last console line: grub>)")
+
+
+def test_refusals_under_secure_boot_speak_of_the_firmwares_keys() -> None:
+    """Booted through the firmware (the guest reported SecureBoot), an unknown key is one
+    in none of the keyrings it fills; a known key whose signature does not match gets no
+    kernel line, and the reason says so."""
+    def refused(dmesg: str) -> str:
+        text = ("@@dtk kv secureboot  06 00 00 00 01\n@@dtk step load 3.0\n"
+                "@@dtk begin load\nmodprobe: ERROR: could not insert 'crc7': Key was rejected "
+                f"by service\n@@dtk end load\n@@dtk begin dmesg\n[ 3.0] dtk: step load\n{dmesg}"
+                "@@dtk end dmesg\n@@dtk exit 10 load\n")
+        verdict, reason = decide(parse_report(text), VmEnd(0, "", 60))
+        assert verdict is Verdict.REFUSED
+        return reason
+    assert "the MOKs enrolled in this VM's firmware" in refused(
+        "[ 3.1] Loading of module with unavailable key is rejected\n")
+    assert refused("").startswith("the kernel logs nothing: a key it has")

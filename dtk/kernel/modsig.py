@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from dtk.kmod import der
+from dtk.kernel import der
 
 MAGIC = b"~Module signature appended~\n"
 _TRAILER = struct.Struct(">BBBBB3sI")  # __pad[3] is read: the kernel checks it
@@ -24,6 +24,8 @@ OID_DATA = "1.2.840.113549.1.7.1"
 OID_RSA = "1.2.840.113549.1.1.1"
 OID_COMMON_NAME = "2.5.4.3"
 HASH_OIDS = {
+    "md4": "1.2.840.113549.2.4",
+    "md5": "1.2.840.113549.2.5",
     "sha1": "1.3.14.3.2.26",
     "sha224": "2.16.840.1.101.3.4.2.4",
     "sha256": "2.16.840.1.101.3.4.2.1",
@@ -38,10 +40,14 @@ ECDSA_OIDS = {
     "sha256": "1.2.840.10045.4.3.2",
     "sha384": "1.2.840.10045.4.3.3",
     "sha512": "1.2.840.10045.4.3.4",
+    "sha3-256": "2.16.840.1.101.3.4.3.10",
+    "sha3-384": "2.16.840.1.101.3.4.3.11",
+    "sha3-512": "2.16.840.1.101.3.4.3.12",
 }
+_ECDSA_WITH_SHA1 = "1.2.840.10045.4.1"  # read (the kernel's parser knows it), never written
 _HASH_BY_OID = {v: k for k, v in HASH_OIDS.items()}
 _SIG_ALGO_BY_OID = {OID_RSA: "rsa", **dict.fromkeys(ECDSA_OIDS.values(), "ecdsa"),
-                    "1.3.101.112": "ed25519"}
+                    _ECDSA_WITH_SHA1: "ecdsa", "1.3.101.112": "ed25519"}
 
 
 class SignatureError(ValueError):
